@@ -1,0 +1,275 @@
+"""The one configuration model of a run. Every option is documented here; `examples/config.full.yaml`
+is generated from these descriptions (`orthoselect config-template`)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from orthoselect.hashing import stable_hash
+
+SIMULATED = "simulated"
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, values are re-validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class StorageConfig(Section):
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec storage options applied to every remote URL (dataset, run_dir, output), e.g. "
+        "{client_kwargs: {endpoint_url: 'http://127.0.0.1:5000'}, profile: 'prod'} for s3://. Credentials "
+        "otherwise come from the standard AWS environment. Never put secret values here; use the environment.",
+    )
+    retries: int = Field(
+        5, ge=0, description="Attempts of a storage read or write after a transient error, with backoff."
+    )
+
+
+class DatasetConfig(Section):
+    path: str | list[str] = Field(
+        ..., description="Input shards: an fsspec URL of a folder, a glob, or a list of them. "
+        "Files ending in .jsonl, .jsonl.gz, .json, .ndjson or .parquet are read; one file is one shard."
+    )
+    format: Literal["auto", "jsonl", "parquet"] = Field(
+        "auto", description="Shard format; `auto` decides per file from its extension."
+    )
+    id_field: str | None = Field(
+        "id", description="Field holding a unique document id. null: ids are made as '<shard>:<row>'."
+    )
+    text_field: str = Field("text", description="Field holding the document text that is rated.")
+    batch_rows: int = Field(
+        2000, gt=0, description="Rows read at a time from a shard. With the shard size it bounds a worker's "
+        "memory: no stage holds more than one shard's ratings and one batch of text."
+    )
+
+
+class TaskConfig(Section):
+    description: str = Field(
+        "General instruction following: answer user requests helpfully, accurately and clearly.",
+        description="The target task the selected data should teach; pasted into the rule-generation prompt.",
+    )
+
+
+class DataConfig(Section):
+    description: str = Field(
+        "A mixed pool of documents of varying quality.",
+        description="What the pool contains; pasted into the rule-generation prompt.",
+    )
+
+
+class LLMEndpoint(Section):
+    model: str = Field(
+        SIMULATED, description="A litellm model string (openai/..., anthropic/..., hosted_vllm/..., ollama/...) "
+        "or `simulated` for the offline simulator."
+    )
+    api_base: str | None = Field(None, description="Endpoint URL, for self-hosted or proxied models.")
+    api_key_env: str | None = Field(
+        None, description="Name of the environment variable that holds the API key (the key itself is never "
+        "read from the config, logged or cached). null: the provider's usual variable, e.g. OPENAI_API_KEY."
+    )
+    timeout_s: float = Field(60.0, gt=0, description="Seconds before one request is abandoned and retried.")
+    max_retries: int = Field(
+        4, ge=0, description="Retries of one request after 429, 5xx, connection errors and timeouts."
+    )
+    temperature: float = Field(0.0, ge=0, description="Sampling temperature; 0 is greedy, as in the paper.")
+
+
+class RulesConfig(LLMEndpoint):
+    count: int = Field(50, gt=0, description="R: candidate rules to generate.")
+    file: str | None = Field(
+        None, description="Use these rules instead of generating: .txt (one 'Name: description' a line), "
+        ".json or .yaml (a list of strings or of {name, description} objects)."
+    )
+    examples: int = Field(5, ge=0, description="Example documents (from the sample) pasted into the prompt.")
+    example_chars: int = Field(1200, gt=0, description="Characters kept of each example document.")
+    max_attempts: int = Field(
+        3, gt=0, description="Generation calls made to reach `count` distinct rules before giving up."
+    )
+    temperature: float = Field(0.7, ge=0, description="Sampling temperature of rule generation.")
+
+
+class RatingConfig(LLMEndpoint):
+    transport: Literal["auto", "http", "litellm"] = Field(
+        "auto", description="`http`: lean async HTTP client for OpenAI-compatible endpoints; `litellm`: "
+        "litellm.acompletion for any provider; `auto`: http for OpenAI-compatible providers, else litellm."
+    )
+    concurrency: int = Field(64, gt=0, description="Requests in flight at once per worker process.")
+    sample_size: int = Field(1000, gt=1, description="n: documents rated against all R rules for the DPP.")
+    max_doc_tokens: int = Field(
+        2048, gt=0, description="Documents are truncated to this many tokens for rating (recorded per rating); "
+        "outputs keep them whole."
+    )
+    max_tokens: int = Field(16, gt=0, description="Completion tokens allowed for one answer.")
+    parse_retries: int = Field(
+        1, ge=0, description="Re-asks, with a stricter prompt, after an answer that does not parse; then "
+        "the rating is recorded as missing with its reason."
+    )
+
+
+class DPPConfig(Section):
+    k: int = Field(10, gt=0, description="r: rules kept by the DPP.")
+    kernel: Literal["correlation", "gram"] = Field(
+        "correlation", description="`correlation`: L = corr(S) + eps*I over standardised non-constant rule "
+        "columns (independence only); `gram`: L = S^T S on raw scores, as the paper's code."
+    )
+    method: Literal["greedy", "sample"] = Field(
+        "greedy", description="`greedy`: deterministic greedy MAP; `sample`: seeded exact k-DPP draws, the "
+        "one with the lowest rho kept."
+    )
+    samples: int = Field(100, gt=0, description="M: k-DPP draws when method is `sample`.")
+    eps: float = Field(1e-6, ge=0, description="Ridge added to the kernel diagonal.")
+    random_subsets: int = Field(
+        1000, ge=0, description="Random r-subsets drawn to place the chosen set's rho as a percentile."
+    )
+
+
+class SelectionConfig(Section):
+    mode: Literal["top_k", "threshold", "fraction", "token_budget", "gumbel"] = Field(
+        "top_k", description="How documents are kept: the `size` best (`top_k`), all with score >= "
+        "`threshold`, the best `fraction`, the best until `token_budget` tokens, or `gumbel`: top `size` "
+        "(or `fraction`) of z-scored score + temperature * Gumbel noise."
+    )
+    size: int | None = Field(None, gt=0, description="Documents kept by top_k and gumbel.")
+    fraction: float | None = Field(
+        0.02, gt=0, le=1, description="Share of rated documents kept by `fraction`, and by top_k/gumbel "
+        "when `size` is null (paper: 2 %)."
+    )
+    threshold: float | None = Field(None, ge=0, le=1, description="Minimum score kept by `threshold`.")
+    token_budget: int | None = Field(None, gt=0, description="Total tokens kept by `token_budget`.")
+    temperature: float = Field(1.0, gt=0, description="Gumbel temperature on z-scored scores.")
+
+    @model_validator(mode="after")
+    def _needs_its_size(self) -> "SelectionConfig":
+        needed = {"threshold": "threshold", "token_budget": "token_budget", "fraction": "fraction"}
+        key = needed.get(self.mode)
+        if key and getattr(self, key) is None:
+            raise ValueError(f"selection.{key} must be set when selection.mode is {self.mode!r}")
+        if self.mode in ("top_k", "gumbel") and self.size is None and self.fraction is None:
+            raise ValueError(f"selection.size or selection.fraction must be set when selection.mode is {self.mode!r}")
+        return self
+
+
+class OutputConfig(Section):
+    path: str | None = Field(None, description="Where selected documents go; null: <run_dir>/selected.")
+    format: Literal["parquet", "jsonl"] = Field("parquet", description="Format of the selected shards.")
+
+
+class ClusterConfig(Section):
+    address: str | None = Field(
+        None, description="Dask scheduler address (tcp://host:8786) of a running cluster; null starts a "
+        "LocalCluster for the run."
+    )
+    n_workers: int = Field(2, gt=0, description="Worker processes of the LocalCluster.")
+    threads_per_worker: int = Field(2, gt=0, description="Threads per LocalCluster worker.")
+    memory_limit: str = Field("4GiB", description="Memory limit per LocalCluster worker.")
+
+
+class CacheConfig(Section):
+    enabled: bool = Field(True, description="Reuse LLM answers across runs, resumes and stages.")
+    path: str | None = Field(
+        None, description="SQLite file of the request cache; null: <run_dir>/cache/requests.sqlite when the "
+        "run directory is local, else ~/.cache/orthoselect/requests.sqlite."
+    )
+
+
+class Config(Section):
+    run_dir: str = Field("runs/default", description="fsspec URL of the run directory holding every artifact.")
+    seed: int = Field(0, description="Seeds every random choice: sample, simulated rater, DPP draws, gumbel.")
+    dataset: DatasetConfig
+    task: TaskConfig = Field(default_factory=TaskConfig, description="The target task.")
+    data: DataConfig = Field(default_factory=DataConfig, description="The data pool.")
+    rules: RulesConfig = Field(default_factory=RulesConfig, description="Rule generation.")
+    rating: RatingConfig = Field(default_factory=RatingConfig, description="Rating documents against rules.")
+    dpp: DPPConfig = Field(default_factory=DPPConfig, description="DPP rule selection.")
+    selection: SelectionConfig = Field(default_factory=SelectionConfig, description="Final selection.")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="Selected documents.")
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Dask cluster.")
+    cache: CacheConfig = Field(default_factory=CacheConfig, description="LLM request cache.")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="fsspec / S3 access.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Config":
+        if self.dpp.k > self.rules.count and not self.rules.file:
+            raise ValueError(f"dpp.k ({self.dpp.k}) cannot exceed rules.count ({self.rules.count})")
+        return self
+
+    @property
+    def output_path(self) -> str:
+        return self.output.path or f"{self.run_dir.rstrip('/')}/selected"
+
+    def fingerprint(self, *sections: str) -> str:
+        """Hash of the named sections (all when none): the part of the config a result depends on."""
+        data = self.model_dump(mode="json")
+        return stable_hash({s: data[s] for s in sections} if sections else data)
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file and the key."""
+
+
+def load_config(source: str | Path | dict, overrides: dict | None = None) -> Config:
+    """Read and validate a YAML config (path or dict). Relative local paths are resolved against the
+    config file's folder. Raises ConfigError naming the offending key."""
+    where = "config"
+    if isinstance(source, dict):
+        raw = dict(source)
+        base = Path.cwd()
+    else:
+        where = str(source)
+        try:
+            raw = yaml.safe_load(Path(source).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{where}: file not found") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{where}: not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: the top level must be a mapping of sections")
+        base = Path(source).resolve().parent
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(raw, dotted, value)
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as e:
+        lines = [f"{where}: {'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+                 for err in e.errors()]
+        raise ConfigError("invalid config\n  " + "\n  ".join(lines)) from None
+    return _resolve_local_paths(cfg, base)
+
+
+def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
+    node = raw
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[leaf] = value
+
+
+def _is_local(url: str) -> bool:
+    return "://" not in url or url.startswith("file://")
+
+
+def _resolve_local_paths(cfg: Config, base: Path) -> Config:
+    def fix(p: str) -> str:
+        if not _is_local(p) or os.path.isabs(p.removeprefix("file://")):
+            return p
+        return str((base / p).resolve()) if not any(c in p for c in "*?[") else str(base / p)
+
+    data = cfg.model_dump()
+    paths = data["dataset"]["path"]
+    data["dataset"]["path"] = [fix(p) for p in paths] if isinstance(paths, list) else fix(paths)
+    data["run_dir"] = fix(data["run_dir"])
+    for section, key in (("output", "path"), ("rules", "file"), ("cache", "path")):
+        if data[section][key]:
+            data[section][key] = fix(data[section][key])
+    return Config.model_validate(data)
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,75 @@
+"""The records passed between stages: documents, rules and ratings."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+RatingStatus = Literal["ok", "parse_error", "error", "refused"]
+
+
+@dataclass(frozen=True)
+class Document:
+    id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A data-quality rule, one sentence 'Name: description'. `id` is a hash of the normalised text."""
+
+    id: str
+    text: str
+    source: str = "file"  # "file", "llm:<model>" or "simulated"
+
+    @property
+    def name(self) -> str:
+        return self.text.split(":", 1)[0].strip() if ":" in self.text else self.text[:40]
+
+
+@dataclass
+class Rating:
+    """One (document, rule) rating. `score` is in [0, 1], or None with `status` and `reason` saying why."""
+
+    doc_id: str
+    rule_id: str
+    score: float | None
+    status: RatingStatus = "ok"
+    reason: str = ""
+    model: str = ""
+    tokens_in: int = 0
+    tokens_out: int = 0
+    truncated: bool = False
+    attempts: int = 1
+    latency_ms: float = 0.0
+    cached: bool = False
+    prompt_hash: str = ""
+    raw: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+RATING_COLUMNS = [f for f in Rating.__dataclass_fields__]
+
+
+@dataclass
+class RaterStats:
+    """What a rater did: requests actually sent, answers served from cache, tokens, failures."""
+
+    requests: int = 0
+    cache_hits: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    retries: int = 0
+    failures: int = 0
+    cost_usd: float = 0.0
+    by_status: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: "RaterStats") -> None:
+        for name in ("requests", "cache_hits", "tokens_in", "tokens_out", "retries", "failures", "cost_usd"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for k, v in other.by_status.items():
+            self.by_status[k] = self.by_status.get(k, 0) + v
+
+    def to_dict(self) -> dict:
+        return asdict(self)
