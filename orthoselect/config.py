@@ -144,6 +144,11 @@ class SelectionConfig(Section):
     threshold: float | None = Field(None, ge=0, le=1, description="Minimum score kept by `threshold`.")
     token_budget: int | None = Field(None, gt=0, description="Total tokens kept by `token_budget`.")
     temperature: float = Field(1.0, gt=0, description="Gumbel temperature on z-scored scores.")
+    min_rated_fraction: float = Field(
+        1.0, gt=0, le=1, description="A document's score is the mean of its successful rule ratings; it "
+        "counts only when at least this share of the r ratings succeeded, else the document is unrated "
+        "(counted in the manifest, never selected). Missing ratings are never imputed."
+    )
 
     @model_validator(mode="after")
     def _needs_its_size(self) -> "SelectionConfig":
@@ -181,7 +186,7 @@ class CacheConfig(Section):
 
 class Config(Section):
     run_dir: str = Field("runs/default", description="fsspec URL of the run directory holding every artifact.")
-    seed: int = Field(0, description="Seeds every random choice: sample, simulated rater, DPP draws, gumbel.")
+    seed: int = Field(0, ge=0, description="Seeds every random choice: sample, simulated rater, DPP draws, gumbel.")
     dataset: DatasetConfig
     task: TaskConfig = Field(default_factory=TaskConfig, description="The target task.")
     data: DataConfig = Field(default_factory=DataConfig, description="The data pool.")

@@ -1,0 +1,29 @@
+# Two commands do all set-up on a fresh machine with Python 3.11:
+#   make demo   - install, then run the pipeline on the sample corpus with the offline simulated rater
+#   make test   - install, then run the test suite (what CI runs)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test bench clean
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/orthoselect demo demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python bench/bench_rating.py
+	$(BIN)/python bench/bench_select.py
+
+clean:
+	rm -rf $(VENV) demo runs *.egg-info

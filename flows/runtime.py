@@ -1,0 +1,87 @@
+"""The real parts a flow runs on: a Dask cluster (a LocalCluster, or a running scheduler) and a Prefect
+API (the one PREFECT_API_URL names, or a local `prefect server` started for the command)."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import orthoselect.env  # noqa: F401 - offline-safe defaults before Prefect or litellm load
+from orthoselect.config import ClusterConfig
+
+log = logging.getLogger("orthoselect")
+
+
+@contextmanager
+def dask_cluster(cfg: ClusterConfig) -> Iterator[str]:
+    """The scheduler address to run shard tasks on: `cluster.address` when set, else a LocalCluster of
+    worker processes that lives as long as the block."""
+    if cfg.address:
+        yield cfg.address
+        return
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=cfg.n_workers, threads_per_worker=cfg.threads_per_worker, processes=True,
+                      memory_limit=cfg.memory_limit, dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _healthy(api_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+@contextmanager
+def prefect_api(home: str | None = None, startup_timeout: float = 120) -> Iterator[str]:
+    """A Prefect API for the block: PREFECT_API_URL if set, else a `prefect server` on a free loopback
+    port (SQLite under PREFECT_HOME), stopped at the end. Dask workers inherit the URL, so no worker
+    starts an ephemeral server of its own."""
+    if os.environ.get("PREFECT_API_URL"):
+        yield os.environ["PREFECT_API_URL"]
+        return
+    home = home or os.environ.get("PREFECT_HOME") or str(Path.home() / ".orthoselect" / "prefect")
+    Path(home).mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    env = {**os.environ, "PREFECT_HOME": home, "PREFECT_SERVER_API_HOST": "127.0.0.1",
+           "PREFECT_SERVER_API_PORT": str(port)}
+    logfile = open(Path(home) / "server.log", "ab")  # noqa: SIM115 - lives as long as the server
+    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                               "--port", str(port)], env=env, stdout=logfile, stderr=subprocess.STDOUT)
+    api_url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while not _healthy(api_url):
+            if server.poll() is not None:
+                raise RuntimeError(f"prefect server exited with {server.returncode}; see {home}/server.log")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"prefect server not healthy after {startup_timeout:.0f}s; see {home}/server.log")
+            time.sleep(0.25)
+        os.environ["PREFECT_API_URL"] = api_url  # for processes started from here (Dask workers)
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):  # for this process, already configured
+            yield api_url
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        logfile.close()

@@ -1,0 +1,91 @@
+"""A content-addressed SQLite store of LLM answers, shared by runs, resumes, stages and processes.
+
+The key is the sha256 of everything that decides the answer (model, sampling parameters, messages with
+template, rule and document) and nothing else: never the API key or the endpoint URL. Only answers that
+were used are stored, never errors. The file must live on a local disk (SQLite's WAL needs one)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Mapping
+
+_SCHEMA = """CREATE TABLE IF NOT EXISTS answers (
+    key TEXT PRIMARY KEY, model TEXT NOT NULL, text TEXT NOT NULL, finish_reason TEXT NOT NULL,
+    tokens_in INTEGER NOT NULL, tokens_out INTEGER NOT NULL, created REAL NOT NULL) WITHOUT ROWID"""
+_FIELDS = ("model", "text", "finish_reason", "tokens_in", "tokens_out")
+_CHUNK = 500  # keys per SELECT, under SQLite's variable limit
+
+
+def request_key(model: str, messages: list[dict], params: dict) -> str:
+    """sha256 of the canonical JSON of model, params (temperature, max_tokens, ...) and messages."""
+    text = json.dumps({"model": model, "params": params, "messages": messages}, sort_keys=True,
+                      separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class RequestCache:
+    """`get_many(keys) -> {key: record}` and `put_many(records)`; a record is a dict with key, model,
+    text, finish_reason, tokens_in, tokens_out. Safe to share between threads and processes."""
+
+    def __init__(self, path: str, busy_timeout_s: float = 60.0) -> None:
+        self.path = path
+        if os.path.dirname(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
+        self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        with self._lock:
+            self._db.execute(_SCHEMA)
+
+    def __repr__(self) -> str:
+        return f"RequestCache({self.path!r})"
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, dict]:
+        keys = list(dict.fromkeys(keys))
+        out: dict[str, dict] = {}
+        with self._lock:
+            for i in range(0, len(keys), _CHUNK):
+                chunk = keys[i:i + _CHUNK]
+                rows = self._db.execute(
+                    f"SELECT key, model, text, finish_reason, tokens_in, tokens_out FROM answers "
+                    f"WHERE key IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+                for key, *values in rows:
+                    out[key] = dict(zip(_FIELDS, values), key=key)
+        return out
+
+    def put_many(self, records: Iterable[Mapping]) -> int:
+        """Store records in one transaction; a key already present keeps its first answer."""
+        now = time.time()
+        rows = [(r["key"], r["model"], r["text"], r["finish_reason"], int(r["tokens_in"]), int(r["tokens_out"]),
+                 now) for r in records]
+        if not rows:
+            return 0
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("INSERT OR IGNORE INTO answers VALUES (?,?,?,?,?,?,?)", rows)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return len(rows)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __getstate__(self):
+        return {"path": self.path}
+
+    def __setstate__(self, state) -> None:  # reopened where it is unpickled (e.g. a Dask worker)
+        self.__init__(state["path"])

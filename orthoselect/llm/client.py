@@ -1,0 +1,222 @@
+"""LLMClient: bounded concurrency, retries with backoff, the choice of transport, and the API key.
+
+The key is read from the environment once, held privately and never printed, logged or cached."""
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import threading
+from collections.abc import Coroutine
+from typing import Any, Literal
+
+from orthoselect.llm.transport import Completion, LLMError, Transport
+
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 30.0
+RETRY_AFTER_CAP_S = 120.0
+
+# Providers served through the lean http transport without importing litellm at all.
+_FAST_PROVIDERS = {"openai": "https://api.openai.com/v1", "hosted_vllm": None, "custom_openai": None}
+# OpenAI-compatible in litellm's list but with their own auth flows: left to litellm.
+_SPECIAL_AUTH = {"github_copilot", "chatgpt", "azure_ai", "litellm_proxy"}
+
+
+def resolve_endpoint(model: str, api_base: str | None) -> tuple[str, str, str | None, str | None, bool]:
+    """(provider, served model name, api_base, provider's key from the environment, OpenAI-compatible)."""
+    prefix, _, rest = model.partition("/")
+    env_base = os.environ.get(f"{prefix.upper()}_API_BASE")
+    if rest and prefix in _FAST_PROVIDERS:
+        if prefix == "openai":
+            env_base = os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE")
+        base = api_base or env_base or _FAST_PROVIDERS[prefix]
+        return prefix, rest, base, os.environ.get(f"{prefix.upper()}_API_KEY"), True
+    import orthoselect.env  # noqa: F401
+    import litellm
+
+    name, provider, dyn_key, dyn_base = litellm.get_llm_provider(model, api_base=api_base)
+    compatible = provider == "openai" or (provider in litellm.openai_compatible_providers
+                                          and provider not in _SPECIAL_AUTH)
+    key = os.environ.get(f"{provider.upper()}_API_KEY") or dyn_key
+    return provider, name, api_base or dyn_base, key, compatible
+
+
+class Secret:
+    """A value that never shows in repr, str or tracebacks with locals, and refuses to be pickled."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str | None) -> None:
+        self._value = value
+
+    def reveal(self) -> str | None:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret(***)" if self._value else "Secret(None)"
+
+    __str__ = __repr__
+
+    def __reduce__(self):
+        raise TypeError("an API key is not pickled; it is read from the environment where it is used")
+
+
+class _LoopThread:
+    """An event loop running in a daemon thread: sync callers submit coroutines to it, whether or not
+    their own thread runs a loop, and connections stay open between calls."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="orthoselect-llm", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine) -> Any:
+        if threading.current_thread() is self.thread:
+            coro.close()
+            raise RuntimeError("a sync LLM call cannot be made from the client's own event loop")
+        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return fut.result()
+        except BaseException:
+            fut.cancel()  # e.g. KeyboardInterrupt: do not leave the work running
+            raise
+
+    def stop(self) -> None:
+        async def drain() -> None:  # as asyncio.run does: cancel leftovers (e.g. litellm's logging worker)
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.loop.shutdown_asyncgens()
+
+        try:
+            asyncio.run_coroutine_threadsafe(drain(), self.loop).result(timeout=5)
+        except Exception:  # a task refusing to finish must not block closing
+            pass
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        if not self.loop.is_running():
+            self.loop.close()
+
+
+class LLMClient:
+    """Chat completions against one model. `complete` is async; `complete_sync` and `run_sync` serve sync
+    callers through a private event-loop thread. Counts `requests` sent and `retries`."""
+
+    def __init__(self, model: str, api_base: str | None = None, api_key_env: str | None = None,
+                 transport: Literal["auto", "http", "litellm"] = "auto", concurrency: int = 64,
+                 timeout_s: float = 60.0, max_retries: int = 4, temperature: float = 0.0, seed: int = 0,
+                 backoff_base_s: float = BACKOFF_BASE_S) -> None:
+        provider, served, base, provider_key, compatible = resolve_endpoint(model, api_base)
+        if api_key_env:
+            key = os.environ.get(api_key_env)
+            if not key:
+                raise ValueError(f"the environment variable {api_key_env!r} named by api_key_env is not set")
+        else:
+            key = provider_key
+        if transport == "auto":
+            transport = "http" if compatible and base else "litellm"
+        if transport == "http" and not base:
+            raise ValueError(f"transport 'http' needs an api_base for model {model!r}")
+        self.model, self.api_base, self.provider, self.transport_kind = model, base, provider, transport
+        self.served_model = served
+        self.concurrency, self.timeout_s = concurrency, timeout_s
+        self.max_retries, self.temperature, self.backoff_base_s = max_retries, temperature, backoff_base_s
+        self.requests = 0
+        self.retries = 0
+        self._key = Secret(key)
+        self._rng = random.Random(seed)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._transport: Transport | None = None
+        self._sem: asyncio.Semaphore | None = None
+        self._runner: _LoopThread | None = None
+        self._runner_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (f"LLMClient(model={self.model!r}, api_base={self.api_base!r}, transport={self.transport_kind!r}, "
+                f"concurrency={self.concurrency})")
+
+    def _make_transport(self) -> Transport:
+        if self.transport_kind == "http":
+            from orthoselect.llm.http import OpenAIHttpTransport
+
+            return OpenAIHttpTransport(self.model, self.api_base, self._key.reveal(), concurrency=self.concurrency,
+                                       served_model=self.served_model)
+        from orthoselect.llm.litellm_transport import LiteLLMTransport
+
+        return LiteLLMTransport(self.model, self.api_base, self._key.reveal())
+
+    def _bind(self) -> tuple[Transport, asyncio.Semaphore]:
+        """Transport and semaphore of the running loop (sessions cannot cross event loops)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            old, old_loop = self._transport, self._loop
+            if old is not None and old_loop is not None and old_loop.is_running():
+                asyncio.run_coroutine_threadsafe(old.aclose(), old_loop)
+            self._loop, self._transport = loop, self._make_transport()
+            self._sem = asyncio.Semaphore(self.concurrency)
+        return self._transport, self._sem
+
+    async def complete(self, messages: list[dict], *, max_tokens: int,
+                       temperature: float | None = None) -> Completion:
+        """One answer. Retryable errors (429, 5xx, connection, timeout) are retried up to max_retries
+        times with exponential backoff and full jitter, or after Retry-After when the server sends it."""
+        transport, sem = self._bind()
+        temp = self.temperature if temperature is None else temperature
+        attempt = 0
+        while True:
+            async with sem:
+                self.requests += 1
+                try:
+                    completion = await transport.complete(messages, max_tokens=max_tokens, temperature=temp,
+                                                          timeout=self.timeout_s)
+                    completion.attempts = attempt + 1
+                    return completion
+                except LLMError as e:
+                    err = e
+            if not err.retryable or attempt >= self.max_retries:
+                err.attempts = attempt + 1
+                raise err
+            if err.retry_after is not None:
+                delay = min(err.retry_after, RETRY_AFTER_CAP_S)
+            else:
+                delay = self._rng.uniform(0, min(BACKOFF_CAP_S, self.backoff_base_s * 2 ** attempt))
+            attempt += 1
+            self.retries += 1
+            await asyncio.sleep(delay)
+
+    def run_sync(self, coro: Coroutine) -> Any:
+        """Run a coroutine on the client's private loop thread and return its result."""
+        with self._runner_lock:
+            if self._runner is None:
+                self._runner = _LoopThread()
+        return self._runner.run(coro)
+
+    def complete_sync(self, messages: list[dict], *, max_tokens: int,
+                      temperature: float | None = None) -> Completion:
+        """`complete` for sync callers, safe where the calling thread already runs an event loop."""
+        return self.run_sync(self.complete(messages, max_tokens=max_tokens, temperature=temperature))
+
+    async def aclose(self) -> None:
+        if self._transport is not None:
+            transport, self._transport, self._loop = self._transport, None, None
+            await transport.aclose()
+
+    def close(self) -> None:
+        """Close connections and stop the private loop thread."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            if self._loop is runner.loop:
+                runner.run(self.aclose())
+            runner.stop()
+        elif self._transport is not None and self._loop is not None and not self._loop.is_closed():
+            if self._loop.is_running():
+                asyncio.run_coroutine_threadsafe(self.aclose(), self._loop)
+            else:
+                self._loop.run_until_complete(self.aclose())
+
+    def __enter__(self) -> "LLMClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,91 @@
+"""Any litellm provider through litellm.acompletion, with litellm's own retries switched off."""
+from __future__ import annotations
+
+import time
+
+import orthoselect.env  # noqa: F401  (offline defaults before litellm is imported)
+from orthoselect.llm.transport import Completion, LLMError, Transport, error_for_status, parse_retry_after, redact
+
+
+def _quiet_litellm():
+    import litellm
+
+    litellm.suppress_debug_info = True
+    litellm.turn_off_message_logging = True
+    litellm.drop_params = True
+    litellm.telemetry = False
+    litellm.disable_token_counter = True
+    litellm.disable_end_user_cost_tracking = True
+    return litellm
+
+
+class LiteLLMTransport(Transport):
+    """litellm.acompletion with num_retries=0 and max_retries=0; its exceptions become LLMError."""
+
+    def __init__(self, model: str, api_base: str | None, api_key: str | None) -> None:
+        self.model = model
+        self.api_base = api_base
+        # a self-hosted endpoint often needs no key, but the OpenAI SDK under litellm insists on one
+        self._key = api_key or ("no-key" if api_base else None)
+        self._litellm = _quiet_litellm()
+
+    def __repr__(self) -> str:
+        return f"LiteLLMTransport(model={self.model!r}, api_base={self.api_base!r})"
+
+    async def complete(self, messages: list[dict], *, max_tokens: int, temperature: float,
+                       timeout: float) -> Completion:
+        t0 = time.perf_counter()
+        try:
+            resp = await self._litellm.acompletion(
+                model=self.model, messages=messages, api_base=self.api_base, api_key=self._key,
+                max_tokens=max_tokens, temperature=temperature, timeout=timeout, num_retries=0, max_retries=0)
+        except Exception as e:  # litellm raises its own hierarchy; map it once here
+            mapped = self._map(e)
+            if isinstance(mapped, Completion):
+                mapped.latency_ms = (time.perf_counter() - t0) * 1000.0
+                return mapped
+            raise mapped from None
+        latency = (time.perf_counter() - t0) * 1000.0
+        choice = resp.choices[0]
+        usage = getattr(resp, "usage", None)
+        return Completion(choice.message.content or "", choice.finish_reason or "stop",
+                          getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0,
+                          latency)
+
+    def _map(self, e: Exception) -> LLMError | Completion:
+        lt = self._litellm
+        detail = redact(f"{type(e).__name__}: {getattr(e, 'message', None) or e}", self._key)
+        if isinstance(e, lt.ContentPolicyViolationError):
+            return Completion("", "content_filter", 0, 0, 0.0)
+        if isinstance(e, lt.Timeout):
+            return LLMError(f"timeout: {detail[:300]}", retryable=True, status=408)
+        if isinstance(e, lt.APIConnectionError):
+            return LLMError(f"connection error: {detail[:300]}", retryable=True)
+        status = getattr(e, "status_code", None)
+        if isinstance(e, lt.RateLimitError):
+            status = 429
+        elif isinstance(e, (lt.ServiceUnavailableError, lt.InternalServerError, lt.BadGatewayError)):
+            status = status if isinstance(status, int) and status >= 500 else 503
+        elif isinstance(e, lt.AuthenticationError):
+            status = 401
+        elif isinstance(e, lt.PermissionDeniedError):
+            status = 403
+        elif isinstance(e, lt.NotFoundError):
+            status = 404
+        elif isinstance(e, (lt.BadRequestError, lt.UnprocessableEntityError)) and not isinstance(status, int):
+            status = 400
+        if isinstance(status, int):
+            return error_for_status(status, detail, _retry_after(e))
+        return LLMError(f"unexpected error: {detail[:300]}", retryable=False)
+
+
+def _retry_after(e: Exception) -> float | None:
+    for headers in (getattr(e, "litellm_response_headers", None),
+                    getattr(getattr(e, "response", None), "headers", None)):
+        try:
+            value = headers.get("retry-after") if headers is not None else None
+        except Exception:  # headers of an unexpected type
+            value = None
+        if value:
+            return parse_retry_after(str(value))
+    return None

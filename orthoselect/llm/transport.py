@@ -1,0 +1,92 @@
+"""The transport interface: one chat completion in, one Completion (or an LLMError) out.
+
+Transports never retry; LLMClient does. They classify every failure as retryable or not."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+# Statuses that mean the request itself or the setup is wrong: retrying cannot help.
+_FATAL = {401: "authentication failed (check the API key variable)", 403: "permission denied for this key/model",
+          404: "not found (check the model name and api_base)"}
+_REJECTED = {400: "bad request", 413: "request too large", 422: "request rejected as invalid"}
+
+
+@dataclass(slots=True)
+class Completion:
+    text: str
+    finish_reason: str
+    tokens_in: int
+    tokens_out: int
+    latency_ms: float
+    attempts: int = 1  # requests sent for it, retries included (set by LLMClient)
+
+
+class LLMError(Exception):
+    """A failed request. `retryable`: worth retrying (429, 5xx, connection, timeout); `fatal`: the setup
+    is wrong (401, 403, 404) and a run should stop rather than record thousands of failures."""
+
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None,
+                 retry_after: float | None = None, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.status = status
+        self.retry_after = retry_after
+        self.fatal = fatal
+        self.attempts = 1
+
+    def __repr__(self) -> str:
+        return f"LLMError({self.message!r}, status={self.status}, retryable={self.retryable})"
+
+
+def redact(text: str, secret: str | None) -> str:
+    """`text` with every occurrence of `secret` replaced, so keys never reach messages or logs."""
+    return text.replace(secret, "***") if secret and len(secret) >= 4 else text
+
+
+def error_for_status(status: int, detail: str = "", retry_after: float | None = None) -> LLMError:
+    """The LLMError for an HTTP status; `detail` is the server's message, already redacted, cut short."""
+    detail = " ".join(detail.split())[:300]
+    if status == 429 or status == 408 or status >= 500:
+        kind = "rate limited" if status == 429 else "timeout" if status == 408 else "server error"
+        return LLMError(f"HTTP {status} {kind}: {detail}".rstrip(": "), retryable=True, status=status,
+                        retry_after=retry_after)
+    what = _FATAL.get(status) or _REJECTED.get(status) or "request failed"
+    return LLMError(f"HTTP {status} {what}: {detail}".rstrip(": "), retryable=False, status=status,
+                    fatal=status in _FATAL)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date); None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        from email.utils import parsedate_to_datetime
+        import time
+
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def strip_provider(model: str) -> str:
+    """The model name a server expects: 'openai/gpt-4o-mini' -> 'gpt-4o-mini',
+    'hosted_vllm/meta-llama/Llama-3-8B' -> 'meta-llama/Llama-3-8B'."""
+    return model.split("/", 1)[1] if "/" in model else model
+
+
+class Transport(ABC):
+    """Sends one chat completion. Implementations hold their connections and must be closed."""
+
+    @abstractmethod
+    async def complete(self, messages: list[dict], *, max_tokens: int, temperature: float,
+                       timeout: float) -> Completion:
+        """One answer, or LLMError."""
+
+    async def aclose(self) -> None:
+        """Release connections."""

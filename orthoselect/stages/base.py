@@ -1,0 +1,134 @@
+"""The run context and the step base: a step declares what it reads and writes, derives a key from
+everything its output depends on, and counts as done only by its completion marker, written last.
+
+A rerun calls every step again; a step whose marker holds the same key returns the recorded stats
+without doing the work. A changed input (a shard's fingerprint, a config section, an upstream
+result) changes the key, so exactly the affected work is redone."""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import ClassVar
+
+from orthoselect import __version__
+from orthoselect.config import Config
+from orthoselect.dataset import Shard
+from orthoselect.hashing import stable_hash
+from orthoselect.storage import Storage, is_remote
+
+log = logging.getLogger("orthoselect")
+
+RUN_UNIT = "run"  # the unit name of whole-run steps
+
+
+class StepNotReady(RuntimeError):
+    """An upstream step has not completed."""
+
+
+@dataclass
+class RunContext:
+    """Everything a step needs, picklable so it can travel to a Dask worker."""
+
+    cfg: Config
+    attempt: int = 1
+    _shards: list[Shard] | None = field(default=None, repr=False)
+
+    @cached_property
+    def storage(self) -> Storage:
+        return Storage(self.cfg.run_dir, self.cfg.storage.options, self.cfg.storage.retries)
+
+    @cached_property
+    def output(self) -> Storage:
+        return Storage(self.cfg.output_path, self.cfg.storage.options, self.cfg.storage.retries)
+
+    @property
+    def local_run_dir(self) -> str | None:
+        return None if is_remote(self.cfg.run_dir) else self.cfg.run_dir.removeprefix("file://")
+
+    def cache_path(self) -> str:
+        """SQLite file of the LLM request cache."""
+        if self.cfg.cache.path:
+            return self.cfg.cache.path
+        if self.local_run_dir:
+            return os.path.join(self.local_run_dir, "cache", "requests.sqlite")
+        return os.path.expanduser("~/.cache/orthoselect/requests.sqlite")
+
+    # --- shards --------------------------------------------------------------------------------
+    def shards(self) -> list[Shard]:
+        """The shard manifest written by the `plan` step at the start of the run."""
+        if self._shards is None:
+            data = self.storage.read_json("shards.json")
+            self._shards = [Shard(**s) for s in data["shards"]]
+        return self._shards
+
+    def shard(self, shard_id: str) -> Shard:
+        for s in self.shards():
+            if s.id == shard_id:
+                return s
+        raise KeyError(f"no shard {shard_id!r} in {self.storage.url('shards.json')}")
+
+    # --- markers -------------------------------------------------------------------------------
+    @staticmethod
+    def marker_path(stage: str, unit: str) -> str:
+        return f"_markers/{stage}/{unit}.json"
+
+    def read_marker(self, stage: str, unit: str = RUN_UNIT) -> dict | None:
+        return self.storage.read_json(self.marker_path(stage, unit), default=None)
+
+    def done_key(self, stage: str, unit: str = RUN_UNIT) -> str:
+        """The key of a completed upstream step; raises StepNotReady if it has not completed."""
+        marker = self.read_marker(stage, unit)
+        if marker is None:
+            raise StepNotReady(f"step {stage!r} has not completed for {unit!r} in {self.cfg.run_dir}")
+        return marker["key"]
+
+    def write_marker(self, stage: str, unit: str, key: str, stats: dict) -> None:
+        self.storage.write_json(self.marker_path(stage, unit), {
+            "stage": stage, "unit": unit, "key": key, "stats": stats, "attempt": self.attempt,
+            "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "version": __version__,
+        })
+
+    def completed_units(self, stage: str) -> list[str]:
+        return [name.removesuffix(".json") for name in self.storage.list(f"_markers/{stage}")]
+
+
+class Step(ABC):
+    """One unit of pipeline work. Subclasses set `name`, `reads`, `writes`, and implement `key` and
+    `run`. Per-shard steps (`per_shard = True`) get the shard; whole-run steps get None."""
+
+    name: ClassVar[str]
+    per_shard: ClassVar[bool] = False
+    version: ClassVar[int] = 1  # bump when the step's logic changes its output
+    reads: ClassVar[tuple[str, ...]] = ()
+    writes: ClassVar[tuple[str, ...]] = ()
+
+    @abstractmethod
+    def inputs(self, ctx: RunContext, shard: Shard | None) -> dict:
+        """Everything the output depends on (config parts, upstream keys, fingerprints)."""
+
+    @abstractmethod
+    def run(self, ctx: RunContext, shard: Shard | None) -> dict:
+        """Do the work, write the outputs atomically, and return JSON-serialisable stats."""
+
+    def key(self, ctx: RunContext, shard: Shard | None = None) -> str:
+        return f"{self.name}-{stable_hash([self.version, self.inputs(ctx, shard)], 20)}"
+
+    def is_done(self, ctx: RunContext, shard: Shard | None = None) -> bool:
+        marker = ctx.read_marker(self.name, shard.id if shard else RUN_UNIT)
+        return marker is not None and marker["key"] == self.key(ctx, shard)
+
+    def __call__(self, ctx: RunContext, shard: Shard | None = None) -> dict:
+        unit = shard.id if shard else RUN_UNIT
+        key = self.key(ctx, shard)
+        marker = ctx.read_marker(self.name, unit)
+        if marker is not None and marker["key"] == key:
+            log.info("%s %s: already done, skipped", self.name, unit)
+            return marker["stats"]
+        stats = self.run(ctx, shard)
+        ctx.write_marker(self.name, unit, key, stats)
+        return stats

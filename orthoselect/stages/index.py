@@ -1,0 +1,129 @@
+"""Stage 0, the pool index: the shard manifest, a validated scan of every shard, and the seeded sample.
+
+- `plan` lists the input shards with size and content fingerprint (`shards.json`).
+- `scan` reads one shard, quarantines bad rows (`quarantine/<shard>.jsonl`) and writes its index
+  (`index/<shard>.parquet`: doc_id, row, n_chars).
+- `sample` merges the indexes, quarantines ids repeated across shards (the first occurrence, in shard
+  order, is kept: `duplicates.parquet`) and draws the n documents with the smallest seeded hash of
+  their id (`sample.parquet`): a uniform sample that does not depend on shard order or count."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from orthoselect.dataset import Shard, discover_shards, read_batches
+from orthoselect.stages.base import RUN_UNIT, RunContext, Step
+
+
+class Plan(Step):
+    name = "plan"
+    writes = ("shards.json",)
+
+    def inputs(self, ctx, shard):
+        return {"shards": [s.to_dict() for s in ctx.shards()]}
+
+    def run(self, ctx: RunContext, shard=None) -> dict:
+        shards = discover_shards(ctx.cfg.dataset, ctx.cfg.storage.options, ctx.cfg.storage.retries)
+        ctx.storage.write_json("shards.json", {"dataset": ctx.cfg.dataset.model_dump(mode="json"),
+                                               "shards": [s.to_dict() for s in shards]})
+        ctx._shards = shards
+        return {"shards": len(shards), "bytes": sum(s.size for s in shards)}
+
+    def __call__(self, ctx: RunContext, shard=None) -> dict:
+        stats = self.run(ctx)  # always: the manifest must describe the files as they are now
+        ctx.write_marker(self.name, RUN_UNIT, self.key(ctx), stats)
+        return stats
+
+
+class ScanShard(Step):
+    name = "scan"
+    per_shard = True
+    reads = ("<input shard>",)
+    writes = ("index/<shard>.parquet", "quarantine/<shard>.jsonl")
+
+    def inputs(self, ctx, shard: Shard):
+        d = ctx.cfg.dataset
+        return {"fingerprint": shard.fingerprint, "format": shard.format, "id": d.id_field, "text": d.text_field}
+
+    def run(self, ctx: RunContext, shard: Shard) -> dict:
+        ids, rows, chars, quarantined = [], [], [], []
+        for batch in read_batches(shard, ctx.cfg.dataset, ctx.cfg.storage.options):
+            ids += batch.ids
+            rows += batch.rows
+            chars += [len(t) for t in batch.texts]
+            quarantined += batch.quarantined
+        index = pd.DataFrame({"doc_id": pd.Series(ids, dtype="string"), "row": np.asarray(rows, dtype=np.int64),
+                              "n_chars": np.asarray(chars, dtype=np.int64)})
+        ctx.storage.write_parquet(f"index/{shard.id}.parquet", index)
+        ctx.storage.write_text(f"quarantine/{shard.id}.jsonl",
+                               "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in quarantined))
+        reasons: dict[str, int] = {}
+        for q in quarantined:
+            kind = q["reason"].split(" (")[0].split(":")[0]
+            reasons[kind] = reasons.get(kind, 0) + 1
+        return {"rows": len(ids) + len(quarantined), "valid": len(ids), "quarantined": len(quarantined),
+                "quarantine_reasons": reasons, "chars": int(index.n_chars.sum())}
+
+
+def sample_keys(doc_ids: pd.Series, seed: int) -> np.ndarray:
+    """Seeded uniform 64-bit key per id, vectorised; the sample is the n smallest keys."""
+    hash_key = f"{seed:016d}"[-16:]
+    return pd.util.hash_pandas_object(doc_ids.astype("string"), index=False, hash_key=hash_key).to_numpy()
+
+
+class DrawSample(Step):
+    name = "sample"
+    reads = ("index/*.parquet",)
+    writes = ("sample.parquet", "duplicates.parquet")
+
+    def inputs(self, ctx, shard=None):
+        scans = {s.id: ctx.done_key("scan", s.id) for s in ctx.shards()}
+        return {"scans": scans, "n": ctx.cfg.rating.sample_size, "seed": ctx.cfg.seed}
+
+    def run(self, ctx: RunContext, shard=None) -> dict:
+        frames = []
+        for order, s in enumerate(ctx.shards()):
+            part = ctx.storage.read_parquet(f"index/{s.id}.parquet", columns=["doc_id", "row"])
+            part["shard"], part["order"] = s.id, order
+            frames.append(part)
+        index = pd.concat(frames, ignore_index=True)
+        dup_mask = index.duplicated("doc_id", keep="first")  # shards in order, rows in order
+        duplicates = index[dup_mask].merge(
+            index[~dup_mask & index.doc_id.isin(index.doc_id[dup_mask])][["doc_id", "shard", "row"]]
+            .rename(columns={"shard": "kept_shard", "row": "kept_row"}), on="doc_id")
+        ctx.storage.write_parquet("duplicates.parquet", duplicates[["doc_id", "shard", "row", "kept_shard", "kept_row"]])
+        pool = index[~dup_mask]
+        n = min(ctx.cfg.rating.sample_size, len(pool))
+        keys = sample_keys(pool.doc_id, ctx.cfg.seed)
+        picked = np.argpartition(keys, n - 1)[:n] if n < len(pool) else np.arange(len(pool))
+        sample = pool.iloc[picked].assign(key=keys[picked]).sort_values(["order", "row"])
+        ctx.storage.write_parquet("sample.parquet", sample[["doc_id", "shard", "row", "key"]])
+        return {"pool": int(len(pool)), "sampled": int(n), "duplicates": int(dup_mask.sum()),
+                "sample_per_shard": {k: int(v) for k, v in sample.shard.value_counts().sort_index().items()}}
+
+
+def sampled_documents(ctx: RunContext, shard: Shard, wanted: set[str]):
+    """Batches of `shard` reduced to the documents whose id is in `wanted`."""
+    for batch in read_batches(shard, ctx.cfg.dataset, ctx.cfg.storage.options):
+        keep = [i for i, doc_id in enumerate(batch.ids) if doc_id in wanted]
+        if keep:
+            yield [batch.ids[i] for i in keep], [batch.texts[i] for i in keep]
+
+
+def example_texts(ctx: RunContext, count: int) -> list[str]:
+    """Texts of the `count` sampled documents with the smallest keys: the rule-generation examples."""
+    if count == 0:
+        return []
+    sample = ctx.storage.read_parquet("sample.parquet").nsmallest(count, "key")
+    texts: dict[str, str] = {}
+    for shard_id, group in sample.groupby("shard"):
+        for ids, batch_texts in sampled_documents(ctx, ctx.shard(shard_id), set(group.doc_id)):
+            texts.update(zip(ids, batch_texts))
+    return [texts[i] for i in sample.doc_id if i in texts]
+
+
+def sampled_shards(ctx: RunContext) -> list[str]:
+    """Shards holding at least one sampled document: the only ones stage 2 rates."""
+    return sorted(ctx.read_marker("sample")["stats"]["sample_per_shard"])

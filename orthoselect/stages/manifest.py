@@ -1,0 +1,130 @@
+"""The run manifest (`manifest.json`) and its human summary (`report.md`), built only from what the
+stages persisted: markers, rule files and the selection."""
+from __future__ import annotations
+
+import datetime as dt
+
+from orthoselect import __version__
+from orthoselect.raters import rater_label
+from orthoselect.stages.base import RunContext, Step
+
+SHARD_STAGES = ("scan", "rate", "score", "write")
+RUN_STAGES = ("plan", "sample", "rules", "dpp", "rank")
+
+
+def _sum_stats(stats: list[dict]) -> dict:
+    """Numbers summed, nested counters merged, anything else dropped."""
+    total: dict = {}
+    for s in stats:
+        for k, v in s.items():
+            if isinstance(v, bool):
+                continue
+            if isinstance(v, (int, float)):
+                total[k] = total.get(k, 0) + v
+            elif isinstance(v, dict) and all(isinstance(x, (int, float)) for x in v.values()):
+                merged = total.setdefault(k, {})
+                for kk, vv in v.items():
+                    merged[kk] = merged.get(kk, 0) + vv
+    return total
+
+
+def stage_stats(ctx: RunContext) -> dict:
+    stats = {}
+    for stage in RUN_STAGES:
+        marker = ctx.read_marker(stage)
+        stats[stage] = marker["stats"] if marker else None
+    for stage in SHARD_STAGES:
+        markers = [ctx.read_marker(stage, unit) for unit in ctx.completed_units(stage)]
+        stats[stage] = _sum_stats([m["stats"] for m in markers if m]) | {"shards_done": len(markers)}
+    return stats
+
+
+class WriteManifest(Step):
+    name = "manifest"
+    reads = ("_markers/**", "rules.json", "rule_selection.json")
+    writes = ("manifest.json", "report.md")
+
+    def inputs(self, ctx, shard=None):
+        return {"rank": ctx.done_key("rank"), "writes": sorted(ctx.completed_units("write"))}
+
+    def run(self, ctx: RunContext, shard=None) -> dict:
+        manifest = build_manifest(ctx)
+        ctx.storage.write_json("manifest.json", manifest)
+        ctx.storage.write_text("report.md", render_report(manifest))
+        return {"selected": manifest["counts"]["selected"]}
+
+
+def build_manifest(ctx: RunContext) -> dict:
+    cfg = ctx.cfg
+    stages = stage_stats(ctx)
+    rules = ctx.storage.read_json("rules.json")
+    chosen = ctx.storage.read_json("rule_selection.json")
+    scan, score, rank = stages["scan"], stages["score"], stages["rank"]
+    calls = {s: {k: stages[s].get(k, 0) for k in ("requests", "cache_hits", "ratings", "tokens_in", "tokens_out",
+                                                   "retries", "cost_usd") if k in stages[s]}
+             for s in ("rules", "rate", "score") if stages.get(s)}
+    calls["score"]["reused_from_sample"] = score.get("reused", 0)
+    return {
+        "orthoselect_version": __version__,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "run_dir": cfg.run_dir,
+        "output": cfg.output_path,
+        "config_hash": cfg.fingerprint(),
+        "seed": cfg.seed,
+        "rater": rater_label(cfg.rating.model),
+        "rule_generator": rater_label(cfg.rules.model) if not cfg.rules.file else f"file {cfg.rules.file}",
+        "rules": {"hash": rules["hash"], "count": rules["count"], "source": rules.get("source")},
+        "chosen_rules": chosen["chosen_rules"],
+        "rho": {k: chosen[k] for k in ("rho_chosen", "rho_all", "percentile", "random_rhos") if k in chosen},
+        "dpp": {"kernel": cfg.dpp.kernel, "method": cfg.dpp.method, "k": cfg.dpp.k,
+                "dropped_constant": chosen.get("dropped_constant", []), "sample_docs": chosen.get("sample_docs")},
+        "counts": {
+            "shards": len(ctx.shards()),
+            "rows_read": scan.get("rows", 0),
+            "valid": scan.get("valid", 0),
+            "quarantined": scan.get("quarantined", 0),
+            "quarantine_reasons": scan.get("quarantine_reasons", {}),
+            "duplicates": stages["sample"]["duplicates"],
+            "sampled": stages["sample"]["sampled"],
+            "scored": score.get("docs", 0),
+            "rated": rank["n_rated"],
+            "unrated": rank["n_unrated"],
+            "selected": rank["n_selected"],
+        },
+        "selection": rank,
+        "calls": calls,
+        "stages": stages,
+        "shards": [s.to_dict() for s in ctx.shards()],
+    }
+
+
+def render_report(m: dict) -> str:
+    """Markdown summary: chosen rules, rho with its random-subset percentile, counts."""
+    rho, c, sel = m["rho"], m["counts"], m["selection"]
+    rnd = rho.get("random_rhos") or {}
+    lines = [
+        "# OrthoSelect run report", "",
+        f"- rater: **{m['rater']}**; rules: {m['rules']['count']} from {m['rule_generator']}",
+        f"- run dir: `{m['run_dir']}`; output: `{m['output']}`; seed {m['seed']}; config {m['config_hash']}", "",
+        f"## {len(m['chosen_rules'])} rules chosen by the DPP ({m['dpp']['kernel']} kernel, {m['dpp']['method']})", "",
+    ]
+    lines += [f"{i}. `{r['id']}` {r['text']}" for i, r in enumerate(m["chosen_rules"], 1)]
+    lines += [
+        "", "## Orthogonality (rho = ||C - I||_F / r, lower is more independent)", "",
+        f"- chosen set: **{rho['rho_chosen']:.4f}**; all {m['rules']['count']} rules: {rho['rho_all']:.4f}",
+        f"- random {m['dpp']['k']}-subsets: mean {rnd.get('mean', float('nan')):.4f}, "
+        f"p5 {rnd.get('p5', float('nan')):.4f}, p50 {rnd.get('p50', float('nan')):.4f}",
+        f"- percentile of the chosen set among random subsets: **{rho['percentile']:.1f} %** "
+        "(share of random subsets at least as orthogonal)",
+        "", "## Counts", "",
+        f"- shards {c['shards']}; rows read {c['rows_read']}; valid {c['valid']}; quarantined {c['quarantined']} "
+        f"{c['quarantine_reasons'] or ''}; duplicate ids {c['duplicates']}",
+        f"- sample rated against all rules: {c['sampled']}; pool scored: {c['scored']} "
+        f"(rated {c['rated']}, unrated {c['unrated']})",
+        f"- selected: **{c['selected']}** by `{sel['mode']}`; mean score pool {sel['score_mean_pool']:.4f} "
+        f"-> selected {sel['score_mean_selected']:.4f}",
+        "", "## Calls", "",
+    ]
+    lines += [f"- {stage}: " + ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in calls.items())
+              for stage, calls in m["calls"].items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,145 @@
+"""Stages 2 and 4: rate the sample against all R rules (`ratings/<shard>.parquet`, long form), then
+score every pool document with the r chosen rules (`scores/<shard>.parquet`, one row a document;
+new ratings in `pool_ratings/<shard>.parquet`). Sample ratings of chosen rules are reused, never
+requested again. A document's score is the mean of its rule ratings that succeeded."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from orthoselect.config import SIMULATED
+from orthoselect.dataset import Shard, read_batches
+from orthoselect.prompts import TEMPLATE_VERSION
+from orthoselect.raters import make_rater
+from orthoselect.stages.base import RunContext, Step
+from orthoselect.stages.index import sampled_documents
+from orthoselect.stages.rules import load_chosen_rules, load_rules
+from orthoselect.tokens import count_tokens
+from orthoselect.types import RATING_COLUMNS, Document, Rating
+
+RATING_SCHEMA = pa.schema([
+    ("doc_id", pa.string()), ("rule_id", pa.string()), ("score", pa.float64()), ("status", pa.string()),
+    ("reason", pa.string()), ("model", pa.string()), ("tokens_in", pa.int64()), ("tokens_out", pa.int64()),
+    ("truncated", pa.bool_()), ("attempts", pa.int64()), ("latency_ms", pa.float64()), ("cached", pa.bool_()),
+    ("prompt_hash", pa.string()), ("raw", pa.string()),
+])
+assert RATING_SCHEMA.names == RATING_COLUMNS
+
+
+def rating_fingerprint(ctx: RunContext) -> dict:
+    """What a rating's answer depends on (not where it is sent, nor the key it is sent with)."""
+    r = ctx.cfg.rating
+    fp = {"model": r.model, "temperature": r.temperature, "max_tokens": r.max_tokens,
+          "max_doc_tokens": r.max_doc_tokens, "parse_retries": r.parse_retries, "template": TEMPLATE_VERSION}
+    return fp | ({"seed": ctx.cfg.seed} if r.model == SIMULATED else {})
+
+
+def ratings_table(ratings: list[Rating]) -> pa.Table:
+    columns = {name: [getattr(x, name) for x in ratings] for name in RATING_COLUMNS}
+    return pa.Table.from_pydict(columns, schema=RATING_SCHEMA)
+
+
+def rater_stats(rater, ratings_made: int) -> dict:
+    s = rater.stats.to_dict()
+    return {"ratings": ratings_made, "requests": s["requests"], "cache_hits": s["cache_hits"],
+            "tokens_in": s["tokens_in"], "tokens_out": s["tokens_out"], "retries": s["retries"],
+            "cost_usd": s["cost_usd"], "by_status": s["by_status"], "model": rater.model}
+
+
+class RateSample(Step):
+    name = "rate"
+    per_shard = True
+    reads = ("sample.parquet", "rules.json", "<input shard>")
+    writes = ("ratings/<shard>.parquet",)
+
+    def inputs(self, ctx, shard: Shard):
+        return {"shard": shard.fingerprint, "sample": ctx.done_key("sample"), "rules": ctx.done_key("rules"),
+                "rating": rating_fingerprint(ctx)}
+
+    def run(self, ctx: RunContext, shard: Shard) -> dict:
+        sample = ctx.storage.read_parquet("sample.parquet", ["doc_id", "shard"])
+        wanted = set(sample.doc_id[sample.shard == shard.id])
+        rules = load_rules(ctx)
+        tables, docs = [], 0
+        with make_rater(ctx) as rater:
+            for ids, texts in sampled_documents(ctx, shard, wanted):
+                pairs = [(Document(i, t), rule) for i, t in zip(ids, texts) for rule in rules]
+                tables.append(ratings_table(rater.rate(pairs)))
+                docs += len(ids)
+            stats = rater_stats(rater, docs * len(rules))
+        table = pa.concat_tables(tables) if tables else RATING_SCHEMA.empty_table()
+        ctx.storage.write_parquet(f"ratings/{shard.id}.parquet", table)
+        return {"docs": docs, **stats}
+
+
+class ScorePool(Step):
+    name = "score"
+    per_shard = True
+    reads = ("index/<shard>.parquet", "rule_selection.json", "ratings/<shard>.parquet", "duplicates.parquet")
+    writes = ("scores/<shard>.parquet", "pool_ratings/<shard>.parquet")
+
+    def inputs(self, ctx, shard: Shard):
+        rated = ctx.read_marker("rate", shard.id)
+        return {"scan": ctx.done_key("scan", shard.id), "sample": ctx.done_key("sample"),
+                "chosen": ctx.done_key("dpp"), "rating": rating_fingerprint(ctx),
+                "reused": rated["key"] if rated else None}
+
+    def _reusable(self, ctx: RunContext, shard: Shard, rule_ids: list[str]) -> dict[tuple[str, str], float]:
+        if not ctx.storage.exists(f"ratings/{shard.id}.parquet"):
+            return {}
+        old = ctx.storage.read_parquet(f"ratings/{shard.id}.parquet", ["doc_id", "rule_id", "score", "status"])
+        old = old[(old.status == "ok") & old.rule_id.isin(rule_ids)]
+        return dict(zip(zip(old.doc_id, old.rule_id), old.score))
+
+    def run(self, ctx: RunContext, shard: Shard) -> dict:
+        rules = load_chosen_rules(ctx)
+        rule_ids = [r.id for r in rules]
+        reuse = self._reusable(ctx, shard, rule_ids)
+        dups = ctx.storage.read_parquet("duplicates.parquet", ["shard", "row"])
+        dropped_rows = set(dups.row[dups.shard == shard.id])
+        score_cols = [f"score_{i}" for i in rule_ids]
+        score_schema = pa.schema([("doc_id", pa.string()), ("row", pa.int64()), ("n_tokens", pa.int64()),
+                                  ("score", pa.float64()), ("n_rated", pa.int64())]
+                                 + [(c, pa.float64()) for c in score_cols])
+        totals = {"docs": 0, "rated": 0, "unrated": 0, "reused": 0, "duplicates_dropped": 0}
+        with make_rater(ctx) as rater, \
+                ctx.storage.local_staging(f"scores/{shard.id}.parquet") as scores_tmp, \
+                ctx.storage.local_staging(f"pool_ratings/{shard.id}.parquet") as ratings_tmp, \
+                pq.ParquetWriter(scores_tmp, score_schema, compression="zstd") as scores_out, \
+                pq.ParquetWriter(ratings_tmp, RATING_SCHEMA, compression="zstd") as ratings_out:
+            for batch in read_batches(shard, ctx.cfg.dataset, ctx.cfg.storage.options):
+                keep = [i for i, row in enumerate(batch.rows) if row not in dropped_rows]
+                totals["duplicates_dropped"] += len(batch.rows) - len(keep)
+                if not keep:
+                    continue
+                docs = [Document(batch.ids[i], batch.texts[i]) for i in keep]
+                matrix = np.full((len(docs), len(rules)), np.nan)
+                todo, where = [], []
+                for d, doc in enumerate(docs):
+                    for j, rule in enumerate(rules):
+                        old = reuse.get((doc.id, rule.id))
+                        if old is None:
+                            todo.append((doc, rule))
+                            where.append((d, j))
+                        else:
+                            matrix[d, j] = old
+                totals["reused"] += int(np.isfinite(matrix).sum())
+                fresh = rater.rate(todo) if todo else []
+                for (d, j), rating in zip(where, fresh):
+                    if rating.status == "ok":
+                        matrix[d, j] = rating.score
+                if fresh:
+                    ratings_out.write_table(ratings_table(fresh))
+                n_rated = np.isfinite(matrix).sum(axis=1)
+                score = np.divide(np.nansum(matrix, axis=1), n_rated, out=np.full(len(docs), np.nan), where=n_rated > 0)
+                columns = {"doc_id": [d.id for d in docs], "row": [batch.rows[i] for i in keep],
+                           "n_tokens": [count_tokens(d.text) for d in docs], "score": score, "n_rated": n_rated}
+                columns |= {c: matrix[:, j] for j, c in enumerate(score_cols)}
+                scores_out.write_table(pa.Table.from_pydict(columns, schema=score_schema))
+                totals["docs"] += len(docs)
+                totals["rated"] += int((n_rated > 0).sum())
+                totals["unrated"] += int((n_rated == 0).sum())
+            stats = rater_stats(rater, totals["docs"] * len(rules) - totals["reused"])
+        return {**totals, **stats, "rules": len(rules)}

@@ -1,0 +1,246 @@
+"""A loopback OpenAI-compatible server for tests and benchmarks (aiohttp; latency is an asyncio.sleep).
+
+In a test:      with FakeLLMServer(latency_ms=50, rate_429=0.1) as srv: url = srv.url   # ".../v1"
+As a process:   python tests/fake_llm_server.py --port 0 --latency-ms 100   # prints the URL, serves until killed
+
+Answers: "simulated" (default) reads rule and document out of a rating prompt and answers
+simulated_score(rule, doc, seed) with two decimals; other prompts get a JSON list of rules when they ask
+for one, else a fixed text. "fixed" answers `text` to everything. Faults are injected by rate, decided by
+a hash of (seed, request content, attempt), so a run is reproducible and a retry may succeed.
+Counts are attributes and GET /stats."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import re
+import sys
+import threading
+from collections import Counter, deque
+from pathlib import Path
+
+from aiohttp import web
+
+if __package__ in (None, ""):  # run as a script: make `orthoselect` importable from the checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from orthoselect.prompts import parse_rating_prompt  # noqa: E402
+
+FAULTS = ("429", "500", "503", "400", "timeout", "garbage", "truncated_json", "length", "refused")
+_COUNT_RE = re.compile(r"Write (\d+) distinct")
+
+
+class FakeLLMServer:
+    def __init__(self, *, latency_ms: float = 0.0, mode: str = "simulated", text: str = "0.5", seed: int = 0,
+                 rate_429: float = 0.0, rate_500: float = 0.0, rate_503: float = 0.0, rate_timeout: float = 0.0,
+                 rate_garbage: float = 0.0, rate_truncated_json: float = 0.0, rate_length: float = 0.0,
+                 rate_400: float = 0.0, rate_refused: float = 0.0,
+                 retry_after: str | None = "0", timeout_sleep_s: float = 30.0, api_key: str | None = None,
+                 keep_bodies: int = 200, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.latency_s = latency_ms / 1000.0
+        self.mode, self.text, self.seed = mode, text, seed
+        self.rates = {"429": rate_429, "500": rate_500, "503": rate_503, "400": rate_400, "timeout": rate_timeout,
+                      "garbage": rate_garbage, "truncated_json": rate_truncated_json, "length": rate_length,
+                      "refused": rate_refused}
+        self.retry_after, self.timeout_sleep_s, self.api_key = retry_after, timeout_sleep_s, api_key
+        self.host, self.port = host, port
+        self.bodies: deque[dict] = deque(maxlen=keep_bodies)  # the last request bodies, as received
+        self._simulated = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self.reset_counts()
+
+    # --- counting -------------------------------------------------------------------------------
+    def reset_counts(self) -> None:
+        self.requests = 0  # POSTs to /chat/completions
+        self.ok = 0  # answered 200 with a usable-looking answer (faults that return 200 not included)
+        self.by_model: Counter = Counter()
+        self.faults: Counter = Counter()
+        self.by_content: Counter = Counter()  # request-content hash -> requests
+        self.unauthorized = 0
+        self.key_outside_header = False  # the API key seen in a URL or a body
+        self.bodies.clear()
+
+    def stats(self) -> dict:
+        return {"requests": self.requests, "ok": self.ok, "by_model": dict(self.by_model),
+                "faults": dict(self.faults), "unauthorized": self.unauthorized,
+                "repeated": sum(n - 1 for n in self.by_content.values() if n > 1),
+                "distinct": len(self.by_content), "key_outside_header": self.key_outside_header}
+
+    # --- answering ------------------------------------------------------------------------------
+    def _fault(self, content_hash: str, attempt: int) -> str | None:
+        if not any(self.rates.values()):
+            return None
+        digest = hashlib.blake2b(f"{self.seed}|{content_hash}|{attempt}".encode(), digest_size=8).digest()
+        u = int.from_bytes(digest, "big") / 2.0**64
+        edge = 0.0
+        for kind in FAULTS:
+            edge += self.rates[kind]
+            if u < edge:
+                return kind
+        return None
+
+    def _answer(self, messages: list[dict]) -> str:
+        if self.mode == "fixed":
+            return self.text
+        user = next((m.get("content") or "" for m in reversed(messages) if m.get("role") == "user"), "")
+        parsed = parse_rating_prompt(user)
+        if parsed:
+            if self._simulated is None:
+                from orthoselect.raters.simulated import simulated_score
+
+                self._simulated = simulated_score
+            return f"{self._simulated(parsed[0], parsed[1], self.seed):.2f}"
+        if "JSON list" in user:
+            n = int(m.group(1)) if (m := _COUNT_RE.search(user)) else 5
+            return json.dumps([f"Fake rule {i + 1}: the document satisfies fake property number {i + 1}."
+                               for i in range(n)])
+        return self.text
+
+    async def _chat(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        self.requests += 1
+        if self.api_key:
+            if self.api_key in str(request.url) or self.api_key.encode() in raw:
+                self.key_outside_header = True
+            if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+                self.unauthorized += 1
+                return _error(401, "Incorrect API key provided.", "invalid_api_key")
+        try:
+            body = json.loads(raw)
+            model, messages = body.get("model", ""), body["messages"]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return _error(400, "request body is not a chat completion request", "invalid_request_error")
+        self.by_model[model] += 1
+        self.bodies.append(body)
+        content = hashlib.sha256(json.dumps([model, messages], sort_keys=True).encode()).hexdigest()[:16]
+        self.by_content[content] += 1
+        fault = self._fault(content, self.by_content[content])
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        if fault:
+            self.faults[fault] += 1
+        if fault == "429":
+            headers = {"Retry-After": self.retry_after} if self.retry_after is not None else None
+            return _error(429, "Rate limit reached, slow down.", "rate_limit_exceeded", headers)
+        if fault in ("500", "503"):
+            return _error(int(fault), "The server had an error.", "server_error")
+        if fault == "400":
+            return _error(400, "Invalid value for 'max_tokens'.", "invalid_request_error")
+        if fault == "timeout":
+            await asyncio.sleep(self.timeout_sleep_s)
+        text, finish = self._answer(messages), "stop"
+        if fault == "garbage":
+            text = "I think this document is quite nice overall."
+        elif fault == "truncated_json":
+            text = '{"score": 0.'
+        elif fault == "length":
+            text, finish = "The document", "length"
+        elif fault == "refused":
+            text, finish = "", "content_filter"
+        elif fault is None:
+            self.ok += 1
+        n_in = sum(len(str(m.get("content", ""))) for m in messages) // 4
+        return web.json_response({
+            "id": f"chatcmpl-{self.requests}", "object": "chat.completion", "created": 0, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+            "usage": {"prompt_tokens": n_in, "completion_tokens": 2, "total_tokens": n_in + 2}})
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats())
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024**2)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/stats", self._stats)
+        return app
+
+    # --- running --------------------------------------------------------------------------------
+    async def _start(self) -> None:
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def start(self) -> str:
+        """Serve from a background thread; returns the base URL (ending in /v1)."""
+        ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+
+        def serve() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(self._start())
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=serve, name="fake-llm-server", daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("fake LLM server did not start")
+        return self.url
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+        fut = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
+        try:
+            fut.result(timeout=5)
+        except Exception:  # pending slow handlers are abandoned with the loop
+            pass
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._loop = None
+
+    def __enter__(self) -> "FakeLLMServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _error(status: int, message: str, code: str, headers: dict | None = None) -> web.Response:
+    return web.json_response({"error": {"message": message, "type": code, "code": code}}, status=status,
+                             headers=headers)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--latency-ms", type=float, default=0.0)
+    p.add_argument("--mode", choices=["simulated", "fixed"], default="simulated")
+    p.add_argument("--text", default="0.5")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--api-key", default=None)
+    p.add_argument("--retry-after", default="0")
+    for kind in FAULTS:
+        p.add_argument(f"--rate-{kind.replace('_', '-')}", type=float, default=0.0)
+    a = p.parse_args(argv)
+    srv = FakeLLMServer(latency_ms=a.latency_ms, mode=a.mode, text=a.text, seed=a.seed, api_key=a.api_key,
+                        retry_after=a.retry_after, port=a.port,
+                        **{f"rate_{k}": getattr(a, f"rate_{k}") for k in FAULTS})
+
+    async def serve() -> None:
+        await srv._start()
+        print(srv.url, flush=True)
+        await asyncio.Event().wait()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
