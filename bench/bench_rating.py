@@ -46,9 +46,10 @@ def messages_for(pairs) -> list[list[dict]]:
     return [rating_messages(r.text, d.text) for d, r in pairs]
 
 
-def start_server(latency_ms: float, mode: str) -> tuple[subprocess.Popen, str]:
+def start_server(latency_ms: float, mode: str, workers: int = 1) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_llm_server.py"), "--port", "0",
-                             "--latency-ms", str(latency_ms), "--mode", mode], stdout=subprocess.PIPE, text=True)
+                             "--workers", str(workers), "--latency-ms", str(latency_ms), "--mode", mode],
+                            stdout=subprocess.PIPE, text=True)
     url = proc.stdout.readline().strip()
     if not url.startswith("http"):
         proc.kill()
@@ -57,8 +58,16 @@ def start_server(latency_ms: float, mode: str) -> tuple[subprocess.Popen, str]:
 
 
 def proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of a process and its direct children (the server's extra workers)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def measure(fn, n: int, server_pid: int) -> dict:
@@ -148,6 +157,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS_rating.md"))
     ap.add_argument("--only", default="", help="comma-separated variant numbers or names")
     ap.add_argument("--server-mode", default="simulated", choices=["simulated", "fixed"])
+    ap.add_argument("--server-workers", type=int, default=2, help="fake-server processes sharing the port")
     args = ap.parse_args()
     n = args.n
     variants = [  # name, function, requests, concurrency
@@ -163,7 +173,7 @@ def main() -> None:
     if args.only:
         keep = set(args.only.split(","))
         variants = [v for i, v in enumerate(variants) if str(i) in keep or v[0] in keep]
-    proc, url = start_server(args.latency_ms, args.server_mode)
+    proc, url = start_server(args.latency_ms, args.server_mode, args.server_workers)
     rows = []
     try:
         offset = 0

@@ -47,6 +47,18 @@ def _healthy(api_url: str) -> bool:
         return False
 
 
+def _drain_prefect_workers() -> None:
+    """Send queued logs and events before the server goes, or the client retries them for a minute."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        try:
+            worker.drain_all(timeout=10)
+        except RuntimeError:  # never started
+            pass
+
+
 @contextmanager
 def prefect_api(home: str | None = None, startup_timeout: float = 120) -> Iterator[str]:
     """A Prefect API for the block: PREFECT_API_URL if set, else a `prefect server` on a free loopback
@@ -78,6 +90,7 @@ def prefect_api(home: str | None = None, startup_timeout: float = 120) -> Iterat
         with temporary_settings(updates={PREFECT_API_URL: api_url}):  # for this process, already configured
             yield api_url
     finally:
+        _drain_prefect_workers()
         os.environ.pop("PREFECT_API_URL", None)
         server.terminate()
         try:

@@ -12,6 +12,8 @@ DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    # Dask: cluster start/stop chatter stays out of the run's log; warnings still show
+    "DASK_LOGGING__DISTRIBUTED": "warning",
     # botocore: never probe the instance-metadata address when no credentials are configured
     "AWS_EC2_METADATA_DISABLED": "true",
 }

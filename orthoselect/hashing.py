@@ -21,3 +21,11 @@ def uint64_key(*parts: Any) -> int:
     """A uniform 64-bit integer from the parts; used for seeded, order-free sampling."""
     digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode("utf-8", "surrogatepass"), digest_size=8)
     return int.from_bytes(digest.digest(), "big")
+
+
+def frame_hash(frame) -> str:
+    """Content hash of a pandas DataFrame (values and column names, in row order)."""
+    import pandas as pd
+
+    rows = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    return stable_hash([list(map(str, frame.columns)), hashlib.sha256(rows.tobytes()).hexdigest()])

@@ -15,12 +15,24 @@ import asyncio
 import hashlib
 import json
 import re
+import signal
+import subprocess
 import sys
 import threading
 from collections import Counter, deque
 from pathlib import Path
 
 from aiohttp import web
+
+try:  # fast JSON keeps the server's own CPU out of client benchmarks
+    import orjson
+
+    _loads, _dumps = orjson.loads, orjson.dumps
+    _canon = lambda obj: orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)  # noqa: E731
+except ImportError:  # pragma: no cover
+    _loads = json.loads
+    _dumps = lambda obj: json.dumps(obj).encode()  # noqa: E731
+    _canon = lambda obj: json.dumps(obj, sort_keys=True).encode()  # noqa: E731
 
 if __package__ in (None, ""):  # run as a script: make `orthoselect` importable from the checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -37,14 +49,15 @@ class FakeLLMServer:
                  rate_garbage: float = 0.0, rate_truncated_json: float = 0.0, rate_length: float = 0.0,
                  rate_400: float = 0.0, rate_refused: float = 0.0,
                  retry_after: str | None = "0", timeout_sleep_s: float = 30.0, api_key: str | None = None,
-                 keep_bodies: int = 200, host: str = "127.0.0.1", port: int = 0) -> None:
+                 keep_bodies: int = 200, host: str = "127.0.0.1", port: int = 0,
+                 reuse_port: bool = False) -> None:
         self.latency_s = latency_ms / 1000.0
         self.mode, self.text, self.seed = mode, text, seed
         self.rates = {"429": rate_429, "500": rate_500, "503": rate_503, "400": rate_400, "timeout": rate_timeout,
                       "garbage": rate_garbage, "truncated_json": rate_truncated_json, "length": rate_length,
                       "refused": rate_refused}
         self.retry_after, self.timeout_sleep_s, self.api_key = retry_after, timeout_sleep_s, api_key
-        self.host, self.port = host, port
+        self.host, self.port, self.reuse_port = host, port, reuse_port
         self.bodies: deque[dict] = deque(maxlen=keep_bodies)  # the last request bodies, as received
         self._simulated = None
         self._thread: threading.Thread | None = None
@@ -100,37 +113,46 @@ class FakeLLMServer:
         return self.text
 
     async def _chat(self, request: web.Request) -> web.Response:
+        """Answer after `latency_ms` counted from arrival: the server's own work is inside the latency,
+        as with a real server, so its CPU does not add to what a client measures."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.latency_s
         raw = await request.read()
+        response, fault = self._respond(request, raw)
+        if fault == "timeout":
+            deadline += self.timeout_sleep_s
+        delay = deadline - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return response
+
+    def _respond(self, request: web.Request, raw: bytes) -> tuple[web.Response, str | None]:
         self.requests += 1
         if self.api_key:
             if self.api_key in str(request.url) or self.api_key.encode() in raw:
                 self.key_outside_header = True
             if request.headers.get("Authorization") != f"Bearer {self.api_key}":
                 self.unauthorized += 1
-                return _error(401, "Incorrect API key provided.", "invalid_api_key")
+                return _error(401, "Incorrect API key provided.", "invalid_api_key"), None
         try:
-            body = json.loads(raw)
+            body = _loads(raw)
             model, messages = body.get("model", ""), body["messages"]
         except (ValueError, KeyError, TypeError, AttributeError):
-            return _error(400, "request body is not a chat completion request", "invalid_request_error")
+            return _error(400, "request body is not a chat completion request", "invalid_request_error"), None
         self.by_model[model] += 1
         self.bodies.append(body)
-        content = hashlib.sha256(json.dumps([model, messages], sort_keys=True).encode()).hexdigest()[:16]
+        content = hashlib.sha256(_canon([model, messages])).hexdigest()[:16]
         self.by_content[content] += 1
         fault = self._fault(content, self.by_content[content])
-        if self.latency_s:
-            await asyncio.sleep(self.latency_s)
         if fault:
             self.faults[fault] += 1
         if fault == "429":
             headers = {"Retry-After": self.retry_after} if self.retry_after is not None else None
-            return _error(429, "Rate limit reached, slow down.", "rate_limit_exceeded", headers)
+            return _error(429, "Rate limit reached, slow down.", "rate_limit_exceeded", headers), fault
         if fault in ("500", "503"):
-            return _error(int(fault), "The server had an error.", "server_error")
+            return _error(int(fault), "The server had an error.", "server_error"), fault
         if fault == "400":
-            return _error(400, "Invalid value for 'max_tokens'.", "invalid_request_error")
-        if fault == "timeout":
-            await asyncio.sleep(self.timeout_sleep_s)
+            return _error(400, "Invalid value for 'max_tokens'.", "invalid_request_error"), fault
         text, finish = self._answer(messages), "stop"
         if fault == "garbage":
             text = "I think this document is quite nice overall."
@@ -143,10 +165,11 @@ class FakeLLMServer:
         elif fault is None:
             self.ok += 1
         n_in = sum(len(str(m.get("content", ""))) for m in messages) // 4
-        return web.json_response({
+        return web.Response(body=_dumps({
             "id": f"chatcmpl-{self.requests}", "object": "chat.completion", "created": 0, "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
-            "usage": {"prompt_tokens": n_in, "completion_tokens": 2, "total_tokens": n_in + 2}})
+            "usage": {"prompt_tokens": n_in, "completion_tokens": 2, "total_tokens": n_in + 2}}),
+            content_type="application/json"), fault
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})
@@ -165,7 +188,7 @@ class FakeLLMServer:
     async def _start(self) -> None:
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
+        site = web.TCPSite(self._runner, self.host, self.port, backlog=1024, reuse_port=self.reuse_port or None)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]
 
@@ -218,6 +241,9 @@ def _error(status: int, message: str, code: str, headers: dict | None = None) ->
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--port", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT); "
+                   "counts are per process")
+    p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--latency-ms", type=float, default=0.0)
     p.add_argument("--mode", choices=["simulated", "fixed"], default="simulated")
     p.add_argument("--text", default="0.5")
@@ -228,18 +254,31 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument(f"--rate-{kind.replace('_', '-')}", type=float, default=0.0)
     a = p.parse_args(argv)
     srv = FakeLLMServer(latency_ms=a.latency_ms, mode=a.mode, text=a.text, seed=a.seed, api_key=a.api_key,
-                        retry_after=a.retry_after, port=a.port,
+                        retry_after=a.retry_after, port=a.port, reuse_port=a.workers > 1 or a.reuse_port,
                         **{f"rate_{k}": getattr(a, f"rate_{k}") for k in FAULTS})
+    children: list[subprocess.Popen] = []
 
     async def serve() -> None:
         await srv._start()
+        rest = list(argv if argv is not None else sys.argv[1:])
+        for _ in range(a.workers - 1):  # the others bind the port the first one got
+            children.append(subprocess.Popen([sys.executable, __file__, *rest, "--port", str(srv.port),
+                                              "--workers", "1", "--reuse-port"], stdout=subprocess.PIPE, text=True))
+        for child in children:
+            child.stdout.readline()
         print(srv.url, flush=True)
-        await asyncio.Event().wait()
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
 
     try:
         asyncio.run(serve())
     except KeyboardInterrupt:
         pass
+    finally:
+        for child in children:
+            child.terminate()
+            child.wait(5)
 
 
 if __name__ == "__main__":

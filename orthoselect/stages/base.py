@@ -80,11 +80,13 @@ class RunContext:
         return self.storage.read_json(self.marker_path(stage, unit), default=None)
 
     def done_key(self, stage: str, unit: str = RUN_UNIT) -> str:
-        """The key of a completed upstream step; raises StepNotReady if it has not completed."""
+        """Identity of a completed upstream result: the hash of its output when the step records one
+        (so an upstream rerun that produces the same output invalidates nothing), else its key.
+        Raises StepNotReady if the step has not completed."""
         marker = self.read_marker(stage, unit)
         if marker is None:
             raise StepNotReady(f"step {stage!r} has not completed for {unit!r} in {self.cfg.run_dir}")
-        return marker["key"]
+        return marker["stats"].get("output_hash") or marker["key"]
 
     def write_marker(self, stage: str, unit: str, key: str, stats: dict) -> None:
         self.storage.write_json(self.marker_path(stage, unit), {

@@ -13,6 +13,8 @@ import json
 import numpy as np
 import pandas as pd
 
+from orthoselect.hashing import frame_hash, stable_hash
+
 from orthoselect.dataset import Shard, discover_shards, read_batches
 from orthoselect.stages.base import RUN_UNIT, RunContext, Step
 
@@ -64,7 +66,7 @@ class ScanShard(Step):
             kind = q["reason"].split(" (")[0].split(":")[0]
             reasons[kind] = reasons.get(kind, 0) + 1
         return {"rows": len(ids) + len(quarantined), "valid": len(ids), "quarantined": len(quarantined),
-                "quarantine_reasons": reasons, "chars": int(index.n_chars.sum())}
+                "quarantine_reasons": reasons, "chars": int(index.n_chars.sum()), "output_hash": frame_hash(index)}
 
 
 def sample_keys(doc_ids: pd.Series, seed: int) -> np.ndarray:
@@ -101,6 +103,7 @@ class DrawSample(Step):
         sample = pool.iloc[picked].assign(key=keys[picked]).sort_values(["order", "row"])
         ctx.storage.write_parquet("sample.parquet", sample[["doc_id", "shard", "row", "key"]])
         return {"pool": int(len(pool)), "sampled": int(n), "duplicates": int(dup_mask.sum()),
+                "output_hash": stable_hash([frame_hash(sample[["doc_id", "shard"]]), frame_hash(duplicates)]),
                 "sample_per_shard": {k: int(v) for k, v in sample.shard.value_counts().sort_index().items()}}
 
 

@@ -11,10 +11,11 @@ import pyarrow.parquet as pq
 
 from orthoselect.config import SIMULATED
 from orthoselect.dataset import Shard, read_batches
+from orthoselect.hashing import frame_hash
 from orthoselect.prompts import TEMPLATE_VERSION
 from orthoselect.raters import make_rater
 from orthoselect.stages.base import RunContext, Step
-from orthoselect.stages.index import sampled_documents
+from orthoselect.stages.index import sampled_documents, sampled_shards
 from orthoselect.stages.rules import load_chosen_rules, load_rules
 from orthoselect.tokens import count_tokens
 from orthoselect.types import RATING_COLUMNS, Document, Rating
@@ -71,7 +72,11 @@ class RateSample(Step):
             stats = rater_stats(rater, docs * len(rules))
         table = pa.concat_tables(tables) if tables else RATING_SCHEMA.empty_table()
         ctx.storage.write_parquet(f"ratings/{shard.id}.parquet", table)
-        return {"docs": docs, **stats}
+        content = table.select(["doc_id", "rule_id", "score", "status"]).to_pandas()
+        return {"docs": docs, **stats, "output_hash": frame_hash(content)}
+
+
+RATE_STEP = RateSample()
 
 
 class ScorePool(Step):
@@ -81,13 +86,17 @@ class ScorePool(Step):
     writes = ("scores/<shard>.parquet", "pool_ratings/<shard>.parquet")
 
     def inputs(self, ctx, shard: Shard):
-        rated = ctx.read_marker("rate", shard.id)
-        return {"scan": ctx.done_key("scan", shard.id), "sample": ctx.done_key("sample"),
+        return {"shard": shard.fingerprint, "scan": ctx.done_key("scan", shard.id), "sample": ctx.done_key("sample"),
                 "chosen": ctx.done_key("dpp"), "rating": rating_fingerprint(ctx),
-                "reused": rated["key"] if rated else None}
+                "reused": ctx.done_key("rate", shard.id) if self._sample_rated(ctx, shard) else None}
+
+    @staticmethod
+    def _sample_rated(ctx: RunContext, shard: Shard) -> bool:
+        """Whether this shard's stage-2 ratings are current (same shard content, sample and rules)."""
+        return shard.id in sampled_shards(ctx) and RATE_STEP.is_done(ctx, shard)
 
     def _reusable(self, ctx: RunContext, shard: Shard, rule_ids: list[str]) -> dict[tuple[str, str], float]:
-        if not ctx.storage.exists(f"ratings/{shard.id}.parquet"):
+        if not self._sample_rated(ctx, shard):
             return {}
         old = ctx.storage.read_parquet(f"ratings/{shard.id}.parquet", ["doc_id", "rule_id", "score", "status"])
         old = old[(old.status == "ok") & old.rule_id.isin(rule_ids)]

@@ -51,7 +51,7 @@ class GenerateRules(Step):
                              "add rules, raise rules.max_attempts, or lower dpp.k")
         source = "file" if r.file else (SIMULATED if r.model == SIMULATED else f"llm:{r.model}")
         ctx.storage.write_json("rules.json", rules_to_json(rules, source=source))
-        return {**stats, "rules": len(rules), "source": source}
+        return {**stats, "rules": len(rules), "source": source, "output_hash": stable_hash([r.text for r in rules])}
 
 
 def score_matrix(ratings: pd.DataFrame, rule_ids: list[str]) -> np.ndarray:
@@ -87,4 +87,4 @@ class SelectRules(Step):
         ctx.storage.write_json("rule_selection.json", result)
         ctx.storage.write_text("correlation.csv", chosen.correlation.to_csv(float_format="%.4f"))
         return {"chosen": len(result["chosen_ids"]), "rho_chosen": result["rho_chosen"], "rho_all": result["rho_all"],
-                "percentile": result["percentile"]}
+                "percentile": result["percentile"], "output_hash": stable_hash(result["chosen_ids"])}

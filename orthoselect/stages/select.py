@@ -71,7 +71,7 @@ class WriteSelected(Step):
     writes = ("<output>/<shard>.parquet|jsonl",)
 
     def inputs(self, ctx, shard: Shard):
-        return {"rank": ctx.done_key("rank"), "scan": ctx.done_key("scan", shard.id),
+        return {"rank": ctx.done_key("rank"), "shard": shard.fingerprint, "scan": ctx.done_key("scan", shard.id),
                 "output": ctx.cfg.output.model_dump() | {"path": ctx.cfg.output_path}}
 
     def out_name(self, ctx: RunContext, shard: Shard) -> str:

@@ -1,0 +1,1 @@
+"""Prefect deployments: schedules of the pipeline flow."""
