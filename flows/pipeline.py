@@ -46,12 +46,12 @@ def _run_stage(stage: str, config: dict) -> dict[str, Any]:
                 done[shard_id] = future.result()
             else:
                 failed[shard_id] = future.state
-        cached = sum(f.state.name == "Cached" for f in futures.values())
-        logger.info("%s: %d shards done (%d cached), %d failed", name, len(done), cached, len(failed))
+        cached = sorted(sid for sid, f in futures.items() if f.state.name == "Cached")
+        logger.info("%s: %d shards done (%d cached), %d failed", name, len(done), len(cached), len(failed))
         if failed:
             details = "; ".join(f"{sid}: {st.message}" for sid, st in sorted(failed.items()))
             raise StageFailed(f"step {name!r} failed on {len(failed)} of {len(futures)} shards: {details}")
-        results[name] = done
+        results[name] = {"shards": done, "cached": cached}
     return results
 
 
@@ -95,13 +95,12 @@ STAGE_FLOWS = {"index_pool": index_pool, "generate_rules": generate_rules, "rate
                "select_rules": select_rules, "score_pool": score_pool, "select_data": select_data}
 
 
-def run_stages(config: dict, stages: list[str]) -> None:
-    """Run stage flows in order, on one Dask cluster for all of them."""
+def run_stages(config: dict, stages: list[str]) -> dict:
+    """Run stage flows in order, on one Dask cluster for all of them; each stage's step results."""
     cfg = Config.model_validate(config)
     with dask_cluster(cfg.cluster) as address:
         runner = DaskTaskRunner(address=address)
-        for stage in stages:
-            STAGE_FLOWS[stage].with_options(task_runner=runner)(config)
+        return {stage: STAGE_FLOWS[stage].with_options(task_runner=runner)(config) for stage in stages}
 
 
 @flow(name="orthoselect-pipeline", log_prints=True)
@@ -110,6 +109,10 @@ def orthoselect_pipeline(config_path: str | None = None, config: dict | None = N
     """The whole pipeline. Give a YAML `config_path` (as a deployment does) or a `config` dict;
     `overrides` maps dotted keys to values. Finished work is skipped, so rerunning resumes."""
     cfg = load_config(config_path if config_path else config or {}, overrides)
-    run_stages(cfg.model_dump(mode="json"), stages or list(STAGES))
+    results = run_stages(cfg.model_dump(mode="json"), stages or list(STAGES))
+    cached = {step: len(r["cached"]) for stage in results.values() for step, r in stage.items()
+              if isinstance(r, dict) and "cached" in r}
     ctx = _context(cfg)
-    return ctx.storage.read_json("manifest.json") if ctx.storage.exists("manifest.json") else {}
+    manifest = ctx.storage.read_json("manifest.json", default={})
+    return {"run_dir": cfg.run_dir, "cached_shards": cached, "counts": manifest.get("counts"),
+            "rho": manifest.get("rho"), "chosen_rules": manifest.get("chosen_rules")}
