@@ -128,24 +128,24 @@ def generate_rules(cfg: RulesConfig, task: str, data: str, examples: list[str], 
     from orthoselect.llm.client import LLMClient
     from orthoselect.prompts import rules_messages
 
-    client = LLMClient(model=cfg.model, api_base=cfg.api_base, api_key_env=cfg.api_key_env, transport="auto",
-                       concurrency=1, timeout_s=cfg.timeout_s, max_retries=cfg.max_retries,
-                       temperature=cfg.temperature)
     clipped = [e[: cfg.example_chars] for e in examples[: cfg.examples]]
     texts: list[str] = []
     stats = {"requests": 0, "tokens_in": 0, "tokens_out": 0, "model": cfg.model, "parse_failures": 0}
-    for _ in range(cfg.max_attempts):
-        missing = cfg.count - len(make_rules(texts, "llm"))
-        if missing <= 0:
-            break
-        answer = client.complete_sync(rules_messages(task, data, clipped, missing), max_tokens=60 * missing + 200)
-        stats["requests"] += 1
-        stats["tokens_in"] += answer.tokens_in
-        stats["tokens_out"] += answer.tokens_out
-        try:
-            texts += parse_rules_answer(answer.text)
-        except RulesError:
-            stats["parse_failures"] += 1
+    with LLMClient(model=cfg.model, api_base=cfg.api_base, api_key_env=cfg.api_key_env, transport="auto",
+                   concurrency=1, timeout_s=cfg.timeout_s, max_retries=cfg.max_retries,
+                   temperature=cfg.temperature) as client:
+        for _ in range(cfg.max_attempts):
+            missing = cfg.count - len(make_rules(texts, "llm"))
+            if missing <= 0:
+                break
+            answer = client.complete_sync(rules_messages(task, data, clipped, missing), max_tokens=60 * missing + 200)
+            stats["requests"] += answer.attempts
+            stats["tokens_in"] += answer.tokens_in
+            stats["tokens_out"] += answer.tokens_out
+            try:
+                texts += parse_rules_answer(answer.text)
+            except RulesError:
+                stats["parse_failures"] += 1
     rules = make_rules(texts, f"llm:{cfg.model}")[: cfg.count]
     if not rules:
         raise RulesError(f"rule generation with {cfg.model} produced no usable rules in {cfg.max_attempts} attempts")

@@ -1,13 +1,18 @@
-"""A loopback OpenAI-compatible server for tests and benchmarks (aiohttp; latency is an asyncio.sleep).
+"""A loopback OpenAI-compatible server for tests and benchmarks (aiohttp, so latency is an asyncio.sleep).
 
 In a test:      with FakeLLMServer(latency_ms=50, rate_429=0.1) as srv: url = srv.url   # ".../v1"
-As a process:   python tests/fake_llm_server.py --port 0 --latency-ms 100   # prints the URL, serves until killed
+As a process:   python tests/fake_llm_server.py --port 0 --latency-ms 100 [--workers 2]
+                (prints the URL, serves until SIGTERM; --workers processes share the port, counts per process)
 
+Endpoints: POST /v1/chat/completions, GET /v1/models, GET /stats. `latency_ms` runs from a request's
+arrival to its answer, the server's own work included, as with a real server.
 Answers: "simulated" (default) reads rule and document out of a rating prompt and answers
 simulated_score(rule, doc, seed) with two decimals; other prompts get a JSON list of rules when they ask
-for one, else a fixed text. "fixed" answers `text` to everything. Faults are injected by rate, decided by
-a hash of (seed, request content, attempt), so a run is reproducible and a retry may succeed.
-Counts are attributes and GET /stats."""
+for one, else a fixed text. "fixed" answers `text` to everything.
+Faults (rate_429, rate_500, rate_503, rate_400, rate_timeout, rate_garbage, rate_truncated_json,
+rate_length, rate_refused) are drawn from a hash of (seed, request content, attempt number of that
+content): a run is reproducible and a retry may succeed. With `api_key`, requests without
+`Authorization: Bearer <key>` get 401, and `key_outside_header` records a key seen in a URL or body."""
 from __future__ import annotations
 
 import argparse
@@ -216,10 +221,16 @@ class FakeLLMServer:
     def stop(self) -> None:
         if self._loop is None:
             return
-        fut = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
+        async def shutdown() -> None:
+            await self._runner.cleanup()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:  # handlers still sleeping (timeout faults)
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
         try:
-            fut.result(timeout=5)
-        except Exception:  # pending slow handlers are abandoned with the loop
+            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=5)
+        except Exception:  # what is left is abandoned with the loop
             pass
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)

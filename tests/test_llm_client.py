@@ -184,3 +184,21 @@ def test_cache_is_safe_with_several_writing_processes(tmp_path):
         p.join(60)
     assert all(p.exitcode == 0 for p in procs)
     assert len(RequestCache(path)) == 3 * 20 * 50
+
+
+def test_a_forked_child_gets_its_own_loop(server):
+    with LLMClient("openai/fake", server.url) as client:
+        assert client.complete_sync(MSG, max_tokens=4).text == "0.42"  # the parent's loop thread now runs
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        child = ctx.Process(target=lambda: queue.put(client.complete_sync(MSG, max_tokens=4).text))
+        child.start()
+        assert queue.get(timeout=20) == "0.42"
+        child.join(20)
+
+
+def test_connection_errors_are_retried_then_reported():
+    with LLMClient("openai/fake", "http://127.0.0.1:9/v1", max_retries=1, backoff_base_s=0.01) as client:
+        with pytest.raises(LLMError) as info:
+            client.complete_sync(MSG, max_tokens=4)
+    assert info.value.retryable and "connection error" in str(info.value) and info.value.attempts == 2

@@ -148,7 +148,8 @@ def test_wrong_key_stops_the_run_and_never_shows_the_key(monkeypatch, tmp_path):
             r.rate(PAIRS)
         r.close()
         assert srv.requests <= 8  # stopped at once, not one failure per pair
-    assert "401" in str(info.value) and SECRET not in str(info.value) and SECRET not in repr(r)
+    assert "401" in str(info.value) and "$TEST_RATER_KEY" in str(info.value)
+    assert SECRET not in str(info.value) and SECRET not in repr(r)
     with pytest.raises(TypeError):
         pickle.dumps(r.client._key)
 

@@ -33,15 +33,25 @@ class RequestCache:
 
     def __init__(self, path: str, busy_timeout_s: float = 60.0) -> None:
         self.path = path
+        self.busy_timeout_s = busy_timeout_s
         if os.path.dirname(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
-        self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._conn: sqlite3.Connection | None = None
         with self._lock:
-            self._db.execute(_SCHEMA)
+            self._db()
+
+    def _db(self) -> sqlite3.Connection:
+        """The connection, opened on first use and again after close() (call with the lock held)."""
+        if self._conn is None:
+            db = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None,
+                                 check_same_thread=False)
+            db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(_SCHEMA)
+            self._conn = db
+        return self._conn
 
     def __repr__(self) -> str:
         return f"RequestCache({self.path!r})"
@@ -52,7 +62,7 @@ class RequestCache:
         with self._lock:
             for i in range(0, len(keys), _CHUNK):
                 chunk = keys[i:i + _CHUNK]
-                rows = self._db.execute(
+                rows = self._db().execute(
                     f"SELECT key, model, text, finish_reason, tokens_in, tokens_out FROM answers "
                     f"WHERE key IN ({','.join('?' * len(chunk))})", chunk).fetchall()
                 for key, *values in rows:
@@ -67,25 +77,29 @@ class RequestCache:
         if not rows:
             return 0
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany("INSERT OR IGNORE INTO answers VALUES (?,?,?,?,?,?,?)", rows)
+                db.executemany("INSERT OR IGNORE INTO answers VALUES (?,?,?,?,?,?,?)", rows)
             except BaseException:
-                self._db.execute("ROLLBACK")
+                db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            db.execute("COMMIT")
         return len(rows)
 
     def __len__(self) -> int:
         with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+            return self._db().execute("SELECT COUNT(*) FROM answers").fetchone()[0]
 
     def close(self) -> None:
+        """Release the connection; a later call opens it again, so a shared cache survives one user closing."""
         with self._lock:
-            self._db.close()
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
     def __getstate__(self):
-        return {"path": self.path}
+        return {"path": self.path, "busy_timeout_s": self.busy_timeout_s}
 
     def __setstate__(self, state) -> None:  # reopened where it is unpickled (e.g. a Dask worker)
-        self.__init__(state["path"])
+        self.__init__(state["path"], state.get("busy_timeout_s", 60.0))

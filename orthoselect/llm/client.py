@@ -22,23 +22,22 @@ _FAST_PROVIDERS = {"openai": "https://api.openai.com/v1", "hosted_vllm": None, "
 _SPECIAL_AUTH = {"github_copilot", "chatgpt", "azure_ai", "litellm_proxy"}
 
 
-def resolve_endpoint(model: str, api_base: str | None) -> tuple[str, str, str | None, str | None, bool]:
-    """(provider, served model name, api_base, provider's key from the environment, OpenAI-compatible)."""
+def resolve_endpoint(model: str, api_base: str | None) -> tuple[str, str, str | None, bool, str | None]:
+    """(provider, served model name, api_base, OpenAI-compatible, litellm's key for the provider from the
+    environment, if any) of a litellm model string."""
     prefix, _, rest = model.partition("/")
-    env_base = os.environ.get(f"{prefix.upper()}_API_BASE")
-    if rest and prefix in _FAST_PROVIDERS:
+    if rest and prefix in _FAST_PROVIDERS:  # no litellm import needed
+        env_base = os.environ.get(f"{prefix.upper()}_API_BASE")
         if prefix == "openai":
             env_base = os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE")
-        base = api_base or env_base or _FAST_PROVIDERS[prefix]
-        return prefix, rest, base, os.environ.get(f"{prefix.upper()}_API_KEY"), True
+        return prefix, rest, api_base or env_base or _FAST_PROVIDERS[prefix], True, None
     import orthoselect.env  # noqa: F401
     import litellm
 
     name, provider, dyn_key, dyn_base = litellm.get_llm_provider(model, api_base=api_base)
     compatible = provider == "openai" or (provider in litellm.openai_compatible_providers
                                           and provider not in _SPECIAL_AUTH)
-    key = os.environ.get(f"{provider.upper()}_API_KEY") or dyn_key
-    return provider, name, api_base or dyn_base, key, compatible
+    return provider, name, api_base or dyn_base, compatible, dyn_key
 
 
 class Secret:
@@ -66,6 +65,7 @@ class _LoopThread:
     their own thread runs a loop, and connections stay open between calls."""
 
     def __init__(self) -> None:
+        self.pid = os.getpid()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="orthoselect-llm", daemon=True)
         self.thread.start()
@@ -107,13 +107,11 @@ class LLMClient:
                  transport: Literal["auto", "http", "litellm"] = "auto", concurrency: int = 64,
                  timeout_s: float = 60.0, max_retries: int = 4, temperature: float = 0.0, seed: int = 0,
                  backoff_base_s: float = BACKOFF_BASE_S) -> None:
-        provider, served, base, provider_key, compatible = resolve_endpoint(model, api_base)
-        if api_key_env:
-            key = os.environ.get(api_key_env)
-            if not key:
-                raise ValueError(f"the environment variable {api_key_env!r} named by api_key_env is not set")
-        else:
-            key = provider_key
+        provider, served, base, compatible, provider_key = resolve_endpoint(model, api_base)
+        if api_key_env and not os.environ.get(api_key_env):
+            raise ValueError(f"the environment variable {api_key_env!r} named by api_key_env is not set")
+        self.key_source = api_key_env or f"{provider.upper()}_API_KEY"  # a variable name, never the value
+        key = os.environ.get(self.key_source) or (None if api_key_env else provider_key)
         if transport == "auto":
             transport = "http" if compatible and base else "litellm"
         if transport == "http" and not base:
@@ -188,8 +186,8 @@ class LLMClient:
     def run_sync(self, coro: Coroutine) -> Any:
         """Run a coroutine on the client's private loop thread and return its result."""
         with self._runner_lock:
-            if self._runner is None:
-                self._runner = _LoopThread()
+            if self._runner is None or self._runner.pid != os.getpid():  # none yet, or lost in a fork
+                self._runner, self._loop, self._transport = _LoopThread(), None, None
         return self._runner.run(coro)
 
     def complete_sync(self, messages: list[dict], *, max_tokens: int,

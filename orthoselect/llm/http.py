@@ -67,7 +67,7 @@ class OpenAIHttpTransport(Transport):
                 retry_after = resp.headers.get("Retry-After") if status != 200 else None
         except asyncio.TimeoutError:
             raise LLMError(f"timeout after {timeout:g}s", retryable=True) from None
-        except aiohttp.ClientError as e:
+        except (aiohttp.ClientError, OSError) as e:
             raise LLMError(redact(f"connection error: {type(e).__name__}: {e}", self._key),
                            retryable=True) from None
         latency = (time.perf_counter() - t0) * 1000.0

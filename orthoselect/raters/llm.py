@@ -6,7 +6,7 @@ not parse, and record a failure with its reason when nothing usable comes back. 
 from __future__ import annotations
 
 import asyncio
-import time
+import os
 from collections.abc import Sequence
 
 from orthoselect.config import RatingConfig
@@ -120,7 +120,10 @@ class LiteLLMRater(Rater):
         return todo, hits
 
     def close(self) -> None:
+        """Close the client's connections and release the cache's connection (reopened if used again)."""
         self.client.close()
+        if self.cache is not None:
+            self.cache.close()
 
 
 def _serve(job: _Job, record: dict | None, hits: list) -> bool:
@@ -213,7 +216,12 @@ class _Run:
     def _check(self, e: LLMError) -> None:
         """Stop at once on setup errors, and after BREAKER rejected requests with no success at all."""
         if e.fatal:
-            raise RaterSetupError(f"{self.rater.model}: {e.message}. Stopping: every request would fail.") from None
+            hint = ""
+            if e.status == 401:
+                var = self.client.key_source
+                hint = f" (key read from ${var})" if os.environ.get(var) else f" (no API key: ${var} is not set)"
+            raise RaterSetupError(f"{self.rater.model}: {e.message}{hint}. Stopping: every request would "
+                                  "fail.") from None
         if not e.retryable:
             self.rejected += 1
             if self.ok == 0 and self.rejected >= BREAKER:

@@ -1,0 +1,76 @@
+"""The whole pipeline through the real HTTP path: rules and ratings from a loopback OpenAI-compatible
+server, on Prefect + a Dask LocalCluster. Requests are counted at the server, not by the client."""
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import small_config
+from fake_llm_server import FakeLLMServer
+
+pytestmark = pytest.mark.integration
+
+KEY = "sk-test-0123456789abcdef-never-log-me"
+
+
+@pytest.fixture(scope="module")
+def llm_server():
+    os.environ["ORTHOSELECT_TEST_KEY"] = KEY  # before the Dask workers start: they inherit it
+    with FakeLLMServer(api_key=KEY) as server:
+        yield server
+    os.environ.pop("ORTHOSELECT_TEST_KEY", None)
+
+
+def llm_config(data, run_dir, url, cache_path, **over):
+    endpoint = {"model": "openai/fake-rater", "api_base": url, "api_key_env": "ORTHOSELECT_TEST_KEY"}
+    cfg = small_config(data, run_dir, **over)
+    cfg["rules"] = {**endpoint, "count": 24, "examples": 3}
+    cfg["rating"] = {**endpoint, "sample_size": 200, "concurrency": 16}
+    cfg["cache"] = {"path": str(cache_path)}
+    return cfg
+
+
+def test_llm_pipeline_counts_match_and_reruns_are_free(prefect_api, llm_server, corpus_dir, tmp_path):
+    from flows.pipeline import orthoselect_pipeline
+    from orthoselect.config import Config
+    from orthoselect.stages import RunContext
+
+    llm_server.reset_counts()
+    config = llm_config(corpus_dir, tmp_path / "run", llm_server.url, tmp_path / "cache.sqlite")
+    first = orthoselect_pipeline(config=config)
+    sent = llm_server.requests
+    manifest = RunContext(Config.model_validate(config)).storage.read_json("manifest.json")
+    calls = manifest["calls"]
+    assert first["counts"]["selected"] == 100 and manifest["rater"] == "openai/fake-rater"
+    assert calls["rules"]["requests"] >= 1 and calls["rate"]["requests"] == 200 * 24
+    assert calls["score"]["requests"] == (1200 - 200) * 6 and calls["score"]["reused_from_sample"] == 200 * 6
+    assert sent == calls["rules"]["requests"] + calls["rate"]["requests"] + calls["score"]["requests"]
+    assert llm_server.unauthorized == 0 and not llm_server.key_outside_header
+
+    # the same config again: every step is already done; not one request reaches the server
+    second = orthoselect_pipeline(config=config)
+    assert llm_server.requests == sent
+    assert second["counts"] == first["counts"]
+
+    # a fresh run directory sharing the request cache: ratings are served from the cache
+    again = llm_config(corpus_dir, tmp_path / "run2", llm_server.url, tmp_path / "cache.sqlite")
+    again["rules"] = {"file": str(_rules_file(tmp_path, config))}
+    third = orthoselect_pipeline(config=again)
+    assert llm_server.requests == sent, "ratings were requested again despite the shared cache"
+    assert third["chosen_rules"] == first["chosen_rules"]
+
+    # the API key appears nowhere the run wrote
+    for root in (tmp_path / "run", tmp_path / "run2", tmp_path / "cache.sqlite"):
+        files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
+        for f in files:
+            assert KEY.encode() not in f.read_bytes(), f"API key leaked into {f}"
+
+
+def _rules_file(tmp_path: Path, config: dict) -> Path:
+    """The first run's generated rules as a rule file, so the second run rates the same rules."""
+    import json
+
+    rules = json.loads((Path(config["run_dir"]) / "rules.json").read_text())["rules"]
+    path = tmp_path / "rules.txt"
+    path.write_text("".join(r["text"] + "\n" for r in rules))
+    return path
