@@ -111,7 +111,8 @@ def discover_shards(cfg: DatasetConfig, options: dict | None = None, retries: in
         if sid in used:  # a.jsonl beside a.parquet: keep the extension in the name
             sid = re.sub(r"[^A-Za-z0-9._-]+", "_", rel.replace("/", "__"))
         used.add(sid)
-        fp = with_retries(lambda: _fingerprint(fs, path, info), retries, f"fingerprint {url}")
+        fp = with_retries(lambda fs=fs, path=path, info=info: _fingerprint(fs, path, info), retries,
+                          f"fingerprint {url}")
         shards.append(Shard(sid, url, _format_of(path, cfg.format), int(info.get("size") or 0), fp))
     return shards
 

@@ -1,14 +1,12 @@
 """The offline simulator: deterministic, bounded, and with the structure a DPP needs (clean text scores
 higher; some rules are near-duplicates, others nearly independent)."""
-import gzip
-import json
 import re
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from orthoselect.corpus import build_corpus
+from test_corpus import read_shards
 from orthoselect.hashing import stable_hash
 from orthoselect.raters.base import Rater
 from orthoselect.raters.simulated import (
@@ -38,14 +36,7 @@ def named(name: str) -> str:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     summary = build_corpus(str(tmp_path_factory.mktemp("corpus")), n_docs=800, n_shards=2, seed=0)
-    records = []
-    for name in summary["files"]:
-        if name.endswith(".jsonl.gz"):
-            with gzip.open(name, "rt", encoding="utf-8") as f:
-                records.extend(json.loads(line) for line in f)
-        else:
-            records.extend(pq.read_table(name).to_pylist())
-    return records
+    return read_shards(summary["files"])
 
 
 @pytest.fixture(scope="module")

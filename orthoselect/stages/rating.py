@@ -5,7 +5,6 @@ requested again. A document's score is the mean of its rule ratings that succeed
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
