@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -80,18 +80,23 @@ def stage_progress(ctx: RunContext, stages: list[str]):
             thread.join()
 
 
-def _run(cfg: Config, stages: list[str], show_progress: bool = True) -> None:
-    from flows.pipeline import run_stages
+def _run(cfg: Config, stages: list[str], show_progress: bool = True, only_failed: bool = False) -> None:
+    """The parent flow for the whole pipeline, else the stage flows, under a Prefect API."""
+    from flows.pipeline import StageFailed, orthoselect_pipeline, run_stages
     from flows.runtime import prefect_api
 
-    ctx = RunContext(cfg)
+    config = cfg.model_dump(mode="json")
     with prefect_api() as api:
         console.print(f"Prefect API {api} (UI at {api.removesuffix('/api')}); run dir {cfg.run_dir}")
-        if show_progress:
-            with stage_progress(ctx, stages):
-                run_stages(cfg.model_dump(mode="json"), stages)
-        else:
-            run_stages(cfg.model_dump(mode="json"), stages)
+        with stage_progress(RunContext(cfg), stages) if show_progress else nullcontext():
+            try:
+                if stages == list(STAGES):
+                    orthoselect_pipeline(config=config, only_failed=only_failed)
+                else:
+                    run_stages(config, stages)
+            except StageFailed as e:
+                console.print(f"[red]{e}[/red]")
+                raise typer.Exit(1) from None
 
 
 def _print_summary(cfg: Config) -> None:
@@ -122,6 +127,46 @@ def _stage_command(stage: str):
 
 for _stage in STAGES:
     app.command(name=_stage.replace("_", "-"))(_stage_command(_stage))
+
+
+def _run_dir_config(run_dir: str) -> Config:
+    try:
+        return load_config(f"{run_dir.rstrip('/')}/config.yaml")
+    except ConfigError as e:
+        console.print(f"[red]{run_dir}: not a run directory ({e})[/red]")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def status(run_dir: Annotated[str, typer.Argument(help="Run directory (path or URL).")],
+           json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Shards done, failed and pending for each shard step of a run, with the failures' errors."""
+    from rich.table import Table
+
+    from orthoselect.ledger import status as run_status
+
+    report = run_status(RunContext(_run_dir_config(run_dir)))
+    if json_out:
+        print(json.dumps(report, indent=2))
+        return
+    table = Table("step", "shards", "done", "failed", "pending", "stale", title=f"status of {run_dir}")
+    for step, r in report.items():
+        table.add_row(step, str(r["shards"]), str(len(r["done"])), str(len(r["failed"])), str(len(r["pending"])),
+                      str(len(r["stale"])))
+    Console().print(table)
+    for step, r in report.items():
+        for shard, e in sorted(r["errors"].items()):
+            Console().print(f"[red]failed[/red] {step} {shard}: {e['error']}: {e['message'][:300]} "
+                            f"(attempt {e['attempt']}, try {e['try']})")
+
+
+@app.command("retry-failed")
+def retry_failed(run_dir: Annotated[str, typer.Argument(help="Run directory (path or URL).")],
+                 progress: bool = True) -> None:
+    """Re-run only the shards recorded as failed, then finish the stages after them."""
+    cfg = _run_dir_config(run_dir)
+    _run(cfg, list(STAGES), progress, only_failed=True)
+    _print_summary(cfg)
 
 
 @app.command("sample-data")

@@ -8,111 +8,146 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.futures import wait
-from prefect_dask import DaskTaskRunner
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
 import orthoselect.env  # noqa: F401
 from flows.runtime import dask_cluster
 from orthoselect.config import Config, load_config
+from orthoselect.dataset import Shard
+from orthoselect.ledger import new_attempt, open_failures
 from orthoselect.stages import STAGES, STEPS, RunContext, step_shards
-from tasks import result_storage, run_step, shard_step
+from tasks import ShardsFailed, result_storage, run_step, shard_step
+from tasks.dispatch import dask_client
 
 
 class StageFailed(RuntimeError):
     """Some shards of a stage failed after their retries."""
 
 
-def _context(config: dict | Config) -> RunContext:
-    return RunContext(config if isinstance(config, Config) else Config.model_validate(config))
+def _context(config: dict | Config, attempt: str | None = None) -> RunContext:
+    cfg = config if isinstance(config, Config) else Config.model_validate(config)
+    return RunContext(cfg, attempt=attempt or new_attempt())
 
 
-def _run_stage(stage: str, config: dict) -> dict[str, Any]:
-    """Run a stage's steps: whole-run steps in the flow process, per-shard steps as one task per shard on
-    the flow's task runner. Returns each step's stats (per shard for shard steps)."""
-    ctx = _context(config)
+def shard_groups(shards: list[Shard], max_tasks: int) -> list[list[Shard]]:
+    """Contiguous groups of shards, at most `max_tasks` of them: one Prefect task run per group."""
+    size = -(-len(shards) // max(1, max_tasks)) if shards else 1
+    return [shards[i : i + size] for i in range(0, len(shards), size)]
+
+
+def _label(group: list[Shard]) -> str:
+    return group[0].id if len(group) == 1 else f"{group[0].id}..{group[-1].id}"
+
+
+def _run_stage(stage: str, config: dict, attempt: str | None, only: dict[str, list[str]] | None) -> dict[str, Any]:
+    """Run a stage's steps in order. Whole-run steps are one task each; a shard step is one task per
+    group of shards (`cluster.max_tasks_per_step`), every shard its own Dask task. `only` limits shard
+    steps to the listed shards (re-running failed shards). Returns each step's results."""
+    ctx = _context(config, attempt)
     storage = result_storage(ctx)
     logger = get_run_logger()
     results: dict[str, Any] = {}
     for name in STAGES[stage]:
         step = STEPS[name]
         if not step.per_shard:
-            results[name] = run_step.with_options(result_storage=storage)(name, ctx)
+            results[name] = run_step.with_options(result_storage=storage)(name, quote(ctx))
             continue
+        shards = step_shards(ctx, step)
+        if only and name in only:
+            shards = [s for s in shards if s.id in set(only[name])]
         task = shard_step.with_options(result_storage=storage)
-        futures = {s.id: task.submit(name, ctx, s) for s in step_shards(ctx, step)}
-        wait(list(futures.values()))
-        done, failed = {}, {}
-        for shard_id, future in futures.items():
+        # quote(): Prefect must not walk the context (config + shard list) for every task it submits
+        futures = [(g, task.submit(name, quote(ctx), g, _label(g)))
+                   for g in shard_groups(shards, ctx.cfg.cluster.max_tasks_per_step)]
+        wait([f for _, f in futures])
+        done: dict[str, dict] = {}
+        failed: dict[str, str] = {}
+        cached = []
+        for group, future in futures:
             if future.state.is_completed():
-                done[shard_id] = future.result()
+                done.update(future.result())
+                cached += [s.id for s in group] if future.state.name == "Cached" else []
             else:
-                failed[shard_id] = future.state
-        cached = sorted(sid for sid, f in futures.items() if f.state.name == "Cached")
+                error = future.state.result(raise_on_failure=False)
+                failed.update(error.errors if isinstance(error, ShardsFailed)
+                              else {s.id: str(error) for s in group})
         logger.info("%s: %d shards done (%d cached), %d failed", name, len(done), len(cached), len(failed))
         if failed:
-            details = "; ".join(f"{sid}: {st.message}" for sid, st in sorted(failed.items()))
-            raise StageFailed(f"step {name!r} failed on {len(failed)} of {len(futures)} shards: {details}")
+            raise StageFailed(f"step {name!r} failed on {len(failed)} of {len(shards)} shards (recorded in "
+                              f"{ctx.storage.url('ledger')}; `orthoselect retry-failed {ctx.cfg.run_dir}` re-runs "
+                              "them): " + "; ".join(f"{k}: {v}" for k, v in sorted(failed.items())))
         results[name] = {"shards": done, "cached": cached}
     return results
 
 
 @flow(name="index-pool", log_prints=True)
-def index_pool(config: dict) -> dict:
+def index_pool(config: dict, attempt: str | None = None, only: dict[str, list[str]] | None = None) -> dict:
     """Stage 0: shard manifest, validated scan of every shard, duplicate ids, seeded sample."""
-    return _run_stage("index_pool", config)
+    return _run_stage("index_pool", config, attempt, only)
 
 
 @flow(name="generate-rules", log_prints=True)
-def generate_rules(config: dict) -> dict:
+def generate_rules(config: dict, attempt: str | None = None, only: dict[str, list[str]] | None = None) -> dict:
     """Stage 1: R candidate rules from the LLM (or the rule file, or the offline simulator)."""
-    return _run_stage("generate_rules", config)
+    return _run_stage("generate_rules", config, attempt, only)
 
 
 @flow(name="rate-sample", log_prints=True)
-def rate_sample(config: dict) -> dict:
+def rate_sample(config: dict, attempt: str | None = None, only: dict[str, list[str]] | None = None) -> dict:
     """Stage 2: the sample rated against all R rules, one task per shard holding sampled documents."""
-    return _run_stage("rate_sample", config)
+    return _run_stage("rate_sample", config, attempt, only)
 
 
 @flow(name="select-rules", log_prints=True)
-def select_rules(config: dict) -> dict:
+def select_rules(config: dict, attempt: str | None = None, only: dict[str, list[str]] | None = None) -> dict:
     """Stage 3: the DPP keeps r orthogonal rules; rho diagnostics."""
-    return _run_stage("select_rules", config)
+    return _run_stage("select_rules", config, attempt, only)
 
 
 @flow(name="score-pool", log_prints=True)
-def score_pool(config: dict) -> dict:
+def score_pool(config: dict, attempt: str | None = None, only: dict[str, list[str]] | None = None) -> dict:
     """Stage 4: every pool document scored with the r chosen rules, one task per shard."""
-    return _run_stage("score_pool", config)
+    return _run_stage("score_pool", config, attempt, only)
 
 
 @flow(name="select-data", log_prints=True)
-def select_data(config: dict) -> dict:
+def select_data(config: dict, attempt: str | None = None, only: dict[str, list[str]] | None = None) -> dict:
     """Stage 5: rank, keep by the configured mode, write the selected shards and the manifest."""
-    return _run_stage("select_data", config)
+    return _run_stage("select_data", config, attempt, only)
 
 
 STAGE_FLOWS = {"index_pool": index_pool, "generate_rules": generate_rules, "rate_sample": rate_sample,
                "select_rules": select_rules, "score_pool": score_pool, "select_data": select_data}
 
 
-def run_stages(config: dict, stages: list[str]) -> dict:
-    """Run stage flows in order, on one Dask cluster for all of them; each stage's step results."""
+def run_stages(config: dict, stages: list[str], only: dict[str, list[str]] | None = None) -> dict:
+    """Run stage flows in order, on one Dask cluster for all of them; each stage's step results.
+    Prefect tasks run on threads of this process and hand their work to the cluster (tasks/dispatch.py)."""
     cfg = Config.model_validate(config)
-    with dask_cluster(cfg.cluster) as address:
-        runner = DaskTaskRunner(address=address)
-        return {stage: STAGE_FLOWS[stage].with_options(task_runner=runner)(config) for stage in stages}
+    attempt = new_attempt()
+    with dask_cluster(cfg.cluster) as address, dask_client(address) as client:
+        slots = sum(client.nthreads().values())
+        runner = ThreadPoolTaskRunner(max_workers=max(4, 2 * slots))
+        return {stage: STAGE_FLOWS[stage].with_options(task_runner=runner)(config, attempt, only) for stage in stages}
 
 
 @flow(name="orthoselect-pipeline", log_prints=True)
 def orthoselect_pipeline(config_path: str | None = None, config: dict | None = None,
-                         overrides: dict | None = None, stages: list[str] | None = None) -> dict:
+                         overrides: dict | None = None, stages: list[str] | None = None,
+                         only_failed: bool = False) -> dict:
     """The whole pipeline. Give a YAML `config_path` (as a deployment does) or a `config` dict;
-    `overrides` maps dotted keys to values. Finished work is skipped, so rerunning resumes."""
+    `overrides` maps dotted keys to values. Finished work is skipped, so rerunning resumes.
+    `only_failed`: shard steps with failures in the run's ledger re-run only those shards."""
     cfg = load_config(config_path if config_path else config or {}, overrides)
-    results = run_stages(cfg.model_dump(mode="json"), stages or list(STAGES))
+    ctx = _context(cfg)
+    only = None
+    if only_failed:
+        only = {step: sorted(shards) for step, shards in open_failures(ctx).items()}
+        get_run_logger().info("re-running failed shards only: %s", only or "none are open")
+    results = run_stages(cfg.model_dump(mode="json"), stages or list(STAGES), only)
     cached = {step: len(r["cached"]) for stage in results.values() for step, r in stage.items()
               if isinstance(r, dict) and "cached" in r}
-    ctx = _context(cfg)
     manifest = ctx.storage.read_json("manifest.json", default={})
     return {"run_dir": cfg.run_dir, "cached_shards": cached, "counts": manifest.get("counts"),
             "rho": manifest.get("rho"), "chosen_rules": manifest.get("chosen_rules")}

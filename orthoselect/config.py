@@ -174,6 +174,11 @@ class ClusterConfig(Section):
     n_workers: int = Field(2, gt=0, description="Worker processes of the LocalCluster.")
     threads_per_worker: int = Field(2, gt=0, description="Threads per LocalCluster worker.")
     memory_limit: str = Field("4GiB", description="Memory limit per LocalCluster worker.")
+    max_tasks_per_step: int = Field(
+        64, gt=0, description="Prefect task runs per shard step: with more shards than this, contiguous "
+        "shards are grouped into one task run (each still its own Dask task). A task run costs ~50 ms of "
+        "Prefect CPU (BENCHMARKS.md), so thousands of small shards are better grouped."
+    )
 
 
 class CacheConfig(Section):
@@ -229,14 +234,14 @@ def load_config(source: str | Path | dict, overrides: dict | None = None) -> Con
     else:
         where = str(source)
         try:
-            raw = yaml.safe_load(Path(source).read_text()) or {}
+            raw = yaml.safe_load(_read_text(where)) or {}
         except FileNotFoundError:
             raise ConfigError(f"{where}: file not found") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{where}: not valid YAML: {e}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: the top level must be a mapping of sections")
-        base = Path(source).resolve().parent
+        base = Path(where).resolve().parent if _is_local(where) else None
     for dotted, value in (overrides or {}).items():
         _set_dotted(raw, dotted, value)
     try:
@@ -246,6 +251,16 @@ def load_config(source: str | Path | dict, overrides: dict | None = None) -> Con
                  for err in e.errors()]
         raise ConfigError("invalid config\n  " + "\n  ".join(lines)) from None
     return _resolve_local_paths(cfg, base)
+
+
+def _read_text(where: str) -> str:
+    """A local file, or any fsspec URL (s3://bucket/config.yaml, with the standard AWS environment)."""
+    if _is_local(where):
+        return Path(where.removeprefix("file://")).read_text()
+    import fsspec
+
+    with fsspec.open(where, "rt") as f:
+        return f.read()
 
 
 def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
@@ -260,7 +275,11 @@ def _is_local(url: str) -> bool:
     return "://" not in url or url.startswith("file://")
 
 
-def _resolve_local_paths(cfg: Config, base: Path) -> Config:
+def _resolve_local_paths(cfg: Config, base: Path | None) -> Config:
+    """Relative local paths resolve against the config file's folder (a remote config's are kept)."""
+    if base is None:
+        return cfg
+
     def fix(p: str) -> str:
         if not _is_local(p) or os.path.isabs(p.removeprefix("file://")):
             return p

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -34,7 +35,7 @@ class RunContext:
     """Everything a step needs, picklable so it can travel to a Dask worker."""
 
     cfg: Config
-    attempt: int = 1
+    attempt: str = "local"  # id of this invocation on the run directory (ledger/<attempt>/)
     _shards: list[Shard] | None = field(default=None, repr=False)
 
     @cached_property
@@ -88,10 +89,11 @@ class RunContext:
             raise StepNotReady(f"step {stage!r} has not completed for {unit!r} in {self.cfg.run_dir}")
         return marker["stats"].get("output_hash") or marker["key"]
 
-    def write_marker(self, stage: str, unit: str, key: str, stats: dict) -> None:
+    def write_marker(self, stage: str, unit: str, key: str, stats: dict, seconds: float = 0.0) -> None:
         self.storage.write_json(self.marker_path(stage, unit), {
             "stage": stage, "unit": unit, "key": key, "stats": stats, "attempt": self.attempt,
-            "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "seconds": round(seconds, 4),
+            "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
             "version": __version__,
         })
 
@@ -131,6 +133,7 @@ class Step(ABC):
         if marker is not None and marker["key"] == key:
             log.info("%s %s: already done, skipped", self.name, unit)
             return marker["stats"]
+        started = time.perf_counter()
         stats = self.run(ctx, shard)
-        ctx.write_marker(self.name, unit, key, stats)
+        ctx.write_marker(self.name, unit, key, stats, time.perf_counter() - started)
         return stats

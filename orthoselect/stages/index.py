@@ -15,6 +15,7 @@ import pandas as pd
 
 from orthoselect.hashing import frame_hash, stable_hash
 
+from orthoselect.config import dump_config
 from orthoselect.dataset import Shard, discover_shards, read_batches
 from orthoselect.stages.base import RUN_UNIT, RunContext, Step
 
@@ -27,6 +28,7 @@ class Plan(Step):
         return {"shards": [s.to_dict() for s in ctx.shards()]}
 
     def run(self, ctx: RunContext, shard=None) -> dict:
+        ctx.storage.write_text("config.yaml", dump_config(ctx.cfg))  # `status`/`retry-failed` read it back
         shards = discover_shards(ctx.cfg.dataset, ctx.cfg.storage.options, ctx.cfg.storage.retries)
         ctx.storage.write_json("shards.json", {"dataset": ctx.cfg.dataset.model_dump(mode="json"),
                                                "shards": [s.to_dict() for s in shards]})

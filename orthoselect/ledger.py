@@ -1,0 +1,77 @@
+"""The failed-shard ledger and the run's status.
+
+Every failure of a shard step is recorded under `ledger/<attempt>/` (one small JSON file per failure,
+so concurrent writers never collide, on S3 too): shard, step, error class, message, run attempt and
+task try. A shard counts as failed while its latest recorded failure is newer than any completion of
+that step; a completion marker is the only proof of done."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from orthoselect.stages import STEPS, RunContext, step_shards
+
+
+def new_attempt() -> str:
+    """A sortable id for one invocation of the pipeline on a run directory."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def record_failure(ctx: RunContext, step: str, shard_id: str, error: BaseException, task_try: int = 1) -> dict:
+    entry = {"shard": shard_id, "step": step, "error": type(error).__name__, "message": str(error)[:2000],
+             "attempt": str(ctx.attempt), "try": task_try,
+             "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")}
+    ctx.storage.write_json(f"ledger/{ctx.attempt}/{step}--{shard_id}--{task_try}.json", entry)
+    return entry
+
+
+def _when(stamp: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(stamp)
+
+
+def failures(ctx: RunContext) -> list[dict]:
+    """Every recorded failure, oldest first."""
+    entries = []
+    for attempt in ctx.storage.list("ledger"):
+        for name in ctx.storage.list(f"ledger/{attempt}"):
+            entries.append(json.loads(ctx.storage.read_bytes(f"ledger/{attempt}/{name}")))
+    return sorted(entries, key=lambda e: e["at"])
+
+
+def open_failures(ctx: RunContext) -> dict[str, dict[str, dict]]:
+    """{step: {shard: latest failure}} for shards not completed since they last failed."""
+    latest: dict[tuple[str, str], dict] = {}
+    for entry in failures(ctx):
+        latest[(entry["step"], entry["shard"])] = entry
+    open_: dict[str, dict[str, dict]] = {}
+    for (step, shard), entry in latest.items():
+        marker = ctx.read_marker(step, shard)
+        if marker is None or _when(marker["finished_at"]) < _when(entry["at"]):
+            open_.setdefault(step, {})[shard] = entry
+    return open_
+
+
+def status(ctx: RunContext) -> dict[str, dict]:
+    """Per shard step: shards done (marker current for today's inputs), failed, pending."""
+    failed = open_failures(ctx)
+    report = {}
+    for name in ("scan", "rate", "score", "write"):
+        step = STEPS[name]
+        try:
+            shards = step_shards(ctx, step)
+        except (FileNotFoundError, TypeError):  # the stage before has not run
+            shards = [] if name != "scan" else ctx.shards()
+        done, stale = [], []
+        for shard in shards:
+            marker = ctx.read_marker(name, shard.id)
+            if marker is None:
+                continue
+            try:
+                (done if step.is_done(ctx, shard) else stale).append(shard.id)
+            except Exception:  # noqa: BLE001 - an upstream step is missing: the marker is not current
+                stale.append(shard.id)
+        bad = sorted(failed.get(name, {}))
+        pending = sorted(s.id for s in shards if s.id not in done and s.id not in bad)
+        report[name] = {"shards": len(shards), "done": sorted(done), "failed": bad, "pending": pending,
+                        "stale": sorted(stale), "errors": failed.get(name, {})}
+    return report
