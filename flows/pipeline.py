@@ -56,7 +56,7 @@ def _run_stage(stage: str, config: dict, attempt: str | None, only: dict[str, li
         shards = step_shards(ctx, step)
         if only and name in only:
             shards = [s for s in shards if s.id in set(only[name])]
-        task = shard_step.with_options(result_storage=storage)
+        task = shard_step.with_options(result_storage=storage, retries=ctx.cfg.cluster.task_retries)
         # quote(): Prefect must not walk the context (config + shard list) for every task it submits
         futures = [(g, task.submit(name, quote(ctx), g, _label(g)))
                    for g in shard_groups(shards, ctx.cfg.cluster.max_tasks_per_step)]

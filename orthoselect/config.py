@@ -174,6 +174,10 @@ class ClusterConfig(Section):
     n_workers: int = Field(2, gt=0, description="Worker processes of the LocalCluster.")
     threads_per_worker: int = Field(2, gt=0, description="Threads per LocalCluster worker.")
     memory_limit: str = Field("4GiB", description="Memory limit per LocalCluster worker.")
+    task_retries: int = Field(
+        2, ge=0, description="Prefect retries of a failed shard task (Dask already re-runs work lost with a "
+        "worker); shards still failing go to the run's ledger for `orthoselect retry-failed`."
+    )
     max_tasks_per_step: int = Field(
         64, gt=0, description="Prefect task runs per shard step: with more shards than this, contiguous "
         "shards are grouped into one task run (each still its own Dask task). A task run costs ~50 ms of "

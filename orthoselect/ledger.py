@@ -10,6 +10,9 @@ import datetime as dt
 import json
 
 from orthoselect.stages import STEPS, RunContext, step_shards
+from orthoselect.storage import Storage
+
+LEDGER_RETRIES = 8  # ~1 minute of backoff
 
 
 def new_attempt() -> str:
@@ -21,7 +24,9 @@ def record_failure(ctx: RunContext, step: str, shard_id: str, error: BaseExcepti
     entry = {"shard": shard_id, "step": step, "error": type(error).__name__, "message": str(error)[:2000],
              "attempt": str(ctx.attempt), "try": task_try,
              "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")}
-    ctx.storage.write_json(f"ledger/{ctx.attempt}/{step}--{shard_id}--{task_try}.json", entry)
+    # a failure often comes from the storage itself being down: wait longer than a step would
+    durable = Storage(ctx.storage.root, ctx.storage.options, retries=max(ctx.storage.retries, LEDGER_RETRIES))
+    durable.write_json(f"ledger/{ctx.attempt}/{step}--{shard_id}--{task_try}.json", entry)
     return entry
 
 

@@ -28,6 +28,22 @@ T = TypeVar("T")
 PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, ValueError)
 
 
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    """I/O errors worth retrying: OS-level ones, and the connection errors of the S3 client stack."""
+    errors: list[type[BaseException]] = [OSError, ConnectionError, TimeoutError]
+    try:
+        import aiohttp
+        import botocore.exceptions as boto
+
+        errors += [boto.ConnectionError, boto.HTTPClientError, aiohttp.ClientError]
+    except ImportError:  # pragma: no cover - s3fs not installed
+        pass
+    return tuple(errors)
+
+
+TRANSIENT = _transient_errors()
+
+
 def is_remote(url: str) -> bool:
     return "://" in url and not url.startswith("file://")
 
@@ -45,7 +61,7 @@ def with_retries(fn: Callable[[], T], attempts: int, what: str) -> T:
             return fn()
         except PERMANENT:
             raise
-        except (OSError, ConnectionError, TimeoutError) as e:
+        except TRANSIENT as e:
             if attempt == attempts:
                 raise
             delay = min(8.0, 0.25 * 2**attempt) * (0.5 + random.random())
@@ -89,7 +105,11 @@ class Storage:
 
     # --- reading -----------------------------------------------------------------------------
     def exists(self, rel: str) -> bool:
-        return self._io("exists", lambda: self.fs.exists(self.path(rel)))
+        def check() -> bool:
+            self.fs.invalidate_cache(os.path.dirname(self.path(rel)))  # other processes write here too
+            return self.fs.exists(self.path(rel))
+
+        return self._io("exists", check)
 
     def read_bytes(self, rel: str) -> bytes:
         return self._io("read", lambda: self.fs.cat_file(self.path(rel)))
@@ -108,8 +128,12 @@ class Storage:
 
     def list(self, folder: str) -> list[str]:
         """Names (not paths) of the files directly in `folder`; empty if it does not exist."""
+        def listing() -> list[str]:
+            self.fs.invalidate_cache(self.path(folder))  # other processes write here too
+            return self.fs.ls(self.path(folder), detail=False)
+
         try:
-            entries = self._io("list", lambda: self.fs.ls(self.path(folder), detail=False))
+            entries = self._io("list", listing)
         except FileNotFoundError:
             return []
         names = (os.path.basename(e.rstrip("/")) for e in entries)

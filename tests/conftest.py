@@ -56,3 +56,36 @@ def small_config(data: Path | str, run_dir: Path | str, **over) -> dict:
             node = node.setdefault(p, {})
         node[leaf] = value
     return cfg
+
+
+S3_SERVERS: list = []  # the session's moto server; a test may stop and restart it (an outage)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3 API on loopback (moto in server mode) with a bucket `test-bucket`. The AWS environment
+    is set before any Dask cluster starts, so worker processes inherit it."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    S3_SERVERS.append(server)
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    os.environ.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                       "AWS_EC2_METADATA_DISABLED": "true"})
+    import boto3
+
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="test-bucket")
+    yield endpoint
+    S3_SERVERS[0].stop()
+
+
+def upload(local: Path, url: str) -> None:
+    """Copy a local folder to an s3:// URL (the S3 endpoint comes from the environment)."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url)
+    for f in sorted(local.iterdir()):
+        fs.put_file(str(f), f"{path}/{f.name}")

@@ -87,6 +87,10 @@ class FakeLLMServer:
                 "repeated": sum(n - 1 for n in self.by_content.values() if n > 1),
                 "distinct": len(self.by_content), "key_outside_header": self.key_outside_header}
 
+    def content_count(self, model: str, messages: list[dict]) -> int:
+        """How many times a request with exactly this model and messages arrived."""
+        return self.by_content.get(hashlib.sha256(_canon([model, messages])).hexdigest()[:16], 0)
+
     # --- answering ------------------------------------------------------------------------------
     def _fault(self, content_hash: str, attempt: int) -> str | None:
         if not any(self.rates.values()):

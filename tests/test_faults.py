@@ -1,0 +1,231 @@
+"""Faults on real parts: kill -9 of the whole run, a Dask worker killed mid-run on a cluster of
+separate processes, and an S3 outage. Ratings come over real HTTP from the loopback LLM server, which
+counts every request, so "no completed work is paid twice" is checked where the money is spent."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import ROOT, S3_SERVERS, small_config, upload
+from fake_llm_server import FakeLLMServer
+from orthoselect.config import Config
+from orthoselect.dataset import read_batches
+from orthoselect.prompts import rating_messages
+from orthoselect.raters.simulated import simulated_rules
+from orthoselect.stages import RunContext, run_local
+
+pytestmark = pytest.mark.integration
+MODEL = "fake-rater"
+
+
+@pytest.fixture(scope="module")
+def llm():
+    with FakeLLMServer(latency_ms=15) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def rules_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("rules") / "rules.txt"
+    path.write_text("".join(r + "\n" for r in simulated_rules(16, seed=0)))
+    return path
+
+
+def slow_config(data, run_dir, url, rules_file, cache: Path, **over) -> dict:
+    """Ratings over HTTP, slow enough (15 ms, 8 in flight) that a shard takes a few seconds."""
+    cfg = small_config(data, run_dir, **over)
+    cfg["rules"] = {"file": str(rules_file)}
+    cfg["rating"] = {"model": f"openai/{MODEL}", "api_base": url, "sample_size": 100, "concurrency": 8}
+    cfg["dpp"] = {"k": 5, "random_subsets": 100}
+    cfg["cache"] = {"path": str(cache)}
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def reference(corpus_dir, rules_file, tmp_path_factory) -> RunContext:
+    """The same run, uninterrupted, with the in-process simulator: the server answers the simulator's
+    scores, so every faulty run below must end with exactly this selection."""
+    cfg = small_config(corpus_dir, tmp_path_factory.mktemp("reference"))
+    cfg["rules"] = {"file": str(rules_file)}
+    cfg["rating"] = {"model": "simulated", "sample_size": 100}
+    cfg["dpp"] = {"k": 5, "random_subsets": 100}
+    ctx = RunContext(Config.model_validate(cfg))
+    run_local(ctx)
+    return ctx
+
+
+def same_selection(ctx: RunContext, reference: RunContext) -> None:
+    pd.testing.assert_frame_equal(ctx.storage.read_parquet("selection.parquet"),
+                                  reference.storage.read_parquet("selection.parquet"))
+    out = sorted(ctx.output.list(""))
+    assert out == sorted(reference.output.list(""))
+    for name in out:
+        a, b = (pd.read_parquet(c.output.url(name)) for c in (ctx, reference))
+        assert list(a.id) == list(b.id) and list(a.score) == list(b.score)
+
+
+def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the run ended before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def api_url() -> str:
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value()
+
+
+def test_kill_whole_run_then_resume(prefect_api, llm, corpus_dir, rules_file, reference, tmp_path):
+    from flows.pipeline import orthoselect_pipeline
+
+    config = slow_config(corpus_dir, tmp_path / "run", llm.url, rules_file, tmp_path / "cache.sqlite")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    ctx = RunContext(Config.model_validate(config))
+    log = open(tmp_path / "run.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(tmp_path / "config.yaml"), "--no-progress"],
+                            cwd=ROOT, env={**os.environ, "PREFECT_API_URL": api_url()}, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: len(ctx.completed_units("score")) >= 1, 240, "a first pool shard", proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the CLI, its LocalCluster workers, everything in flight
+        proc.wait()
+    finished = {u: ctx.read_marker("score", u) for u in ctx.completed_units("score")}
+    assert 1 <= len(finished) < 4, "the kill did not land mid-stage"
+
+    orthoselect_pipeline(config=config)
+
+    for unit, marker in finished.items():  # completed shards were not recomputed ...
+        assert ctx.read_marker("score", unit) == marker
+        shard = ctx.shard(unit)
+        ratings = ctx.storage.read_parquet(f"pool_ratings/{unit}.parquet")
+        rules = {r["id"]: r["text"] for r in ctx.storage.read_json("rules.json")["rules"]}
+        texts = {i: t for b in read_batches(shard, ctx.cfg.dataset) for i, t in zip(b.ids, b.texts)}
+        for doc_id, rule_id in zip(ratings.doc_id, ratings.rule_id):  # ... and not one request paid twice
+            assert llm.content_count(MODEL, rating_messages(rules[rule_id], texts[doc_id])) == 1
+    same_selection(ctx, reference)
+
+
+def _start(cmd: list[str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=dict(os.environ))
+
+
+def test_real_cluster_on_s3_survives_a_killed_worker(prefect_api, s3_endpoint, llm, corpus_dir, rules_file,
+                                                     reference, tmp_path):
+    """A `dask scheduler` and two `dask worker` processes, data on S3; one worker is killed with -9
+    while pool shards are in flight. Dask re-runs its work elsewhere; the run completes unchanged."""
+    from distributed import Client
+
+    from flows.pipeline import orthoselect_pipeline
+
+    dask = str(Path(sys.executable).parent / "dask")
+    port = _free_port()
+    procs = [_start([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                    tmp_path / "scheduler.log")]
+    address = f"tcp://127.0.0.1:{port}"
+    try:
+        for i in range(2):
+            procs.append(_start([dask, "worker", address, "--nthreads", "2", "--no-dashboard", "--name", f"w{i}"],
+                                tmp_path / f"worker{i}.log"))
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=90)
+            upload(corpus_dir, "s3://test-bucket/cluster/corpus")
+            config = slow_config("s3://test-bucket/cluster/corpus", "s3://test-bucket/cluster/run", llm.url, rules_file,
+                                 tmp_path / "cache.sqlite", cluster={"address": address},
+                                 output={"path": "s3://test-bucket/cluster/out"})
+            ctx = RunContext(Config.model_validate(config))
+            result: dict = {}
+            runner = threading.Thread(target=lambda: result.update(orthoselect_pipeline(config=config)), daemon=True)
+            runner.start()
+            wait_for(lambda: ctx.storage.exists("rule_selection.json") and llm.requests > 0
+                     and _busy(client), 240, "pool scoring on the workers")
+            victim = next(iter(_busy(client)))
+            os.kill(client.run(os.getpid, workers=[victim])[victim], signal.SIGKILL)
+            runner.join(timeout=300)
+        assert result.get("counts", {}).get("selected") == 100
+        same_selection(ctx, reference)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+
+
+def _busy(client) -> set[str]:
+    """Workers currently running a pool-scoring task."""
+    return {w for w, keys in client.processing().items() if any(str(k).startswith("score-") for k in keys)}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_s3_outage_fails_shards_into_the_ledger_then_retry_failed(prefect_api, s3_endpoint, llm, corpus_dir,
+                                                                   rules_file, reference, tmp_path):
+    """S3 goes away for several seconds while pool shards are scored. Retries with backoff do not
+    outlast it (storage.retries 1, no task retries), so shards fail into the ledger; status lists
+    them; retry-failed re-runs only them and the run ends as if nothing had happened."""
+    from moto.server import ThreadedMotoServer
+
+    from flows.pipeline import StageFailed, orthoselect_pipeline
+    from orthoselect.ledger import open_failures, status
+
+    upload(corpus_dir, "s3://test-bucket/outage/corpus")
+    options = {"config_kwargs": {"retries": {"max_attempts": 1}}}  # no hidden retries inside botocore
+    config = slow_config("s3://test-bucket/outage/corpus", "s3://test-bucket/outage/run", llm.url, rules_file,
+                         tmp_path / "cache.sqlite", storage={"options": options, "retries": 1},
+                         cluster={"task_retries": 0},
+                         output={"path": "s3://test-bucket/outage/out"})
+    ctx = RunContext(Config.model_validate(config))
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = orthoselect_pipeline(config=config)
+        except Exception as e:  # noqa: BLE001
+            outcome["error"] = e
+
+    llm.reset_counts()
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    sample_requests = 100 * 16
+    wait_for(lambda: llm.requests > sample_requests + 200, 240, "pool scoring to start")
+    host, port = s3_endpoint.removeprefix("http://").split(":")
+    S3_SERVERS[0].stop()
+    time.sleep(6)
+    S3_SERVERS[0] = ThreadedMotoServer(ip_address=host, port=int(port), verbose=False)
+    S3_SERVERS[0].start()
+    runner.join(timeout=300)
+    assert isinstance(outcome.get("error"), StageFailed), outcome
+    failed = open_failures(ctx)
+    assert failed.get("score"), "no failed shard was recorded"
+    entry = next(iter(failed["score"].values()))
+    assert entry["error"] and entry["message"] and entry["attempt"] and entry["try"] == 1
+    report = status(ctx)
+    assert sorted(report["score"]["failed"]) == sorted(failed["score"])
+    done_before = {u: ctx.read_marker("score", u) for u in report["score"]["done"]}
+
+    result = orthoselect_pipeline(config=config, only_failed=True)
+    assert result["counts"]["selected"] == 100
+    assert {u: ctx.read_marker("score", u) for u in done_before} == done_before
+    after = status(ctx)
+    assert not after["score"]["failed"] and len(after["score"]["done"]) == 4
+    same_selection(ctx, reference)
