@@ -159,7 +159,7 @@ def _jsonl_records(shard: Shard, options: dict | None) -> Iterator[tuple[int, An
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
-                    yield line_no, raw.decode("utf-8", "replace"), f"invalid UTF-8 at byte {e.start}"
+                    yield line_no, raw.decode("utf-8", "replace"), f"invalid UTF-8 (byte {e.start})"
                     continue
                 try:
                     yield line_no, json.loads(text), None

@@ -44,10 +44,13 @@ def failures(ctx: RunContext) -> list[dict]:
 
 
 def open_failures(ctx: RunContext) -> dict[str, dict[str, dict]]:
-    """{step: {shard: latest failure}} for shards not completed since they last failed."""
+    """{step: {shard: latest failure}} for shards of today's manifest not completed since they last
+    failed (a shard removed from the dataset is no longer failed)."""
+    current = {s.id for s in ctx.shards()} | {"run"}
     latest: dict[tuple[str, str], dict] = {}
     for entry in failures(ctx):
-        latest[(entry["step"], entry["shard"])] = entry
+        if entry["shard"] in current:
+            latest[(entry["step"], entry["shard"])] = entry
     open_: dict[str, dict[str, dict]] = {}
     for (step, shard), entry in latest.items():
         marker = ctx.read_marker(step, shard)

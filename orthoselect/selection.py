@@ -23,6 +23,21 @@ class SelectionInputError(ValueError):
     """A score table or selection setting that cannot be used."""
 
 
+@dataclass(frozen=True)
+class PoolStats:
+    """What a selection over part of the pool must know of all of it: rated documents and the mean and
+    standard deviation of their scores (for `fraction` counts and gumbel's z-scores)."""
+
+    n_rated: int
+    mean: float
+    std: float
+
+    @classmethod
+    def of(cls, score: np.ndarray) -> "PoolStats":
+        rated = score[~np.isnan(score)]
+        return cls(len(rated), float(rated.mean()) if len(rated) else 0.0, float(rated.std()) if len(rated) else 0.0)
+
+
 @dataclass
 class SelectionResult:
     """`selected`: the input columns of the kept rows plus `rank` (1 = best), sorted by rank.
@@ -32,14 +47,17 @@ class SelectionResult:
     summary: dict
 
 
-def select_documents(scores: pd.DataFrame, cfg: SelectionConfig, seed: int) -> SelectionResult:
-    """Keep documents by `cfg.mode`: top_k, threshold, fraction, token_budget or gumbel (see config)."""
+def select_documents(scores: pd.DataFrame, cfg: SelectionConfig, seed: int,
+                     pool: PoolStats | None = None) -> SelectionResult:
+    """Keep documents by `cfg.mode`: top_k, threshold, fraction, token_budget or gumbel (see config).
+    `pool` describes the whole pool when `scores` is only part of it (streaming selection): counts and
+    z-scores then refer to the pool, so selecting shard by shard and merging equals selecting at once."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise SelectionInputError(f"seed must be an integer >= 0, got {seed!r}")
     score, tokens, doc_ids = _validated(scores)
     rated = np.flatnonzero(~np.isnan(score))
     rated_score, rated_ids = score[rated], doc_ids.iloc[rated]
-    order = _ranked(cfg, rated_score, tokens[rated], rated_ids, seed)
+    order = _ranked(cfg, rated_score, tokens[rated], rated_ids, seed, pool or PoolStats.of(rated_score))
     positions = rated[order]
 
     selected = scores.iloc[positions].reset_index(drop=True)
@@ -59,19 +77,21 @@ def select_documents(scores: pd.DataFrame, cfg: SelectionConfig, seed: int) -> S
     return SelectionResult(selected=selected, summary=summary)
 
 
-def _ranked(cfg: SelectionConfig, score: np.ndarray, tokens: np.ndarray, ids: pd.Series, seed: int) -> np.ndarray:
+def _ranked(cfg: SelectionConfig, score: np.ndarray, tokens: np.ndarray, ids: pd.Series, seed: int,
+            pool: PoolStats) -> np.ndarray:
     """Positions of the kept rated documents, best first."""
     mode = cfg.mode
     if mode == "threshold":
         _require(cfg.threshold, "threshold", mode)
         return _top(score, ids, seed, int((score >= cfg.threshold).sum()))
     if mode in ("top_k", "fraction"):
-        return _top(score, ids, seed, _count(cfg, len(score)))
+        return _top(score, ids, seed, min(len(score), _count(cfg, pool.n_rated)))
     if mode == "token_budget":
         _require(cfg.token_budget, "token_budget", mode)
         return _within_budget(score, tokens, ids, seed, cfg.token_budget)
     if mode == "gumbel":
-        return _top(_gumbel_keys(score, ids, cfg.temperature, seed), ids, seed, _count(cfg, len(score)))
+        keys = _gumbel_keys(score, ids, cfg.temperature, seed, pool)
+        return _top(keys, ids, seed, min(len(score), _count(cfg, pool.n_rated)))
     raise SelectionInputError(f"unknown selection mode {mode!r}")
 
 
@@ -124,16 +144,15 @@ def _within_budget(score: np.ndarray, tokens: np.ndarray, ids: pd.Series, seed: 
     return ranked[: int((np.cumsum(tokens[ranked]) <= budget).sum())]
 
 
-def _gumbel_keys(score: np.ndarray, ids: pd.Series, temperature: float, seed: int) -> np.ndarray:
-    """z-scored score + temperature * Gumbel noise from default_rng(seed). The draws are dealt to the
-    documents in doc_id order, so a document's noise does not depend on the input row order."""
+def _gumbel_keys(score: np.ndarray, ids: pd.Series, temperature: float, seed: int, pool: PoolStats) -> np.ndarray:
+    """z-scored score (pool mean and std) + temperature * Gumbel noise. A document's noise comes from a
+    seeded hash of its id, so it depends neither on row order nor on which other documents are present."""
     if len(score) == 0:
         return score
-    std = score.std()
-    z = (score - score.mean()) / std if std > 0 else np.zeros_like(score)
-    noise = np.empty_like(score)
-    noise[ids.argsort().to_numpy()] = np.random.default_rng(seed).gumbel(size=len(score))
-    return z + temperature * noise
+    z = (score - pool.mean) / pool.std if pool.std > 0 else np.zeros_like(score)
+    hashed = pd.util.hash_pandas_object(ids.reset_index(drop=True), index=False, hash_key=f"gumbel{seed:011d}"[-16:])
+    uniform = (hashed.to_numpy() >> np.uint64(11)).astype(np.float64) * 2.0**-53 + 2.0**-54  # in (0, 1)
+    return z + temperature * -np.log(-np.log(uniform))
 
 
 def _validated(scores: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, pd.Series]:

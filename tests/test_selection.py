@@ -203,3 +203,28 @@ def test_bad_input_is_a_clear_value_error():
     with pytest.raises(SelectionInputError, match="seed"):
         select(frame([0.1, 0.2]), seed=-1, mode="gumbel", size=1)
     assert issubclass(SelectionInputError, ValueError)
+
+
+@pytest.mark.parametrize("selection", [
+    {"mode": "top_k", "size": 37}, {"mode": "fraction", "fraction": 0.05}, {"mode": "threshold", "threshold": 0.7},
+    {"mode": "token_budget", "token_budget": 9000}, {"mode": "gumbel", "size": 40, "temperature": 0.5},
+])
+def test_streaming_merge_equals_one_shot(selection):
+    """Selecting shard by shard (keeping the best of candidates + next shard) with the pool's stats gives
+    exactly the one-shot selection: what the rank step relies on to stay within shard-sized memory."""
+    from orthoselect.selection import PoolStats
+
+    rng = np.random.default_rng(3)
+    n = 1000
+    frame = pd.DataFrame({"doc_id": [f"d{i}" for i in range(n)], "shard": [f"s{i % 7}" for i in range(n)],
+                          "score": rng.integers(0, 40, n) / 40.0, "n_tokens": rng.integers(10, 500, n)})
+    frame.loc[rng.random(n) < 0.05, "score"] = np.nan
+    cfg = SelectionConfig(**selection)
+    whole = select_documents(frame, cfg, seed=5).selected
+    pool = PoolStats.of(frame.score.to_numpy())
+    candidates = None
+    for _, part in frame.groupby("shard"):
+        merged = part if candidates is None else pd.concat([candidates, part])
+        candidates = select_documents(merged, cfg, seed=5, pool=pool).selected.drop(columns="rank")
+    streamed = select_documents(candidates, cfg, seed=5, pool=pool).selected
+    assert list(streamed.doc_id) == list(whole.doc_id) and len(whole) > 0

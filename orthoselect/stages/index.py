@@ -71,6 +71,9 @@ class ScanShard(Step):
                 "quarantine_reasons": reasons, "chars": int(index.n_chars.sum()), "output_hash": frame_hash(index)}
 
 
+DEDUP_BUCKET_ROWS = 2_000_000  # ids held at once while looking for ids repeated across shards
+
+
 def sample_keys(doc_ids: pd.Series, seed: int) -> np.ndarray:
     """Seeded uniform 64-bit key per id, vectorised; the sample is the n smallest keys."""
     hash_key = f"{seed:016d}"[-16:]
@@ -78,6 +81,9 @@ def sample_keys(doc_ids: pd.Series, seed: int) -> np.ndarray:
 
 
 class DrawSample(Step):
+    """Streams the shard indexes: memory holds one shard's ids plus the sample (and, to find ids
+    repeated across shards, one hash bucket of ids at a time), never the pool."""
+
     name = "sample"
     reads = ("index/*.parquet",)
     writes = ("sample.parquet", "duplicates.parquet")
@@ -86,25 +92,39 @@ class DrawSample(Step):
         scans = {s.id: ctx.done_key("scan", s.id) for s in ctx.shards()}
         return {"scans": scans, "n": ctx.cfg.rating.sample_size, "seed": ctx.cfg.seed}
 
-    def run(self, ctx: RunContext, shard=None) -> dict:
-        frames = []
+    def _index(self, ctx: RunContext):
         for order, s in enumerate(ctx.shards()):
             part = ctx.storage.read_parquet(f"index/{s.id}.parquet", columns=["doc_id", "row"])
-            part["shard"], part["order"] = s.id, order
-            frames.append(part)
-        index = pd.concat(frames, ignore_index=True)
-        dup_mask = index.duplicated("doc_id", keep="first")  # shards in order, rows in order
-        duplicates = index[dup_mask].merge(
-            index[~dup_mask & index.doc_id.isin(index.doc_id[dup_mask])][["doc_id", "shard", "row"]]
-            .rename(columns={"shard": "kept_shard", "row": "kept_row"}), on="doc_id")
-        ctx.storage.write_parquet("duplicates.parquet", duplicates[["doc_id", "shard", "row", "kept_shard", "kept_row"]])
-        pool = index[~dup_mask]
-        n = min(ctx.cfg.rating.sample_size, len(pool))
-        keys = sample_keys(pool.doc_id, ctx.cfg.seed)
-        picked = np.argpartition(keys, n - 1)[:n] if n < len(pool) else np.arange(len(pool))
-        sample = pool.iloc[picked].assign(key=keys[picked]).sort_values(["order", "row"])
+            yield part.assign(shard=s.id, order=order)
+
+    def _duplicates(self, ctx: RunContext) -> pd.DataFrame:
+        """Later occurrences of ids seen in an earlier shard (or earlier row), bucket by bucket."""
+        total = sum(ctx.read_marker("scan", s.id)["stats"]["valid"] for s in ctx.shards())
+        buckets = max(1, -(-total // DEDUP_BUCKET_ROWS))
+        found = []
+        for bucket in range(buckets):
+            parts = [p if buckets == 1 else p[pd.util.hash_pandas_object(p.doc_id, index=False) % buckets == bucket]
+                     for p in self._index(ctx)]
+            ids = pd.concat(parts, ignore_index=True)
+            later = ids.duplicated("doc_id", keep="first")  # shards in order, rows in order
+            first = ids[~later & ids.doc_id.isin(ids.doc_id[later])][["doc_id", "shard", "row"]]
+            found.append(ids[later].merge(first.rename(columns={"shard": "kept_shard", "row": "kept_row"}), on="doc_id"))
+        return pd.concat(found, ignore_index=True)[["doc_id", "shard", "row", "kept_shard", "kept_row"]]
+
+    def run(self, ctx: RunContext, shard=None) -> dict:
+        duplicates = self._duplicates(ctx)
+        ctx.storage.write_parquet("duplicates.parquet", duplicates)
+        n, pool, best = ctx.cfg.rating.sample_size, 0, None
+        for part in self._index(ctx):
+            dropped = set(duplicates.row[duplicates.shard == part.shard.iat[0]]) if len(part) else set()
+            part = part[~part.row.isin(dropped)]
+            pool += len(part)
+            part = part.assign(key=sample_keys(part.doc_id, ctx.cfg.seed))
+            frame = part if best is None else pd.concat([best, part], ignore_index=True)
+            best = frame.nsmallest(n, "key")
+        sample = best.sort_values(["order", "row"])
         ctx.storage.write_parquet("sample.parquet", sample[["doc_id", "shard", "row", "key"]])
-        return {"pool": int(len(pool)), "sampled": int(n), "duplicates": int(dup_mask.sum()),
+        return {"pool": pool, "sampled": len(sample), "duplicates": len(duplicates),
                 "output_hash": stable_hash([frame_hash(sample[["doc_id", "shard"]]), frame_hash(duplicates)]),
                 "sample_per_shard": {k: int(v) for k, v in sample.shard.value_counts().sort_index().items()}}
 

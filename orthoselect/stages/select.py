@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 
 from orthoselect.dataset import Shard, read_batches
 from orthoselect.raters import rater_label
-from orthoselect.selection import select_documents
+from orthoselect.hashing import frame_hash
+from orthoselect.selection import PoolStats, select_documents
 from orthoselect.stages.base import RunContext, Step
 from orthoselect.stages.rules import load_chosen_rules
 
@@ -21,6 +22,9 @@ RANK_COLUMNS = ["doc_id", "row", "n_tokens", "score", "n_rated"]
 
 
 class RankPool(Step):
+    """Selection over the whole pool, streamed shard by shard: memory holds one shard's score columns
+    plus the current candidates (at most the selection), never the pool."""
+
     name = "rank"
     reads = ("scores/*.parquet",)
     writes = ("selection.parquet",)
@@ -30,21 +34,34 @@ class RankPool(Step):
         return {"scores": {s.id: ctx.done_key("score", s.id) for s in ctx.shards()}, "selection": sel,
                 "seed": ctx.cfg.seed}
 
-    def run(self, ctx: RunContext, shard=None) -> dict:
-        frames = []
+    def _scored(self, ctx: RunContext, need: int):
+        """Each shard's rank columns, with documents short of ratings made unrated."""
         for s in ctx.shards():
-            part = ctx.storage.read_parquet(f"scores/{s.id}.parquet", RANK_COLUMNS)
-            frames.append(part.assign(shard=s.id))
-        pool = pd.concat(frames, ignore_index=True)
-        r = len(load_chosen_rules(ctx))
-        need = math.ceil(ctx.cfg.selection.min_rated_fraction * r - 1e-9)
-        short = pool.n_rated < need
-        pool.loc[short, "score"] = float("nan")
-        result = select_documents(pool[["doc_id", "shard", "score", "n_tokens"]], ctx.cfg.selection, ctx.cfg.seed)
-        chosen = result.selected.merge(pool[["doc_id", "shard", "row"]], on=["doc_id", "shard"], how="left")
+            part = ctx.storage.read_parquet(f"scores/{s.id}.parquet", RANK_COLUMNS).assign(shard=s.id)
+            short = part.n_rated < need
+            part.loc[short, "score"] = float("nan")
+            yield part, int((short & (part.n_rated > 0)).sum())
+
+    def run(self, ctx: RunContext, shard=None) -> dict:
+        need = math.ceil(ctx.cfg.selection.min_rated_fraction * len(load_chosen_rules(ctx)) - 1e-9)
+        n_in, short, n, total, squares = 0, 0, 0, 0.0, 0.0
+        for part, n_short in self._scored(ctx, need):  # pass 1: pool statistics
+            rated = part.score.dropna().to_numpy()
+            n_in, short, n = n_in + len(part), short + n_short, n + len(rated)
+            total, squares = total + rated.sum(), squares + (rated**2).sum()
+        mean = total / n if n else 0.0
+        pool = PoolStats(n, mean, math.sqrt(max(0.0, squares / n - mean**2)) if n else 0.0)
+        candidates = None
+        for part, _ in self._scored(ctx, need):  # pass 2: keep the best of (candidates + this shard)
+            frame = part if candidates is None else pd.concat([candidates, part], ignore_index=True)
+            candidates = select_documents(frame, ctx.cfg.selection, ctx.cfg.seed, pool).selected.drop(columns="rank")
+        result = select_documents(candidates, ctx.cfg.selection, ctx.cfg.seed, pool)
+        chosen = result.selected
         ctx.storage.write_parquet("selection.parquet", chosen[["doc_id", "shard", "row", "score", "rank", "n_tokens"]])
-        return {**result.summary, "short_of_ratings": int((short & (pool.n_rated > 0)).sum()),
-                "min_rated_rules": need}
+        summary = {**result.summary, "n_in": n_in, "n_rated": n, "n_unrated": n_in - n,
+                   "score_mean_pool": mean if n else None}
+        return {**summary, "short_of_ratings": short, "min_rated_rules": need,
+                "output_hash": frame_hash(chosen[["doc_id", "shard", "rank"]])}
 
 
 def _records_table(records: list[dict]) -> pa.Table:
