@@ -8,6 +8,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.futures import wait
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
@@ -145,7 +146,10 @@ def orthoselect_pipeline(config_path: str | None = None, config: dict | None = N
     if only_failed:
         only = {step: sorted(shards) for step, shards in open_failures(ctx).items()}
         get_run_logger().info("re-running failed shards only: %s", only or "none are open")
-    results = run_stages(cfg.model_dump(mode="json"), stages or list(STAGES), only)
+    # the parent's heartbeat tells the server if the run dies; a subflow's own heartbeat thread costs
+    # ~1 s at its exit (Prefect joins a thread that sleeps in 1 s steps), so subflows run without one
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        results = run_stages(cfg.model_dump(mode="json"), stages or list(STAGES), only)
     cached = {step: len(r["cached"]) for stage in results.values() for step, r in stage.items()
               if isinstance(r, dict) and "cached" in r}
     manifest = ctx.storage.read_json("manifest.json", default={})

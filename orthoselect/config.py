@@ -179,9 +179,9 @@ class ClusterConfig(Section):
         "worker); shards still failing go to the run's ledger for `orthoselect retry-failed`."
     )
     max_tasks_per_step: int = Field(
-        64, gt=0, description="Prefect task runs per shard step: with more shards than this, contiguous "
-        "shards are grouped into one task run (each still its own Dask task). A task run costs ~50 ms of "
-        "Prefect CPU (BENCHMARKS.md), so thousands of small shards are better grouped."
+        16, gt=0, description="Prefect task runs per shard step: with more shards than this, contiguous "
+        "shards share one task run (each still its own Dask task, its own marker and ledger entry). A task "
+        "run costs ~50-100 ms of Prefect CPU (BENCHMARKS.md), so many small shards are better grouped."
     )
 
 

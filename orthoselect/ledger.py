@@ -61,6 +61,7 @@ def open_failures(ctx: RunContext) -> dict[str, dict[str, dict]]:
 
 def status(ctx: RunContext) -> dict[str, dict]:
     """Per shard step: shards done (marker current for today's inputs), failed, pending."""
+    ctx = ctx.frozen_markers()
     failed = open_failures(ctx)
     report = {}
     for name in ("scan", "rate", "score", "write"):

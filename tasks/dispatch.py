@@ -30,13 +30,15 @@ def dask_client(address: str) -> Iterator[Any]:
             _client = previous
 
 
-def run_each(fn: Callable[..., Any], calls: Sequence[tuple], name: str) -> list[Any]:
-    """`fn(*args)` for every args tuple, on Dask workers when a cluster is connected (else here), all
-    at once. Returns each result, or the exception it raised, in order."""
+def run_each(fn: Callable[[Any, Any], Any], shared: Any, items: Sequence[Any], name: str) -> list[Any]:
+    """`fn(shared, item)` for every item, on Dask workers when a cluster is connected (else here), all
+    at once. `shared` (the run context) is sent to the cluster once, not with every item. Returns each
+    result, or the exception it raised, in order."""
     if _client is None:
-        return [_outcome(fn, *args) for args in calls]
+        return [_outcome(fn, shared, item) for item in items]
     tag = uuid.uuid4().hex[:8]
-    futures = [_client.submit(fn, *args, key=f"{name}-{i}-{tag}", pure=False) for i, args in enumerate(calls)]
+    [remote] = _client.scatter([shared], hash=False)
+    futures = [_client.submit(fn, remote, item, key=f"{name}-{i}-{tag}", pure=False) for i, item in enumerate(items)]
     return [_outcome(f.result) for f in futures]
 
 

@@ -6,6 +6,7 @@ never a run id or a path string), so a rerun shows finished work as `Cached` in 
 step's own completion marker stays the proof of done: a task that does run still skips finished work."""
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -32,7 +33,7 @@ class ShardsFailed(RuntimeError):
 def step_cache_key(context: TaskRunContext, parameters: dict) -> str | None:
     step = STEPS[parameters["step_name"]]
     ctx = parameters["ctx"]
-    ctx = ctx.unquote() if isinstance(ctx, quote) else ctx
+    ctx = (ctx.unquote() if isinstance(ctx, quote) else ctx).frozen_markers()
     if step.name == "plan":
         return None  # input files are re-listed and re-fingerprinted on every run
     try:
@@ -73,7 +74,7 @@ def _try_number() -> int:
       task_run_name="{step_name}")
 def run_step(step_name: str, ctx: RunContext) -> dict:
     """A whole-run step (plan, sample, rules, dpp, rank, manifest), run on a Dask worker."""
-    [stats] = run_each(_execute, [(step_name, ctx, None)], step_name)
+    [stats] = run_each(partial(_execute, step_name), ctx, [None], step_name)
     if isinstance(stats, BaseException):
         record_failure(ctx, step_name, "run", stats, _try_number())
         raise stats
@@ -86,7 +87,7 @@ def run_step(step_name: str, ctx: RunContext) -> dict:
 def shard_step(step_name: str, ctx: RunContext, shards: list[Shard], label: str) -> dict[str, dict]:
     """A per-shard step (scan, rate, score, write) on a group of shards, each its own Dask task.
     Shards that fail are recorded in the ledger; the task then fails, naming them."""
-    outcomes = run_each(_execute, [(step_name, ctx, s) for s in shards], f"{step_name}-{label}")
+    outcomes = run_each(partial(_execute, step_name), ctx, shards, f"{step_name}-{label}")
     errors = {}
     for shard, outcome in zip(shards, outcomes):
         if isinstance(outcome, BaseException):

@@ -3,6 +3,7 @@ separate processes, and an S3 outage. Ratings come over real HTTP from the loopb
 counts every request, so "no completed work is paid twice" is checked where the money is spent."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -223,8 +224,17 @@ def test_s3_outage_fails_shards_into_the_ledger_then_retry_failed(prefect_api, s
     assert sorted(report["score"]["failed"]) == sorted(failed["score"])
     done_before = {u: ctx.read_marker("score", u) for u in report["score"]["done"]}
 
-    result = orthoselect_pipeline(config=config, only_failed=True)
-    assert result["counts"]["selected"] == 100
+    # the CLI, as a user would: status, then retry-failed (against this session's Prefect API)
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    cli = CliRunner()
+    shown = cli.invoke(app, ["status", config["run_dir"], "--json"])
+    assert shown.exit_code == 0 and json.loads(shown.stdout)["score"]["failed"] == report["score"]["failed"]
+    retried = cli.invoke(app, ["retry-failed", config["run_dir"], "--no-progress"], env={"PREFECT_API_URL": api_url()})
+    assert retried.exit_code == 0, retried.output
+    assert "selected: 100" in retried.output
     assert {u: ctx.read_marker("score", u) for u in done_before} == done_before
     after = status(ctx)
     assert not after["score"]["failed"] and len(after["score"]["done"]) == 4

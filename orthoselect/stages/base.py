@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import ClassVar
 
@@ -37,6 +37,7 @@ class RunContext:
     cfg: Config
     attempt: str = "local"  # id of this invocation on the run directory (ledger/<attempt>/)
     _shards: list[Shard] | None = field(default=None, repr=False)
+    _markers: dict | None = field(default=None, repr=False)  # see `frozen_markers`
 
     @cached_property
     def storage(self) -> Storage:
@@ -78,7 +79,16 @@ class RunContext:
         return f"_markers/{stage}/{unit}.json"
 
     def read_marker(self, stage: str, unit: str = RUN_UNIT) -> dict | None:
-        return self.storage.read_json(self.marker_path(stage, unit), default=None)
+        if self._markers is None:
+            return self.storage.read_json(self.marker_path(stage, unit), default=None)
+        if (stage, unit) not in self._markers:
+            self._markers[(stage, unit)] = self.storage.read_json(self.marker_path(stage, unit), default=None)
+        return self._markers[(stage, unit)]
+
+    def frozen_markers(self) -> "RunContext":
+        """A copy that reads each marker once: for computing many keys at one moment (a group's cache
+        keys, a status report) without re-reading the same upstream markers from storage each time."""
+        return replace(self, _markers={}, _shards=self._shards)
 
     def done_key(self, stage: str, unit: str = RUN_UNIT) -> str:
         """Identity of a completed upstream result: the hash of its output when the step records one
