@@ -16,6 +16,9 @@ _home = tempfile.mkdtemp(prefix="orthoselect-test-prefect-")
 os.environ.setdefault("PREFECT_HOME", _home)
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 import orthoselect.env  # noqa: E402,F401 - offline defaults before Prefect / litellm import
+import logging  # noqa: E402
+
+logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request lines
 
 
 @pytest.fixture(scope="session")
@@ -58,9 +61,6 @@ def small_config(data: Path | str, run_dir: Path | str, **over) -> dict:
     return cfg
 
 
-S3_SERVERS: list = []  # the session's moto server; a test may stop and restart it (an outage)
-
-
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """A real S3 API on loopback (moto in server mode) with a bucket `test-bucket`. The AWS environment
@@ -69,7 +69,6 @@ def s3_endpoint():
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
-    S3_SERVERS.append(server)
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     os.environ.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
@@ -79,7 +78,7 @@ def s3_endpoint():
 
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="test-bucket")
     yield endpoint
-    S3_SERVERS[0].stop()
+    server.stop()
 
 
 def upload(local: Path, url: str) -> None:

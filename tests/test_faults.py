@@ -16,8 +16,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, S3_SERVERS, small_config, upload
+from conftest import ROOT, small_config, upload
 from fake_llm_server import FakeLLMServer
+from tcp_proxy import TcpProxy
 from orthoselect.config import Config
 from orthoselect.dataset import read_batches
 from orthoselect.prompts import rating_messages
@@ -181,20 +182,20 @@ def _free_port() -> int:
 
 def test_s3_outage_fails_shards_into_the_ledger_then_retry_failed(prefect_api, s3_endpoint, llm, corpus_dir,
                                                                    rules_file, reference, tmp_path):
-    """S3 goes away for several seconds while pool shards are scored. Retries with backoff do not
-    outlast it (storage.retries 1, no task retries), so shards fail into the ledger; status lists
-    them; retry-failed re-runs only them and the run ends as if nothing had happened."""
-    from moto.server import ThreadedMotoServer
-
+    """S3 goes away for several seconds while pool shards are scored (every connection cut, new ones
+    refused). Retries with backoff do not outlast it here (storage.retries 1, no task retries), so
+    shards fail into the ledger; `status` lists them; `retry-failed` re-runs only them and the run
+    ends exactly as an uninterrupted one."""
     from flows.pipeline import StageFailed, orthoselect_pipeline
     from orthoselect.ledger import open_failures, status
 
     upload(corpus_dir, "s3://test-bucket/outage/corpus")
-    options = {"config_kwargs": {"retries": {"max_attempts": 1}}}  # no hidden retries inside botocore
+    proxy = TcpProxy(int(s3_endpoint.rsplit(":", 1)[1]))
+    options = {"client_kwargs": {"endpoint_url": proxy.url},
+               "config_kwargs": {"retries": {"max_attempts": 1}}}  # no hidden retries inside botocore
     config = slow_config("s3://test-bucket/outage/corpus", "s3://test-bucket/outage/run", llm.url, rules_file,
                          tmp_path / "cache.sqlite", storage={"options": options, "retries": 1},
-                         cluster={"task_retries": 0},
-                         output={"path": "s3://test-bucket/outage/out"})
+                         cluster={"task_retries": 0}, output={"path": "s3://test-bucket/outage/out"})
     ctx = RunContext(Config.model_validate(config))
     outcome: dict = {}
 
@@ -209,11 +210,9 @@ def test_s3_outage_fails_shards_into_the_ledger_then_retry_failed(prefect_api, s
     runner.start()
     sample_requests = 100 * 16
     wait_for(lambda: llm.requests > sample_requests + 200, 240, "pool scoring to start")
-    host, port = s3_endpoint.removeprefix("http://").split(":")
-    S3_SERVERS[0].stop()
-    time.sleep(6)
-    S3_SERVERS[0] = ThreadedMotoServer(ip_address=host, port=int(port), verbose=False)
-    S3_SERVERS[0].start()
+    proxy.down()  # while the first shards are being rated: they fail writing, the next ones reading
+    time.sleep(8)
+    proxy.up()
     runner.join(timeout=300)
     assert isinstance(outcome.get("error"), StageFailed), outcome
     failed = open_failures(ctx)
