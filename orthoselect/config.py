@@ -64,6 +64,11 @@ class DataConfig(Section):
     )
 
 
+class Prices(Section):
+    input: float = Field(..., ge=0, description="Dollars per million input (prompt) tokens.")
+    output: float = Field(..., ge=0, description="Dollars per million output (completion) tokens.")
+
+
 class LLMEndpoint(Section):
     model: str = Field(
         SIMULATED, description="A litellm model string (openai/..., anthropic/..., hosted_vllm/..., ollama/...) "
@@ -79,6 +84,11 @@ class LLMEndpoint(Section):
         4, ge=0, description="Retries of one request after 429, 5xx, connection errors and timeouts."
     )
     temperature: float = Field(0.0, ge=0, description="Sampling temperature; 0 is greedy, as in the paper.")
+    price_per_million_tokens: Prices | None = Field(
+        None, description="Dollar prices per million input and output tokens, for models litellm's bundled "
+        "cost map does not know (self-hosted endpoints: 0). null: litellm's map; a model it does not know "
+        "is reported with unknown cost, never zero."
+    )
 
 
 class RulesConfig(LLMEndpoint):
@@ -110,6 +120,25 @@ class RatingConfig(LLMEndpoint):
     parse_retries: int = Field(
         1, ge=0, description="Re-asks, with a stricter prompt, after an answer that does not parse; then "
         "the rating is recorded as missing with its reason."
+    )
+    structured_output: Literal["auto", "on", "off"] = Field(
+        "auto", description="Ask for a JSON-schema answer {score: number}. `auto`: where the provider "
+        "supports it (OpenAI-compatible endpoints; litellm models it lists), falling back to text with the "
+        "strict parser if the endpoint rejects it; `on`: always; `off`: plain text."
+    )
+    rpm: int | None = Field(
+        None, gt=0, description="Requests per minute for the whole run, across every Dask worker. null: no limit."
+    )
+    tpm: int | None = Field(
+        None, gt=0, description="Tokens (prompt + completion) per minute for the whole run, across every worker."
+    )
+    max_in_flight: int | None = Field(
+        None, gt=0, description="Requests in flight at once for the whole run, across every worker (each "
+        "worker also keeps to `concurrency`). null: workers x concurrency."
+    )
+    flag_failure_rate: float = Field(
+        0.05, ge=0, le=1, description="A rule whose share of failed ratings (unparseable, refused, errors) "
+        "exceeds this is flagged in the report: its prompt or wording likely needs work."
     )
 
 
@@ -196,6 +225,11 @@ class CacheConfig(Section):
 class Config(Section):
     run_dir: str = Field("runs/default", description="fsspec URL of the run directory holding every artifact.")
     seed: int = Field(0, ge=0, description="Seeds every random choice: sample, simulated rater, DPP draws, gumbel.")
+    budget_usd: float | None = Field(
+        None, gt=0, description="Most dollars the run may spend on LLM requests, over all its attempts. When "
+        "reached, no new request is sent, requests in flight finish, everything is persisted and the run "
+        "stops as `stopped by budget`; rerun with a larger budget to resume. Needs known prices."
+    )
     dataset: DatasetConfig
     task: TaskConfig = Field(default_factory=TaskConfig, description="The target task.")
     data: DataConfig = Field(default_factory=DataConfig, description="The data pool.")
