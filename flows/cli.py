@@ -138,6 +138,20 @@ def _run_dir_config(run_dir: str) -> Config:
 
 
 @app.command()
+def estimate(config: ConfigArg, set: SetOpt = None, sample_docs: int = 200,  # noqa: A002
+             retry_overhead: float = 0.0,
+             json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Project requests, tokens and dollars per stage before any LLM call (and the paper's R x N)."""
+    from orthoselect.estimate import estimate as project, render_estimate
+
+    est = project(_load(config, set), sample_docs=sample_docs, retry_overhead=retry_overhead)
+    if json_out:
+        print(json.dumps(est, indent=2, default=str))
+    else:
+        Console().print(Markdown(render_estimate(est)))
+
+
+@app.command()
 def status(run_dir: Annotated[str, typer.Argument(help="Run directory (path or URL).")],
            json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Shards done, failed and pending for each shard step of a run, with the failures' errors."""

@@ -19,16 +19,20 @@ from orthoselect.dataset import Shard
 from orthoselect.ledger import new_attempt, open_failures
 from orthoselect.stages import STAGES, STEPS, RunContext, step_shards
 from tasks import ShardsFailed, result_storage, run_step, shard_step
-from tasks.dispatch import dask_client
+from tasks.dispatch import current_governor, dask_client, run_governor
 
 
 class StageFailed(RuntimeError):
     """Some shards of a stage failed after their retries."""
 
 
+class BudgetStopped(StageFailed):
+    """The run's budget_usd was reached: it stopped sending requests; a larger budget resumes it."""
+
+
 def _context(config: dict | Config, attempt: str | None = None) -> RunContext:
     cfg = config if isinstance(config, Config) else Config.model_validate(config)
-    return RunContext(cfg, attempt=attempt or new_attempt())
+    return RunContext(cfg, attempt=attempt or new_attempt(), governor=current_governor())
 
 
 def shard_groups(shards: list[Shard], max_tasks: int) -> list[list[Shard]]:
@@ -74,6 +78,9 @@ def _run_stage(stage: str, config: dict, attempt: str | None, only: dict[str, li
                 failed.update(error.errors if isinstance(error, ShardsFailed)
                               else {s.id: str(error) for s in group})
         logger.info("%s: %d shards done (%d cached), %d failed", name, len(done), len(cached), len(failed))
+        if failed and all(e.startswith("BudgetExhausted") for e in failed.values()):
+            raise BudgetStopped(f"stopped by budget: budget_usd {ctx.cfg.budget_usd} is spent; {len(failed)} "
+                                f"shards of step {name!r} are unfinished. Rerun with a larger budget_usd to resume.")
         if failed:
             raise StageFailed(f"step {name!r} failed on {len(failed)} of {len(shards)} shards (recorded in "
                               f"{ctx.storage.url('ledger')}; `orthoselect retry-failed {ctx.cfg.run_dir}` re-runs "
@@ -127,7 +134,9 @@ def run_stages(config: dict, stages: list[str], only: dict[str, list[str]] | Non
     Prefect tasks run on threads of this process and hand their work to the cluster (tasks/dispatch.py)."""
     cfg = Config.model_validate(config)
     attempt = new_attempt()
-    with dask_cluster(cfg.cluster) as address, dask_client(address) as client:
+    storage = RunContext(cfg).storage
+    with dask_cluster(cfg.cluster) as address, dask_client(address) as client, \
+            run_governor(cfg, storage, attempt):
         slots = sum(client.nthreads().values())
         runner = ThreadPoolTaskRunner(max_workers=max(4, 2 * slots))
         return {stage: STAGE_FLOWS[stage].with_options(task_runner=runner)(config, attempt, only) for stage in stages}

@@ -28,6 +28,12 @@ RATING_STRICT_SUFFIX = (
     "for example 0.7, and nothing else."
 )
 
+# Structured output: the answer as {"score": x}, read by the same strict parser as a text answer.
+RATING_JSON_SCHEMA = {"type": "object", "properties": {"score": {"type": "number", "minimum": 0, "maximum": 1}},
+                      "required": ["score"], "additionalProperties": False}
+RATING_RESPONSE_FORMAT = {"type": "json_schema",
+                          "json_schema": {"name": "rating", "schema": RATING_JSON_SCHEMA, "strict": True}}
+
 RULES_SYSTEM = "You write data-quality rules used to select fine-tuning data for a language model."
 
 RULES_USER = """Target task: {task}

@@ -38,6 +38,7 @@ class Rating:
     model: str = ""
     tokens_in: int = 0
     tokens_out: int = 0
+    cost_usd: float | None = None  # dollars of the requests billed for it; 0.0 when cached; None: unknown price
     truncated: bool = False
     attempts: int = 1
     latency_ms: float = 0.0
@@ -62,11 +63,13 @@ class RaterStats:
     tokens_out: int = 0
     retries: int = 0
     failures: int = 0
-    cost_usd: float = 0.0
+    cost_usd: float = 0.0  # sum of known costs
+    cost_unknown: int = 0  # requests sent at an unknown price
     by_status: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: "RaterStats") -> None:
-        for name in ("requests", "cache_hits", "tokens_in", "tokens_out", "retries", "failures", "cost_usd"):
+        for name in ("requests", "cache_hits", "tokens_in", "tokens_out", "retries", "failures", "cost_usd",
+                     "cost_unknown"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for k, v in other.by_status.items():
             self.by_status[k] = self.by_status.get(k, 0) + v

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 _client = None
+_governor = None
 
 
 @contextmanager
@@ -47,3 +48,33 @@ def _outcome(fn: Callable[..., Any], *args: Any) -> Any:
         return fn(*args)
     except Exception as e:  # noqa: BLE001 - reported per call, by the caller
         return e
+
+
+def limits_wanted(cfg) -> bool:
+    r = cfg.rating
+    return any(v is not None for v in (r.rpm, r.tpm, r.max_in_flight, cfg.budget_usd))
+
+
+@contextmanager
+def run_governor(cfg, storage, attempt: str) -> Iterator[Any]:
+    """The run's LLM governor (rate limits, requests in flight, budget) as a Dask actor every worker
+    shares, for the block; None when the config sets no limit. Its spend is persisted at the end."""
+    from orthoselect.llm.governor import Governor, spent_so_far
+
+    global _governor
+    if not limits_wanted(cfg) or _client is None:
+        yield None
+        return
+    r = cfg.rating
+    actor = _client.submit(Governor, r.rpm, r.tpm, r.max_in_flight, cfg.budget_usd, spent_so_far(storage),
+                           storage, attempt, actor=True).result()
+    _governor = actor
+    try:
+        yield actor
+    finally:
+        _governor = None
+        actor.close().result()
+
+
+def current_governor() -> Any:
+    return _governor

@@ -12,7 +12,10 @@ for one, else a fixed text. "fixed" answers `text` to everything.
 Faults (rate_429, rate_500, rate_503, rate_400, rate_timeout, rate_garbage, rate_truncated_json,
 rate_length, rate_refused) are drawn from a hash of (seed, request content, attempt number of that
 content): a run is reproducible and a retry may succeed. With `api_key`, requests without
-`Authorization: Bearer <key>` get 401, and `key_outside_header` records a key seen in a URL or body."""
+`Authorization: Bearer <key>` get 401, and `key_outside_header` records a key seen in a URL or body.
+Structured output: a request with a json_schema `response_format` gets the same answer as JSON,
+{"score": 0.63}; with `reject_response_format` it gets 400 "response_format json_schema is not supported"
+instead (counted in `rejected_response_format`, not in the content counts that drive faults)."""
 from __future__ import annotations
 
 import argparse
@@ -54,14 +57,15 @@ class FakeLLMServer:
                  rate_garbage: float = 0.0, rate_truncated_json: float = 0.0, rate_length: float = 0.0,
                  rate_400: float = 0.0, rate_refused: float = 0.0,
                  retry_after: str | None = "0", timeout_sleep_s: float = 30.0, api_key: str | None = None,
-                 keep_bodies: int = 200, host: str = "127.0.0.1", port: int = 0,
-                 reuse_port: bool = False) -> None:
+                 reject_response_format: bool = False, keep_bodies: int = 200, host: str = "127.0.0.1",
+                 port: int = 0, reuse_port: bool = False) -> None:
         self.latency_s = latency_ms / 1000.0
         self.mode, self.text, self.seed = mode, text, seed
         self.rates = {"429": rate_429, "500": rate_500, "503": rate_503, "400": rate_400, "timeout": rate_timeout,
                       "garbage": rate_garbage, "truncated_json": rate_truncated_json, "length": rate_length,
                       "refused": rate_refused}
         self.retry_after, self.timeout_sleep_s, self.api_key = retry_after, timeout_sleep_s, api_key
+        self.reject_response_format = reject_response_format
         self.host, self.port, self.reuse_port = host, port, reuse_port
         self.bodies: deque[dict] = deque(maxlen=keep_bodies)  # the last request bodies, as received
         self._simulated = None
@@ -78,12 +82,15 @@ class FakeLLMServer:
         self.faults: Counter = Counter()
         self.by_content: Counter = Counter()  # request-content hash -> requests
         self.unauthorized = 0
+        self.response_format = 0  # requests that carried a json_schema response_format
+        self.rejected_response_format = 0  # of those, answered 400 (reject_response_format)
         self.key_outside_header = False  # the API key seen in a URL or a body
         self.bodies.clear()
 
     def stats(self) -> dict:
         return {"requests": self.requests, "ok": self.ok, "by_model": dict(self.by_model),
                 "faults": dict(self.faults), "unauthorized": self.unauthorized,
+                "response_format": self.response_format, "rejected_response_format": self.rejected_response_format,
                 "repeated": sum(n - 1 for n in self.by_content.values() if n > 1),
                 "distinct": len(self.by_content), "key_outside_header": self.key_outside_header}
 
@@ -150,6 +157,14 @@ class FakeLLMServer:
             return _error(400, "request body is not a chat completion request", "invalid_request_error"), None
         self.by_model[model] += 1
         self.bodies.append(body)
+        rf = body.get("response_format")
+        structured = isinstance(rf, dict) and rf.get("type") == "json_schema"
+        if structured:
+            self.response_format += 1
+            if self.reject_response_format:
+                self.rejected_response_format += 1
+                return _error(400, "response_format json_schema is not supported by this model",
+                              "invalid_request_error"), None
         content = hashlib.sha256(_canon([model, messages])).hexdigest()[:16]
         self.by_content[content] += 1
         fault = self._fault(content, self.by_content[content])
@@ -163,6 +178,8 @@ class FakeLLMServer:
         if fault == "400":
             return _error(400, "Invalid value for 'max_tokens'.", "invalid_request_error"), fault
         text, finish = self._answer(messages), "stop"
+        if structured:
+            text = _as_json(text)
         if fault == "garbage":
             text = "I think this document is quite nice overall."
         elif fault == "truncated_json":
@@ -248,6 +265,14 @@ class FakeLLMServer:
         self.stop()
 
 
+def _as_json(text: str) -> str:
+    """A numeric answer as the JSON object a json_schema response_format asks for; others as they are."""
+    try:
+        return f'{{"score": {float(text)!r}}}'
+    except ValueError:
+        return text
+
+
 def _error(status: int, message: str, code: str, headers: dict | None = None) -> web.Response:
     return web.json_response({"error": {"message": message, "type": code, "code": code}}, status=status,
                              headers=headers)
@@ -265,11 +290,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--api-key", default=None)
     p.add_argument("--retry-after", default="0")
+    p.add_argument("--reject-response-format", action="store_true")
     for kind in FAULTS:
         p.add_argument(f"--rate-{kind.replace('_', '-')}", type=float, default=0.0)
     a = p.parse_args(argv)
     srv = FakeLLMServer(latency_ms=a.latency_ms, mode=a.mode, text=a.text, seed=a.seed, api_key=a.api_key,
-                        retry_after=a.retry_after, port=a.port, reuse_port=a.workers > 1 or a.reuse_port,
+                        retry_after=a.retry_after, reject_response_format=a.reject_response_format, port=a.port,
+                        reuse_port=a.workers > 1 or a.reuse_port,
                         **{f"rate_{k}": getattr(a, f"rate_{k}") for k in FAULTS})
     children: list[subprocess.Popen] = []
 

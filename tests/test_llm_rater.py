@@ -31,7 +31,7 @@ def rater(url: str, cache: RequestCache | None = None, **over) -> LiteLLMRater:
     cfg = RatingConfig(**{"model": "openai/fake", "api_base": url, "transport": "http", "concurrency": 16,
                           "max_retries": 3, "timeout_s": 10, **over})
     client = LLMClient(cfg.model, cfg.api_base, cfg.api_key_env, cfg.transport, cfg.concurrency, cfg.timeout_s,
-                       cfg.max_retries, cfg.temperature, backoff_base_s=0.01)
+                       cfg.max_retries, cfg.temperature, backoff_base_s=0.01, structured_output=cfg.structured_output)
     return LiteLLMRater(cfg, cache, client=client)
 
 

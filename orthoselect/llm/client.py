@@ -4,13 +4,20 @@ The key is read from the environment once, held privately and never printed, log
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import threading
 from collections.abc import Coroutine
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from orthoselect.llm.transport import Completion, LLMError, Transport
+from orthoselect.llm.limits import BudgetExhausted, Limiter
+from orthoselect.llm.transport import Completion, LLMError, Transport, rejects_response_format
+
+if TYPE_CHECKING:
+    from orthoselect.llm.cost import Prices
+
+log = logging.getLogger(__name__)
 
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 30.0
@@ -20,6 +27,9 @@ RETRY_AFTER_CAP_S = 120.0
 _FAST_PROVIDERS = {"openai": "https://api.openai.com/v1", "hosted_vllm": None, "custom_openai": None}
 # OpenAI-compatible in litellm's list but with their own auth flows: left to litellm.
 _SPECIAL_AUTH = {"github_copilot", "chatgpt", "azure_ai", "litellm_proxy"}
+# (transport, api_base, model) that answered a response_format request in this process: later clients
+# of the same endpoint skip the one-request probe. Rejections are not remembered beyond their client.
+_RF_ACCEPTED: set[tuple] = set()
 
 
 def resolve_endpoint(model: str, api_base: str | None) -> tuple[str, str, str | None, bool, str | None]:
@@ -101,12 +111,18 @@ class _LoopThread:
 
 class LLMClient:
     """Chat completions against one model. `complete` is async; `complete_sync` and `run_sync` serve sync
-    callers through a private event-loop thread. Counts `requests` sent and `retries`."""
+    callers through a private event-loop thread. Counts `requests` sent and `retries`.
+
+    `limiter` (run-wide rate limits and budget) is asked before every request. `structured_output` says
+    whether a `response_format` passed to `complete` is sent: `on` always, `off` never, `auto` where the
+    transport supports it, switched off for the rest of the client when the endpoint rejects it."""
 
     def __init__(self, model: str, api_base: str | None = None, api_key_env: str | None = None,
                  transport: Literal["auto", "http", "litellm"] = "auto", concurrency: int = 64,
                  timeout_s: float = 60.0, max_retries: int = 4, temperature: float = 0.0, seed: int = 0,
-                 backoff_base_s: float = BACKOFF_BASE_S) -> None:
+                 backoff_base_s: float = BACKOFF_BASE_S, *,
+                 structured_output: Literal["auto", "on", "off"] = "auto", limiter: Limiter | None = None,
+                 prices: "Prices | None" = None) -> None:
         provider, served, base, compatible, provider_key = resolve_endpoint(model, api_base)
         if api_key_env and not os.environ.get(api_key_env):
             raise ValueError(f"the environment variable {api_key_env!r} named by api_key_env is not set")
@@ -122,6 +138,12 @@ class LLMClient:
         self.max_retries, self.temperature, self.backoff_base_s = max_retries, temperature, backoff_base_s
         self.requests = 0
         self.retries = 0
+        self.limiter, self.prices = limiter, prices
+        self.structured_output = structured_output
+        self._rf_key = (transport, base, served)
+        self._rf_send: bool | None = None  # decided on first use (litellm's model list needs litellm)
+        self._rf_gate: asyncio.Event | None = None  # set once the first response_format request finished
+        self._rf_probing = False
         self._key = Secret(key)
         self._rng = random.Random(seed)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -144,6 +166,19 @@ class LLMClient:
 
         return LiteLLMTransport(self.model, self.api_base, self._key.reveal())
 
+    @property
+    def structured_active(self) -> bool:
+        """Whether a `response_format` passed to `complete` is sent now (it is part of a request's key)."""
+        if self._rf_send is None:
+            mode = self.structured_output
+            if mode == "auto" and self.transport_kind == "litellm":
+                from orthoselect.llm.litellm_transport import supports_response_format
+
+                self._rf_send = supports_response_format(self.model)
+            else:
+                self._rf_send = mode != "off"
+        return self._rf_send
+
     def _bind(self) -> tuple[Transport, asyncio.Semaphore]:
         """Transport and semaphore of the running loop (sessions cannot cross event loops)."""
         loop = asyncio.get_running_loop()
@@ -153,27 +188,67 @@ class LLMClient:
                 asyncio.run_coroutine_threadsafe(old.aclose(), old_loop)
             self._loop, self._transport = loop, self._make_transport()
             self._sem = asyncio.Semaphore(self.concurrency)
+            if (self.structured_output == "auto" and self.structured_active and self._rf_key not in _RF_ACCEPTED
+                    and (self._rf_gate is None or not self._rf_gate.is_set())):
+                self._rf_gate, self._rf_probing = asyncio.Event(), False  # the first request finds out
         return self._transport, self._sem
 
-    async def complete(self, messages: list[dict], *, max_tokens: int,
-                       temperature: float | None = None) -> Completion:
+    async def complete(self, messages: list[dict], *, max_tokens: int, temperature: float | None = None,
+                       response_format: dict | None = None) -> Completion:
         """One answer. Retryable errors (429, 5xx, connection, timeout) are retried up to max_retries
-        times with exponential backoff and full jitter, or after Retry-After when the server sends it."""
+        times with exponential backoff and full jitter, or after Retry-After when the server sends it.
+        BudgetExhausted from the limiter propagates."""
         transport, sem = self._bind()
         temp = self.temperature if temperature is None else temperature
-        attempt = 0
+        limiter = self.limiter
+        if limiter is not None:
+            prompt = sum(len(c) if isinstance(c := m.get("content") or "", str) else len(str(c))
+                         for m in messages) // 4
+            est_cost = (self.prices.cost(prompt, max_tokens) if self.prices is not None else None) or 0.0
+        attempt = sent = 0
         while True:
             async with sem:
-                self.requests += 1
+                rf = response_format if response_format is not None and self.structured_active else None
+                gate, probe = self._rf_gate, False
+                if rf is not None and gate is not None and not gate.is_set():
+                    if self._rf_probing:  # another request is finding out whether the endpoint takes it
+                        await gate.wait()
+                        rf = response_format if self._rf_send else None
+                    else:
+                        self._rf_probing = probe = True
                 try:
-                    completion = await transport.complete(messages, max_tokens=max_tokens, temperature=temp,
-                                                          timeout=self.timeout_s)
-                    completion.attempts = attempt + 1
-                    return completion
-                except LLMError as e:
-                    err = e
+                    if limiter is not None:
+                        await limiter.acquire(prompt + max_tokens, est_cost)
+                    self.requests += 1
+                    sent += 1
+                    used = (0, 0.0)
+                    try:
+                        completion = await transport.complete(messages, max_tokens=max_tokens, temperature=temp,
+                                                              timeout=self.timeout_s, response_format=rf)
+                        if limiter is not None:
+                            used = (completion.tokens_in + completion.tokens_out, self._cost(completion))
+                    except LLMError as e:
+                        err = e
+                        if rf is not None and self.structured_output == "auto" and rejects_response_format(e):
+                            self._structured_off(e)  # before the requests waiting on the probe look
+                            self.retries += 1
+                            continue  # the same request again as text, at once, not against max_retries
+                    else:
+                        if probe:
+                            _RF_ACCEPTED.add(self._rf_key)
+                        completion.attempts = sent
+                        return completion
+                    finally:
+                        if limiter is not None:
+                            limiter.release(*used)
+                except BudgetExhausted as e:
+                    e.attempts = sent  # requests sent before the budget stopped this one
+                    raise
+                finally:
+                    if probe:
+                        gate.set()
             if not err.retryable or attempt >= self.max_retries:
-                err.attempts = attempt + 1
+                err.attempts = sent
                 raise err
             if err.retry_after is not None:
                 delay = min(err.retry_after, RETRY_AFTER_CAP_S)
@@ -182,6 +257,16 @@ class LLMClient:
             attempt += 1
             self.retries += 1
             await asyncio.sleep(delay)
+
+    def _cost(self, c: Completion) -> float:
+        cost = self.prices.cost(c.tokens_in, c.tokens_out) if self.prices is not None else None
+        return cost or 0.0
+
+    def _structured_off(self, err: LLMError) -> None:
+        if self._rf_send:
+            self._rf_send = False
+            log.warning("%s: the endpoint does not accept response_format (json_schema): asking for plain-text "
+                        "answers from now on (%s)", self.model, err.message[:200])
 
     def run_sync(self, coro: Coroutine) -> Any:
         """Run a coroutine on the client's private loop thread and return its result."""

@@ -52,10 +52,12 @@ class OpenAIHttpTransport(Transport):
         return self._session
 
     async def complete(self, messages: list[dict], *, max_tokens: int, temperature: float,
-                       timeout: float) -> Completion:
+                       timeout: float, response_format: dict | None = None) -> Completion:
         session = self._session or self._open()
-        body = _dumps({"model": self.model, "messages": messages, "max_tokens": max_tokens,
-                       "temperature": temperature})
+        payload = {"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature}
+        if response_format is not None:
+            payload["response_format"] = response_format
+        body = _dumps(payload)
         to = self._timeouts.get(timeout)
         if to is None:
             to = self._timeouts[timeout] = aiohttp.ClientTimeout(total=timeout)
@@ -83,7 +85,7 @@ class OpenAIHttpTransport(Transport):
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             raise LLMError(f"malformed response body: {raw[:200]!r}", retryable=True, status=status) from None
         return Completion(text, choice.get("finish_reason") or "stop", usage.get("prompt_tokens") or 0,
-                          usage.get("completion_tokens") or 0, latency)
+                          usage.get("completion_tokens") or 0, latency, 1, response_format is not None)
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -19,6 +19,14 @@ def _quiet_litellm():
     return litellm
 
 
+def supports_response_format(model: str) -> bool:
+    """litellm's word on whether `model` accepts a JSON-schema response_format (False when unsure)."""
+    try:
+        return bool(_quiet_litellm().supports_response_schema(model))
+    except Exception:  # noqa: BLE001 - unknown models raise
+        return False
+
+
 class LiteLLMTransport(Transport):
     """litellm.acompletion with num_retries=0 and max_retries=0; its exceptions become LLMError."""
 
@@ -33,12 +41,14 @@ class LiteLLMTransport(Transport):
         return f"LiteLLMTransport(model={self.model!r}, api_base={self.api_base!r})"
 
     async def complete(self, messages: list[dict], *, max_tokens: int, temperature: float,
-                       timeout: float) -> Completion:
+                       timeout: float, response_format: dict | None = None) -> Completion:
         t0 = time.perf_counter()
+        extra = {"response_format": response_format} if response_format is not None else {}
         try:
             resp = await self._litellm.acompletion(
                 model=self.model, messages=messages, api_base=self.api_base, api_key=self._key,
-                max_tokens=max_tokens, temperature=temperature, timeout=timeout, num_retries=0, max_retries=0)
+                max_tokens=max_tokens, temperature=temperature, timeout=timeout, num_retries=0, max_retries=0,
+                **extra)
         except Exception as e:  # litellm raises its own hierarchy; map it once here
             mapped = self._map(e)
             if isinstance(mapped, Completion):
@@ -50,7 +60,7 @@ class LiteLLMTransport(Transport):
         usage = getattr(resp, "usage", None)
         return Completion(choice.message.content or "", choice.finish_reason or "stop",
                           getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0,
-                          latency)
+                          latency, 1, response_format is not None)
 
     def _map(self, e: Exception) -> LLMError | Completion:
         lt = self._litellm

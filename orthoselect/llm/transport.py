@@ -20,6 +20,7 @@ class Completion:
     tokens_out: int
     latency_ms: float
     attempts: int = 1  # requests sent for it, retries included (set by LLMClient)
+    structured: bool = False  # the request carried response_format (a JSON-schema answer was asked for)
 
 
 class LLMError(Exception):
@@ -74,6 +75,18 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
 
 
+_RF_MARKERS = ("response_format", "response format", "json_schema", "not supported", "unsupported",
+               "structured output")
+
+
+def rejects_response_format(err: LLMError) -> bool:
+    """A 400/422 whose message says the endpoint does not accept response_format / json_schema."""
+    if err.status not in (400, 422):
+        return False
+    text = err.message.lower()
+    return any(m in text for m in _RF_MARKERS)
+
+
 def strip_provider(model: str) -> str:
     """The model name a server expects: 'openai/gpt-4o-mini' -> 'gpt-4o-mini',
     'hosted_vllm/meta-llama/Llama-3-8B' -> 'meta-llama/Llama-3-8B'."""
@@ -85,8 +98,8 @@ class Transport(ABC):
 
     @abstractmethod
     async def complete(self, messages: list[dict], *, max_tokens: int, temperature: float,
-                       timeout: float) -> Completion:
-        """One answer, or LLMError."""
+                       timeout: float, response_format: dict | None = None) -> Completion:
+        """One answer, or LLMError. `response_format` (OpenAI's) is sent as is when given."""
 
     async def aclose(self) -> None:
         """Release connections."""

@@ -18,10 +18,11 @@ def make_rater(ctx: "RunContext") -> Rater:
 
         return SimulatedRater(seed=ctx.cfg.seed, max_doc_tokens=cfg.max_doc_tokens)
     from orthoselect.llm.cache import RequestCache
+    from orthoselect.llm.governor import Permits
     from orthoselect.raters.llm import LiteLLMRater
 
     cache = RequestCache(ctx.cache_path()) if ctx.cfg.cache.enabled else None
-    return LiteLLMRater(cfg, cache)
+    return LiteLLMRater(cfg, cache, limiter=Permits(ctx.governor) if ctx.governor is not None else None)
 
 
 def rater_label(model: str) -> str:

@@ -388,7 +388,7 @@ class SimulatedRater(Rater):
         for (doc, rule), score, di, ri in zip(pairs, scores, d.tolist(), r.tolist()):
             _, cut, doc_tokens = docs[di]
             ratings.append(Rating(doc_id=doc.id, rule_id=rule.id, score=score, status="ok", model=MODEL,
-                                  tokens_in=doc_tokens + rule_tokens[ri], tokens_out=1, truncated=cut))
+                                  tokens_in=doc_tokens + rule_tokens[ri], tokens_out=1, cost_usd=0.0, truncated=cut))
         self.stats.requests += len(ratings)
         self.stats.tokens_in += sum(rating.tokens_in for rating in ratings)
         self.stats.tokens_out += len(ratings)

@@ -13,7 +13,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from orthoselect import __version__
 from orthoselect.config import Config
@@ -38,6 +38,7 @@ class RunContext:
     attempt: str = "local"  # id of this invocation on the run directory (ledger/<attempt>/)
     _shards: list[Shard] | None = field(default=None, repr=False)
     _markers: dict | None = field(default=None, repr=False)  # see `frozen_markers`
+    governor: Any = field(default=None, repr=False)  # the run's LLM limits (orthoselect.llm.governor), if any
 
     @cached_property
     def storage(self) -> Storage:

@@ -60,8 +60,9 @@ def build_manifest(ctx: RunContext) -> dict:
     rules = ctx.storage.read_json("rules.json")
     chosen = ctx.storage.read_json("rule_selection.json")
     scan, score, rank = stages["scan"], stages["score"], stages["rank"]
-    calls = {s: {k: stages[s].get(k, 0) for k in ("requests", "cache_hits", "ratings", "tokens_in", "tokens_out",
-                                                   "retries", "cost_usd") if k in stages[s]}
+    calls = {s: {k: stages[s].get(k, 0) for k in ("requests", "cache_hits", "ratings", "failed", "tokens_in",
+                                                   "tokens_out", "retries", "cost_usd", "cost_unknown")
+                 if k in stages[s]}
              for s in ("rules", "rate", "score") if stages.get(s)}
     calls["score"]["reused_from_sample"] = score.get("reused", 0)
     return {
@@ -93,9 +94,60 @@ def build_manifest(ctx: RunContext) -> dict:
         },
         "selection": rank,
         "calls": calls,
+        "spend": spend_summary(ctx, calls),
+        "rule_failures": rule_failures(ctx, stages),
+        "shard_failure_rates": shard_failure_rates(ctx),
         "stages": stages,
         "shards": [s.to_dict() for s in ctx.shards()],
     }
+
+
+def spend_summary(ctx: RunContext, calls: dict) -> dict:
+    """Dollars of this run over all its attempts; `unknown_requests` were sent to a model whose price
+    is not known, so the dollar figure is a lower bound whenever it is not zero."""
+    from orthoselect.llm.governor import spent_so_far
+
+    known = sum(c.get("cost_usd", 0.0) for c in calls.values())
+    unknown = sum(c.get("cost_unknown", 0) for c in calls.values())
+    return {"cost_usd": known, "unknown_requests": unknown, "complete": unknown == 0,
+            "spent_by_attempts_usd": spent_so_far(ctx.storage), "budget_usd": ctx.cfg.budget_usd}
+
+
+def rule_failures(ctx: RunContext, stages: dict) -> list[dict]:
+    """Per rule: ratings requested (stages 2 and 4), how many failed, the share, and whether it passes
+    `rating.flag_failure_rate` (worst first)."""
+    texts = {r["id"]: r["text"] for r in ctx.storage.read_json("rules.json")["rules"]}
+    total: dict[str, int] = {}
+    failed: dict[str, int] = {}
+    for stage in ("rate", "score"):
+        for rule, n in stages[stage].get("ratings_by_rule", {}).items():
+            total[rule] = total.get(rule, 0) + n
+        for rule, n in stages[stage].get("failed_by_rule", {}).items():
+            failed[rule] = failed.get(rule, 0) + n
+    limit = ctx.cfg.rating.flag_failure_rate
+    rows = [{"id": rule, "text": texts.get(rule, ""), "ratings": n, "failed": failed.get(rule, 0),
+             "failure_rate": failed.get(rule, 0) / n, "flagged": failed.get(rule, 0) / n > limit}
+            for rule, n in total.items() if n]
+    return sorted(rows, key=lambda r: (-r["failure_rate"], r["id"]))
+
+
+def shard_failure_rates(ctx: RunContext) -> dict[str, float]:
+    """Share of failed ratings per shard (stages 2 and 4), for shards with any ratings."""
+    rates = {}
+    for shard in ctx.shards():
+        n = failed = 0
+        for stage in ("rate", "score"):
+            marker = ctx.read_marker(stage, shard.id)
+            if marker:
+                n += marker["stats"].get("ratings", 0)
+                failed += marker["stats"].get("failed", 0)
+        if n:
+            rates[shard.id] = failed / n
+    return rates
+
+
+def _dollars(value: float, unknown: int) -> str:
+    return f"${value:.4f}" + (f" + unknown for {unknown} requests" if unknown else "")
 
 
 def render_report(m: dict) -> str:
@@ -127,4 +179,12 @@ def render_report(m: dict) -> str:
     ]
     lines += [f"- {stage}: " + ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in calls.items())
               for stage, calls in m["calls"].items()]
+    spend = m["spend"]
+    lines += ["", f"Cost: {_dollars(spend['cost_usd'], spend['unknown_requests'])}"
+              + (f" (budget ${spend['budget_usd']:g})" if spend["budget_usd"] else "")]
+    flagged = [r for r in m["rule_failures"] if r["flagged"]]
+    if flagged:
+        lines += ["", "## Rules flagged for failed ratings", ""]
+        lines += [f"- `{r['id']}` {r['failed']} of {r['ratings']} failed ({100 * r['failure_rate']:.1f} %): {r['text']}"
+                  for r in flagged]
     return "\n".join(lines) + "\n"

@@ -22,6 +22,7 @@ from orthoselect.types import RATING_COLUMNS, Document, Rating
 RATING_SCHEMA = pa.schema([
     ("doc_id", pa.string()), ("rule_id", pa.string()), ("score", pa.float64()), ("status", pa.string()),
     ("reason", pa.string()), ("model", pa.string()), ("tokens_in", pa.int64()), ("tokens_out", pa.int64()),
+    ("cost_usd", pa.float64()),
     ("truncated", pa.bool_()), ("attempts", pa.int64()), ("latency_ms", pa.float64()), ("cached", pa.bool_()),
     ("prompt_hash", pa.string()), ("raw", pa.string()),
 ])
@@ -41,11 +42,27 @@ def ratings_table(ratings: list[Rating]) -> pa.Table:
     return pa.Table.from_pydict(columns, schema=RATING_SCHEMA)
 
 
-def rater_stats(rater, ratings_made: int) -> dict:
-    s = rater.stats.to_dict()
-    return {"ratings": ratings_made, "requests": s["requests"], "cache_hits": s["cache_hits"],
-            "tokens_in": s["tokens_in"], "tokens_out": s["tokens_out"], "retries": s["retries"],
-            "cost_usd": s["cost_usd"], "by_status": s["by_status"], "model": rater.model}
+class Tally:
+    """Ratings made by a step, per rule: how many, how many failed (for the per-rule failure report)."""
+
+    def __init__(self) -> None:
+        self.by_rule: dict[str, int] = {}
+        self.failed_by_rule: dict[str, int] = {}
+
+    def add(self, ratings: list[Rating]) -> None:
+        for r in ratings:
+            self.by_rule[r.rule_id] = self.by_rule.get(r.rule_id, 0) + 1
+            if r.status != "ok":
+                self.failed_by_rule[r.rule_id] = self.failed_by_rule.get(r.rule_id, 0) + 1
+
+    def stats(self, rater) -> dict:
+        s = rater.stats.to_dict()
+        failed = sum(self.failed_by_rule.values())
+        return {"ratings": sum(self.by_rule.values()), "failed": failed, "requests": s["requests"],
+                "cache_hits": s["cache_hits"], "tokens_in": s["tokens_in"], "tokens_out": s["tokens_out"],
+                "retries": s["retries"], "cost_usd": s["cost_usd"], "cost_unknown": s.get("cost_unknown", 0),
+                "by_status": s["by_status"], "ratings_by_rule": self.by_rule,
+                "failed_by_rule": self.failed_by_rule, "model": rater.model}
 
 
 class RateSample(Step):
@@ -62,13 +79,14 @@ class RateSample(Step):
         sample = ctx.storage.read_parquet("sample.parquet", ["doc_id", "shard"])
         wanted = set(sample.doc_id[sample.shard == shard.id])
         rules = load_rules(ctx)
-        tables, docs = [], 0
+        tables, docs, tally = [], 0, Tally()
         with make_rater(ctx) as rater:
             for ids, texts in sampled_documents(ctx, shard, wanted):
-                pairs = [(Document(i, t), rule) for i, t in zip(ids, texts) for rule in rules]
-                tables.append(ratings_table(rater.rate(pairs)))
+                ratings = rater.rate([(Document(i, t), rule) for i, t in zip(ids, texts) for rule in rules])
+                tally.add(ratings)
+                tables.append(ratings_table(ratings))
                 docs += len(ids)
-            stats = rater_stats(rater, docs * len(rules))
+            stats = tally.stats(rater)
         table = pa.concat_tables(tables) if tables else RATING_SCHEMA.empty_table()
         ctx.storage.write_parquet(f"ratings/{shard.id}.parquet", table)
         content = table.select(["doc_id", "rule_id", "score", "status"]).to_pandas()
@@ -112,6 +130,7 @@ class ScorePool(Step):
                                   ("score", pa.float64()), ("n_rated", pa.int64())]
                                  + [(c, pa.float64()) for c in score_cols])
         totals = {"docs": 0, "rated": 0, "unrated": 0, "reused": 0, "duplicates_dropped": 0}
+        tally = Tally()
         with make_rater(ctx) as rater, \
                 ctx.storage.local_staging(f"scores/{shard.id}.parquet") as scores_tmp, \
                 ctx.storage.local_staging(f"pool_ratings/{shard.id}.parquet") as ratings_tmp, \
@@ -135,6 +154,7 @@ class ScorePool(Step):
                             matrix[d, j] = old
                 totals["reused"] += int(np.isfinite(matrix).sum())
                 fresh = rater.rate(todo) if todo else []
+                tally.add(fresh)
                 for (d, j), rating in zip(where, fresh):
                     if rating.status == "ok":
                         matrix[d, j] = rating.score
@@ -149,5 +169,5 @@ class ScorePool(Step):
                 totals["docs"] += len(docs)
                 totals["rated"] += int((n_rated > 0).sum())
                 totals["unrated"] += int((n_rated == 0).sum())
-            stats = rater_stats(rater, totals["docs"] * len(rules) - totals["reused"])
+            stats = tally.stats(rater)
         return {**totals, **stats, "rules": len(rules)}

@@ -1,0 +1,367 @@
+"""ObjectStoreCache (one JSON object per key on S3 or a folder) against a real S3 API (moto in server mode):
+round trips, one concurrent batch per lookup, concurrent writer processes, errors never stored, pickling,
+an outage costing misses and not the run, open_cache, and a LiteLLMRater served from it."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import multiprocessing
+import os
+import pickle
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+
+import fsspec
+import pytest
+
+from orthoselect.config import RatingConfig
+from orthoselect.llm.cache import Cache, ObjectStoreCache, RequestCache, open_cache, request_key
+from orthoselect.raters.llm import LiteLLMRater
+from orthoselect.types import Document, Rule
+from tests.fake_llm_server import FakeLLMServer
+
+pytestmark = pytest.mark.integration
+
+SECRET = "sk-test-SECRET-cache-store-13579"
+
+
+def key(i: int) -> str:
+    return request_key("openai/fake", [{"role": "user", "content": f"question {i}"}], {"temperature": 0.0})
+
+
+def record(i: int, text: str | None = None) -> dict:
+    return {"key": key(i), "model": "openai/fake", "text": text or f"0.{i % 10} naïve — 日本 {i}",
+            "finish_reason": "stop", "tokens_in": 10 + i, "tokens_out": 2}
+
+
+def s3_options(endpoint: str) -> dict:
+    return {"client_kwargs": {"endpoint_url": endpoint}}
+
+
+@pytest.fixture
+def s3_url(s3_endpoint) -> str:
+    return f"s3://test-bucket/cache-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(params=["s3", "local"])
+def store(request, tmp_path) -> tuple[ObjectStoreCache, str]:
+    """An ObjectStoreCache on S3 or on a local folder, and its location as a URL/path."""
+    if request.param == "s3":
+        endpoint = request.getfixturevalue("s3_endpoint")
+        url = f"s3://test-bucket/cache-{uuid.uuid4().hex[:8]}"
+        cache = ObjectStoreCache(url, s3_options(endpoint))
+    else:
+        url = str(tmp_path / "cache")
+        cache = ObjectStoreCache(url)
+    yield cache, url
+    cache.close()
+
+
+# --- round trip ----------------------------------------------------------------------------------------------
+def test_round_trip_matches_request_cache(store, tmp_path):
+    cache, url = store
+    assert isinstance(cache, Cache) and len(cache) == 0 and cache.get_many([key(1)]) == {}
+    records = [record(i) for i in range(20)]
+    assert cache.put_many(records) == 20
+    sqlite = RequestCache(str(tmp_path / "ref.sqlite"))
+    sqlite.put_many(records)
+    keys = [key(i) for i in range(25)]  # 5 never stored: misses
+    got = cache.get_many(keys)
+    assert got == sqlite.get_many(keys) and len(got) == 20 and len(cache) == 20
+    assert got[key(3)] == record(3)
+    # layout: <url>/<key[:2]>/<key>.json, one whole JSON object holding no more than the record
+    fs, root = fsspec.core.url_to_fs(url, **cache.storage_options)
+    stored = json.loads(fs.cat_file(f"{root}/{key(3)[:2]}/{key(3)}.json"))
+    assert {k: v for k, v in stored.items() if k not in ("v", "created")} == record(3)
+    # a key already stored keeps its first answer, as in RequestCache (INSERT OR IGNORE)
+    cache.put_many([record(3, text="a different later answer")])
+    sqlite.put_many([record(3, text="a different later answer")])
+    assert cache.get_many([key(3)]) == sqlite.get_many([key(3)]) == {key(3): record(3)}
+    # an object that is not a valid record for its key reads as a miss
+    for i in (30, 31):
+        fs.makedirs(f"{root}/{key(i)[:2]}", exist_ok=True)
+    fs.pipe_file(f"{root}/{key(30)[:2]}/{key(30)}.json", b'{"key": "trunc')
+    fs.pipe_file(f"{root}/{key(31)[:2]}/{key(31)}.json", json.dumps(record(32)).encode())  # wrong key
+    assert cache.get_many([key(30), key(31), key(4)]) == {key(4): record(4)}
+    if not url.startswith("s3://"):  # no temporary files left beside the objects
+        assert not [f for _, _, files in os.walk(url) for f in files if ".tmp-" in f]
+    sqlite.close()
+
+
+# --- one concurrent batch ----------------------------------------------------------------------------------
+class Proxy:
+    """A loopback TCP proxy to the S3 server that holds every client->server chunk for `delay_s` (a network
+    round trip), counts the connections open at once, and can go down (every connection cut, new ones
+    refused) and come back on the same port."""
+
+    def __init__(self, target_port: int, delay_s: float = 0.0) -> None:
+        self.target_port, self.delay_s = target_port, delay_s
+        self.port = self.open = self.peak = 0
+        self.writers: set = set()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.up()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _call(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
+
+    def up(self) -> None:
+        self.server = self._call(asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True))
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    def down(self) -> None:
+        self._call(self._down())
+
+    def close(self) -> None:
+        self.down()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+
+    async def _down(self) -> None:
+        self.server.close()
+        for w in self.writers:
+            w.close()
+        self.writers = set()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+
+    async def _handle(self, reader, writer) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+        self.writers |= {writer, up_writer}
+        self.open += 1
+        self.peak = max(self.peak, self.open)
+
+        async def pump(src, dst, delay: float) -> None:
+            try:
+                while data := await src.read(65536):
+                    if delay:
+                        await asyncio.sleep(delay)
+                    dst.write(data)
+                    await dst.drain()
+            except OSError:
+                pass
+            finally:
+                dst.close()
+
+        try:
+            await asyncio.gather(pump(reader, up_writer, self.delay_s), pump(up_reader, writer, 0.0))
+        finally:
+            self.open -= 1
+
+
+def test_a_batch_of_500_is_one_concurrent_round(s3_endpoint, s3_url):
+    """Through a proxy adding 0.1 s to each request, 500 one-at-a-time GETs (or PUTs) take at least 50 s;
+    the batch takes moto's own time (~7 ms a request on two cores) plus a few round trips."""
+    delay, n = 0.1, 500
+    sequential = n * delay
+    proxy = Proxy(int(s3_endpoint.rsplit(":", 1)[1]), delay)
+    try:
+        cache = ObjectStoreCache(s3_url, s3_options(proxy.url))
+        start = time.monotonic()
+        assert cache.put_many(record(i) for i in range(n)) == n
+        write = time.monotonic() - start
+        start = time.monotonic()
+        got = cache.get_many(key(i) for i in range(n))
+        lookup = time.monotonic() - start
+        assert len(got) == n and got[key(7)] == record(7)
+    finally:
+        cache.close()
+        proxy.close()
+    assert lookup < sequential / 4 and write < sequential / 4, (lookup, write)
+    assert proxy.peak >= 16  # many requests in flight at once, not one connection after another
+    assert len(ObjectStoreCache(s3_url, s3_options(s3_endpoint))) == n
+
+
+# --- concurrent writer processes ---------------------------------------------------------------------------
+def _writer(locations: list[tuple[str, dict]], who: str, order: list[int], barrier) -> None:
+    caches = [ObjectStoreCache(url, opts) for url, opts in locations]
+    barrier.wait(timeout=60)
+    for start in range(0, len(order), 25):
+        batch = [record(i, text=f"{who} {i}") for i in order[start:start + 25]]
+        for cache in caches:
+            assert cache.put_many(batch) == len(batch)
+
+
+def test_two_processes_writing_overlapping_keys(s3_endpoint, s3_url, tmp_path):
+    locations = [(s3_url, s3_options(s3_endpoint)), (str(tmp_path / "cache"), {})]
+    overlap = list(range(100, 200))  # both write these first, in the same order: the most contention
+    orders = {"A": overlap + list(range(0, 100)), "B": overlap + list(range(200, 300))}
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_writer, args=(locations, who, order, barrier)) for who, order in orders.items()]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=90)
+    assert [p.exitcode for p in procs] == [0, 0]
+    for url, opts in locations:
+        cache = ObjectStoreCache(url, opts)
+        got = cache.get_many(key(i) for i in range(300))
+        assert len(got) == 300 and len(cache) == 300  # every key readable as a whole, valid record
+        for i, rec in got.items():
+            assert rec["text"] in (f"A {int(rec['tokens_in']) - 10}", f"B {int(rec['tokens_in']) - 10}")
+        assert {got[key(i)]["text"][0] for i in range(0, 100)} == {"A"}
+        assert {got[key(i)]["text"][0] for i in range(200, 300)} == {"B"}
+        fs, root = fsspec.core.url_to_fs(url, **opts)
+        for path in fs.find(root):
+            assert ".tmp-" not in path
+            json.loads(fs.cat_file(path))
+
+
+# --- only valid answers are stored -------------------------------------------------------------------------
+@pytest.mark.parametrize("bad", [{"text": None}, {"finish_reason": None}, {"model": None}])
+def test_a_record_with_a_null_field_is_skipped_as_in_request_cache(store, tmp_path, bad):
+    cache, _ = store
+    sqlite = RequestCache(str(tmp_path / "ref.sqlite"))  # NOT NULL + INSERT OR IGNORE: the row is skipped
+    for c in (sqlite, cache):
+        c.put_many([record(1), dict(record(2), **bad)])
+        assert len(c) == 1 and c.get_many([key(1), key(2)]) == {key(1): record(1)}
+    sqlite.close()
+
+
+@pytest.mark.parametrize("bad", ["no text", "no key", {"tokens_in": "many"}])
+def test_an_incomplete_record_stores_nothing_as_in_request_cache(store, tmp_path, bad):
+    cache, _ = store
+    broken = record(2)
+    if isinstance(bad, str):
+        del broken[bad.split()[1]]
+    else:
+        broken.update(bad)
+    sqlite = RequestCache(str(tmp_path / "ref.sqlite"))
+    for c in (sqlite, cache):
+        with pytest.raises((ValueError, KeyError)):
+            c.put_many([record(1), broken])
+        assert len(c) == 0 and c.get_many([key(1), key(2)]) == {}
+    with pytest.raises(ValueError, match="plain name"):
+        cache.put_many([dict(record(1), key="../../escape")])
+    sqlite.close()
+
+
+def test_failed_and_unparseable_answers_are_never_stored(s3_endpoint, s3_url):
+    cache = ObjectStoreCache(s3_url, s3_options(s3_endpoint))
+    pairs = [(Document(f"d{i}", f"Document {i}: some text."), Rule("r1", "Clarity: the text is clear."))
+             for i in range(6)]
+    with FakeLLMServer(rate_500=1.0) as srv:
+        with LiteLLMRater(RatingConfig(model="openai/fake", api_base=srv.url, max_retries=0), cache=cache) as r:
+            assert all(x.status == "error" for x in r.rate(pairs))
+    with FakeLLMServer(rate_garbage=1.0) as srv:
+        with LiteLLMRater(RatingConfig(model="openai/fake", api_base=srv.url, parse_retries=1), cache=cache) as r:
+            assert all(x.score is None for x in r.rate(pairs))
+    assert len(cache) == 0
+
+
+# --- pickling -----------------------------------------------------------------------------------------------
+def test_caches_pickle_without_connections(s3_endpoint, s3_url, tmp_path):
+    options = {"key": "testing", "secret": SECRET, **s3_options(s3_endpoint)}
+    cache = ObjectStoreCache(s3_url, options, retries=1, concurrency=8)
+    cache.put_many([record(1)])
+    assert cache._fs is not None and SECRET not in repr(cache)
+    copy = pickle.loads(pickle.dumps(cache))
+    assert copy._fs is None and (copy.url, copy.retries, copy.concurrency) == (s3_url, 1, 8)
+    assert copy.get_many([key(1)]) == {key(1): record(1)}
+    copy.close()
+    assert copy._fs is None and copy.get_many([key(1)]) == {key(1): record(1)}  # reopened after close
+    sqlite = RequestCache(str(tmp_path / "c.sqlite"))
+    sqlite.put_many([record(1)])
+    again = pickle.loads(pickle.dumps(sqlite))
+    assert again.get_many([key(1)]) == {key(1): record(1)}
+    sqlite.close()
+    again.close()
+
+
+# --- an outage costs requests, not the run ------------------------------------------------------------------
+def test_endpoint_down_gives_misses_and_a_warning(s3_endpoint, s3_url, caplog):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    caplog.set_level(logging.WARNING, logger="orthoselect")
+    dead = ObjectStoreCache(s3_url, s3_options(f"http://127.0.0.1:{closed}"))  # default retries and timeouts
+    start = time.monotonic()
+    assert dead.get_many(key(i) for i in range(256)) == {}
+    assert dead.put_many([record(1)]) == 0
+    assert time.monotonic() - start < 10
+    assert any("lookup failed" in r.message and "256 of 256 keys are misses" in r.message for r in caplog.records)
+    assert any("1 answers not stored" in r.message for r in caplog.records)
+
+
+def test_a_store_that_goes_away_is_skipped_then_used_again(s3_endpoint, s3_url, caplog):
+    caplog.set_level(logging.WARNING, logger="orthoselect")
+    proxy = Proxy(int(s3_endpoint.rsplit(":", 1)[1]))
+    cache = ObjectStoreCache(s3_url, s3_options(proxy.url), retries=1, outage_cooldown_s=0.5)
+    try:
+        assert cache.put_many([record(1)]) == 1 and cache.get_many([key(1)]) == {key(1): record(1)}
+        proxy.down()  # open connections cut, new ones refused
+        start = time.monotonic()
+        assert cache.put_many([record(2)]) == 0
+        assert cache.get_many([key(1), key(2)]) == {}  # skipped while cooling down: no waiting
+        assert time.monotonic() - start < 5
+        assert any("write failed" in r.message and "1 of 1 answers not stored" in r.message
+                   for r in caplog.records)
+        proxy.up()
+        time.sleep(0.5)
+        assert cache.get_many([key(1), key(2)]) == {key(1): record(1)}
+        assert cache.put_many([record(2)]) == 1 and len(cache) == 2
+    finally:
+        cache.close()
+        proxy.close()
+
+
+# --- open_cache ---------------------------------------------------------------------------------------------
+def test_open_cache_picks_the_store(tmp_path):
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    cases = {str(tmp_path / "requests.sqlite"): RequestCache, str(tmp_path / "new" / "c.db"): RequestCache,
+             str(tmp_path / "plain-file"): RequestCache, f"file://{tmp_path}/x.sqlite": RequestCache,
+             str(folder): ObjectStoreCache, f"file://{folder}": ObjectStoreCache,
+             str(tmp_path / "to-be-made") + "/": ObjectStoreCache, "s3://bucket/prefix": ObjectStoreCache}
+    for location, kind in cases.items():
+        cache = open_cache(location)
+        assert type(cache) is kind, location
+        cache.close()
+    assert (tmp_path / "x.sqlite").exists()  # file:// stripped
+    s3 = open_cache("s3://bucket/prefix", {"client_kwargs": {"endpoint_url": "http://127.0.0.1:1"}})
+    assert s3.storage_options == {"client_kwargs": {"endpoint_url": "http://127.0.0.1:1"}}
+    local = open_cache(str(folder))
+    local.put_many([record(5)])
+    assert (folder / key(5)[:2] / f"{key(5)}.json").exists() and len(local) == 1
+
+
+# --- a rater served from the object store -------------------------------------------------------------------
+def test_rater_second_run_is_served_from_s3_with_zero_requests(s3_endpoint, s3_url, monkeypatch):
+    monkeypatch.setenv("TEST_CACHE_STORE_KEY", SECRET)
+    rules = [Rule("r1", "Clarity: the text is clear and well organised."),
+             Rule("r2", "Code: the text contains working source code.")]
+    docs = [Document(f"d{i}", f"Document {i}. " + "The quick brown fox jumps over the lazy dog. " * (1 + i % 4))
+            for i in range(15)]
+    pairs = [(d, r) for d in docs for r in rules]
+    with FakeLLMServer(api_key=SECRET) as server:
+        cfg = RatingConfig(model="openai/fake", api_base=server.url, api_key_env="TEST_CACHE_STORE_KEY")
+        cache = ObjectStoreCache(s3_url, s3_options(s3_endpoint))
+        with LiteLLMRater(cfg, cache=cache) as rater:
+            first = rater.rate(pairs)
+        assert server.requests == len(pairs) and all(x.status == "ok" and not x.cached for x in first)
+        assert len(cache) == len(pairs)
+        rater = pickle.loads(pickle.dumps(LiteLLMRater(cfg, cache=cache)))  # as on a Dask worker
+        with rater:
+            second = rater.rate(pairs)
+        assert server.requests == len(pairs)  # zero new requests
+        port = str(server.port)
+    assert all(x.cached for x in second) and rater.stats.cache_hits == len(pairs)
+    assert [x.score for x in second] == [x.score for x in first]
+    fs, root = fsspec.core.url_to_fs(s3_url, **s3_options(s3_endpoint))
+    blob = b"".join(fs.cat_file(p) for p in fs.find(root))
+    assert SECRET.encode() not in blob and f"127.0.0.1:{port}".encode() not in blob

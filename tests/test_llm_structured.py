@@ -1,0 +1,233 @@
+"""Structured output, cost per rating and the run-wide limiter, against the loopback server (no mocks)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+
+import pytest
+
+from orthoselect.config import RatingConfig
+from orthoselect.llm.cache import RequestCache, request_key
+from orthoselect.llm.client import LLMClient
+from orthoselect.llm.limits import BudgetExhausted
+from orthoselect.prompts import RATING_RESPONSE_FORMAT, rating_messages
+from orthoselect.raters.llm import LiteLLMRater, RaterSetupError
+from orthoselect.raters.simulated import simulated_score
+from orthoselect.types import Document, Rule
+from tests.fake_llm_server import FakeLLMServer
+
+RULES = [Rule("r1", "Clarity: the text is clear and well organised."),
+         Rule("r2", "Correctness: statements in the text are factually correct."),
+         Rule("r3", "Code: the text contains working source code.")]
+DOCS = [Document(f"d{i}", f"Document {i}. " + "The quick brown fox jumps over the lazy dog. " * (1 + i % 5))
+        for i in range(12)]
+PAIRS = [(d, r) for d in DOCS for r in RULES]
+PRICE = {"input": 1.5, "output": 4.0}  # dollars per million tokens
+
+
+def truth(seed: int = 0) -> list[float]:
+    return [simulated_score(r.text, d.text, seed) for d, r in PAIRS]
+
+
+def make(url: str, cache: RequestCache | None = None, limiter=None, **over) -> LiteLLMRater:
+    cfg = RatingConfig(**{"model": "openai/fake", "api_base": url, "transport": "http", "concurrency": 8,
+                          "max_retries": 6, "timeout_s": 10, **over})
+    client = LLMClient(cfg.model, cfg.api_base, cfg.api_key_env, cfg.transport, cfg.concurrency, cfg.timeout_s,
+                       cfg.max_retries, cfg.temperature, backoff_base_s=0.01, structured_output=cfg.structured_output)
+    return LiteLLMRater(cfg, cache, client=client, limiter=limiter)
+
+
+class CountingLimiter:
+    """A Limiter that counts, and spends its budget after `budget` acquires."""
+
+    def __init__(self, budget: int | None = None) -> None:
+        self.budget = budget
+        self.acquired: list[tuple[int, float]] = []
+        self.released: list[tuple[int, float]] = []
+        self.closed = 0
+
+    async def acquire(self, est_tokens: int, est_cost: float) -> None:
+        if self.budget is not None and len(self.acquired) >= self.budget:
+            raise BudgetExhausted("test budget spent")
+        self.acquired.append((est_tokens, est_cost))
+
+    def release(self, tokens: int, cost: float) -> None:
+        assert len(self.released) < len(self.acquired)
+        self.released.append((tokens, cost))
+
+    async def aclose(self) -> None:
+        self.closed += 1
+
+
+@pytest.fixture
+def cache(tmp_path):
+    c = RequestCache(str(tmp_path / "requests.sqlite"))
+    yield c
+    c.close()
+
+
+# --- structured output ----------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["on", "auto"])
+def test_structured_answers_parse_and_equal_text_scores(mode):
+    with FakeLLMServer(rate_garbage=0.1, seed=4) as srv:
+        with make(srv.url, structured_output=mode) as r:
+            js = r.rate(PAIRS)
+        assert srv.response_format == srv.requests >= len(PAIRS)
+        assert srv.bodies[-1]["response_format"] == RATING_RESPONSE_FORMAT
+        srv.reset_counts()
+        with make(srv.url, structured_output="off") as r:
+            tx = r.rate(PAIRS)
+        assert srv.response_format == 0 and "response_format" not in srv.bodies[-1]
+    assert [x.score for x in js] == [x.score for x in tx]  # the same faults strike both
+    assert all(x.score == t for x, t in zip(js, truth(4)) if x.score is not None)
+    assert sum(x.score is None for x in js) == 1
+    assert all(x.raw.startswith('{"score": ') for x in js if x.attempts == 1)
+    assert not any(x.raw.startswith("{") for x in tx)
+
+
+@pytest.mark.parametrize("mode,sent", [("on", True), ("auto", False)])
+def test_litellm_transport_sends_response_format_when_asked_or_listed(mode, sent):
+    with FakeLLMServer() as srv, make(srv.url, transport="litellm", structured_output=mode) as r:
+        out = r.rate(PAIRS[:4])
+        assert srv.response_format == (4 if sent else 0)  # litellm does not list openai/fake
+    assert [x.score for x in out] == truth()[:4]
+
+
+def test_auto_falls_back_to_text_once_when_rejected(cache, caplog):
+    caplog.set_level(logging.WARNING, logger="orthoselect.llm.client")
+    with FakeLLMServer(reject_response_format=True, latency_ms=20) as srv:
+        for n in (1, 2):  # each rater (client) finds out once, with a single request
+            srv.reset_counts()
+            with make(srv.url, cache if n == 1 else None, structured_output="auto", concurrency=16) as r:
+                out = r.rate(PAIRS)
+                assert not r.client.structured_active
+            assert srv.rejected_response_format == srv.response_format == 1
+            assert srv.requests == len(PAIRS) + 1 == r.stats.requests
+            assert [x.score for x in out] == truth() and all(x.status == "ok" for x in out)
+            assert len([rec for rec in caplog.records if "response_format" in rec.getMessage()]) == n
+        srv.reset_counts()
+        with make(srv.url, cache, structured_output="off") as r:  # the fallback's answers are text answers
+            again = r.rate(PAIRS)
+        assert srv.requests == 0 and all(x.cached for x in again)
+    assert [x.score for x in again] == [x.score for x in out]
+
+
+def test_on_does_not_fall_back():
+    with FakeLLMServer(reject_response_format=True) as srv, make(srv.url, structured_output="on",
+                                                                  concurrency=4) as r:
+        with pytest.raises(RaterSetupError, match="not supported"):
+            r.rate(PAIRS)
+        assert srv.rejected_response_format == srv.requests
+
+
+def test_many_concurrent_requests_probe_with_one():
+    async def go(client):
+        return await asyncio.gather(*(client.complete([{"role": "user", "content": f"q{i}"}], max_tokens=4,
+                                                      response_format=RATING_RESPONSE_FORMAT) for i in range(40)))
+
+    with FakeLLMServer(mode="fixed", text="0.3", reject_response_format=True, latency_ms=30) as srv, \
+            LLMClient("openai/fake", srv.url, concurrency=20) as client:
+        out = client.run_sync(go(client))
+    assert srv.rejected_response_format == 1 and srv.requests == 41
+    assert all(c.text == "0.3" and not c.structured for c in out)
+    assert sorted(c.attempts for c in out) == [1] * 39 + [2]
+
+
+def test_cache_keys_differ_between_structured_and_text(cache):
+    params = {"max_tokens": 16, "temperature": 0.0}
+    with FakeLLMServer() as srv:
+        with make(srv.url, cache, structured_output="on") as r:
+            js = r.rate(PAIRS[:6])
+        with make(srv.url, cache, structured_output="off") as r:
+            tx = r.rate(PAIRS[:6])
+        assert srv.requests == 12 and not any(x.cached for x in js + tx)  # neither served for the other
+        for mode, first in (("on", js), ("off", tx)):
+            with make(srv.url, cache, structured_output=mode) as r:
+                again = r.rate(PAIRS[:6])
+            assert all(x.cached for x in again) and [x.raw for x in again] == [x.raw for x in first]
+        assert srv.requests == 12
+    for (doc, rule), a, b in zip(PAIRS, js, tx):
+        messages = rating_messages(rule.text, doc.text)
+        assert a.prompt_hash == request_key("openai/fake", messages, {**params,
+                                                                      "response_format": RATING_RESPONSE_FORMAT})
+        assert b.prompt_hash == request_key("openai/fake", messages, params) != a.prompt_hash
+
+
+# --- cost -----------------------------------------------------------------------------------------
+def test_cost_of_a_priced_model(cache):
+    with FakeLLMServer(rate_garbage=0.2, rate_429=0.2, seed=6) as srv:
+        with make(srv.url, cache, price_per_million_tokens=PRICE) as r:
+            out = r.rate(PAIRS)
+            answers = srv.requests - srv.faults["429"]  # billed: every answer, usable or not; never a 429
+        assert any(x.attempts > 1 for x in out) and srv.faults["garbage"] > 0
+        assert r.stats.tokens_out == 2 * answers  # the server bills 2 completion tokens per answer
+        for x in out:
+            assert x.cost_usd == x.tokens_in * (PRICE["input"] / 1e6) + x.tokens_out * (PRICE["output"] / 1e6)
+        assert r.stats.cost_usd == pytest.approx(sum(x.cost_usd for x in out), rel=1e-12) and r.stats.cost_usd > 0
+        assert r.stats.cost_unknown == 0
+        with make(srv.url, cache, price_per_million_tokens=PRICE) as r:
+            again = r.rate(PAIRS)
+    cached = [x for x in again if x.cached]
+    assert len(cached) == sum(x.score is not None for x in out)
+    assert all(x.cost_usd == 0.0 for x in cached)
+    assert r.stats.cost_usd == pytest.approx(sum(x.cost_usd for x in again if not x.cached), rel=1e-12)
+
+
+def test_cost_of_a_model_with_unknown_price(cache):
+    with FakeLLMServer(rate_500=0.2, seed=2) as srv:
+        with make(srv.url, cache) as r:
+            out = r.rate(PAIRS)
+        assert r.prices.source == "unknown"
+        assert all(x.cost_usd is None for x in out)
+        assert r.stats.cost_unknown == r.stats.requests == srv.requests and r.stats.cost_usd == 0.0
+        with make(srv.url, cache) as r:
+            again = r.rate(PAIRS)
+        assert r.stats.cost_unknown == r.stats.requests == 0
+    assert all(x.cached and x.cost_usd == 0.0 for x in again)
+
+
+# --- limiter --------------------------------------------------------------------------------------
+def test_limiter_sees_one_acquire_and_one_release_per_request():
+    lim = CountingLimiter()
+    with FakeLLMServer(rate_429=0.2, rate_500=0.1, reject_response_format=True, seed=3) as srv:
+        r = make(srv.url, limiter=lim, price_per_million_tokens=PRICE)
+        out = r.rate(PAIRS)
+        failed = srv.faults["429"] + srv.faults["500"] + srv.rejected_response_format
+        assert srv.faults["429"] > 0 and srv.rejected_response_format == 1
+        assert len(lim.acquired) == len(lim.released) == srv.requests == r.stats.requests
+        r.close()
+        r.close()
+    assert lim.closed == 1
+    assert sum(1 for t, c in lim.released if t == 0 and c == 0.0) == failed
+    assert sum(t for t, _ in lim.released) == r.stats.tokens_in + r.stats.tokens_out
+    assert sum(c for _, c in lim.released) == pytest.approx(r.stats.cost_usd, rel=1e-12)
+    assert all(t > 16 and c > 0 for t, c in lim.acquired)  # prompt estimate + max_tokens, priced
+    assert [x.score for x in out] == truth(3)
+
+
+def test_budget_exhausted_stops_without_fake_ratings(cache):
+    with FakeLLMServer(latency_ms=10) as srv:
+        lim = CountingLimiter(budget=10)
+        with make(srv.url, cache, limiter=lim, concurrency=4) as r:
+            with pytest.raises(BudgetExhausted, match="10 of 36 pairs rated, 26 not rated") as info:
+                r.rate(PAIRS)
+        assert lim.closed == 1 and srv.requests == 10 and len(cache) == 10
+        partial = info.value.partial
+        assert sum(x is not None for x in partial) == 10
+        assert all(x.score == t for x, t in zip(partial, truth()) if x is not None)
+        with make(srv.url, cache, limiter=CountingLimiter()) as r:
+            out = r.rate(PAIRS)
+        assert srv.requests == len(PAIRS) and r.stats.cache_hits == 10 and r.stats.requests == 26
+    assert [x.score for x in out] == truth()
+
+
+def test_a_rater_pickles_with_its_limiter():
+    with FakeLLMServer() as srv:
+        r = make(srv.url, limiter=CountingLimiter())
+        r2 = pickle.loads(pickle.dumps(r))
+        r.close()
+        with r2:
+            assert r2.rate(PAIRS[:2])[0].score == truth()[0]
+            assert isinstance(r2.limiter, CountingLimiter) and r2.client.limiter is r2.limiter
+        assert len(r2.limiter.acquired) == 2 and r2.limiter.closed == 1
