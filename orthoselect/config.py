@@ -217,8 +217,10 @@ class ClusterConfig(Section):
 class CacheConfig(Section):
     enabled: bool = Field(True, description="Reuse LLM answers across runs, resumes and stages.")
     path: str | None = Field(
-        None, description="SQLite file of the request cache; null: <run_dir>/cache/requests.sqlite when the "
-        "run directory is local, else ~/.cache/orthoselect/requests.sqlite."
+        None, description="Where answers are cached: a local SQLite file (.sqlite), or a folder or URL "
+        "(s3://bucket/prefix/) holding one object per answer, which every worker of a cluster can share. "
+        "null: <run_dir>/cache/requests.sqlite for a local run directory, <run_dir>/cache/requests/ for a "
+        "remote one. Point several runs at one cache to reuse answers across them."
     )
 
 

@@ -127,9 +127,10 @@ _KEY_RE = re.compile(r"[A-Za-z0-9_-]{2,200}")  # request_key gives 64 hex digits
 _OBJECT_RE = re.compile(r"([A-Za-z0-9_-]{2,200})\.json")
 _FORMAT = 1  # "v" of a stored object
 # S3 client defaults, each overridable through storage_options["config_kwargs"]: enough pooled connections
-# for a batch, and one botocore retry per try (with_retries retries on top, the breaker stops the rest).
+# for a batch, and no botocore retries: with_retries retries the requests that failed (s3fs itself retries
+# throttling), so an outage is found in about a second, and then the breaker skips the cache.
 _S3_CONFIG = {"max_pool_connections": 64, "connect_timeout": 5, "read_timeout": 30,
-              "retries": {"mode": "standard", "max_attempts": 2}}
+              "retries": {"mode": "standard", "max_attempts": 1}}
 
 
 @runtime_checkable
@@ -195,7 +196,7 @@ class ObjectStoreCache:
 
     def __init__(self, url: str, storage_options: dict | None = None, *, retries: int = 2,
                  concurrency: int = 64, timeout_s: float = 60.0, outage_cooldown_s: float = 30.0) -> None:
-        self.url = url.rstrip("/")
+        self.url = url.rstrip("/") or url
         self.storage_options = copy.deepcopy(dict(storage_options or {}))
         self.retries, self.concurrency, self.timeout_s = retries, concurrency, timeout_s
         self.outage_cooldown_s = outage_cooldown_s

@@ -17,11 +17,11 @@ def make_rater(ctx: "RunContext") -> Rater:
         from orthoselect.raters.simulated import SimulatedRater
 
         return SimulatedRater(seed=ctx.cfg.seed, max_doc_tokens=cfg.max_doc_tokens)
-    from orthoselect.llm.cache import RequestCache
+    from orthoselect.llm.cache import open_cache
     from orthoselect.llm.governor import Permits
     from orthoselect.raters.llm import LiteLLMRater
 
-    cache = RequestCache(ctx.cache_path()) if ctx.cfg.cache.enabled else None
+    cache = open_cache(ctx.cache_path(), ctx.cfg.storage.options) if ctx.cfg.cache.enabled else None
     return LiteLLMRater(cfg, cache, limiter=Permits(ctx.governor) if ctx.governor is not None else None)
 
 

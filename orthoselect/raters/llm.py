@@ -2,7 +2,9 @@
 
 Per pair: truncate the document (once per distinct document), build the rating prompt, look its key up
 in the request cache, send the misses, parse strictly, re-ask with a stricter prompt when an answer does
-not parse, and record a failure with its reason when nothing usable comes back. Never a default score."""
+not parse, and record a failure with its reason when nothing usable comes back. Never a default score.
+Answers are asked for as JSON {"score": x} where the endpoint takes a response_format (its key says so);
+each rating carries the dollar cost of the requests billed for it; a Limiter may stop the run on budget."""
 from __future__ import annotations
 
 import asyncio
@@ -223,7 +225,7 @@ class _Run:
     async def rate_one(self, job: _Job) -> Rating:
         rater, cfg, stats, model = self.rater, self.cfg, self.stats, self.rater.model
         if job.structured and not rater._structured:  # keyed before structured output was switched off
-            cached = rater._rekey(job)
+            cached = await asyncio.to_thread(rater._rekey, job)  # the cache may be remote: not on the loop
             if cached is not None:
                 stats.cache_hits += 1
                 stats.by_status["ok"] = stats.by_status.get("ok", 0) + 1

@@ -53,12 +53,12 @@ class RunContext:
         return None if is_remote(self.cfg.run_dir) else self.cfg.run_dir.removeprefix("file://")
 
     def cache_path(self) -> str:
-        """SQLite file of the LLM request cache."""
+        """Where LLM answers are cached: SQLite beside a local run, an object folder beside a remote one."""
         if self.cfg.cache.path:
             return self.cfg.cache.path
         if self.local_run_dir:
             return os.path.join(self.local_run_dir, "cache", "requests.sqlite")
-        return os.path.expanduser("~/.cache/orthoselect/requests.sqlite")
+        return f"{self.cfg.run_dir.rstrip('/')}/cache/requests/"
 
     # --- shards --------------------------------------------------------------------------------
     def shards(self) -> list[Shard]:
