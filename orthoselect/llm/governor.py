@@ -56,6 +56,12 @@ class Governor:
         self.storage, self.attempt, self._persisted = storage, attempt, now
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
+
     def lease(self, want: int, est_tokens: int, est_cost: float, settle: tuple = (0, 0, 0, 0.0)) -> tuple:
         """Settle the caller's finished requests, then grant up to `want` permits for requests of about
         `est_tokens` tokens and `est_cost` dollars each. Returns (granted, retry_after_s, budget_stopped).
