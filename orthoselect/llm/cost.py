@@ -1,11 +1,14 @@
-"""Dollar cost of requests: prices from the config, else litellm's bundled (offline) cost map. A model
-whose price is not known costs `None` (reported as unknown), never zero."""
+"""Dollar cost of requests: prices from the config, else litellm's bundled (offline) cost map, read as
+the JSON file it ships (importing litellm for it would cost seconds and ~400k objects per worker). A
+model whose price is not known costs `None` (reported as unknown), never zero."""
 from __future__ import annotations
 
 import functools
+import importlib.util
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
-import orthoselect.env  # noqa: F401 - offline cost map before litellm loads
 from orthoselect.config import SIMULATED, Prices as PriceConfig
 
 
@@ -28,22 +31,26 @@ class Prices:
         return tokens_in * self.input_per_token + tokens_out * self.output_per_token
 
 
+@functools.lru_cache(maxsize=1)
+def _cost_map() -> dict:
+    spec = importlib.util.find_spec("litellm")
+    path = Path(spec.origin).parent / "model_prices_and_context_window_backup.json" if spec and spec.origin else None
+    return json.loads(path.read_text()) if path and path.exists() else {}
+
+
 @functools.lru_cache(maxsize=64)
 def _litellm_prices(model: str) -> tuple[float, float] | None:
-    import litellm
-
-    names = [model, model.split("/", 1)[-1]]
-    for name in names:
-        info = litellm.model_cost.get(name)
-        if info and info.get("input_cost_per_token") is not None and info.get("output_cost_per_token") is not None:
+    """(input, output) dollars per token: the model string as given, then without its provider prefix
+    when the map's entry is for that provider (openai/gpt-4o-mini -> gpt-4o-mini)."""
+    cost_map = _cost_map()
+    provider, _, bare = model.partition("/")
+    for name, same_provider in ((model, True), (bare, False)):
+        info = cost_map.get(name) if name else None
+        if not info or (not same_provider and info.get("litellm_provider") not in (provider, None)):
+            continue
+        if info.get("input_cost_per_token") is not None and info.get("output_cost_per_token") is not None:
             return float(info["input_cost_per_token"]), float(info["output_cost_per_token"])
-    try:
-        info = litellm.get_model_info(model)
-    except Exception:  # noqa: BLE001 - litellm raises for models it does not know
-        return None
-    if info.get("input_cost_per_token") is None or info.get("output_cost_per_token") is None:
-        return None
-    return float(info["input_cost_per_token"]), float(info["output_cost_per_token"])
+    return None
 
 
 def prices_for(model: str, override: PriceConfig | dict | None = None) -> Prices:

@@ -1,15 +1,31 @@
 """Any litellm provider through litellm.acompletion, with litellm's own retries switched off."""
 from __future__ import annotations
 
+import gc
+import sys
 import time
 
 import orthoselect.env  # noqa: F401  (offline defaults before litellm is imported)
 from orthoselect.llm.transport import Completion, LLMError, Transport, error_for_status, parse_retry_after, redact
 
+_frozen = False
+
+
+def freeze_litellm_heap() -> None:
+    """Once litellm is imported, hide its ~400k import-time objects from the cyclic GC (gc.freeze): otherwise
+    every full collection walks them, about 0.25 s each, which cost the http path ~8 % at 2,000 requests/s.
+    Objects alive now are then freed by reference counting only (cycles among them stay)."""
+    global _frozen
+    if not _frozen and "litellm" in sys.modules:
+        _frozen = True
+        gc.collect()
+        gc.freeze()
+
 
 def _quiet_litellm():
     import litellm
 
+    freeze_litellm_heap()
     litellm.suppress_debug_info = True
     litellm.turn_off_message_logging = True
     litellm.drop_params = True
