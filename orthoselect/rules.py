@@ -126,6 +126,7 @@ def generate_rules(cfg: RulesConfig, task: str, data: str, examples: list[str], 
         return rules, {"requests": 0, "simulated": True, "model": SIMULATED}
 
     from orthoselect.llm.client import LLMClient
+    from orthoselect.llm.transport import LLMError
     from orthoselect.prompts import rules_messages
 
     clipped = [e[: cfg.example_chars] for e in examples[: cfg.examples]]
@@ -138,7 +139,11 @@ def generate_rules(cfg: RulesConfig, task: str, data: str, examples: list[str], 
             missing = cfg.count - len(make_rules(texts, "llm"))
             if missing <= 0:
                 break
-            answer = client.complete_sync(rules_messages(task, data, clipped, missing), max_tokens=60 * missing + 200)
+            try:
+                answer = client.complete_sync(rules_messages(task, data, clipped, missing), max_tokens=60 * missing + 200)
+            except LLMError as e:
+                hint = f" ({client.key_hint()})" if e.status in (401, 403) else ""
+                raise RulesError(f"rule generation with {cfg.model}: {e.message}{hint}") from None
             stats["requests"] += answer.attempts
             stats["tokens_in"] += answer.tokens_in
             stats["tokens_out"] += answer.tokens_out

@@ -193,6 +193,11 @@ class LLMClient:
                 self._rf_gate, self._rf_probing = asyncio.Event(), False  # the first request finds out
         return self._transport, self._sem
 
+    def key_hint(self) -> str:
+        """Where the API key comes from, for error messages: the variable's name, never its value."""
+        var = self.key_source
+        return f"key read from ${var}" if os.environ.get(var) else f"no API key: ${var} is not set"
+
     async def complete(self, messages: list[dict], *, max_tokens: int, temperature: float | None = None,
                        response_format: dict | None = None) -> Completion:
         """One answer. Retryable errors (429, 5xx, connection, timeout) are retried up to max_retries

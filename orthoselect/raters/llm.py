@@ -8,7 +8,6 @@ each rating carries the dollar cost of the requests billed for it; a Limiter may
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Sequence
 
 from orthoselect.config import RatingConfig
@@ -299,10 +298,7 @@ class _Run:
     def _check(self, e: LLMError) -> None:
         """Stop at once on setup errors, and after BREAKER rejected requests with no success at all."""
         if e.fatal:
-            hint = ""
-            if e.status == 401:
-                var = self.client.key_source
-                hint = f" (key read from ${var})" if os.environ.get(var) else f" (no API key: ${var} is not set)"
+            hint = f" ({self.client.key_hint()})" if e.status == 401 else ""
             raise RaterSetupError(f"{self.rater.model}: {e.message}{hint}. Stopping: every request would "
                                   "fail.") from None
         if not e.retryable:

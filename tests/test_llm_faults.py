@@ -1,0 +1,142 @@
+"""The whole pipeline against an LLM endpoint that misbehaves at realistic rates: 20 % 429 with
+Retry-After, 5 % 500/503, 2 % timeouts, 5 % garbage answers. The run completes; every request and fault
+the server counted is accounted for in the manifest; no rating is a silent default. Then the same with
+a key: the key appears in no log, artifact, cache file or output."""
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import small_config
+from fake_llm_server import FakeLLMServer
+from orthoselect.config import Config
+from orthoselect.dataset import read_batches
+from orthoselect.raters.simulated import simulated_score
+from orthoselect.stages import RunContext
+
+pytestmark = pytest.mark.integration
+KEY = "sk-live-DO-NOT-LEAK-7f3c9a1e5b"
+
+
+def llm_config(data, run_dir, url, **over) -> dict:
+    endpoint = {"model": "openai/faulty", "api_base": url, "api_key_env": "ORTHOSELECT_FAULTS_KEY",
+                "timeout_s": 1.0, "max_retries": 4}
+    cfg = small_config(data, run_dir, **over)
+    cfg["rules"] = {**endpoint, "count": 16, "examples": 2}
+    cfg["rating"] = {**endpoint, "sample_size": 100, "concurrency": 16}
+    cfg["dpp"] = {"k": 5, "random_subsets": 100}
+    cfg["selection"] = {"mode": "top_k", "size": 100, "min_rated_fraction": 0.6}
+    cfg["cache"] = {"path": str(Path(run_dir).parent / "cache.sqlite")}
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def faulty_run(prefect_api, corpus_dir, tmp_path_factory):
+    from flows.pipeline import orthoselect_pipeline
+
+    os.environ["ORTHOSELECT_FAULTS_KEY"] = KEY
+    root = tmp_path_factory.mktemp("faulty")
+    prefect_logger = logging.getLogger("prefect")
+    level = prefect_logger.level
+    prefect_logger.setLevel(logging.INFO)  # every log line the run makes goes to the API, to be searched
+    try:
+        with FakeLLMServer(api_key=KEY, rate_429=0.20, rate_500=0.025, rate_503=0.025, rate_timeout=0.02,
+                           rate_garbage=0.05, timeout_sleep_s=3.0, retry_after="0") as server:
+            config = llm_config(corpus_dir, root / "run", server.url)
+            result = orthoselect_pipeline(config=config)
+    finally:
+        prefect_logger.setLevel(level)
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)
+    yield config, result, server.stats(), root
+
+
+def _ratings(ctx: RunContext) -> pd.DataFrame:
+    frames = [ctx.storage.read_parquet(f"{d}/{n}") for d in ("ratings", "pool_ratings") for n in ctx.storage.list(d)]
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_run_completes_and_every_request_is_accounted_for(faulty_run):
+    config, result, server, _ = faulty_run
+    ctx = RunContext(Config.model_validate(config))
+    m = ctx.storage.read_json("manifest.json")
+    assert result["counts"]["selected"] == 100
+    faults = server["faults"]
+    assert faults["429"] > 0 and faults["timeout"] > 0 and faults["garbage"] > 0
+    calls = m["calls"]
+    sent = sum(calls[s]["requests"] for s in ("rules", "rate", "score"))
+    assert sent == server["requests"], "the manifest's request count differs from the server's"
+    ratings = _ratings(ctx)
+    rule_requests = calls["rules"]["requests"]
+    assert int(ratings.attempts.sum()) + rule_requests == server["requests"]
+    retryable = faults["429"] + faults.get("500", 0) + faults.get("503", 0) + faults["timeout"]
+    retries = sum(calls[s]["retries"] for s in ("rate", "score"))
+    exhausted = int((ratings.status == "error").sum())
+    assert retries + exhausted == retryable - calls["rules"].get("retries", 0)
+    failed = int((ratings.status != "ok").sum())
+    assert calls["rate"]["failed"] + calls["score"]["failed"] == failed
+    assert m["rule_failures"] and sum(r["failed"] for r in m["rule_failures"]) == failed
+
+
+def test_no_rating_is_a_silent_default(faulty_run):
+    config, _, _, _ = faulty_run
+    ctx = RunContext(Config.model_validate(config))
+    ratings = _ratings(ctx)
+    bad = ratings[ratings.status != "ok"]
+    assert bad.score.isna().all() and (bad.reason.str.len() > 0).all()
+    ok = ratings[ratings.status == "ok"]
+    rules = {r["id"]: r["text"] for r in ctx.storage.read_json("rules.json")["rules"]}
+    texts = {i: t for s in ctx.shards() for b in read_batches(s, ctx.cfg.dataset) for i, t in zip(b.ids, b.texts)}
+    expected = [round(simulated_score(rules[r], texts[d], 0), 2) for d, r in zip(ok.doc_id, ok.rule_id)]
+    assert list(ok.score) == pytest.approx(expected)  # every score is the server's real answer
+
+
+def test_the_key_is_nowhere(faulty_run, capfd):
+    """Logs (this process, Dask workers, the Prefect API), artifacts, cache, outputs: no key."""
+    from prefect.client.orchestration import get_client
+
+    config, _, server, root = faulty_run
+    assert not server["key_outside_header"]
+    for path in Path(root).rglob("*"):
+        if path.is_file():
+            assert KEY.encode() not in path.read_bytes(), f"key leaked into {path}"
+    captured = capfd.readouterr()
+    assert KEY not in captured.out + captured.err
+
+    async def every(read) -> list:
+        found, offset = [], 0
+        while page := await read(limit=200, offset=offset):
+            found += page
+            offset += len(page)
+        return found
+
+    async def api_text() -> str:
+        async with get_client() as client:
+            logs = await every(client.read_logs)
+            artifacts = await every(client.read_artifacts)
+            runs = await every(client.read_flow_runs)
+        assert logs and runs
+        return " ".join([entry.message for entry in logs] + [str(a.data) + str(a.description) for a in artifacts]
+                        + [str(r.parameters) for r in runs])
+
+    assert KEY not in asyncio.run(api_text())
+
+
+def test_a_wrong_key_stops_the_run_without_showing_it(prefect_api, corpus_dir, tmp_path, capfd):
+    from flows.pipeline import orthoselect_pipeline
+
+    os.environ["ORTHOSELECT_FAULTS_KEY"] = KEY + "-wrong"
+    try:
+        with FakeLLMServer(api_key=KEY) as server:
+            config = llm_config(corpus_dir, tmp_path / "run", server.url)
+            with pytest.raises(Exception) as err:
+                orthoselect_pipeline(config=config)
+            assert server.unauthorized > 0 and server.unauthorized < 20  # stopped at once, not per rating
+    finally:
+        os.environ["ORTHOSELECT_FAULTS_KEY"] = KEY
+    text = str(err.value) + capfd.readouterr().err
+    assert "ORTHOSELECT_FAULTS_KEY" in text and KEY not in text
