@@ -137,6 +137,25 @@ def v_openai_async(url, msgs, conc):
     return asyncio.run(go())
 
 
+def v_bare_aiohttp(url, msgs, conc):
+    """The floor: one aiohttp session, a Semaphore, json in and out, nothing else."""
+    import aiohttp
+
+    async def go():
+        sem = asyncio.Semaphore(conc)
+        headers = {"Authorization": f"Bearer {KEY}"}
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=conc)) as session:
+            async def one(m):
+                async with sem:
+                    body = {"model": "fake", "messages": m, "max_tokens": 16, "temperature": 0}
+                    async with session.post(f"{url}/chat/completions", json=body, headers=headers) as r:
+                        return bool((await r.json())["choices"][0]["message"]["content"])
+
+            return sum(await asyncio.gather(*(one(m) for m in msgs)))
+
+    return asyncio.run(go())
+
+
 def rater_variant(transport: str, with_cache: bool = False):
     def run(url, pairs, conc):
         os.environ["BENCH_KEY"] = KEY
@@ -172,6 +191,12 @@ def main() -> None:
         ("LiteLLMRater transport=http, c=64", rater_variant("http"), n, 64),
         ("LiteLLMRater transport=http, c=64, cold cache", rater_variant("http", True), n, 64),
         ("LiteLLMRater transport=http, c=256", rater_variant("http"), 2 * n, 256),
+        # issue 4: concurrency 256 (bound 2,560/s at 100 ms)
+        ("litellm.acompletion, Semaphore(256)", v_litellm_acompletion, n, 256),
+        ("openai AsyncOpenAI, Semaphore(256)", v_openai_async, n, 256),
+        ("bare aiohttp, Semaphore(256)", v_bare_aiohttp, 2 * n, 256),
+        ("LiteLLMRater transport=litellm, c=256", rater_variant("litellm"), n, 256),
+        ("LiteLLMRater transport=http, c=256, cold cache", rater_variant("http", True), 2 * n, 256),
     ]
     if args.only:
         keep = set(args.only.split(","))

@@ -82,9 +82,15 @@ def stage_progress(ctx: RunContext, stages: list[str]):
 
 def _run(cfg: Config, stages: list[str], show_progress: bool = True, only_failed: bool = False) -> None:
     """The parent flow for the whole pipeline, else the stage flows, under a Prefect API."""
-    from flows.pipeline import StageFailed, orthoselect_pipeline, run_stages
+    from flows.pipeline import BudgetStopped, StageFailed, orthoselect_pipeline, run_stages
     from flows.runtime import prefect_api
+    from orthoselect.llm.governor import check_budget_prices
 
+    try:
+        check_budget_prices(cfg)
+    except ConfigError as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
     config = cfg.model_dump(mode="json")
     with prefect_api() as api:
         console.print(f"Prefect API {api} (UI at {api.removesuffix('/api')}); run dir {cfg.run_dir}")
@@ -94,6 +100,9 @@ def _run(cfg: Config, stages: list[str], show_progress: bool = True, only_failed
                     orthoselect_pipeline(config=config, only_failed=only_failed)
                 else:
                     run_stages(config, stages)
+            except BudgetStopped as e:
+                console.print(f"[yellow]{e}[/yellow]")
+                raise typer.Exit(3) from None
             except StageFailed as e:
                 console.print(f"[red]{e}[/red]")
                 raise typer.Exit(1) from None
@@ -164,10 +173,13 @@ def status(run_dir: Annotated[str, typer.Argument(help="Run directory (path or U
         print(json.dumps(report, indent=2))
         return
     table = Table("step", "shards", "done", "failed", "pending", "stale", title=f"status of {run_dir}")
+    stopped = report.pop("stopped")
     for step, r in report.items():
         table.add_row(step, str(r["shards"]), str(len(r["done"])), str(len(r["failed"])), str(len(r["pending"])),
                       str(len(r["stale"])))
     Console().print(table)
+    if stopped:
+        Console().print(f"[yellow]{stopped['message']}[/yellow]")
     for step, r in report.items():
         for shard, e in sorted(r["errors"].items()):
             Console().print(f"[red]failed[/red] {step} {shard}: {e['error']}: {e['message'][:300]} "

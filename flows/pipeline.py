@@ -16,7 +16,8 @@ import orthoselect.env  # noqa: F401
 from flows.runtime import dask_cluster
 from orthoselect.config import Config, load_config
 from orthoselect.dataset import Shard
-from orthoselect.ledger import new_attempt, open_failures
+from orthoselect.ledger import clear_stop, new_attempt, open_failures, record_stop
+from orthoselect.llm.limits import BudgetExhausted
 from orthoselect.stages import STAGES, STEPS, RunContext, step_shards
 from tasks import ShardsFailed, result_storage, run_step, shard_step
 from tasks.dispatch import current_governor, dask_client, run_governor
@@ -157,8 +158,15 @@ def orthoselect_pipeline(config_path: str | None = None, config: dict | None = N
         get_run_logger().info("re-running failed shards only: %s", only or "none are open")
     # the parent's heartbeat tells the server if the run dies; a subflow's own heartbeat thread costs
     # ~1 s at its exit (Prefect joins a thread that sleeps in 1 s steps), so subflows run without one
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        results = run_stages(cfg.model_dump(mode="json"), stages or list(STAGES), only)
+    try:
+        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            results = run_stages(cfg.model_dump(mode="json"), stages or list(STAGES), only)
+    except (BudgetStopped, BudgetExhausted) as e:
+        message = str(e) if isinstance(e, BudgetStopped) else (
+            f"stopped by budget: budget_usd {cfg.budget_usd} is spent ({e}). Rerun with a larger budget_usd to resume.")
+        record_stop(ctx, "budget", message)
+        raise BudgetStopped(message) from None
+    clear_stop(ctx)
     cached = {step: len(r["cached"]) for stage in results.values() for step, r in stage.items()
               if isinstance(r, dict) and "cached" in r}
     manifest = ctx.storage.read_json("manifest.json", default={})

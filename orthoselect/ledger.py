@@ -60,7 +60,8 @@ def open_failures(ctx: RunContext) -> dict[str, dict[str, dict]]:
 
 
 def status(ctx: RunContext) -> dict[str, dict]:
-    """Per shard step: shards done (marker current for today's inputs), failed, pending."""
+    """Per shard step: shards done (marker current for today's inputs), failed, pending; and under
+    `stopped`, why the run last stopped on purpose (its budget), or None."""
     ctx = ctx.frozen_markers()
     failed = open_failures(ctx)
     report = {}
@@ -83,4 +84,19 @@ def status(ctx: RunContext) -> dict[str, dict]:
         pending = sorted(s.id for s in shards if s.id not in done and s.id not in bad)
         report[name] = {"shards": len(shards), "done": sorted(done), "failed": bad, "pending": pending,
                         "stale": sorted(stale), "errors": failed.get(name, {})}
+    report["stopped"] = stop_reason(ctx)
     return report
+
+
+def record_stop(ctx: RunContext, reason: str, message: str) -> None:
+    """Mark the run as stopped on purpose (e.g. by its budget), for `status` to say so."""
+    ctx.storage.write_json("stopped.json", {"reason": reason, "message": message, "attempt": str(ctx.attempt),
+                                            "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+
+
+def stop_reason(ctx: RunContext) -> dict | None:
+    return ctx.storage.read_json("stopped.json", default=None)
+
+
+def clear_stop(ctx: RunContext) -> None:
+    ctx.storage.remove("stopped.json")

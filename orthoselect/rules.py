@@ -116,9 +116,11 @@ def parse_rules_answer(text: str) -> list[str]:
     return _texts_from_items(items if isinstance(items, list) else [], "rule generation answer")
 
 
-def generate_rules(cfg: RulesConfig, task: str, data: str, examples: list[str], seed: int) -> tuple[list[Rule], dict]:
+def generate_rules(cfg: RulesConfig, task: str, data: str, examples: list[str], seed: int,
+                   limiter=None) -> tuple[list[Rule], dict]:
     """`cfg.count` distinct rules from the configured model, asking again for the missing ones up to
-    `cfg.max_attempts` times. Returns the rules and call stats."""
+    `cfg.max_attempts` times, within the run's `limiter` (rate limits, budget). Returns the rules and
+    call stats (requests, retries, tokens, dollars)."""
     if cfg.model == SIMULATED:
         from orthoselect.raters.simulated import simulated_rules
 
@@ -126,15 +128,18 @@ def generate_rules(cfg: RulesConfig, task: str, data: str, examples: list[str], 
         return rules, {"requests": 0, "simulated": True, "model": SIMULATED}
 
     from orthoselect.llm.client import LLMClient
+    from orthoselect.llm.cost import prices_for
     from orthoselect.llm.transport import LLMError
     from orthoselect.prompts import rules_messages
 
     clipped = [e[: cfg.example_chars] for e in examples[: cfg.examples]]
     texts: list[str] = []
-    stats = {"requests": 0, "tokens_in": 0, "tokens_out": 0, "model": cfg.model, "parse_failures": 0}
+    prices = prices_for(cfg.model, cfg.price_per_million_tokens)
+    stats = {"requests": 0, "retries": 0, "tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0, "cost_unknown": 0,
+             "model": cfg.model, "parse_failures": 0}
     with LLMClient(model=cfg.model, api_base=cfg.api_base, api_key_env=cfg.api_key_env, transport="auto",
                    concurrency=1, timeout_s=cfg.timeout_s, max_retries=cfg.max_retries,
-                   temperature=cfg.temperature) as client:
+                   temperature=cfg.temperature, structured_output="off", limiter=limiter, prices=prices) as client:
         for _ in range(cfg.max_attempts):
             missing = cfg.count - len(make_rules(texts, "llm"))
             if missing <= 0:
@@ -145,8 +150,14 @@ def generate_rules(cfg: RulesConfig, task: str, data: str, examples: list[str], 
                 hint = f" ({client.key_hint()})" if e.status in (401, 403) else ""
                 raise RulesError(f"rule generation with {cfg.model}: {e.message}{hint}") from None
             stats["requests"] += answer.attempts
+            stats["retries"] += answer.attempts - 1
             stats["tokens_in"] += answer.tokens_in
             stats["tokens_out"] += answer.tokens_out
+            cost = prices.cost(answer.tokens_in, answer.tokens_out)
+            if cost is None:
+                stats["cost_unknown"] += 1
+            else:
+                stats["cost_usd"] += cost
             try:
                 texts += parse_rules_answer(answer.text)
             except RulesError:

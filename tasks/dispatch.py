@@ -50,30 +50,26 @@ def _outcome(fn: Callable[..., Any], *args: Any) -> Any:
         return e
 
 
-def limits_wanted(cfg) -> bool:
-    r = cfg.rating
-    return any(v is not None for v in (r.rpm, r.tpm, r.max_in_flight, cfg.budget_usd))
-
-
 @contextmanager
 def run_governor(cfg, storage, attempt: str) -> Iterator[Any]:
     """The run's LLM governor (rate limits, requests in flight, budget) as a Dask actor every worker
     shares, for the block; None when the config sets no limit. Its spend is persisted at the end."""
-    from orthoselect.llm.governor import Governor, spent_so_far
+    from orthoselect.llm.governor import Governor, flush, governor_args, limits_wanted
 
     global _governor
     if not limits_wanted(cfg) or _client is None:
         yield None
         return
-    r = cfg.rating
-    actor = _client.submit(Governor, r.rpm, r.tpm, r.max_in_flight, cfg.budget_usd, spent_so_far(storage),
-                           storage, attempt, actor=True).result()
+    with _client.as_current():  # so the proxy binds to this client and holds the actor's key
+        future = _client.submit(Governor, *governor_args(cfg, storage, attempt), actor=True)
+        actor = future.result()
     _governor = actor
     try:
         yield actor
     finally:
         _governor = None
-        actor.close().result()
+        flush(actor)
+        future.release()
 
 
 def current_governor() -> Any:

@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter, deque
 from pathlib import Path
 
@@ -85,6 +86,9 @@ class FakeLLMServer:
         self.response_format = 0  # requests that carried a json_schema response_format
         self.rejected_response_format = 0  # of those, answered 400 (reject_response_format)
         self.key_outside_header = False  # the API key seen in a URL or a body
+        self.arrivals: list[float] = []  # time.monotonic() of every chat request's arrival
+        self.in_flight = self.max_in_flight = 0  # requests being answered now / at most at once
+        self.usage_tokens = 0  # prompt + completion tokens of every answer sent, as a provider bills them
         self.bodies.clear()
 
     def stats(self) -> dict:
@@ -92,7 +96,8 @@ class FakeLLMServer:
                 "faults": dict(self.faults), "unauthorized": self.unauthorized,
                 "response_format": self.response_format, "rejected_response_format": self.rejected_response_format,
                 "repeated": sum(n - 1 for n in self.by_content.values() if n > 1),
-                "distinct": len(self.by_content), "key_outside_header": self.key_outside_header}
+                "distinct": len(self.by_content), "key_outside_header": self.key_outside_header,
+                "usage_tokens": self.usage_tokens}
 
     def content_count(self, model: str, messages: list[dict]) -> int:
         """How many times a request with exactly this model and messages arrived."""
@@ -133,14 +138,20 @@ class FakeLLMServer:
         as with a real server, so its CPU does not add to what a client measures."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.latency_s
-        raw = await request.read()
-        response, fault = self._respond(request, raw)
-        if fault == "timeout":
-            deadline += self.timeout_sleep_s
-        delay = deadline - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        return response
+        self.arrivals.append(time.monotonic())
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            raw = await request.read()
+            response, fault = self._respond(request, raw)
+            if fault == "timeout":
+                deadline += self.timeout_sleep_s
+            delay = deadline - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            return response
+        finally:
+            self.in_flight -= 1
 
     def _respond(self, request: web.Request, raw: bytes) -> tuple[web.Response, str | None]:
         self.requests += 1
@@ -191,6 +202,7 @@ class FakeLLMServer:
         elif fault is None:
             self.ok += 1
         n_in = sum(len(str(m.get("content", ""))) for m in messages) // 4
+        self.usage_tokens += n_in + 2
         return web.Response(body=_dumps({
             "id": f"chatcmpl-{self.requests}", "object": "chat.completion", "created": 0, "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],

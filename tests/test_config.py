@@ -80,3 +80,4 @@ def test_fingerprint_tracks_sections():
     b = Config.model_validate({"dataset": {"path": "d"}, "dpp": {"k": 5}})
     assert a.fingerprint("rating") == b.fingerprint("rating")
     assert a.fingerprint("dpp") != b.fingerprint("dpp") and a.fingerprint() != b.fingerprint()
+

@@ -68,7 +68,7 @@ def test_budget_stops_sending_exactly_and_persists(tmp_path):
     with pytest.raises(BudgetExhausted):
         asyncio.run(spend())
     assert sent == 15  # 0.25 already spent + 15 x 0.05 = 1.00
-    governor.close()
+    governor.flush()
     assert storage.read_json("spend/a2.json")["spent_usd"] == pytest.approx(0.75)
     storage.write_json("spend/a1.json", {"spent_usd": 0.25})
     assert spent_so_far(storage) == pytest.approx(1.0)
@@ -92,3 +92,17 @@ def test_permits_pickle_without_state():
     permits = Permits(Governor(rpm=60), batch=3)
     clone = pickle.loads(pickle.dumps(permits))
     assert clone.batch == 3 and clone._credits == 0
+
+
+def test_a_budget_needs_known_prices(tmp_path):
+    from orthoselect.config import ConfigError, load_config
+    from orthoselect.llm.governor import check_budget_prices, governor_args
+
+    base = {"dataset": {"path": "x"}, "budget_usd": 5.0}
+    unknown = load_config({**base, "rating": {"model": "hosted_vllm/my-own-model"}})
+    with pytest.raises(ConfigError, match=r"rating\.price_per_million_tokens"):
+        governor_args(unknown, Storage(str(tmp_path)), "a1")
+    priced = {"model": "hosted_vllm/my-own-model", "price_per_million_tokens": {"input": 0, "output": 0}}
+    check_budget_prices(load_config({**base, "rating": priced, "rules": {"file": "rules.txt"}}))
+    check_budget_prices(load_config({**base, "rating": {"model": "openai/gpt-4o-mini"}}))  # in litellm's map
+    check_budget_prices(load_config({"dataset": {"path": "x"}, "rating": {"model": "hosted_vllm/my-own-model"}}))

@@ -139,6 +139,7 @@ class LLMClient:
         self.requests = 0
         self.retries = 0
         self.limiter, self.prices = limiter, prices
+        self._unsettled = False  # permits taken from the limiter since it was last settled
         self.structured_output = structured_output
         self._rf_key = (transport, base, served)
         self._rf_send: bool | None = None  # decided on first use (litellm's model list needs litellm)
@@ -224,6 +225,7 @@ class LLMClient:
                 try:
                     if limiter is not None:
                         await limiter.acquire(prompt + max_tokens, est_cost)
+                        self._unsettled = True
                     self.requests += 1
                     sent += 1
                     used = (0, 0.0)
@@ -291,7 +293,11 @@ class LLMClient:
             await transport.aclose()
 
     def close(self) -> None:
-        """Close connections and stop the private loop thread."""
+        """Settle with the limiter (unused permits back, finished requests reported), close
+        connections and stop the private loop thread."""
+        if self._unsettled:
+            self._unsettled = False
+            self.run_sync(self.limiter.aclose())
         runner, self._runner = self._runner, None
         if runner is not None:
             if self._loop is runner.loop:

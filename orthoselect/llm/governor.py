@@ -113,7 +113,8 @@ class Governor:
                 "stopped_by_budget": self.stopped,
                 "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")}
 
-    def close(self) -> dict:
+    def flush(self) -> dict:
+        """Persist the spend now (also at the end of the run) and return it."""
         with self._lock:
             self._persist(time.monotonic())
             return self.report()
@@ -122,6 +123,40 @@ class Governor:
         self._persisted = now
         if self.storage is not None:
             self.storage.write_json(f"spend/{self.attempt}.json", self.report())
+
+
+def limits_wanted(cfg) -> bool:
+    """Whether the config sets any run-wide limit (then the run needs a Governor)."""
+    r = cfg.rating
+    return any(v is not None for v in (r.rpm, r.tpm, r.max_in_flight, cfg.budget_usd))
+
+
+def governor_args(cfg, storage: Storage, attempt: str) -> tuple:
+    """Arguments of the run's Governor: the config's limits, and what earlier attempts spent. A budget
+    with a model of unknown price is refused here, before any work: it could not be kept."""
+    check_budget_prices(cfg)
+    r = cfg.rating
+    return r.rpm, r.tpm, r.max_in_flight, cfg.budget_usd, spent_so_far(storage), storage, attempt
+
+
+def flush(governor) -> dict:
+    """Persist a governor's spend now, whether it is a local object or a Dask actor proxy."""
+    return governor.flush() if isinstance(governor, Governor) else governor.flush().result(timeout=60)
+
+
+def check_budget_prices(cfg) -> None:
+    """Raise ConfigError when the config sets `budget_usd` but a model it calls has no known price."""
+    from orthoselect.config import SIMULATED, ConfigError
+    from orthoselect.llm.cost import prices_for
+
+    if cfg.budget_usd is None:
+        return
+    for name, section in (("rules", cfg.rules), ("rating", cfg.rating)):
+        if section.model == SIMULATED or (name == "rules" and section.file):
+            continue
+        if not prices_for(section.model, section.price_per_million_tokens).known:
+            raise ConfigError(f"budget_usd is set but the price of {name}.model {section.model!r} is unknown to "
+                             f"litellm's cost map: set {name}.price_per_million_tokens (0 for a self-hosted model)")
 
 
 def spent_so_far(storage: Storage) -> float:

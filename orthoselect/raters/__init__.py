@@ -18,11 +18,11 @@ def make_rater(ctx: "RunContext") -> Rater:
 
         return SimulatedRater(seed=ctx.cfg.seed, max_doc_tokens=cfg.max_doc_tokens)
     from orthoselect.llm.cache import open_cache
-    from orthoselect.llm.governor import Permits
     from orthoselect.raters.llm import LiteLLMRater
+    from orthoselect.stages.base import run_limiter
 
     cache = open_cache(ctx.cache_path(), ctx.cfg.storage.options) if ctx.cfg.cache.enabled else None
-    return LiteLLMRater(cfg, cache, limiter=Permits(ctx.governor) if ctx.governor is not None else None)
+    return LiteLLMRater(cfg, cache, limiter=run_limiter(ctx))
 
 
 def rater_label(model: str) -> str:

@@ -52,7 +52,6 @@ class LiteLLMRater(Rater):
         self.model = cfg.model
         self.cache = cache
         self.limiter = limiter
-        self._limiter_closed = False
         self.prices = prices_for(cfg.model, cfg.price_per_million_tokens)
         self._text_params = {"max_tokens": cfg.max_tokens, "temperature": cfg.temperature}
         self._json_params = {**self._text_params, "response_format": RATING_RESPONSE_FORMAT}
@@ -169,14 +168,11 @@ class LiteLLMRater(Rater):
         return None
 
     def close(self) -> None:
-        """Hand back the limiter's permits, close the client's connections and release the cache's
-        connection (reopened if used again)."""
+        """Settle with the limiter, close the client's connections and release the cache's connection
+        (reopened if used again)."""
         try:
-            if self.limiter is not None and not self._limiter_closed:
-                self._limiter_closed = True
-                self.client.run_sync(self.limiter.aclose())
-        finally:
             self.client.close()
+        finally:
             if self.cache is not None:
                 self.cache.close()
 

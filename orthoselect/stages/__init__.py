@@ -38,11 +38,21 @@ def step_shards(ctx: RunContext, step: Step) -> list:
 def run_local(ctx: RunContext, stages: tuple[str, ...] = tuple(STAGES)) -> dict:
     """Every step in order in this process, without Prefect or Dask: for debugging and library tests.
     Returns the manifest when the last stage ran."""
-    for stage in stages:
-        for name in STAGES[stage]:
-            step = STEPS[name]
-            for shard in step_shards(ctx, step) if step.per_shard else [None]:
-                step(ctx, shard)
+    from orthoselect.llm.governor import Governor, governor_args, limits_wanted
+
+    own = ctx.governor is None and limits_wanted(ctx.cfg)
+    if own:
+        ctx.governor = Governor(*governor_args(ctx.cfg, ctx.storage, ctx.attempt))
+    try:
+        for stage in stages:
+            for name in STAGES[stage]:
+                step = STEPS[name]
+                for shard in step_shards(ctx, step) if step.per_shard else [None]:
+                    step(ctx, shard)
+    finally:
+        if own:
+            ctx.governor.flush()
+            ctx.governor = None
     return ctx.storage.read_json("manifest.json") if "select_data" in stages else {}
 
 

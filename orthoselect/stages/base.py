@@ -112,6 +112,15 @@ class RunContext:
         return [name.removesuffix(".json") for name in self.storage.list(f"_markers/{stage}")]
 
 
+def run_limiter(ctx: RunContext):
+    """The limiter an LLM client of this run uses: permits from the run's governor, if it has one."""
+    if ctx.governor is None:
+        return None
+    from orthoselect.llm.governor import Permits
+
+    return Permits(ctx.governor)
+
+
 class Step(ABC):
     """One unit of pipeline work. Subclasses set `name`, `reads`, `writes`, and implement `key` and
     `run`. Per-shard steps (`per_shard = True`) get the shard; whole-run steps get None."""

@@ -103,10 +103,14 @@ def build_manifest(ctx: RunContext) -> dict:
 
 
 def spend_summary(ctx: RunContext, calls: dict) -> dict:
-    """Dollars of this run over all its attempts; `unknown_requests` were sent to a model whose price
-    is not known, so the dollar figure is a lower bound whenever it is not zero."""
-    from orthoselect.llm.governor import spent_so_far
+    """Dollars of the requests behind this run's outputs (`cost_usd`; answers found in the request
+    cache cost nothing again) and dollars paid over all its attempts (`spent_by_attempts_usd`, which
+    also counts requests of shards that an attempt stopped before finishing). `unknown_requests` were
+    sent to a model whose price is not known: the dollar figures are then lower bounds."""
+    from orthoselect.llm.governor import flush, spent_so_far
 
+    if ctx.governor is not None:
+        flush(ctx.governor)  # so that this attempt's spend so far is on storage
     known = sum(c.get("cost_usd", 0.0) for c in calls.values())
     unknown = sum(c.get("cost_unknown", 0) for c in calls.values())
     return {"cost_usd": known, "unknown_requests": unknown, "complete": unknown == 0,
@@ -180,7 +184,9 @@ def render_report(m: dict) -> str:
     lines += [f"- {stage}: " + ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in calls.items())
               for stage, calls in m["calls"].items()]
     spend = m["spend"]
+    paid = spend["spent_by_attempts_usd"]
     lines += ["", f"Cost: {_dollars(spend['cost_usd'], spend['unknown_requests'])}"
+              + (f"; paid over all attempts ${paid:.4f}" if paid else "")
               + (f" (budget ${spend['budget_usd']:g})" if spend["budget_usd"] else "")]
     flagged = [r for r in m["rule_failures"] if r["flagged"]]
     if flagged:

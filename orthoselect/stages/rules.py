@@ -11,7 +11,7 @@ from orthoselect.config import SIMULATED
 from orthoselect.dpp import select_rules
 from orthoselect.hashing import stable_hash
 from orthoselect.rules import RulesError, generate_rules, load_rules_file, rules_from_json, rules_to_json
-from orthoselect.stages.base import RunContext, Step
+from orthoselect.stages.base import RunContext, Step, run_limiter
 from orthoselect.stages.index import example_texts, sampled_shards
 from orthoselect.types import Rule
 
@@ -45,7 +45,8 @@ class GenerateRules(Step):
             rules, stats = load_rules_file(r.file), {"requests": 0, "source": r.file}
         else:
             examples = example_texts(ctx, r.examples) if r.model != SIMULATED else []
-            rules, stats = generate_rules(r, ctx.cfg.task.description, ctx.cfg.data.description, examples, ctx.cfg.seed)
+            rules, stats = generate_rules(r, ctx.cfg.task.description, ctx.cfg.data.description, examples,
+                                          ctx.cfg.seed, limiter=run_limiter(ctx))
         if len(rules) < ctx.cfg.dpp.k:
             raise RulesError(f"only {len(rules)} distinct rules for dpp.k = {ctx.cfg.dpp.k}; "
                              "add rules, raise rules.max_attempts, or lower dpp.k")
