@@ -19,13 +19,8 @@ import fsspec
 import pytest
 
 from orthoselect.config import RatingConfig
-from orthoselect.llm.cache import (
-    Cache,
-    ObjectStoreCache,
-    RequestCache,
-    open_cache,
-    request_key,
-)
+from orthoselect.llm.cache import Cache, RequestCache, open_cache, request_key
+from orthoselect.llm.object_cache import ObjectStoreCache
 from orthoselect.raters.llm import LiteLLMRater
 from orthoselect.types import Document, Rule
 from tests.fake_llm_server import FakeLLMServer

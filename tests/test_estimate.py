@@ -10,9 +10,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-import orthoselect.estimate as estimate_module
+import orthoselect.pool_size as pool_size
 from orthoselect.config import load_config
-from orthoselect.estimate import estimate, render_estimate
+from orthoselect.estimate import _usd, estimate, render_estimate
 from orthoselect.prompts import rating_messages, rules_messages
 from orthoselect.raters.simulated import simulated_rules
 from orthoselect.rules import make_rules
@@ -103,8 +103,8 @@ def test_jsonl_rows_are_estimated_from_bytes_per_row_when_not_read_whole(tmp_pat
         payload = "".join(rows).encode()
         (data / name).write_bytes(gzip.compress(payload) if name.endswith(".gz") else payload)
         truth[name] = len(rows)
-    monkeypatch.setattr(estimate_module, "FULL_READ_BYTES", 0)
-    monkeypatch.setattr(estimate_module, "HEAD_BYTES", 64 << 10)
+    monkeypatch.setattr(pool_size, "FULL_READ_BYTES", 0)
+    monkeypatch.setattr(pool_size, "HEAD_BYTES", 64 << 10)
     est = estimate(config(data, tmp_path / "run"), sample_docs=30)
     pool = est["pool"]
     assert pool["exact"] is False
@@ -123,13 +123,13 @@ def test_jsonl_rows_are_estimated_from_bytes_per_row_when_not_read_whole(tmp_pat
     assert "estimated" in render_estimate(est)
 
     # read whole within the budget: exact again
-    monkeypatch.setattr(estimate_module, "FULL_READ_BYTES", 32 << 20)
+    monkeypatch.setattr(pool_size, "FULL_READ_BYTES", 32 << 20)
     exact = estimate(config(data, tmp_path / "run"), sample_docs=30)
     assert exact["pool"]["exact"] is True and exact["pool"]["documents"] == N
 
 
 def test_gzip_trailer_size_is_unwrapped_and_checked_against_the_compression_ratio():
-    size_of = estimate_module._uncompressed_size
+    size_of = pool_size._uncompressed_size
     assert size_of(1000, None, None, gz=False) == (1000.0, "file size")
     assert size_of(1000, 4000, 4.0, gz=True) == (4000.0, "gzip trailer size")
     big = (1 << 32) + 12345  # the trailer holds it modulo 2**32
@@ -194,7 +194,7 @@ def test_configured_prices_give_the_exact_dollar_product(corpus_dir, tmp_path):
     assert paper["cost_usd"] > est["stages"]["rate_sample"]["cost_usd"] + est["stages"]["score_pool"]["cost_usd"]
     text = render_estimate(est)
     assert "unknown" not in text and "(assumed)" in text
-    assert estimate_module._usd(total["cost_usd"]) in text
+    assert _usd(total["cost_usd"]) in text
 
 
 def test_retry_allowance_adds_requests_and_their_tokens(corpus_dir, tmp_path):
