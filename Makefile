@@ -23,7 +23,9 @@ test: install
 
 bench: install
 	$(BIN)/python bench/bench_rating.py
-	$(BIN)/python bench/bench_select.py
+	$(BIN)/python bench/bench_select.py --docs 1000000 --shards 20
+	$(BIN)/python bench/bench_orchestration.py --shards 200 --docs-per-shard 100 1000 --max-tasks 16
+	$(BIN)/python bench/bench_llm_layer.py
 
 clean:
 	rm -rf $(VENV) demo runs *.egg-info
