@@ -43,6 +43,7 @@ def test_llm_pipeline_counts_match_and_reruns_are_free(prefect_api, llm_server, 
     calls = manifest["calls"]
     assert first["counts"]["selected"] == 100 and manifest["rater"] == "openai/fake-rater"
     assert calls["rules"]["requests"] >= 1 and calls["rate"]["requests"] == 200 * 24
+    assert calls["rate"]["cache_misses"] == 200 * 24 and calls["rate"]["cache_hits"] == 0
     assert calls["score"]["requests"] == (1200 - 200) * 6 and calls["score"]["reused_from_sample"] == 200 * 6
     assert sent == calls["rules"]["requests"] + calls["rate"]["requests"] + calls["score"]["requests"]
     assert llm_server.unauthorized == 0 and not llm_server.key_outside_header
@@ -58,6 +59,9 @@ def test_llm_pipeline_counts_match_and_reruns_are_free(prefect_api, llm_server, 
     third = orthoselect_pipeline(config=again)
     assert llm_server.requests == sent, "ratings were requested again despite the shared cache"
     assert third["chosen_rules"] == first["chosen_rules"]
+    third_calls = RunContext(Config.model_validate(again)).storage.read_json("manifest.json")["calls"]
+    assert third_calls["rate"]["cache_hits"] == 200 * 24 and third_calls["rate"]["cache_misses"] == 0
+    assert third_calls["score"]["cache_misses"] == 0
 
     # the API key appears nowhere the run wrote
     for root in (tmp_path / "run", tmp_path / "run2", tmp_path / "cache.sqlite"):

@@ -60,7 +60,7 @@ def build_manifest(ctx: RunContext) -> dict:
     rules = ctx.storage.read_json("rules.json")
     chosen = ctx.storage.read_json("rule_selection.json")
     scan, score, rank = stages["scan"], stages["score"], stages["rank"]
-    calls = {s: {k: stages[s].get(k, 0) for k in ("requests", "cache_hits", "ratings", "failed", "tokens_in",
+    calls = {s: {k: stages[s].get(k, 0) for k in ("requests", "cache_hits", "cache_misses", "ratings", "failed", "tokens_in",
                                                    "tokens_out", "retries", "cost_usd", "cost_unknown")
                  if k in stages[s]}
              for s in ("rules", "rate", "score") if stages.get(s)}

@@ -58,8 +58,9 @@ class Tally:
     def stats(self, rater) -> dict:
         s = rater.stats.to_dict()
         failed = sum(self.failed_by_rule.values())
-        return {"ratings": sum(self.by_rule.values()), "failed": failed, "requests": s["requests"],
-                "cache_hits": s["cache_hits"], "tokens_in": s["tokens_in"], "tokens_out": s["tokens_out"],
+        ratings = sum(self.by_rule.values())
+        return {"ratings": ratings, "failed": failed, "requests": s["requests"],
+                "cache_hits": s["cache_hits"], "cache_misses": ratings - s["cache_hits"], "tokens_in": s["tokens_in"], "tokens_out": s["tokens_out"],
                 "retries": s["retries"], "cost_usd": s["cost_usd"], "cost_unknown": s.get("cost_unknown", 0),
                 "by_status": s["by_status"], "ratings_by_rule": self.by_rule,
                 "failed_by_rule": self.failed_by_rule, "model": rater.model}
