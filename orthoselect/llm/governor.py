@@ -77,7 +77,8 @@ class Governor:
                 if self.max_in_flight and self.in_flight >= self.max_in_flight:
                     wait = 0.02  # a slot frees when someone settles
                     break
-                if self.budget is not None and (self.spent_before + self.spent + self.reserved + est_cost > self.budget):
+                committed = self.spent_before + self.spent + self.reserved
+                if self.budget is not None and committed + est_cost > self.budget:
                     self.stopped = granted == 0
                     break
                 wait = max(b.wait_for(n) for b, n in ((self.requests, 1), (self.tokens, est_tokens)) if b) \

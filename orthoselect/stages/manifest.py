@@ -60,9 +60,9 @@ def build_manifest(ctx: RunContext) -> dict:
     rules = ctx.storage.read_json("rules.json")
     chosen = ctx.storage.read_json("rule_selection.json")
     scan, score, rank = stages["scan"], stages["score"], stages["rank"]
-    calls = {s: {k: stages[s].get(k, 0) for k in ("requests", "cache_hits", "cache_misses", "ratings", "failed", "tokens_in",
-                                                   "tokens_out", "retries", "cost_usd", "cost_unknown")
-                 if k in stages[s]}
+    fields = ("requests", "cache_hits", "cache_misses", "ratings", "failed", "tokens_in", "tokens_out", "retries",
+              "cost_usd", "cost_unknown")
+    calls = {s: {k: stages[s][k] for k in fields if k in stages[s]}
              for s in ("rules", "rate", "score") if stages.get(s)}
     calls["score"]["reused_from_sample"] = score.get("reused", 0)
     return {
