@@ -16,7 +16,7 @@ from prefect.utilities.annotations import quote
 from orthoselect.dataset import Shard
 from orthoselect.hashing import stable_hash
 from orthoselect.ledger import record_failure
-from orthoselect.stages import STEPS, RunContext, StepNotReady
+from orthoselect.stages import STEPS, RunContext, StepNotReady, execute
 from tasks.artifacts import publish
 from tasks.dispatch import run_each
 
@@ -59,11 +59,6 @@ def result_storage(ctx: RunContext):
     return f"remote-file-system/{name}"
 
 
-def _execute(step_name: str, ctx: RunContext, shard: Shard | None) -> dict:
-    """What runs on a Dask worker: the library step, nothing of Prefect."""
-    return STEPS[step_name](ctx, shard)
-
-
 def _try_number() -> int:
     from prefect.runtime import task_run
 
@@ -74,7 +69,7 @@ def _try_number() -> int:
       task_run_name="{step_name}")
 def run_step(step_name: str, ctx: RunContext) -> dict:
     """A whole-run step (plan, sample, rules, dpp, rank, manifest), run on a Dask worker."""
-    [stats] = run_each(partial(_execute, step_name), ctx, [None], step_name)
+    [stats] = run_each(partial(execute, step_name), ctx, [None], step_name)
     if isinstance(stats, BaseException):
         record_failure(ctx, step_name, "run", stats, _try_number())
         raise stats
@@ -87,7 +82,7 @@ def run_step(step_name: str, ctx: RunContext) -> dict:
 def shard_step(step_name: str, ctx: RunContext, shards: list[Shard], label: str) -> dict[str, dict]:
     """A per-shard step (scan, rate, score, write) on a group of shards, each its own Dask task.
     Shards that fail are recorded in the ledger; the task then fails, naming them."""
-    outcomes = run_each(partial(_execute, step_name), ctx, shards, f"{step_name}-{label}")
+    outcomes = run_each(partial(execute, step_name), ctx, shards, f"{step_name}-{label}")
     errors = {}
     for shard, outcome in zip(shards, outcomes):
         if isinstance(outcome, BaseException):

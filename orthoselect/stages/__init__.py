@@ -35,6 +35,12 @@ def step_shards(ctx: RunContext, step: Step) -> list:
     return ctx.shards()
 
 
+def execute(step_name: str, ctx: RunContext, shard=None) -> dict:
+    """Run one step on one shard (None for a whole-run step): what a Dask worker runs. It lives here, in
+    the library, so that unpickling it on a worker imports the library only, never Prefect."""
+    return STEPS[step_name](ctx, shard)
+
+
 def run_local(ctx: RunContext, stages: tuple[str, ...] = tuple(STAGES)) -> dict:
     """Every step in order in this process, without Prefect or Dask: for debugging and library tests.
     Returns the manifest when the last stage ran."""
@@ -57,4 +63,4 @@ def run_local(ctx: RunContext, stages: tuple[str, ...] = tuple(STAGES)) -> dict:
 
 
 __all__ = ["RUN_UNIT", "STEPS", "RunContext", "Step", "StepNotReady", "build_manifest", "render_report",
-           "sampled_shards", "STAGES", "step_shards", "run_local"]
+           "sampled_shards", "STAGES", "step_shards", "execute", "run_local"]
