@@ -18,6 +18,8 @@ from orthoselect.config import ClusterConfig
 
 log = logging.getLogger("orthoselect")
 
+IDLE_SERVICES = ("SCHEDULER", "LATE_RUNS", "FOREMAN", "PAUSE_EXPIRATIONS", "REPOSSESSOR")
+
 
 @contextmanager
 def dask_cluster(cfg: ClusterConfig) -> Iterator[str]:
@@ -26,9 +28,13 @@ def dask_cluster(cfg: ClusterConfig) -> Iterator[str]:
     if cfg.address:
         yield cfg.address
         return
+    import dask
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=cfg.n_workers, threads_per_worker=cfg.threads_per_worker, processes=True,
+    settings = {"distributed.worker.profile.enabled": cfg.profile_workers}
+    if not cfg.trim_worker_memory:
+        settings["distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"] = None  # None: not set
+    with dask.config.set(settings), LocalCluster(n_workers=cfg.n_workers, threads_per_worker=cfg.threads_per_worker, processes=True,
                       memory_limit=cfg.memory_limit, dashboard_address=None) as cluster:
         yield cluster.scheduler_address
 
@@ -59,6 +65,15 @@ def _drain_prefect_workers() -> None:
             pass
 
 
+def server_env(home: str, port: int) -> dict[str, str]:
+    """The environment of a `prefect server` started for one command. It serves that command's flow runs
+    only: no deployments to schedule or mark late, no work pools, pauses or concurrency leases, so those
+    services' polling loops (CPU taken from the workers) are off unless the environment turns them on."""
+    idle = {f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false" for name in IDLE_SERVICES}
+    return {**idle, **os.environ, "PREFECT_HOME": home, "PREFECT_SERVER_API_HOST": "127.0.0.1",
+            "PREFECT_SERVER_API_PORT": str(port)}
+
+
 @contextmanager
 def prefect_api(home: str | None = None, startup_timeout: float = 120) -> Iterator[str]:
     """A Prefect API for the block: PREFECT_API_URL if set, else a `prefect server` on a free loopback
@@ -70,8 +85,7 @@ def prefect_api(home: str | None = None, startup_timeout: float = 120) -> Iterat
     home = home or os.environ.get("PREFECT_HOME") or str(Path.home() / ".orthoselect" / "prefect")
     Path(home).mkdir(parents=True, exist_ok=True)
     port = _free_port()
-    env = {**os.environ, "PREFECT_HOME": home, "PREFECT_SERVER_API_HOST": "127.0.0.1",
-           "PREFECT_SERVER_API_PORT": str(port)}
+    env = server_env(home, port)
     logfile = open(Path(home) / "server.log", "ab")  # noqa: SIM115 - lives as long as the server
     server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                                "--port", str(port)], env=env, stdout=logfile, stderr=subprocess.STDOUT)

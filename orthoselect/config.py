@@ -203,6 +203,17 @@ class ClusterConfig(Section):
     n_workers: int = Field(2, gt=0, description="Worker processes of the LocalCluster.")
     threads_per_worker: int = Field(2, gt=0, description="Threads per LocalCluster worker.")
     memory_limit: str = Field("4GiB", description="Memory limit per LocalCluster worker.")
+    profile_workers: bool = Field(
+        False, description="Run Dask's statistical profiler in each LocalCluster worker (the dashboard's "
+        "Profile page). It samples every worker thread each 10 ms and made CPU-bound steps ~20 % slower "
+        "(BENCHMARKS.md §3), so it is off unless you need it. A running cluster (`address`) keeps its own "
+        "setting (infra/dask-cluster.sh)."
+    )
+    trim_worker_memory: bool = Field(
+        False, description="Have glibc return freed memory to the OS at once in LocalCluster workers (Dask's "
+        "default, MALLOC_TRIM_THRESHOLD_=65536): lower worker RSS between shards, ~7 % slower "
+        "allocation-heavy steps (BENCHMARKS.md §3). Off: glibc's own threshold."
+    )
     task_retries: int = Field(
         2, ge=0, description="Prefect retries of a failed shard task (Dask already re-runs work lost with a "
         "worker); shards still failing go to the run's ledger for `orthoselect retry-failed`."
