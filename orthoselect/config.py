@@ -210,9 +210,9 @@ class ClusterConfig(Section):
         "setting (infra/dask-cluster.sh)."
     )
     trim_worker_memory: bool = Field(
-        False, description="Have glibc return freed memory to the OS at once in LocalCluster workers (Dask's "
-        "default, MALLOC_TRIM_THRESHOLD_=65536): lower worker RSS between shards, ~7 % slower "
-        "allocation-heavy steps (BENCHMARKS.md §3). Off: glibc's own threshold."
+        False, description="Have glibc return freed memory to the OS sooner in LocalCluster workers (Dask's "
+        "default, MALLOC_TRIM_THRESHOLD_=65536). On the benchmark it cost 5-7 % of step time and made no "
+        "difference to worker memory (BENCHMARKS.md §3). Off: glibc's own threshold."
     )
     task_retries: int = Field(
         2, ge=0, description="Prefect retries of a failed shard task (Dask already re-runs work lost with a "
