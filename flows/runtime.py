@@ -34,8 +34,9 @@ def dask_cluster(cfg: ClusterConfig) -> Iterator[str]:
     settings = {"distributed.worker.profile.enabled": cfg.profile_workers}
     if not cfg.trim_worker_memory:
         settings["distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"] = None  # None: not set
-    with dask.config.set(settings), LocalCluster(n_workers=cfg.n_workers, threads_per_worker=cfg.threads_per_worker, processes=True,
-                      memory_limit=cfg.memory_limit, dashboard_address=None) as cluster:
+    with dask.config.set(settings), LocalCluster(
+            n_workers=cfg.n_workers, threads_per_worker=cfg.threads_per_worker, processes=True,
+            memory_limit=cfg.memory_limit, dashboard_address=None) as cluster:
         yield cluster.scheduler_address
 
 
