@@ -49,7 +49,8 @@ def _label(group: list[Shard]) -> str:
 def _run_stage(stage: str, config: dict, attempt: str | None, only: dict[str, list[str]] | None) -> dict[str, Any]:
     """Run a stage's steps in order. Whole-run steps are one task each; a shard step is one task per
     group of shards (`cluster.max_tasks_per_step`), every shard its own Dask task. `only` limits shard
-    steps to the listed shards (re-running failed shards). Returns each step's results."""
+    steps to the listed shards (re-running failed shards). Returns each whole-run step's stats and each
+    shard step's counts of shards done and cached (each shard's stats are in its marker)."""
     ctx = _context(config, attempt)
     storage = result_storage(ctx)
     logger = get_run_logger()
@@ -67,18 +68,17 @@ def _run_stage(stage: str, config: dict, attempt: str | None, only: dict[str, li
         futures = [(g, task.submit(name, quote(ctx), g, _label(g)))
                    for g in shard_groups(shards, ctx.cfg.cluster.max_tasks_per_step)]
         wait([f for _, f in futures])
-        done: dict[str, dict] = {}
+        done = cached = 0
         failed: dict[str, str] = {}
-        cached = []
         for group, future in futures:
             if future.state.is_completed():
-                done.update(future.result())
-                cached += [s.id for s in group] if future.state.name == "Cached" else []
+                done += len(group)
+                cached += len(group) if future.state.name == "Cached" else 0
             else:
                 error = future.state.result(raise_on_failure=False)
                 failed.update(error.errors if isinstance(error, ShardsFailed)
                               else {s.id: str(error) for s in group})
-        logger.info("%s: %d shards done (%d cached), %d failed", name, len(done), len(cached), len(failed))
+        logger.info("%s: %d shards done (%d cached), %d failed", name, done, cached, len(failed))
         if failed and all(e.startswith("BudgetExhausted") for e in failed.values()):
             raise BudgetStopped(f"stopped by budget: budget_usd {ctx.cfg.budget_usd} is spent; {len(failed)} "
                                 f"shards of step {name!r} are unfinished. Rerun with a larger budget_usd to resume.")
@@ -136,10 +136,10 @@ def run_stages(config: dict, stages: list[str], only: dict[str, list[str]] | Non
     cfg = Config.model_validate(config)
     attempt = new_attempt()
     storage = RunContext(cfg).storage
-    with dask_cluster(cfg.cluster) as address, dask_client(address) as client, \
-            run_governor(cfg, storage, attempt):
-        slots = sum(client.nthreads().values())
-        runner = ThreadPoolTaskRunner(max_workers=max(4, 2 * slots))
+    with dask_cluster(cfg.cluster) as address, dask_client(address), run_governor(cfg, storage, attempt):
+        # a thread per task run of a step: every shard reaches Dask at once, and no worker waits while a
+        # thread that finished its group starts the next task run
+        runner = ThreadPoolTaskRunner(max_workers=max(4, cfg.cluster.max_tasks_per_step))
         return {stage: STAGE_FLOWS[stage].with_options(task_runner=runner)(config, attempt, only) for stage in stages}
 
 
@@ -167,7 +167,7 @@ def orthoselect_pipeline(config_path: str | None = None, config: dict | None = N
         record_stop(ctx, "budget", message)
         raise BudgetStopped(message) from None
     clear_stop(ctx)
-    cached = {step: len(r["cached"]) for stage in results.values() for step, r in stage.items()
+    cached = {step: r["cached"] for stage in results.values() for step, r in stage.items()
               if isinstance(r, dict) and "cached" in r}
     manifest = ctx.storage.read_json("manifest.json", default={})
     return {"run_dir": cfg.run_dir, "cached_shards": cached, "counts": manifest.get("counts"),
