@@ -31,12 +31,11 @@ def dask_cluster(cfg: ClusterConfig) -> Iterator[str]:
     import dask
     from distributed import LocalCluster
 
-    settings = {"distributed.worker.profile.enabled": cfg.profile_workers}
-    if not cfg.trim_worker_memory:
-        settings["distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"] = None  # None: not set
-    with dask.config.set(settings), LocalCluster(
+    # preload: each worker imports the library while the cluster starts, both at once, instead of in
+    # its first task
+    with dask.config.set(cfg.dask_config), LocalCluster(
             n_workers=cfg.n_workers, threads_per_worker=cfg.threads_per_worker, processes=True,
-            memory_limit=cfg.memory_limit, dashboard_address=None) as cluster:
+            memory_limit=cfg.memory_limit, dashboard_address=None, preload=["orthoselect.stages"]) as cluster:
         yield cluster.scheduler_address
 
 
@@ -46,9 +45,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _healthy(api_url: str) -> bool:
+def _healthy(api_url: str, path: str = "/health") -> bool:
     try:
-        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as r:
+        with urllib.request.urlopen(f"{api_url}{path}", timeout=5) as r:
             return r.status == 200
     except OSError:
         return False
@@ -99,6 +98,7 @@ def prefect_api(home: str | None = None, startup_timeout: float = 120) -> Iterat
             if time.monotonic() > deadline:
                 raise RuntimeError(f"prefect server not healthy after {startup_timeout:.0f}s; see {home}/server.log")
             time.sleep(0.25)
+        _healthy(api_url, "/admin/version")  # the server's first API request takes ~0.6 s: not the first flow's
         os.environ["PREFECT_API_URL"] = api_url  # for processes started from here (Dask workers)
         from prefect.settings import PREFECT_API_URL, temporary_settings
 

@@ -5,10 +5,7 @@
 # Workers must reach the Prefect API and the storage: export PREFECT_API_URL (and AWS_* / AWS_ENDPOINT_URL
 # for S3) before starting them.
 set -euo pipefail
-# Worker settings OrthoSelect's LocalCluster also uses (config cluster.profile_workers / trim_worker_memory):
-# no statistical profiler (~20 % of CPU-bound step time) and glibc's own malloc trim threshold instead of Dask's (5-7 %).
-export DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED="${DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED:-False}"
-export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON="${DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON:-{'MALLOC_TRIM_THRESHOLD_': None}}"
+source "$(dirname "$0")/dask-worker-env.sh"  # the worker settings OrthoSelect's LocalCluster uses
 BIN="${VENV:-.venv}/bin"
 PORT="${PORT:-8786}"
 WORKERS="${WORKERS:-2}"

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orthoselect.hashing import stable_hash
 
@@ -195,6 +195,24 @@ class OutputConfig(Section):
     format: Literal["parquet", "jsonl"] = Field("parquet", description="Format of the selected shards.")
 
 
+LEAN_DASK_CONFIG: dict[str, Any] = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,  # None: not set in the worker
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "2s",
+    "distributed.worker.memory.monitor-interval": "500ms",
+}
+
+
+def _dotted(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}: nested Dask settings (YAML, --set overrides) as dotted keys."""
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        out.update(_dotted(value, name + ".") if isinstance(value, dict) else {name: value})
+    return out
+
+
 class ClusterConfig(Section):
     address: str | None = Field(
         None, description="Dask scheduler address (tcp://host:8786) of a running cluster; null starts a "
@@ -203,25 +221,33 @@ class ClusterConfig(Section):
     n_workers: int = Field(2, gt=0, description="Worker processes of the LocalCluster.")
     threads_per_worker: int = Field(2, gt=0, description="Threads per LocalCluster worker.")
     memory_limit: str = Field("4GiB", description="Memory limit per LocalCluster worker.")
-    profile_workers: bool = Field(
-        False, description="Run Dask's statistical profiler in each LocalCluster worker (the dashboard's "
-        "Profile page). It samples every worker thread each 10 ms and made CPU-bound steps ~20 % slower "
-        "(BENCHMARKS.md §3), so it is off unless you need it. A running cluster (`address`) keeps its own "
-        "setting (infra/dask-cluster.sh)."
+    dask_config: dict[str, Any] = Field(
+        default_factory=lambda: dict(LEAN_DASK_CONFIG), description="Dask settings (dotted keys, e.g. distributed.admin.tick.interval: "
+        "20ms) for the LocalCluster's scheduler, nannies and workers, over OrthoSelect's defaults "
+        "(LEAN_DASK_CONFIG): no statistical profiler (it made CPU-bound steps ~20 % slower), glibc's own "
+        "malloc trim threshold instead of Dask's 65536 (5-7 % slower, no memory difference), and Dask's "
+        "monitoring loops run less often (event-loop tick 1 s instead of 20 ms, system monitor 2 s instead of "
+        "500 ms, memory monitor 500 ms instead of 100 ms): an idle 2-worker cluster took 3.3 % of two cores "
+        "with Dask's intervals, 0.8 % with these "
+        "(BENCHMARKS.md §3). Set a key to Dask's default to restore it, e.g. distributed.worker.profile."
+        "enabled: true for the dashboard's Profile page. A running cluster (`address`) keeps its own "
+        "settings (infra/dask-cluster.sh sets the same)."
     )
-    trim_worker_memory: bool = Field(
-        False, description="Have glibc return freed memory to the OS sooner in LocalCluster workers (Dask's "
-        "default, MALLOC_TRIM_THRESHOLD_=65536). On the benchmark it cost 5-7 % of step time and made no "
-        "difference to worker memory (BENCHMARKS.md §3). Off: glibc's own threshold."
-    )
+
+    @field_validator("dask_config")
+    @classmethod
+    def _over_lean_defaults(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return {**LEAN_DASK_CONFIG, **_dotted(value)}
     task_retries: int = Field(
         2, ge=0, description="Prefect retries of a failed shard task (Dask already re-runs work lost with a "
         "worker); shards still failing go to the run's ledger for `orthoselect retry-failed`."
     )
     max_tasks_per_step: int = Field(
-        16, gt=0, description="Prefect task runs per shard step: with more shards than this, contiguous "
-        "shards share one task run (each still its own Dask task, its own marker and ledger entry). A task "
-        "run costs ~50-100 ms of Prefect CPU (BENCHMARKS.md), so many small shards are better grouped."
+        8, gt=0, description="Prefect task runs per shard step: with more shards than this, contiguous "
+        "shards share one task run (each still its own Dask task, its own marker and ledger entry). Task "
+        "runs do not limit parallelism (every shard of a step goes to Dask at once); each costs Prefect CPU "
+        "in the flow process and writes in the Prefect database: 8 instead of 16 cut the Prefect server's "
+        "CPU by a third at 200 shards (BENCHMARKS.md §3)."
     )
 
 

@@ -34,7 +34,10 @@ def _lines(model: type[BaseModel], prefix: str, indent: int) -> list[str]:
             value, note = EXAMPLE_REQUIRED.get(dotted), "  # required"
         else:
             value, note = field.get_default(call_default_factory=True), ""
-        out.append(f"{pad}{name}: {_scalar(value)}{note}")
+        if isinstance(value, dict) and value:
+            out += [f"{pad}{name}:"] + [f"{pad}  {k}: {_scalar(v)}" for k, v in value.items()]
+        else:
+            out.append(f"{pad}{name}: {_scalar(value)}{note}")
     return out
 
 

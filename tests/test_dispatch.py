@@ -24,20 +24,26 @@ def test_a_shard_task_unpickles_without_prefect(tmp_path):
     assert out.stdout.decode().strip() == "[]"
 
 
-def _worker_settings():
+def _worker_settings(dask_worker):
     import os
 
     import dask
 
-    return dask.config.get("distributed.worker.profile.enabled"), os.environ.get("MALLOC_TRIM_THRESHOLD_")
+    return (dask.config.get("distributed.worker.profile.enabled"), os.environ.get("MALLOC_TRIM_THRESHOLD_"),
+            dask.config.get("distributed.admin.tick.interval"), tuple(p.name for p in dask_worker.preloads))
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize("options, expected", [
-    ({}, (False, None)),
-    ({"profile_workers": True, "trim_worker_memory": True}, (True, "65536")),
+    ({}, (False, None, "1s", ("orthoselect.stages",))),
+    ({"dask_config": {"distributed.worker.profile.enabled": True,
+                      "distributed": {"admin": {"tick": {"interval": "20ms"}},
+                                      "nanny": {"pre-spawn-environ": {"MALLOC_TRIM_THRESHOLD_": 65536}}}}},
+     (True, "65536", "20ms", ("orthoselect.stages",))),
 ])
 def test_local_cluster_worker_settings(options, expected):
+    """Lean Dask defaults reach the LocalCluster's workers, the config's keys (dotted or nested) win, and
+    the workers preloaded the library."""
     from distributed import Client
 
     from flows.runtime import dask_cluster
