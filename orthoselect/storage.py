@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import random
+import sys
 import tempfile
 import time
 import uuid
@@ -28,20 +29,16 @@ T = TypeVar("T")
 PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, ValueError)
 
 
-def _transient_errors() -> tuple[type[BaseException], ...]:
-    """I/O errors worth retrying: OS-level ones, and the connection errors of the S3 client stack."""
+def transient_errors() -> tuple[type[BaseException], ...]:
+    """I/O errors worth retrying: OS-level ones, and the connection errors of the S3 client stack when it
+    is loaded (an error of a library never imported cannot occur; not importing them saves ~0.3 s)."""
     errors: list[type[BaseException]] = [OSError, ConnectionError, TimeoutError]
-    try:
-        import aiohttp
-        import botocore.exceptions as boto
-
-        errors += [boto.ConnectionError, boto.HTTPClientError, aiohttp.ClientError]
-    except ImportError:  # pragma: no cover - s3fs not installed
-        pass
+    if "botocore.exceptions" in sys.modules:
+        boto = sys.modules["botocore.exceptions"]
+        errors += [boto.ConnectionError, boto.HTTPClientError]
+    if "aiohttp" in sys.modules:
+        errors.append(sys.modules["aiohttp"].ClientError)
     return tuple(errors)
-
-
-TRANSIENT = _transient_errors()
 
 
 def is_remote(url: str) -> bool:
@@ -61,7 +58,7 @@ def with_retries(fn: Callable[[], T], attempts: int, what: str) -> T:
             return fn()
         except PERMANENT:
             raise
-        except TRANSIENT as e:
+        except transient_errors() as e:
             if attempt == attempts:
                 raise
             delay = min(8.0, 0.25 * 2**attempt) * (0.5 + random.random())

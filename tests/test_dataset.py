@@ -122,3 +122,25 @@ def test_generated_ids_when_no_id_field(tmp_path):
     p.write_text('{"text": "a"}\n{"text": "b"}\n')
     ids, _ = read_all(p, id_field=None)
     assert ids == ["s:1", "s:2"]
+
+
+def test_storage_retries_transient_errors_of_the_s3_stack_not_permanent_ones(monkeypatch):
+    import aiohttp
+    import botocore.exceptions
+
+    from orthoselect import storage
+
+    monkeypatch.setattr(storage.time, "sleep", lambda s: None)
+    for error in (aiohttp.ClientConnectionError("reset"), botocore.exceptions.EndpointConnectionError(
+            endpoint_url="http://127.0.0.1:1"), TimeoutError("slow")):
+        calls = []
+
+        def flaky(error=error, calls=calls):
+            calls.append(1)
+            if len(calls) < 3:
+                raise error
+            return "ok"
+
+        assert storage.with_retries(flaky, attempts=3, what="read") == "ok" and len(calls) == 3
+    with pytest.raises(FileNotFoundError):
+        storage.with_retries(lambda: open("/nonexistent/x"), attempts=3, what="read")
