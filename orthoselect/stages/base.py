@@ -147,13 +147,13 @@ class Step(ABC):
         return marker is not None and marker["key"] == self.key(ctx, shard)
 
     def __call__(self, ctx: RunContext, shard: Shard | None = None) -> dict:
+        started = time.perf_counter()  # the marker's `seconds`: the whole step, its done-check included
         unit = shard.id if shard else RUN_UNIT
         key = self.key(ctx, shard)
         marker = ctx.read_marker(self.name, unit)
         if marker is not None and marker["key"] == key:
             log.info("%s %s: already done, skipped", self.name, unit)
             return marker["stats"]
-        started = time.perf_counter()
         stats = self.run(ctx, shard)
         ctx.write_marker(self.name, unit, key, stats, time.perf_counter() - started)
         return stats
