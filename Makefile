@@ -24,7 +24,7 @@ test: install
 bench: install
 	$(BIN)/python bench/bench_rating.py
 	$(BIN)/python bench/bench_select.py --docs 1000000 --shards 20
-	$(BIN)/python bench/bench_orchestration.py --shards 200 --docs-per-shard 100 1000 --max-tasks 16 --repeat 3
+	$(BIN)/python bench/bench_orchestration.py --shards 200 --docs-per-shard 100 1000 --max-tasks 8 --repeat 3
 	$(BIN)/python bench/bench_llm_layer.py
 
 clean:

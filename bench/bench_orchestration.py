@@ -135,7 +135,7 @@ def report(args: argparse.Namespace, rows: list[dict]) -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     lines = [f"Command: `.venv/bin/python bench/bench_orchestration.py --shards {args.shards} --docs-per-shard "
              f"{' '.join(map(str, args.docs_per_shard))} --max-tasks {' '.join(map(str, args.max_tasks))} "
-             f"--repeat {args.repeat}`",
+             f"--repeat {args.repeat}" + (f" --out {args.out}" if args.out != "RESULTS_orchestration.md" else "") + "`",
              f"Machine: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}; the Prefect server, the "
              "flow process and the 2 Dask workers share these 2 cores.", "",
              "| shards x docs | task runs per shard step | round | sequential, no Prefect/Dask (s) | ideal on 2 "
@@ -161,8 +161,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shards", type=int, default=200)
     ap.add_argument("--docs-per-shard", type=int, nargs="+", default=[100, 1000])
-    ap.add_argument("--max-tasks", type=int, nargs="+", default=[16], help="cluster.max_tasks_per_step values")
+    ap.add_argument("--max-tasks", type=int, nargs="+", default=[8], help="cluster.max_tasks_per_step values")
     ap.add_argument("--repeat", type=int, default=3, help="rounds of baseline + orchestrated runs")
+    ap.add_argument("--out", default="RESULTS_orchestration.md", help="results file, beside this script")
     args = ap.parse_args()
     from flows.runtime import prefect_api
 
@@ -176,7 +177,7 @@ def main() -> None:
             rows += measure(Path(tmp), args.shards, per_shard, args.max_tasks, args.repeat)
     text = report(args, rows)
     print(text)
-    Path(__file__).with_name("RESULTS_orchestration.md").write_text(text + "\n")
+    Path(__file__).with_name(args.out).write_text(text + "\n")
 
 
 if __name__ == "__main__":
