@@ -222,16 +222,16 @@ class ClusterConfig(Section):
     threads_per_worker: int = Field(2, gt=0, description="Threads per LocalCluster worker.")
     memory_limit: str = Field("4GiB", description="Memory limit per LocalCluster worker.")
     dask_config: dict[str, Any] = Field(
-        default_factory=lambda: dict(LEAN_DASK_CONFIG), description="Dask settings (dotted keys, e.g. distributed.admin.tick.interval: "
-        "20ms) for the LocalCluster's scheduler, nannies and workers, over OrthoSelect's defaults "
-        "(LEAN_DASK_CONFIG): no statistical profiler (it made CPU-bound steps ~20 % slower), glibc's own "
-        "malloc trim threshold instead of Dask's 65536 (5-7 % slower, no memory difference), and Dask's "
-        "monitoring loops run less often (event-loop tick 1 s instead of 20 ms, system monitor 2 s instead of "
-        "500 ms, memory monitor 500 ms instead of 100 ms): an idle 2-worker cluster took 3.3 % of two cores "
-        "with Dask's intervals, 0.8 % with these "
-        "(BENCHMARKS.md §3). Set a key to Dask's default to restore it, e.g. distributed.worker.profile."
-        "enabled: true for the dashboard's Profile page. A running cluster (`address`) keeps its own "
-        "settings (infra/dask-cluster.sh sets the same)."
+        default_factory=lambda: dict(LEAN_DASK_CONFIG),
+        description="Dask settings (dotted keys, e.g. distributed.admin.tick.interval: 20ms) for the "
+        "LocalCluster's scheduler, nannies and workers, over OrthoSelect's defaults (LEAN_DASK_CONFIG): no "
+        "statistical profiler (it made CPU-bound steps ~20 % slower), glibc's own malloc trim threshold "
+        "instead of Dask's 65536 (5-7 % slower, no memory difference), and Dask's monitoring loops run less "
+        "often (event-loop tick 1 s instead of 20 ms, system monitor 2 s instead of 500 ms, memory monitor "
+        "500 ms instead of 100 ms): an idle 2-worker cluster took 3.3 % of two cores with Dask's intervals, "
+        "0.8 % with these (BENCHMARKS.md §3). Set a key to Dask's default to restore it, e.g. "
+        "distributed.worker.profile.enabled: true for the dashboard's Profile page. A running cluster "
+        "(`address`) keeps its own settings (infra/dask-worker-env.sh sets the same)."
     )
 
     @field_validator("dask_config")

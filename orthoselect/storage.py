@@ -31,7 +31,7 @@ PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirector
 
 def transient_errors() -> tuple[type[BaseException], ...]:
     """I/O errors worth retrying: OS-level ones, and the connection errors of the S3 client stack when it
-    is loaded (an error of a library never imported cannot occur; not importing them saves ~0.3 s)."""
+    is loaded (an error of a library never imported cannot occur; not importing them saves ~0.2 s)."""
     errors: list[type[BaseException]] = [OSError, ConnectionError, TimeoutError]
     if "botocore.exceptions" in sys.modules:
         boto = sys.modules["botocore.exceptions"]
