@@ -94,7 +94,12 @@ def test_litellm_transport_sends_response_format_when_asked_or_listed(mode, sent
     assert [x.score for x in out] == truth()[:4]
 
 
-def test_auto_falls_back_to_text_once_when_rejected(cache, caplog):
+def test_auto_falls_back_to_text_once_when_rejected(cache, caplog, monkeypatch):
+    from orthoselect.llm import client
+
+    # endpoints known to accept response_format are remembered per process; an earlier test's fake
+    # server on the same (reused) port must not count as this one
+    monkeypatch.setattr(client, "_RF_ACCEPTED", set())
     caplog.set_level(logging.WARNING, logger="orthoselect.llm.client")
     with FakeLLMServer(reject_response_format=True, latency_ms=20) as srv:
         for n in (1, 2):  # each rater (client) finds out once, with a single request
