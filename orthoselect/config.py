@@ -144,18 +144,28 @@ class RatingConfig(LLMEndpoint):
 
 class DPPConfig(Section):
     k: int = Field(10, gt=0, description="r: rules kept by the DPP.")
-    kernel: Literal["correlation", "gram"] = Field(
-        "correlation", description="`correlation`: L = corr(S) + eps*I over standardised non-constant rule "
-        "columns (independence only); `gram`: L = S^T S on raw scores, as the paper's code."
+    kernel: Literal["quality", "correlation", "gram"] = Field(
+        "quality", description="`quality`: L = diag(q) K diag(q), K the rules' correlation and q each rule's "
+        "label-free quality (the squared correlation of its scores with the consensus of the other rules, "
+        "its own redundancy cluster left out), so noise, near-constant, off-topic and contrarian rules are not "
+        "picked; `correlation`: L = K, independence only (prefers noise rules; kept for comparison); `gram`: "
+        "L = S^T S on raw scores, as the paper's code (`gram` with `sample` and samples 1 reproduces it)."
     )
     method: Literal["greedy", "sample"] = Field(
-        "greedy", description="`greedy`: deterministic greedy MAP; `sample`: seeded exact k-DPP draws, the "
-        "one with the lowest rho kept."
+        "greedy", description="`greedy`: deterministic greedy MAP (ties go to a seeded hash of the rule id, "
+        "never to rule order); `sample`: `samples` seeded exact k-DPP draws, the one with the largest det(L_A) "
+        "kept."
     )
     samples: int = Field(100, gt=0, description="M: k-DPP draws when method is `sample`.")
     eps: float = Field(1e-6, ge=0, description="Ridge added to the kernel diagonal.")
+    duplicate_correlation: float = Field(
+        0.8, gt=0, le=1, description="Rules whose scores correlate above this on average form one redundancy "
+        "cluster (the same criterion phrased again): a cluster counts once in the consensus behind q, and "
+        "its members cannot vouch for each other."
+    )
     random_subsets: int = Field(
-        1000, ge=0, description="Random r-subsets drawn to place the chosen set's rho as a percentile."
+        1000, ge=0, description="Random r-subsets drawn to place the chosen set's fidelity and rho as "
+        "percentiles (0: none)."
     )
 
 

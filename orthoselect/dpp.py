@@ -1,13 +1,17 @@
-"""Choosing r mutually independent ("orthogonal") rules with a determinantal point process.
+"""Choosing r rules with a determinantal point process (DPP) over the rules' sample scores.
 
 The score matrix S (n documents x R rules, NaN = missing rating) defines a kernel L over rules; a DPP
-favours subsets A whose L_A has a large determinant, i.e. rules that do not duplicate each other.
-Quality of a subset (the paper's metric): rho(A) = ||C_A - I||_F / |A|, C_A the Pearson correlation
-matrix of its columns; lower is more orthogonal.
+favours subsets A whose L_A has a large determinant. Kernels (`dpp.kernel`):
+
+- `quality` (default): L = diag(q) K diag(q), K the rules' correlation matrix and q each rule's
+  label-free quality (`orthoselect.rule_quality`): det(L_A) = prod(q_i^2) det(K_A), so a set is good
+  when its rules are individually trustworthy *and* not redundant. A noise or near-constant rule is
+  independent of everything, but its q is near 0, so it is not picked.
+- `correlation`: L = K, independence only (earlier default; prefers noise rules, see method notes).
+- `gram`: L = S^T S on raw scores, the paper's code.
 
 Missing ratings are handled pairwise: each correlation (or Gram entry) uses the rows where both rules
-have a score. A pair with fewer than 2 common rows, or in which a rule is constant over the common rows,
-has correlation 0.
+have a score. Columns with fewer than 2 ratings or one distinct value are dropped before the kernel.
 """
 from __future__ import annotations
 
@@ -17,36 +21,35 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-RANK_RTOL = 1e-10
-"""Eigenvalues (and greedy marginal gains) at most RANK_RTOL times the largest count as zero."""
+from orthoselect import rule_diagnostics as diag
+from orthoselect.dpp_inference import (  # noqa: F401 - part of this module's interface
+    RANK_RTOL,
+    DPPInputError,
+    KernelRankError,
+    _as_kernel,
+    _check_k,
+    _greedy,
+    _log_elementary_symmetric,
+    greedy_map,
+    sample_k_dpp,
+)
+from orthoselect.hashing import uint64_key
+from orthoselect.rule_quality import RuleQuality, pairwise_corr, rule_quality
 
-VARIANCE_RTOL = 1e-10
-"""A pairwise variance below this share of the mean square counts as zero (a constant column)."""
+QUALITY_FLOOR = 1e-3
+"""Added to q in the `quality` kernel, so that rules of no quality stay ordered by diversity when k
+leaves no choice but to take some."""
 
-KERNELS = ("correlation", "gram")
+LOW_QUALITY = 0.05
+"""A chosen rule with q below this (less than 5 % of its variance shared with the other rules) is
+named in the selection's warnings."""
+
+KERNELS = ("quality", "correlation", "gram")
 METHODS = ("greedy", "sample")
 
 
-class DPPInputError(ValueError):
-    """Scores, kernel or parameters the DPP cannot use."""
-
-
-class KernelRankError(ValueError):
-    """k exceeds the numerical rank of the kernel: no k rules are linearly independent."""
-
-    def __init__(self, k: int, rank: int, detail: str = ""):
-        self.k, self.rank, self.detail = k, rank, detail
-        super().__init__(
-            f"cannot choose k={k} rules: the kernel has numerical rank {rank}{detail}. "
-            f"Lower dpp.k to at most {rank}, use more diverse rules, or rate a larger sample."
-        )
-
-    def __reduce__(self):  # picklable across processes (Dask, Prefect) despite the custom __init__
-        return type(self), (self.k, self.rank, self.detail)
-
-
 # ---------------------------------------------------------------------------------------------------
-# Correlation and kernels
+# Kernels
 
 
 def rule_correlation(scores: np.ndarray) -> float:
@@ -56,25 +59,39 @@ def rule_correlation(scores: np.ndarray) -> float:
     s = _as_scores(scores)
     if s.shape[1] == 0:
         raise DPPInputError("rule_correlation needs at least one score column")
-    return _rho(_pairwise_corr(s))
+    return diag.rho(pairwise_corr(s))
 
 
-def build_kernel(
-    scores: np.ndarray, kind: Literal["correlation", "gram"], eps: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """The DPP kernel over the non-constant rule columns: (L, kept_column_indices).
+def build_kernel(scores: np.ndarray, kind: Literal["quality", "correlation", "gram"], eps: float,
+                 duplicate_correlation: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+    """The DPP kernel over the non-constant rule columns: (L + eps*I, kept_column_indices).
 
-    `correlation`: pairwise-complete Pearson correlation of the kept columns (standardised scores).
-    `gram`: S^T S on raw scores, as the paper's code; with missing values L_ij = n * mean of s_i*s_j
-    over the rows where both are present. Pairwise-complete estimates need not be positive
-    semi-definite, so negative eigenvalues are clipped to 0 (nearest PSD matrix) before eps*I is added.
-    Columns with zero variance over their non-missing values (or fewer than 2 of them) are dropped."""
+    `quality`: diag(q + QUALITY_FLOOR) K diag(q + QUALITY_FLOOR). `correlation`: K, the
+    pairwise-complete Pearson correlation. `gram`: S^T S on raw scores, as the paper's code; with
+    missing values L_ij = n * mean of s_i*s_j over the rows where both are present. Pairwise-complete
+    estimates need not be positive semi-definite, so negative eigenvalues of K (or of the Gram matrix)
+    are clipped to 0 (nearest PSD matrix) before eps*I is added."""
     s = _as_scores(scores)
     _check_kind(kind)
     eps = _check_eps(eps)
+    _check_duplicate_correlation(duplicate_correlation)
     kept = np.flatnonzero(~_constant_columns(s))
-    kernel = _kernel_matrix(s[:, kept], kind)
+    kernel, _, _ = _kernel_parts(s[:, kept], kind, duplicate_correlation)
     return kernel + eps * np.eye(len(kept)), kept
+
+
+def _kernel_parts(s: np.ndarray, kind: str, duplicate_correlation: float
+                  ) -> tuple[np.ndarray, np.ndarray, RuleQuality]:
+    """(PSD kernel without the ridge, correlation, rule quality) of non-constant columns."""
+    corr = pairwise_corr(s)
+    quality = rule_quality(s, corr, duplicate_correlation)
+    if kind == "gram":
+        return _nearest_psd(_gram(s)), corr, quality
+    kernel = _nearest_psd(corr)
+    if kind == "quality":
+        q = quality.quality + QUALITY_FLOOR
+        kernel = q[:, None] * kernel * q[None, :]
+    return kernel, corr, quality
 
 
 def _as_scores(scores: np.ndarray) -> np.ndarray:
@@ -97,25 +114,6 @@ def _constant_columns(s: np.ndarray) -> np.ndarray:
     return (present.sum(axis=0) < 2) | ~(high > low)
 
 
-def _pairwise_corr(s: np.ndarray) -> np.ndarray:
-    """Pearson correlation of every column pair over the rows where both are present (vectorised)."""
-    present = ~np.isnan(s)
-    mask = present.astype(float)
-    column_mean = np.where(present, s, 0.0).sum(axis=0) / np.maximum(present.sum(axis=0), 1)
-    centred = np.where(present, s - column_mean, 0.0)  # shift-invariant; centring avoids cancellation
-    n = mask.T @ mask
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean = (centred.T @ mask) / n  # mean[i, j]: mean of column i over rows shared with j
-        mean_sq = ((centred * centred).T @ mask) / n
-        var = mean_sq - mean**2
-        cov = (centred.T @ centred) / n - mean * mean.T
-        valid = (n >= 2) & (var > VARIANCE_RTOL * mean_sq) & (var.T > VARIANCE_RTOL * mean_sq.T)
-        corr = np.where(valid, cov / np.sqrt(var * var.T), 0.0)
-    corr = np.clip(corr, -1.0, 1.0)
-    np.fill_diagonal(corr, 1.0)
-    return corr
-
-
 def _gram(s: np.ndarray) -> np.ndarray:
     """S^T S; with missing values each entry is n * the mean product over the rows both have."""
     present = ~np.isnan(s)
@@ -124,11 +122,6 @@ def _gram(s: np.ndarray) -> np.ndarray:
     common = mask.T @ mask
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(common > 0, (filled.T @ filled) * (len(s) / common), 0.0)
-
-
-def _kernel_matrix(s: np.ndarray, kind: str) -> np.ndarray:
-    """The PSD kernel without the ridge."""
-    return _nearest_psd(_pairwise_corr(s) if kind == "correlation" else _gram(s))
 
 
 def _nearest_psd(a: np.ndarray) -> np.ndarray:
@@ -151,122 +144,6 @@ def _numerical_rank(a: np.ndarray) -> int:
     return int((w > RANK_RTOL * w[-1]).sum()) if w[-1] > 0 else 0
 
 
-def _rho(corr: np.ndarray) -> float:
-    r = len(corr)
-    return float(np.linalg.norm(corr - np.eye(r)) / r)
-
-
-# ---------------------------------------------------------------------------------------------------
-# DPP inference
-
-
-def greedy_map(L: np.ndarray, k: int) -> list[int]:
-    """Greedy MAP of a DPP: add the item with the largest det gain, k times (Chen et al. 2018).
-
-    Incremental Cholesky, O(N k^2). Returns indices in pick order (the first is the largest diagonal);
-    ties go to the lowest index. Raises KernelRankError when a pick has no positive gain (k > rank)."""
-    L = _as_kernel(L)
-    k = _check_k(k)
-    gains = np.diag(L).copy()  # d_i^2: det(L_{A+i}) / det(L_A)
-    tol = RANK_RTOL * max(gains.max(initial=0.0), 0.0)
-    factors = np.empty((k, len(L)))  # row t: the t-th column of the Cholesky factor, for every item
-    picks: list[int] = []
-    for t in range(k):
-        j = int(np.argmax(gains)) if len(gains) else -1
-        if j < 0 or not gains[j] > tol:
-            raise KernelRankError(k, t)
-        picks.append(j)
-        e = (L[j] - factors[:t, j] @ factors[:t]) / np.sqrt(gains[j])
-        factors[t] = e
-        gains -= e * e
-        gains[picks] = -np.inf
-    return picks
-
-
-def sample_k_dpp(L: np.ndarray, k: int, rng: np.random.Generator) -> list[int]:
-    """An exact k-DPP draw, P(A) proportional to det(L_A) (Kulesza & Taskar 2012, Alg. 7-8).
-
-    Eigenvectors are chosen with elementary symmetric polynomials computed in log space (no overflow
-    or underflow for large N or eigenvalues), then the projection DPP is sampled by the chain rule.
-    Returns the sorted indices. Raises KernelRankError when k exceeds the numerical rank of L."""
-    L = _as_kernel(L)
-    k = _check_k(k)
-    if not isinstance(rng, np.random.Generator):
-        raise DPPInputError("rng must be a numpy.random.Generator, e.g. np.random.default_rng(seed)")
-    if len(L) == 0:
-        raise KernelRankError(k, 0)
-    w, v = np.linalg.eigh(L)
-    w = np.where(w > RANK_RTOL * w[-1], w, 0.0) if w[-1] > 0 else np.zeros_like(w)
-    rank = int(np.count_nonzero(w))
-    if k > rank:
-        raise KernelRankError(k, rank)
-    chosen = _choose_eigenvectors(w, k, rng)
-    return sorted(_sample_projection(v[:, chosen], rng))
-
-
-def _log_elementary_symmetric(lam: np.ndarray, k: int) -> np.ndarray:
-    """log e_l(lam_1..lam_n) for l <= k, n <= N, as a (k+1) x (N+1) table."""
-    with np.errstate(divide="ignore"):
-        log_lam = np.log(lam)
-    table = np.full((k + 1, len(lam) + 1), -np.inf)
-    table[0] = 0.0
-    for n in range(1, len(lam) + 1):
-        table[1:, n] = np.logaddexp(table[1:, n - 1], log_lam[n - 1] + table[:-1, n - 1])
-    return table
-
-
-def _choose_eigenvectors(lam: np.ndarray, k: int, rng: np.random.Generator) -> list[int]:
-    """Pick k eigenvectors: eigenvector n with probability lam_n e_{l-1}(lam_<n) / e_l(lam_<=n)."""
-    table = _log_elementary_symmetric(lam, k)
-    with np.errstate(divide="ignore"):
-        log_lam = np.log(lam)
-    chosen, remaining = [], k
-    for n in range(len(lam), 0, -1):
-        if remaining == 0:
-            break
-        p = np.exp(log_lam[n - 1] + table[remaining - 1, n - 1] - table[remaining, n])
-        if remaining == n or rng.random() < p:
-            chosen.append(n - 1)
-            remaining -= 1
-    return chosen
-
-
-def _sample_projection(v: np.ndarray, rng: np.random.Generator) -> list[int]:
-    """Sample the projection DPP K = V V^T: item i with probability proportional to its residual
-    diagonal given the items already drawn (incremental Cholesky, as in greedy_map)."""
-    n, k = v.shape
-    residual = np.einsum("ij,ij->i", v, v)
-    factors = np.empty((k, n))
-    picks: list[int] = []
-    for t in range(k):
-        p = np.clip(residual, 0.0, None)
-        p[picks] = 0.0
-        j = int(rng.choice(n, p=p / p.sum()))
-        picks.append(j)
-        e = (v @ v[j] - factors[:t, j] @ factors[:t]) / np.sqrt(residual[j])
-        factors[t] = e
-        residual = residual - e * e
-    return picks
-
-
-def _as_kernel(L: np.ndarray) -> np.ndarray:
-    L = np.asarray(L, dtype=float)
-    if L.ndim != 2 or L.shape[0] != L.shape[1]:
-        raise DPPInputError(f"the kernel must be a square matrix, got shape {L.shape}")
-    if not np.isfinite(L).all():
-        raise DPPInputError("the kernel must be finite")
-    scale = np.abs(L).max(initial=0.0)
-    if not np.allclose(L, L.T, rtol=1e-8, atol=1e-12 * scale):
-        raise DPPInputError("the kernel must be symmetric")
-    return (L + L.T) / 2
-
-
-def _check_k(k: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise DPPInputError(f"k must be a positive integer, got {k!r}")
-    return int(k)
-
-
 def _check_kind(kind: str) -> None:
     if kind not in KERNELS:
         raise DPPInputError(f"kernel must be one of {KERNELS}, got {kind!r}")
@@ -278,17 +155,29 @@ def _check_eps(eps: float) -> float:
     return float(eps)
 
 
+def _check_duplicate_correlation(value: float) -> float:
+    if not isinstance(value, (int, float, np.floating)) or not 0 < value <= 1:
+        raise DPPInputError(f"duplicate_correlation must be in (0, 1], got {value!r}")
+    return float(value)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Rule selection with diagnostics
 
 
 @dataclass
 class RuleSelection:
-    """The chosen rules and how orthogonal they are.
+    """The chosen rules, and label-free evidence about them.
 
-    `percentile` is the percent of random r-subsets (of the kept rules) whose rho is <= rho_chosen:
-    near 0 means the chosen set is more orthogonal than almost every random set. `random_rhos` holds
-    n, mean, p5, p50, p95 of those rhos (empty, and percentile None, when no subsets were drawn)."""
+    `percentile`: percent of random r-subsets (of the kept rules) whose rho is <= rho_chosen (near 0: more
+    orthogonal than almost every random set; a diagnostic, not a goal). `fidelity`: Spearman correlation
+    of the chosen rules' mean score with the reference rules' mean score on the sample: every rule but
+    those of quality below LOW_QUALITY (all kept rules when fewer than k remain); `fidelity_percentile`:
+    percent of random r-subsets at least as faithful (near 0: better than almost every random set).
+    `random_rhos` / `random_fidelity` summarise the random subsets (n, mean, p5, p50, p95; empty, and the
+    percentiles None, when none were drawn). `rules`: one row per input rule (id, sd, missing, quality,
+    agreement, cluster, pick: 1-based pick position or None). `fidelity_curve`: fidelity of the first r
+    rules in greedy pick order for r = 1..R (a grid for large R), beside random r-subsets' median."""
 
     chosen_ids: list[str]  # in pick order for `greedy`, column order for `sample`
     chosen_index: list[int]  # column indices into the input score matrix
@@ -296,11 +185,19 @@ class RuleSelection:
     rho_all: float  # rho of all kept (non-constant) rules
     random_rhos: dict[str, float]
     percentile: float | None
+    fidelity: float | None
+    fidelity_reference: int  # how many rules the fidelity's reference mean averages
+    random_fidelity: dict[str, float]
+    fidelity_percentile: float | None
+    fidelity_curve: list[dict]
+    rules: list[dict]
+    warnings: list[str]
     dropped_constant: list[str]
     rank: int  # numerical rank of the kernel before the eps ridge
     logdet: float  # log det of L (with ridge) restricted to the chosen rules
     kernel: str
     method: str
+    duplicate_correlation: float
     seed: int
     correlation: pd.DataFrame = field(repr=False)  # pairwise-complete correlations of the kept rules
 
@@ -313,27 +210,71 @@ def select_rules(
     scores: np.ndarray,
     rule_ids: list[str],
     k: int,
-    kernel: Literal["correlation", "gram"] = "correlation",
+    kernel: Literal["quality", "correlation", "gram"] = "quality",
     method: Literal["greedy", "sample"] = "greedy",
     samples: int = 100,
     eps: float = 1e-6,
+    duplicate_correlation: float = 0.8,
     random_subsets: int = 1000,
     seed: int = 0,
 ) -> RuleSelection:
-    """Choose k orthogonal rules from an n x R score matrix (columns in rule_ids order, NaN = missing).
+    """Choose k rules from an n x R score matrix (columns in rule_ids order, NaN = missing).
 
-    `greedy`: deterministic greedy MAP. `sample`: `samples` exact k-DPP draws from
-    np.random.default_rng(seed), the one with the lowest rho kept (ties: the first). Raises
-    KernelRankError when k exceeds the numerical rank of the kernel before the ridge."""
+    `greedy`: deterministic greedy MAP; a tie goes to the rule whose seeded hash of its id is lowest,
+    never to the column order. `sample`: `samples` exact k-DPP draws from np.random.default_rng(seed),
+    the one with the largest det(L_A) kept (ties: the first). Raises KernelRankError when k exceeds the
+    numerical rank of the kernel before the ridge."""
     s = _as_scores(scores)
     ids = [str(r) for r in rule_ids]
+    _check_arguments(s, ids, k, kernel, method, samples, eps, duplicate_correlation, random_subsets, seed)
+    constant = _constant_columns(s)
+    kept = np.flatnonzero(~constant)
+    dropped = [ids[i] for i in np.flatnonzero(constant)]
+    base, corr, quality = _kernel_parts(s[:, kept], kernel, duplicate_correlation)
+    rank = _numerical_rank(base)
+    if k > rank:
+        detail = f"; {len(kept)} of {len(ids)} rules vary over {s.shape[0]} documents"
+        if dropped:
+            detail += f", {len(dropped)} constant rules were dropped: {', '.join(dropped)}"
+        raise KernelRankError(k, rank, detail)
+    L = base + eps * np.eye(len(kept))
+    tiebreak = np.array([uint64_key("dpp-tie", seed, ids[i]) for i in kept], dtype=float)
+    if method == "greedy":
+        local = greedy_map(L, k, tiebreak)
+    else:
+        rng = np.random.default_rng(seed)
+        draws = [sample_k_dpp(L, k, rng) for _ in range(samples)]
+        local = draws[int(np.argmax([np.linalg.slogdet(L[np.ix_(d, d)])[1] for d in draws]))]
+    chosen = [int(kept[i]) for i in local]
+    trusted = [int(c) for c, q in zip(kept, quality.quality) if q >= LOW_QUALITY]
+    reference = trusted if len(trusted) >= k else [int(c) for c in kept]
+    evidence = _evidence(s, kept, corr, local, _greedy(L, len(kept), tiebreak), k, random_subsets, seed, reference)
+    return RuleSelection(
+        chosen_ids=[ids[i] for i in chosen],
+        chosen_index=chosen,
+        **evidence,
+        rules=_rule_rows(s, ids, kept, quality, chosen),
+        warnings=_warnings(ids, kept, quality, local, evidence, kernel),
+        dropped_constant=dropped,
+        rank=rank,
+        logdet=float(np.linalg.slogdet(L[np.ix_(local, local)])[1]),
+        kernel=kernel,
+        method=method,
+        duplicate_correlation=float(duplicate_correlation),
+        seed=int(seed),
+        correlation=pd.DataFrame(corr, index=[ids[i] for i in kept], columns=[ids[i] for i in kept]),
+    )
+
+
+def _check_arguments(s, ids, k, kernel, method, samples, eps, duplicate_correlation, random_subsets, seed):
     if len(ids) != s.shape[1]:
         raise DPPInputError(f"{len(ids)} rule ids for {s.shape[1]} score columns")
     if len(set(ids)) != len(ids):
         raise DPPInputError("rule ids must be unique")
-    k = _check_k(k)
+    _check_k(k)
     _check_kind(kernel)
-    eps = _check_eps(eps)
+    _check_eps(eps)
+    _check_duplicate_correlation(duplicate_correlation)
     if method not in METHODS:
         raise DPPInputError(f"method must be one of {METHODS}, got {method!r}")
     if method == "sample" and (not isinstance(samples, (int, np.integer)) or samples < 1):
@@ -343,56 +284,62 @@ def select_rules(
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise DPPInputError(f"seed must be an integer >= 0, got {seed!r}")
 
-    constant = _constant_columns(s)
-    kept = np.flatnonzero(~constant)
-    dropped = [ids[i] for i in np.flatnonzero(constant)]
-    base = _kernel_matrix(s[:, kept], kernel)
-    rank = _numerical_rank(base)
-    if k > rank:
-        detail = f"; {len(kept)} of {len(ids)} rules vary over {s.shape[0]} documents"
-        if dropped:
-            detail += f", {len(dropped)} constant rules were dropped: {', '.join(dropped)}"
-        raise KernelRankError(k, rank, detail)
-    L = base + eps * np.eye(len(kept))
-    corr = _pairwise_corr(s[:, kept])
 
-    if method == "greedy":
-        local = greedy_map(L, k)
-    else:
-        rng = np.random.default_rng(seed)
-        draws = [sample_k_dpp(L, k, rng) for _ in range(samples)]
-        local = draws[int(np.argmin([_rho(corr[np.ix_(d, d)]) for d in draws]))]
-
-    rho_chosen = _rho(corr[np.ix_(local, local)])
-    random_rhos, percentile = _random_baseline(corr, k, random_subsets, seed, rho_chosen)
-    kept_ids = [ids[i] for i in kept]
-    return RuleSelection(
-        chosen_ids=[kept_ids[i] for i in local],
-        chosen_index=[int(kept[i]) for i in local],
-        rho_chosen=rho_chosen,
-        rho_all=_rho(corr),
-        random_rhos=random_rhos,
-        percentile=percentile,
-        dropped_constant=dropped,
-        rank=rank,
-        logdet=float(np.linalg.slogdet(L[np.ix_(local, local)])[1]),
-        kernel=kernel,
-        method=method,
-        seed=int(seed),
-        correlation=pd.DataFrame(corr, index=kept_ids, columns=kept_ids),
-    )
+def _evidence(s, kept, corr, local, order, k, count, seed, reference) -> dict:
+    """rho and fidelity of the chosen set (local indices into kept), of random k-subsets of the kept
+    rules, and the fidelity curve along the greedy pick order; fidelity is to the mean of `reference`."""
+    fidelity = diag.Fidelity(s, reference)
+    rho_chosen = diag.rho(corr[np.ix_(local, local)])
+    fid_chosen = fidelity.of(list(kept[local]))
+    out = {"rho_chosen": rho_chosen, "rho_all": diag.rho(corr), "random_rhos": {}, "percentile": None,
+           "fidelity": diag.clean(fid_chosen), "fidelity_reference": len(reference), "random_fidelity": {},
+           "fidelity_percentile": None}
+    if count:
+        subsets = diag.random_subsets(len(kept), k, count, np.random.default_rng([seed, 1]))
+        rhos = diag.subset_rhos(corr, subsets)
+        fids = fidelity.of_subsets(kept[subsets])
+        out.update(random_rhos=diag.summary(rhos), percentile=diag.share_at_least(rhos, rho_chosen, False),
+                   random_fidelity=diag.summary(fids),
+                   fidelity_percentile=diag.share_at_least(fids, fid_chosen, True) if not np.isnan(fid_chosen)
+                   else None)
+    out["fidelity_curve"] = diag.fidelity_curve(fidelity, [int(kept[i]) for i in order], kept,
+                                                np.random.default_rng([seed, 2]), per_size=20 if count else 0)
+    return out
 
 
-def _random_baseline(
-    corr: np.ndarray, k: int, count: int, seed: int, rho_chosen: float
-) -> tuple[dict[str, float], float | None]:
-    """Summary of rho over `count` uniform random k-subsets, and the chosen set's percentile."""
-    if count == 0:
-        return {}, None
-    rng = np.random.default_rng([seed, 1])  # a stream apart from the DPP draws
-    subsets = np.argsort(rng.random((count, len(corr))), axis=1)[:, :k]
-    blocks = corr[subsets[:, :, None], subsets[:, None, :]] - np.eye(k)
-    rhos = np.sqrt((blocks**2).sum(axis=(1, 2))) / k
-    p5, p50, p95 = np.percentile(rhos, [5, 50, 95])
-    summary = {"n": int(count), "mean": float(rhos.mean()), "p5": float(p5), "p50": float(p50), "p95": float(p95)}
-    return summary, float(100.0 * np.mean(rhos <= rho_chosen + 1e-12))
+def _rule_rows(s, ids, kept, quality: RuleQuality, chosen: list[int]) -> list[dict]:
+    position = {col: j for j, col in enumerate(kept)}
+    picked = {col: n for n, col in enumerate(chosen, 1)}
+    present = ~np.isnan(s)
+    rows = []
+    for col, rule_id in enumerate(ids):
+        j = position.get(col)
+        values = s[present[:, col], col]
+        rows.append({
+            "id": rule_id,
+            "sd": float(values.std()) if len(values) else None,
+            "missing": float(1.0 - present[:, col].mean()) if len(s) else None,
+            "quality": None if j is None else float(quality.quality[j]),
+            "agreement": None if j is None else diag.clean(quality.agreement[j]),
+            "cluster": None if j is None else int(quality.cluster[j]),
+            "pick": picked.get(col),
+        })
+    return rows
+
+
+def _warnings(ids, kept, quality: RuleQuality, local, evidence: dict, kernel: str) -> list[str]:
+    out = []
+    low = [f"{ids[kept[i]]} (q={quality.quality[i]:.3f})" for i in local if quality.quality[i] < LOW_QUALITY]
+    if low:
+        out.append(f"{len(low)} chosen rules share less than {LOW_QUALITY:.0%} of their variance with the other "
+                   f"rules (noise, near-constant or off-topic?): {', '.join(low)}"
+                   + ("" if kernel == "quality" else f"; the `{kernel}` kernel ignores rule quality"))
+    pct = evidence["fidelity_percentile"]
+    if pct is not None and pct >= 50.0:
+        rnd = evidence["random_fidelity"].get("p50", float("nan"))
+        out.append(f"the chosen rules reproduce the all-rule ranking no better than random subsets of the same "
+                   f"size: fidelity {evidence['fidelity']:.3f} vs random median {rnd:.3f} "
+                   f"({pct:.0f} % of random subsets are at least as faithful)")
+    if len(kept) > 1 and quality.cluster.max() == 0:
+        out.append("all rules form one redundancy cluster: they measure one thing; quality is uninformative")
+    return out

@@ -38,7 +38,7 @@ def test_every_option_has_a_description():
 
 def test_minimal_config_gets_documented_defaults(tmp_path):
     cfg = load_config(write(tmp_path, {"dataset": {"path": "data"}}))
-    assert cfg.rules.count == 50 and cfg.dpp.k == 10 and cfg.dpp.kernel == "correlation"
+    assert cfg.rules.count == 50 and cfg.dpp.k == 10 and cfg.dpp.kernel == "quality"
     assert cfg.dpp.method == "greedy" and cfg.selection.mode == "top_k" and cfg.rating.model == "simulated"
     assert cfg.dataset.path == str(tmp_path / "data")  # relative paths resolve against the config's folder
     assert cfg.output_path == str(tmp_path / "runs" / "default") + "/selected"

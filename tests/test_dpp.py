@@ -266,9 +266,9 @@ def test_build_kernel_rejects_bad_input():
 # --- select_rules -------------------------------------------------------------------------------
 
 
-def test_select_rules_picks_one_rule_per_planted_cluster():
+def test_correlation_kernel_picks_one_rule_per_planted_cluster():
     s, ids, cluster_of = planted_clusters()
-    result = select_rules(s, ids, k=8, random_subsets=2000, seed=0)
+    result = select_rules(s, ids, k=8, kernel="correlation", random_subsets=2000, seed=0)
     assert isinstance(result, RuleSelection)
     assert sorted(cluster_of[r] for r in result.chosen_ids) == list(range(8))
     assert [ids[i] for i in result.chosen_index] == result.chosen_ids
@@ -280,25 +280,46 @@ def test_select_rules_picks_one_rule_per_planted_cluster():
     assert result.rho_chosen == pytest.approx(rule_correlation(s[:, result.chosen_index]))
 
 
-def test_select_rules_greedy_pick_order_is_greedy_map_order():
+@pytest.mark.parametrize("kernel", ["quality", "gram"])
+def test_select_rules_greedy_pick_order_is_greedy_map_order(kernel):
     s, ids, _ = planted_clusters(clusters=4)
-    result = select_rules(s, ids, k=4)
-    L, kept = build_kernel(s, "correlation", 1e-6)
+    result = select_rules(s - s.min(), ids, k=4, kernel=kernel)
+    L, kept = build_kernel(s - s.min(), kernel, 1e-6)
     assert result.chosen_index == [int(kept[i]) for i in greedy_map(L, 4)]
+
+
+@pytest.mark.parametrize("kernel", ["quality", "correlation", "gram"])
+def test_choice_does_not_depend_on_rule_order(kernel):
+    # the correlation kernel's diagonal is constant: its first pick is a tie among all rules, which must
+    # not go to whichever rule happens to come first
+    s, ids, _ = planted_clusters(clusters=5, seed=4)
+    s = s - s.min()
+    result = select_rules(s, ids, k=5, kernel=kernel, random_subsets=0)
+    for seed in range(3):
+        order = np.random.default_rng(seed).permutation(len(ids))
+        shuffled = select_rules(s[:, order], [ids[i] for i in order], k=5, kernel=kernel, random_subsets=0)
+        assert shuffled.chosen_ids == result.chosen_ids
+
+
+def test_greedy_tiebreak_keys_decide_exact_ties():
+    L = np.eye(4)
+    assert greedy_map(L, 2) == [0, 1]
+    assert greedy_map(L, 2, tiebreak=np.array([3.0, 2.0, 0.0, 1.0])) == [2, 3]
 
 
 def test_select_rules_sample_method():
     s, ids, cluster_of = planted_clusters(seed=2)
-    result = select_rules(s, ids, k=8, method="sample", samples=30, seed=5)
+    result = select_rules(s, ids, k=8, kernel="correlation", method="sample", samples=30, seed=5)
     assert result.method == "sample"
     assert sorted(cluster_of[r] for r in result.chosen_ids) == list(range(8))
     assert result.chosen_index == sorted(result.chosen_index)
     assert result.percentile < 2.0
-    again = select_rules(s, ids, k=8, method="sample", samples=30, seed=5)
+    again = select_rules(s, ids, k=8, kernel="correlation", method="sample", samples=30, seed=5)
     assert again.to_dict() == result.to_dict()
-    # more draws can only find an equal or lower rho (the first 30 draws are the same)
-    more = select_rules(s, ids, k=8, method="sample", samples=60, seed=5)
-    assert more.rho_chosen <= result.rho_chosen
+    # the draw with the largest det(L_A) is kept: more draws can only find an equal or larger one
+    # (the first 30 draws are the same)
+    more = select_rules(s, ids, k=8, kernel="correlation", method="sample", samples=60, seed=5)
+    assert more.logdet >= result.logdet
 
 
 def test_select_rules_gram_kernel_and_missing_scores():

@@ -29,8 +29,16 @@ def test_manifest_counts_and_diagnostics(finished):
     assert c["sampled"] == 300 and c["scored"] == 1200 and c["selected"] == 100
     assert m["rater"].startswith("simulated") and "simulated" in m["rule_generator"]
     assert len(m["chosen_rules"]) == 6 and m["rules"]["count"] == 24
-    rho = m["rho"]
-    assert 0 <= rho["rho_chosen"] < rho["rho_all"] and rho["percentile"] < 5
+    rho, fidelity = m["rho"], m["fidelity"]
+    assert 0 <= rho["rho_chosen"] <= 1 and 0 <= rho["percentile"] <= 100  # a diagnostic, not a goal
+    # the chosen rules reproduce the all-rule ranking better than almost every random 6-rule subset
+    assert fidelity["fidelity"] > fidelity["random_fidelity"]["p95"] and fidelity["fidelity_percentile"] < 5
+    choice = m["rule_choice"]
+    assert [r["id"] for r in sorted((r for r in choice["rules"] if r["pick"]), key=lambda r: r["pick"])] == \
+        [r["id"] for r in m["chosen_rules"]]
+    assert all(0 <= r["quality"] <= 1 and r["failure_rate"] == 0 for r in choice["rules"])
+    assert choice["fidelity_curve"][-1]["r"] == 24 and 6 <= choice["fidelity_reference"] <= 24
+    assert "fidelity" in ctx.storage.read_bytes("report.md").decode()
     # stage 4 reused the sample's ratings instead of paying for them again
     assert m["calls"]["score"]["reused_from_sample"] == 300 * 6
     assert m["calls"]["score"]["ratings"] == (1200 - 300) * 6

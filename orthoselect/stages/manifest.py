@@ -6,6 +6,7 @@ import datetime as dt
 
 from orthoselect import __version__
 from orthoselect.raters import rater_label
+from orthoselect.rule_report import rule_choice_markdown
 from orthoselect.stages.base import RunContext, Step
 
 SHARD_STAGES = ("scan", "rate", "score", "write")
@@ -77,7 +78,10 @@ def build_manifest(ctx: RunContext) -> dict:
         "rules": {"hash": rules["hash"], "count": rules["count"], "source": rules.get("source")},
         "chosen_rules": chosen["chosen_rules"],
         "rho": {k: chosen[k] for k in ("rho_chosen", "rho_all", "percentile", "random_rhos") if k in chosen},
+        "fidelity": {k: chosen.get(k) for k in ("fidelity", "fidelity_percentile", "random_fidelity")},
+        "rule_choice": chosen,
         "dpp": {"kernel": cfg.dpp.kernel, "method": cfg.dpp.method, "k": cfg.dpp.k,
+                "duplicate_correlation": cfg.dpp.duplicate_correlation,
                 "dropped_constant": chosen.get("dropped_constant", []), "sample_docs": chosen.get("sample_docs")},
         "counts": {
             "shards": len(ctx.shards()),
@@ -155,23 +159,15 @@ def _dollars(value: float, unknown: int) -> str:
 
 
 def render_report(m: dict) -> str:
-    """Markdown summary: chosen rules, rho with its random-subset percentile, counts."""
-    rho, c, sel = m["rho"], m["counts"], m["selection"]
-    rnd = rho.get("random_rhos") or {}
+    """Markdown summary: chosen rules with their quality, fidelity and rho beside random subsets, counts."""
+    c, sel = m["counts"], m["selection"]
     lines = [
         "# OrthoSelect run report", "",
         f"- rater: **{m['rater']}**; rules: {m['rules']['count']} from {m['rule_generator']}",
         f"- run dir: `{m['run_dir']}`; output: `{m['output']}`; seed {m['seed']}; config {m['config_hash']}", "",
-        f"## {len(m['chosen_rules'])} rules chosen by the DPP ({m['dpp']['kernel']} kernel, {m['dpp']['method']})", "",
     ]
-    lines += [f"{i}. `{r['id']}` {r['text']}" for i, r in enumerate(m["chosen_rules"], 1)]
+    lines += rule_choice_markdown(m["rule_choice"], m["dpp"].get("sample_docs"))
     lines += [
-        "", "## Orthogonality (rho = ||C - I||_F / r, lower is more independent)", "",
-        f"- chosen set: **{rho['rho_chosen']:.4f}**; all {m['rules']['count']} rules: {rho['rho_all']:.4f}",
-        f"- random {m['dpp']['k']}-subsets: mean {rnd.get('mean', float('nan')):.4f}, "
-        f"p5 {rnd.get('p5', float('nan')):.4f}, p50 {rnd.get('p50', float('nan')):.4f}",
-        f"- percentile of the chosen set among random subsets: **{rho['percentile']:.1f} %** "
-        "(share of random subsets at least as orthogonal)",
         "", "## Counts", "",
         f"- shards {c['shards']}; rows read {c['rows_read']}; valid {c['valid']}; quarantined {c['quarantined']} "
         f"{c['quarantine_reasons'] or ''}; duplicate ids {c['duplicates']}",

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 
 from orthoselect.config import SIMULATED
-from orthoselect.dpp import select_rules
+from orthoselect.dpp import RuleSelection, select_rules
 from orthoselect.hashing import stable_hash
 from orthoselect.rules import RulesError, generate_rules, load_rules_file, rules_from_json, rules_to_json
-from orthoselect.stages.base import RunContext, Step, run_limiter
+from orthoselect.stages.base import RunContext, Step, log, run_limiter
 from orthoselect.stages.index import example_texts, sampled_shards
 from orthoselect.types import Rule
 
@@ -80,12 +80,28 @@ class SelectRules(Step):
         scores = score_matrix(ratings, ids)
         d = ctx.cfg.dpp
         chosen = select_rules(scores, ids, d.k, kernel=d.kernel, method=d.method, samples=d.samples, eps=d.eps,
-                              random_subsets=d.random_subsets, seed=ctx.cfg.seed)
-        by_id = {r.id: r for r in rules}
-        result = chosen.to_dict()
-        result["chosen_rules"] = [{"id": i, "text": by_id[i].text} for i in result["chosen_ids"]]
+                              duplicate_correlation=d.duplicate_correlation, random_subsets=d.random_subsets,
+                              seed=ctx.cfg.seed)
+        result = selection_record(chosen, rules, ratings)
         result["sample_docs"], result["sample_missing_share"] = int(scores.shape[0]), float(np.isnan(scores).mean())
+        for warning in result["warnings"]:
+            log.warning("rule selection: %s", warning)
         ctx.storage.write_json("rule_selection.json", result)
         ctx.storage.write_text("correlation.csv", chosen.correlation.to_csv(float_format="%.4f"))
-        return {"chosen": len(result["chosen_ids"]), "rho_chosen": result["rho_chosen"], "rho_all": result["rho_all"],
-                "percentile": result["percentile"], "output_hash": stable_hash(result["chosen_ids"])}
+        return {"chosen": len(result["chosen_ids"]), "fidelity": result["fidelity"],
+                "fidelity_percentile": result["fidelity_percentile"], "rho_chosen": result["rho_chosen"],
+                "rho_all": result["rho_all"], "percentile": result["percentile"],
+                "warnings": len(result["warnings"]), "output_hash": stable_hash(result["chosen_ids"])}
+
+
+def selection_record(chosen: RuleSelection, rules: list[Rule], ratings: pd.DataFrame) -> dict:
+    """`rule_selection.json`: the selection with each rule's text and its failed-rating share on the sample."""
+    by_id = {r.id: r for r in rules}
+    failed = (ratings.status != "ok").groupby(ratings.rule_id).mean()
+    result = chosen.to_dict()
+    quality = {row["id"]: row["quality"] for row in result["rules"]}
+    result["chosen_rules"] = [{"id": i, "text": by_id[i].text, "quality": quality[i]} for i in result["chosen_ids"]]
+    for row in result["rules"]:
+        row["text"] = by_id[row["id"]].text
+        row["failure_rate"] = float(failed.get(row["id"], 0.0))
+    return result
