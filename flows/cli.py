@@ -234,22 +234,90 @@ def demo(folder: Annotated[Path, typer.Argument(help="Folder for data, config an
                                + yaml.safe_dump(DEMO_CONFIG, sort_keys=False))
     console.print(f"[bold]Demo[/bold]: {config_file} (offline simulated rater, local Dask cluster)")
     run(config_file)
-    _demo_quality(load_config(config_file))
+    cfg = load_config(config_file)
+    pool = _demo_pool(cfg)
+    _demo_rules(cfg)
+    selected = _demo_selected(cfg)
+    share = lambda df: (df.variant == "clean").mean()  # noqa: E731
+    console.print(f"clean documents: {share(pool):.1%} of the pool -> {share(selected):.1%} of the selection "
+                  f"({len(selected)} of {len(pool)} kept)")
+    labels = folder / "labels.csv"
+    pool.assign(label=(pool.variant == "clean").astype(int))[["id", "label"]].rename(columns={"id": "doc_id"}) \
+        .to_csv(labels, index=False)
+    console.print(f"ground truth for eval (1 = clean, 0 = degraded): {labels}\n"
+                  f"  compare every rule chooser against it: orthoselect eval {cfg.run_dir} --labels {labels}")
 
 
-def _demo_quality(cfg: Config) -> None:
-    """How the selection changed the mix of clean and degraded documents (the corpus labels them)."""
+def _demo_pool(cfg: Config):
+    import pandas as pd
+
+    return pd.concat([pd.read_json(f, lines=True) if f.suffix == ".gz" else pd.read_parquet(f)
+                      for f in sorted(Path(cfg.dataset.path).glob("part-*"))])
+
+
+def _demo_selected(cfg: Config):
     import pandas as pd
 
     from orthoselect.storage import Storage
 
     out = Storage(cfg.output_path)
-    selected = pd.concat([pd.read_parquet(out.url(n)) for n in out.list("") if n.endswith(".parquet")])
-    pool = pd.concat([pd.read_json(f, lines=True) if f.suffix == ".gz" else pd.read_parquet(f)
-                      for f in sorted(Path(cfg.dataset.path).glob("part-*"))])
-    share = lambda df: (df.variant == "clean").mean()  # noqa: E731
-    console.print(f"clean documents: {share(pool):.1%} of the pool -> {share(selected):.1%} of the selection "
-                  f"({len(selected)} of {len(pool)} kept)")
+    return pd.concat([pd.read_parquet(out.url(n)) for n in out.list("") if n.endswith(".parquet")])
+
+
+def _demo_rules(cfg: Config) -> None:
+    """The chosen rules with their quality, and how faithfully they reproduce all rules' ranking."""
+    sel = RunContext(cfg).storage.read_json("rule_selection.json")
+    console.print(f"chosen rules ({sel['kernel']} kernel), quality q = share of the rule's variance the other "
+                  "rules' consensus explains:")
+    for n, rule in enumerate(sel["chosen_rules"], 1):
+        console.print(f"  {n:2d}. q={rule['quality']:.2f}  {rule['text'][:90]}")
+    rnd = sel["random_fidelity"]
+    from orthoselect.dpp import LOW_QUALITY
+
+    reference = sel.get("fidelity_reference", len(sel["rules"]))
+    console.print(f"fidelity to the ranking of {reference} of the {len(sel['rules'])} rules (q >= {LOW_QUALITY:g}): "
+                  f"{sel['fidelity']:.3f} (random "
+                  f"{len(sel['chosen_ids'])}-rule subsets: median {rnd['p50']:.3f}; "
+                  f"{sel['fidelity_percentile']:.1f} % of them at least as faithful)")
+
+
+@app.command("eval")
+def eval_command(
+    run_dir: Annotated[str, typer.Argument(help="Run directory (path or URL) whose sample was rated.")],
+    labels: Annotated[str, typer.Option(help="Labels file (CSV, JSONL or Parquet): document id and label.")],
+    out: Annotated[Optional[str], typer.Option(help="Output folder; default <run_dir>/eval.")] = None,
+    k: Annotated[Optional[int], typer.Option(help="Rules per set; default the run's r.")] = None,
+    id_field: str = "doc_id", label_field: str = "label",
+    random_subsets: int = 1000, top_fraction: float = 0.1,
+    flow: Annotated[bool, typer.Option(help="Run as the orthoselect-eval Prefect flow (artifacts in the UI).")] = False,
+) -> None:
+    """Compare every rule chooser, random r-subsets and all rules against ground-truth labels of the
+    sample documents: MSE, Spearman, AUC, top-p precision, fidelity, rho, win rate; a table, JSON, plots."""
+    from orthoselect.eval_report import eval_markdown
+    from orthoselect.evaluate import EvalInputError, run_eval
+
+    try:  # a run directory holds its config: its storage options reach the same bucket
+        options = load_config(f"{run_dir.rstrip('/')}/config.yaml").storage.options
+    except (ConfigError, OSError):
+        options = {}
+    args = (run_dir, labels, out, k, id_field, label_field, random_subsets, top_fraction, options)
+    try:
+        if flow:
+            from flows.evaluate import evaluate_rules
+            from flows.runtime import prefect_api
+
+            with prefect_api() as api:
+                console.print(f"Prefect API {api}")
+                evaluate_rules(*args)
+            outcome = {"files": [f"{(out or run_dir.rstrip('/') + '/eval')}/eval.md"]}
+        else:
+            outcome = run_eval(*args)
+    except EvalInputError as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
+    if "result" in outcome:
+        Console().print(Markdown(eval_markdown(outcome["result"], outcome["counts"], labels)))
+    console.print("written: " + ", ".join(outcome["files"]))
 
 
 @app.command()

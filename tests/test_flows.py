@@ -53,3 +53,32 @@ def test_stage_out_of_order_fails_clearly(prefect_api, corpus_dir, tmp_path):
 
     with pytest.raises(Exception, match="not found|has not completed"):
         run_stages(small_config(corpus_dir, tmp_path / "early"), ["select_rules"])
+
+
+def artifact_keys() -> set[str]:
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    async def read() -> set[str]:
+        keys, offset = set(), 0
+        async with get_client() as client:
+            while page := await client.read_artifacts(limit=200, offset=offset):
+                keys |= {a.key for a in page if a.key}
+                offset += len(page)
+        return keys
+
+    return asyncio.run(read())
+
+
+def test_rule_choice_and_eval_are_prefect_artifacts(pipeline_run, corpus_dir, tmp_path):
+    from flows.evaluate import evaluate_rules
+    from test_evaluate import corpus_labels
+
+    config = pipeline_run[0]
+    assert {"orthoselect-chosen-rules", "orthoselect-rule-statistics", "orthoselect-fidelity-curve",
+            "orthoselect-rule-choice", "orthoselect-report"} <= artifact_keys()
+    labels = corpus_labels(corpus_dir, tmp_path / "labels.csv")
+    done = evaluate_rules(config["run_dir"], labels, out=str(tmp_path / "eval"), random_subsets=50)
+    assert done["counts"]["labelled"] == 300 and (tmp_path / "eval" / "eval_mse_vs_r.png").exists()
+    assert {"orthoselect-eval", "orthoselect-eval-report"} <= artifact_keys()
