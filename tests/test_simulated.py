@@ -96,6 +96,21 @@ def test_correlations_have_duplicates_and_independent_rules(bank_scores):
     assert abs(corr[pair[0], pair[1]]) < 0.3
 
 
+def test_the_default_chooser_leaves_the_near_constant_rules_out(bank_scores):
+    # Safety and Privacy score 0.85-1.0 on almost every document: the old independence-only default
+    # picked them first; the quality kernel sees that they share nothing with the other rules
+    from orthoselect.dpp import select_rules
+
+    ids = [make_rule(text).id for text in BANK_RULES]
+    flat = {make_rule(named(n)).id for n in ("Safety", "Privacy")}
+    chosen = select_rules(bank_scores, ids, k=10, random_subsets=200)
+    assert not flat & set(chosen.chosen_ids)
+    picked = min(r["quality"] for r in chosen.rules if r["pick"])
+    assert all(r["quality"] < min(0.1, picked / 4) for r in chosen.rules if r["id"] in flat)
+    assert chosen.fidelity_percentile < 10 and chosen.warnings == []
+    assert flat <= set(select_rules(bank_scores, ids, k=10, kernel="correlation", random_subsets=0).chosen_ids)
+
+
 def test_rater_matches_simulated_score_and_keeps_order(corpus):
     docs = [Document(r["id"], r["text"]) for r in corpus[:30]]
     rules = [make_rule(text) for text in simulated_rules(5, seed=2)]
