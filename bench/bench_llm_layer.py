@@ -58,6 +58,7 @@ def bench_limiter(url: str, rates: list[int], seconds: float) -> list[dict]:
     from distributed import Client, LocalCluster
 
     from orthoselect.llm.governor import Governor, Permits
+    from tasks.runtime import ActorGovernor
 
     rows, seed = [], 100
     for rps in rates:
@@ -79,7 +80,7 @@ def bench_limiter(url: str, rates: list[int], seconds: float) -> list[dict]:
         workers = sorted(client.scheduler_info()["workers"])
         for rps in rates:
             n = int(rps * seconds) // 2 * 2
-            governor = client.submit(Governor, rps * 60, actor=True).result()
+            governor = ActorGovernor(client.submit(Governor, rps * 60, actor=True).result())
             client.run(lambda: __import__("orthoselect.raters.llm"))  # imports before the clock starts
             t0 = time.perf_counter()
             futures = [client.submit(rate_pairs, url, workload(n // 2, seed=seed + w), 128, Permits(governor),

@@ -12,11 +12,11 @@ import typer
 import yaml
 from rich.console import Console
 from rich.markdown import Markdown
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 import orthoselect.env  # noqa: F401 - offline-safe defaults first
 from orthoselect.config import Config, ConfigError, load_config
-from orthoselect.stages import STAGES, RunContext
+from orthoselect.stages import STAGES, RunContext, StepNotReady, shard_steps
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="OrthoSelect: select fine-tuning data with LLM-written rules thinned by a DPP.")
@@ -48,27 +48,22 @@ def _load(config: Path, sets: list[str] | None) -> Config:
 @contextmanager
 def stage_progress(ctx: RunContext, stages: list[str]):
     """Bars per shard step, fed by polling the completion markers (works for any cluster)."""
-    from orthoselect.stages import STEPS
-
     progress = Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=console, transient=False)
-    steps = [n for s in stages for n in STAGES[s] if STEPS[n].per_shard]
-    bars: dict[str, int] = {}
+    steps = [step for step in shard_steps() if step.stage in stages]
+    bars: dict[str, TaskID] = {}
     stop = threading.Event()
 
     def poll() -> None:
         while not stop.wait(0.5):
-            try:
-                shards = ctx.shards()
-            except FileNotFoundError:
-                continue
-            for name in steps:
-                total = len(shards)
-                if name == "rate" and ctx.read_marker("sample"):
-                    total = len(ctx.read_marker("sample")["stats"]["sample_per_shard"])
-                if name not in bars:
-                    bars[name] = progress.add_task(name, total=total)
-                progress.update(bars[name], total=total, completed=len(ctx.completed_units(name)))
+            for step in steps:
+                try:
+                    total = len(step.units(ctx))
+                except (FileNotFoundError, StepNotReady):  # the step before has not run yet
+                    continue
+                if step.name not in bars:
+                    bars[step.name] = progress.add_task(step.name, total=total)
+                progress.update(bars[step.name], total=total, completed=len(ctx.completed_units(step.name)))
 
     thread = threading.Thread(target=poll, daemon=True)
     with progress:
@@ -82,7 +77,7 @@ def stage_progress(ctx: RunContext, stages: list[str]):
 
 def _run(cfg: Config, stages: list[str], show_progress: bool = True, only_failed: bool = False) -> None:
     """The parent flow for the whole pipeline, else the stage flows, under a Prefect API."""
-    from flows.pipeline import BudgetStopped, StageFailed, orthoselect_pipeline, run_stages
+    from flows.pipeline import BudgetStopped, StageFailed, orthoselect_pipeline, run_stages, start_run
     from flows.runtime import prefect_api
     from orthoselect.llm.governor import check_budget_prices
 
@@ -91,15 +86,14 @@ def _run(cfg: Config, stages: list[str], show_progress: bool = True, only_failed
     except ConfigError as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from None
-    config = cfg.model_dump(mode="json")
     with prefect_api() as api:
         console.print(f"Prefect API {api} (UI at {api.removesuffix('/api')}); run dir {cfg.run_dir}")
         with stage_progress(RunContext(cfg), stages) if show_progress else nullcontext():
             try:
                 if stages == list(STAGES):
-                    orthoselect_pipeline(config=config, only_failed=only_failed)
+                    orthoselect_pipeline(config=cfg, only_failed=only_failed)
                 else:
-                    run_stages(config, stages)
+                    run_stages(start_run(cfg), stages)
             except BudgetStopped as e:
                 console.print(f"[yellow]{e}[/yellow]")
                 raise typer.Exit(3) from None

@@ -5,15 +5,16 @@ from __future__ import annotations
 from prefect import flow, task
 
 import orthoselect.env  # noqa: F401
+from orthoselect.eval_report import eval_artifacts
 from orthoselect.evaluate import run_eval
-from tasks.artifacts import publish_eval
+from tasks.artifacts import publish
 
 
 @task(name="evaluate-choosers")
 def evaluate_task(run_dir: str, labels: str, out: str | None, k: int | None, id_field: str, label_field: str,
                   random_subsets: int, top_fraction: float, storage_options: dict) -> dict:
     outcome = run_eval(run_dir, labels, out, k, id_field, label_field, random_subsets, top_fraction, storage_options)
-    publish_eval(outcome)
+    publish(eval_artifacts({**outcome, "labels": labels}))
     return {"files": outcome["files"], "counts": outcome["counts"]}
 
 

@@ -1,7 +1,10 @@
 """Prefect flows: one per stage, and `orthoselect_pipeline`, which runs them in order on one Dask cluster.
 
-Flows only orchestrate: which steps run, on which shards, on which runner. Each stage reads what the
-previous one persisted in the run directory, so any stage flow can also be run on its own."""
+Flows only orchestrate: which steps run, on which units, on which runner. The config is validated once,
+where a run starts (`start_run`: the CLI, or the pipeline flow for a deployment); one `RunContext`
+(config, attempt id, governor) and one `Runtime` (Dask client) are then passed down explicitly. Each
+stage reads what the previous one persisted in the run directory, so any stage can also run alone."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -12,28 +15,28 @@ from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settin
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
-import orthoselect.env  # noqa: F401
 from flows.runtime import dask_cluster
 from orthoselect.config import Config, load_config
 from orthoselect.dataset import Shard
 from orthoselect.ledger import clear_stop, new_attempt, open_failures, record_stop
-from orthoselect.llm.limits import BudgetExhausted
-from orthoselect.stages import STAGES, STEPS, RunContext, step_shards
-from tasks import ShardsFailed, result_storage, run_step, shard_step
-from tasks.dispatch import current_governor, dask_client, run_governor
+from orthoselect.stages import STAGES, STEPS, RunContext, ShardStep
+from tasks.runtime import Runtime, connect
+from tasks.steps import Failure, StepFailed, result_storage, run_step, shard_step
 
 
 class StageFailed(RuntimeError):
-    """Some shards of a stage failed after their retries."""
+    """Some units of a stage failed after their retries."""
 
 
 class BudgetStopped(StageFailed):
     """The run's budget_usd was reached: it stopped sending requests; a larger budget resumes it."""
 
 
-def _context(config: dict | Config, attempt: str | None = None) -> RunContext:
-    cfg = config if isinstance(config, Config) else Config.model_validate(config)
-    return RunContext(cfg, attempt=attempt or new_attempt(), governor=current_governor())
+def start_run(config: Config | dict | str, overrides: dict | None = None) -> RunContext:
+    """The one context of a run: its config validated once (a Config is taken as it is) and one attempt id."""
+    cfg = config if isinstance(config, Config) and not overrides else load_config(
+        config.model_dump(mode="json") if isinstance(config, Config) else config, overrides)
+    return RunContext(cfg, attempt=new_attempt())
 
 
 def shard_groups(shards: list[Shard], max_tasks: int) -> list[list[Shard]]:
@@ -46,112 +49,132 @@ def _label(group: list[Shard]) -> str:
     return group[0].id if len(group) == 1 else f"{group[0].id}..{group[-1].id}"
 
 
-def _run_stage(stage: str, config: dict, attempt: str | None, only: dict[str, list[str]] | None) -> dict[str, Any]:
-    """Run a stage's steps in order. Whole-run steps are one task each; a shard step is one task per
-    group of shards (`cluster.max_tasks_per_step`), every shard its own Dask task. `only` limits shard
-    steps to the listed shards (re-running failed shards). Returns each whole-run step's stats and each
-    shard step's counts of shards done and cached (each shard's stats are in its marker)."""
-    ctx = _context(config, attempt)
+def _stopped(ctx: RunContext, e: StepFailed) -> StageFailed:
+    """The stage-level error for a failed step: a budget stop, or failed units to re-run."""
+    if e.budget_stopped:
+        return BudgetStopped(f"stopped by budget: budget_usd {ctx.cfg.budget_usd} is spent; {len(e.failures)} "
+                             f"unit(s) of step {e.step!r} are unfinished. Rerun with a larger budget_usd to resume.")
+    return StageFailed(f"step {e.step!r} failed on {len(e.failures)} unit(s) (recorded in "
+                       f"{ctx.storage.url('ledger')}; `orthoselect retry-failed {ctx.cfg.run_dir}` re-runs them): "
+                       + "; ".join(f"{unit}: {f}" for unit, f in sorted(e.failures.items())))
+
+
+def _run_shard_step(step: ShardStep, ctx: RunContext, runtime: Runtime, only: list[str] | None,
+                    storage: Any) -> dict[str, int]:
+    """One task run per group of units (`cluster.max_tasks_per_step`), every unit its own Dask task."""
+    units = step.units(ctx)
+    if only is not None:
+        units = [u for u in units if u.id in set(only)]
+    task = shard_step.with_options(result_storage=storage, retries=ctx.cfg.cluster.task_retries)
+    # quote(): Prefect must not walk the context (config + shard list) for every task it submits
+    futures = [(g, task.submit(step.name, quote(ctx), quote(runtime), g, _label(g)))
+               for g in shard_groups(units, ctx.cfg.cluster.max_tasks_per_step)]
+    wait([f for _, f in futures])
+    done = cached = 0
+    failures: dict[str, Failure] = {}
+    for group, future in futures:
+        if future.state.is_completed():
+            done += len(group)
+            cached += len(group) if future.state.name == "Cached" else 0
+            continue
+        error = future.state.result(raise_on_failure=False)
+        if isinstance(error, StepFailed):
+            failures.update(error.failures)
+        else:  # the task itself crashed: every unit of its group is unfinished
+            failure = Failure.of(error) if isinstance(error, BaseException) else Failure("Crashed", str(error))
+            failures.update({s.id: failure for s in group})
+    get_run_logger().info("%s: %d units done (%d cached), %d failed", step.name, done, cached, len(failures))
+    if failures:
+        raise _stopped(ctx, StepFailed(step.name, failures))
+    return {"shards": done, "cached": cached}
+
+
+def _run_stage(stage: str, ctx: RunContext, runtime: Runtime, only: dict[str, list[str]] | None) -> dict[str, Any]:
+    """Run a stage's steps in order: a whole-run step is one task; a shard step, one task per group of
+    shards. `only` limits shard steps to the listed shards (re-running failed shards). Returns each
+    whole-run step's stats and each shard step's counts of units done and cached (each unit's stats
+    are in its marker)."""
     storage = result_storage(ctx)
-    logger = get_run_logger()
     results: dict[str, Any] = {}
     for name in STAGES[stage]:
         step = STEPS[name]
-        if not step.per_shard:
-            results[name] = run_step.with_options(result_storage=storage)(name, quote(ctx))
+        if isinstance(step, ShardStep):
+            results[name] = _run_shard_step(step, ctx, runtime, (only or {}).get(name) if only else None, storage)
             continue
-        shards = step_shards(ctx, step)
-        if only and name in only:
-            shards = [s for s in shards if s.id in set(only[name])]
-        task = shard_step.with_options(result_storage=storage, retries=ctx.cfg.cluster.task_retries)
-        # quote(): Prefect must not walk the context (config + shard list) for every task it submits
-        futures = [(g, task.submit(name, quote(ctx), g, _label(g)))
-                   for g in shard_groups(shards, ctx.cfg.cluster.max_tasks_per_step)]
-        wait([f for _, f in futures])
-        done = cached = 0
-        failed: dict[str, str] = {}
-        for group, future in futures:
-            if future.state.is_completed():
-                done += len(group)
-                cached += len(group) if future.state.name == "Cached" else 0
-            else:
-                error = future.state.result(raise_on_failure=False)
-                failed.update(error.errors if isinstance(error, ShardsFailed)
-                              else {s.id: str(error) for s in group})
-        logger.info("%s: %d shards done (%d cached), %d failed", name, done, cached, len(failed))
-        if failed and all(e.startswith("BudgetExhausted") for e in failed.values()):
-            raise BudgetStopped(f"stopped by budget: budget_usd {ctx.cfg.budget_usd} is spent; {len(failed)} "
-                                f"shards of step {name!r} are unfinished. Rerun with a larger budget_usd to resume.")
-        if failed:
-            raise StageFailed(f"step {name!r} failed on {len(failed)} of {len(shards)} shards (recorded in "
-                              f"{ctx.storage.url('ledger')}; `orthoselect retry-failed {ctx.cfg.run_dir}` re-runs "
-                              "them): " + "; ".join(f"{k}: {v}" for k, v in sorted(failed.items())))
-        results[name] = {"shards": done, "cached": cached}
+        try:
+            results[name] = run_step.with_options(result_storage=storage)(name, quote(ctx), quote(runtime))
+        except StepFailed as e:
+            raise _stopped(ctx, e) from None
     return results
 
 
-@flow(name="index-pool", log_prints=True)
-def index_pool(config: dict, attempt: str | None = None, only: dict[str, list[str]] | None = None) -> dict:
+STAGE_OPTIONS: dict[str, Any] = {"log_prints": True, "validate_parameters": False}
+
+
+@flow(name="index-pool", **STAGE_OPTIONS)
+def index_pool(ctx: RunContext, runtime: Runtime, only: dict[str, list[str]] | None = None) -> dict:
     """Stage 0: shard manifest, validated scan of every shard, duplicate ids, seeded sample."""
-    return _run_stage("index_pool", config, attempt, only)
+    return _run_stage("index_pool", ctx, runtime, only)
 
 
-@flow(name="generate-rules", log_prints=True)
-def generate_rules(config: dict, attempt: str | None = None, only: dict[str, list[str]] | None = None) -> dict:
+@flow(name="generate-rules", **STAGE_OPTIONS)
+def generate_rules(ctx: RunContext, runtime: Runtime, only: dict[str, list[str]] | None = None) -> dict:
     """Stage 1: R candidate rules from the LLM (or the rule file, or the offline simulator)."""
-    return _run_stage("generate_rules", config, attempt, only)
+    return _run_stage("generate_rules", ctx, runtime, only)
 
 
-@flow(name="rate-sample", log_prints=True)
-def rate_sample(config: dict, attempt: str | None = None, only: dict[str, list[str]] | None = None) -> dict:
+@flow(name="rate-sample", **STAGE_OPTIONS)
+def rate_sample(ctx: RunContext, runtime: Runtime, only: dict[str, list[str]] | None = None) -> dict:
     """Stage 2: the sample rated against all R rules, one task per shard holding sampled documents."""
-    return _run_stage("rate_sample", config, attempt, only)
+    return _run_stage("rate_sample", ctx, runtime, only)
 
 
-@flow(name="select-rules", log_prints=True)
-def select_rules(config: dict, attempt: str | None = None, only: dict[str, list[str]] | None = None) -> dict:
-    """Stage 3: the DPP keeps r orthogonal rules; rho diagnostics."""
-    return _run_stage("select_rules", config, attempt, only)
+@flow(name="select-rules", **STAGE_OPTIONS)
+def select_rules(ctx: RunContext, runtime: Runtime, only: dict[str, list[str]] | None = None) -> dict:
+    """Stage 3: the quality-diversity DPP keeps r rules; fidelity and rho diagnostics."""
+    return _run_stage("select_rules", ctx, runtime, only)
 
 
-@flow(name="score-pool", log_prints=True)
-def score_pool(config: dict, attempt: str | None = None, only: dict[str, list[str]] | None = None) -> dict:
+@flow(name="score-pool", **STAGE_OPTIONS)
+def score_pool(ctx: RunContext, runtime: Runtime, only: dict[str, list[str]] | None = None) -> dict:
     """Stage 4: every pool document scored with the r chosen rules, one task per shard."""
-    return _run_stage("score_pool", config, attempt, only)
+    return _run_stage("score_pool", ctx, runtime, only)
 
 
-@flow(name="select-data", log_prints=True)
-def select_data(config: dict, attempt: str | None = None, only: dict[str, list[str]] | None = None) -> dict:
+@flow(name="select-data", **STAGE_OPTIONS)
+def select_data(ctx: RunContext, runtime: Runtime, only: dict[str, list[str]] | None = None) -> dict:
     """Stage 5: rank, keep by the configured mode, write the selected shards and the manifest."""
-    return _run_stage("select_data", config, attempt, only)
+    return _run_stage("select_data", ctx, runtime, only)
 
 
 STAGE_FLOWS = {"index_pool": index_pool, "generate_rules": generate_rules, "rate_sample": rate_sample,
                "select_rules": select_rules, "score_pool": score_pool, "select_data": select_data}
 
 
-def run_stages(config: dict, stages: list[str], only: dict[str, list[str]] | None = None) -> dict:
+def run_stages(ctx: RunContext, stages: list[str], only: dict[str, list[str]] | None = None) -> dict:
     """Run stage flows in order, on one Dask cluster for all of them; each stage's step results.
-    Prefect tasks run on threads of this process and hand their work to the cluster (tasks/dispatch.py)."""
-    cfg = Config.model_validate(config)
-    attempt = new_attempt()
-    storage = RunContext(cfg).storage
-    with dask_cluster(cfg.cluster) as address, dask_client(address), run_governor(cfg, storage, attempt):
+    Prefect tasks run on threads of this process and hand their work to the cluster (tasks/runtime.py)."""
+    cfg = ctx.cfg
+    with dask_cluster(cfg.cluster) as address, connect(address, cfg, ctx.storage, ctx.attempt) as runtime:
+        ctx.governor = runtime.governor
         # a thread per task run of a step: every shard reaches Dask at once, and no worker waits while a
         # thread that finished its group starts the next task run
         runner = ThreadPoolTaskRunner(max_workers=max(4, cfg.cluster.max_tasks_per_step))
-        return {stage: STAGE_FLOWS[stage].with_options(task_runner=runner)(config, attempt, only) for stage in stages}
+        try:
+            return {stage: STAGE_FLOWS[stage].with_options(task_runner=runner)(quote(ctx), quote(runtime), only)
+                    for stage in stages}
+        finally:
+            ctx.governor = None
 
 
 @flow(name="orthoselect-pipeline", log_prints=True)
-def orthoselect_pipeline(config_path: str | None = None, config: dict | None = None,
+def orthoselect_pipeline(config_path: str | None = None, config: Config | dict | None = None,
                          overrides: dict | None = None, stages: list[str] | None = None,
                          only_failed: bool = False) -> dict:
-    """The whole pipeline. Give a YAML `config_path` (as a deployment does) or a `config` dict;
+    """The whole pipeline. Give a YAML `config_path` (as a deployment does) or a `config`;
     `overrides` maps dotted keys to values. Finished work is skipped, so rerunning resumes.
     `only_failed`: shard steps with failures in the run's ledger re-run only those shards."""
-    cfg = load_config(config_path if config_path else config or {}, overrides)
-    ctx = _context(cfg)
+    ctx = start_run(config_path if config_path else config or {}, overrides)
     only = None
     if only_failed:
         only = {step: sorted(shards) for step, shards in open_failures(ctx).items()}
@@ -160,15 +183,13 @@ def orthoselect_pipeline(config_path: str | None = None, config: dict | None = N
     # ~1 s at its exit (Prefect joins a thread that sleeps in 1 s steps), so subflows run without one
     try:
         with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-            results = run_stages(cfg.model_dump(mode="json"), stages or list(STAGES), only)
-    except (BudgetStopped, BudgetExhausted) as e:
-        message = str(e) if isinstance(e, BudgetStopped) else (
-            f"stopped by budget: budget_usd {cfg.budget_usd} is spent ({e}). Rerun with a larger budget_usd to resume.")
-        record_stop(ctx, "budget", message)
-        raise BudgetStopped(message) from None
+            results = run_stages(ctx, stages or list(STAGES), only)
+    except BudgetStopped as e:
+        record_stop(ctx, "budget", str(e))
+        raise
     clear_stop(ctx)
     cached = {step: r["cached"] for stage in results.values() for step, r in stage.items()
               if isinstance(r, dict) and "cached" in r}
     manifest = ctx.storage.read_json("manifest.json", default={})
-    return {"run_dir": cfg.run_dir, "cached_shards": cached, "counts": manifest.get("counts"),
-            "rho": manifest.get("rho"), "chosen_rules": manifest.get("chosen_rules")}
+    return {"run_dir": ctx.cfg.run_dir, "attempt": ctx.attempt, "cached_shards": cached,
+            "counts": manifest.get("counts"), "rho": manifest.get("rho"), "chosen_rules": manifest.get("chosen_rules")}

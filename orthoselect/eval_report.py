@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 
+from orthoselect.artifacts import Artifact
 from orthoselect.storage import Storage
 
 FILES = ("eval.json", "eval.md", "eval_mse_vs_random.png", "eval_mse_vs_r.png")
@@ -119,3 +120,17 @@ def write_eval(result: dict, counts: dict, labels: str, out: Storage) -> list[st
     for name, data in plots(result).items():
         out.write_bytes(name, data)
     return [out.url(name) for name in FILES]
+
+
+def eval_artifacts(outcome: dict) -> list[Artifact]:
+    """The comparison as a table, and its full markdown with where the files were written."""
+    result, counts, files = outcome["result"], outcome["counts"], outcome["files"]
+    rows = [{k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()} for row in chooser_rows(result)]
+    return [
+        Artifact("orthoselect-eval", "table", rows,
+                 f"Choosers against labels on {counts['labelled']} sample documents (r = {result['k']}); "
+                 "MSE lower is better"),
+        Artifact("orthoselect-eval-report", "markdown",
+                 eval_markdown(result, counts, outcome.get("labels", "labels")) + "\nFiles: " + ", ".join(files),
+                 "Rule choosers against ground truth"),
+    ]

@@ -25,8 +25,8 @@ from scipy.stats import pearsonr, rankdata, spearmanr
 from orthoselect import rule_diagnostics as diag
 from orthoselect.dpp import KERNELS, METHODS, KernelRankError, _constant_columns, build_kernel, select_rules
 from orthoselect.dpp_inference import _greedy
+from orthoselect.rule_quality import score_matrix
 from orthoselect.rules import rules_from_json
-from orthoselect.stages.rules import score_matrix
 from orthoselect.storage import Storage
 
 DEFAULT = ("quality", "greedy")

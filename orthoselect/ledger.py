@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from orthoselect.stages import STEPS, RunContext, step_shards
+from orthoselect.stages import RunContext, StepNotReady, shard_steps
 from orthoselect.storage import Storage
 
 LEDGER_RETRIES = 8  # ~1 minute of backoff
@@ -65,12 +65,12 @@ def status(ctx: RunContext) -> dict[str, dict]:
     ctx = ctx.frozen_markers()
     failed = open_failures(ctx)
     report = {}
-    for name in ("scan", "rate", "score", "write"):
-        step = STEPS[name]
+    for step in shard_steps():
+        name = step.name
         try:
-            shards = step_shards(ctx, step)
-        except (FileNotFoundError, TypeError):  # the stage before has not run
-            shards = [] if name != "scan" else ctx.shards()
+            shards = step.units(ctx)
+        except (FileNotFoundError, StepNotReady):  # the stage before has not run
+            shards = []
         done, stale = [], []
         for shard in shards:
             marker = ctx.read_marker(name, shard.id)

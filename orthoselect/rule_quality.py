@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 
@@ -107,3 +108,12 @@ def rule_quality(s: np.ndarray, corr: np.ndarray, duplicate_correlation: float) 
     agreement = _column_corr(s, consensus[:, cluster]) if len(cluster) else np.zeros(0)
     quality = np.clip(np.nan_to_num(agreement, nan=0.0), 0.0, None) ** 2
     return RuleQuality(quality=quality, agreement=agreement, cluster=cluster)
+
+
+def score_matrix(ratings: pd.DataFrame, rule_ids: list[str]) -> np.ndarray:
+    """n x R matrix of ok scores from long-form ratings (doc_id, rule_id, score, status), NaN where a
+    rating is missing or failed; rows sorted by doc id."""
+    ok = ratings[ratings.status == "ok"]
+    wide = ok.pivot_table(index="doc_id", columns="rule_id", values="score", aggfunc="first")
+    all_docs = sorted(set(ratings.doc_id))
+    return wide.reindex(index=all_docs, columns=rule_ids).to_numpy(dtype=float)

@@ -1,4 +1,2 @@
-"""Prefect tasks: thin wrappers around `orthoselect.stages` steps, dispatched to Dask."""
-from tasks.steps import ShardsFailed, result_storage, run_step, shard_step
-
-__all__ = ["ShardsFailed", "result_storage", "run_step", "shard_step"]
+"""Prefect tasks: thin wrappers around `orthoselect.stages` steps (tasks/steps.py), dispatched to Dask
+through the run's runtime (tasks/runtime.py, which imports no Prefect: Dask workers may unpickle it)."""

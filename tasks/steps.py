@@ -1,13 +1,16 @@
 """Thin Prefect tasks around the library's steps: retries, fingerprint cache keys, the failure ledger,
-artifacts. The work itself runs on Dask workers (tasks/dispatch.py).
+artifacts. The work itself runs on Dask workers (tasks/runtime.py).
 
 A task's cache key is built from its steps' keys (shard fingerprints, config parts, upstream results;
 never a run id or a path string), so a rerun shows finished work as `Cached` in the Prefect UI. The
 step's own completion marker stays the proof of done: a task that does run still skips finished work."""
+
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.context import TaskRunContext
@@ -16,28 +19,52 @@ from prefect.utilities.annotations import quote
 from orthoselect.dataset import Shard
 from orthoselect.hashing import stable_hash
 from orthoselect.ledger import record_failure
-from orthoselect.stages import STEPS, RunContext, StepNotReady, execute
+from orthoselect.llm.limits import BudgetExhausted
+from orthoselect.stages import RUN_UNIT, STEPS, RunContext, StepNotReady, execute
 from tasks.artifacts import publish
-from tasks.dispatch import run_each
+from tasks.runtime import Runtime
 
 
-class ShardsFailed(RuntimeError):
-    """Some shards of a task failed; each failure is in the run's ledger."""
+@dataclass(frozen=True)
+class Failure:
+    """Why one unit of a step failed: the exception's class name and message (as in the ledger)."""
 
-    def __init__(self, step: str, errors: dict[str, str]):
-        self.step, self.errors = step, errors
-        super().__init__(f"{step} failed on {len(errors)} shard(s): "
-                         + "; ".join(f"{sid}: {msg}" for sid, msg in sorted(errors.items())))
+    error: str
+    message: str
+
+    @classmethod
+    def of(cls, e: BaseException) -> Failure:
+        return cls(type(e).__name__, str(e))
+
+    def __str__(self) -> str:
+        return f"{self.error}: {self.message}"
+
+
+class StepFailed(RuntimeError):
+    """A step failed on some of its units (shards, or the run); each failure is in the run's ledger."""
+
+    def __init__(self, step: str, failures: dict[str, Failure]):
+        self.step, self.failures = step, failures
+        super().__init__(f"{step} failed on {len(failures)} unit(s): "
+                         + "; ".join(f"{unit}: {f}" for unit, f in sorted(failures.items())))
+
+    def __reduce__(self):  # picklable with its fields (Prefect persists task failures)
+        return type(self), (self.step, self.failures)
+
+    @property
+    def budget_stopped(self) -> bool:
+        """Every failure is the run's budget stop: nothing is broken, the budget is spent."""
+        return bool(self.failures) and all(f.error == BudgetExhausted.__name__ for f in self.failures.values())
 
 
 def step_cache_key(context: TaskRunContext, parameters: dict) -> str | None:
     step = STEPS[parameters["step_name"]]
     ctx = parameters["ctx"]
     ctx = (ctx.unquote() if isinstance(ctx, quote) else ctx).frozen_markers()
-    if step.name == "plan":
-        return None  # input files are re-listed and re-fingerprinted on every run
+    if not step.cacheable:
+        return None  # its inputs are found by running it (the plan re-lists and re-fingerprints the files)
     try:
-        keys = [step.key(ctx, s) for s in parameters["shards"]] if step.per_shard else [step.key(ctx)]
+        keys = [step.key(ctx, unit) for unit in parameters.get("units", [None])]
     except (StepNotReady, FileNotFoundError):
         return None  # upstream not done: no caching; the step itself raises a clear error
     except Exception as e:  # noqa: BLE001 - storage unreachable: run the task; its step checks its marker
@@ -46,7 +73,7 @@ def step_cache_key(context: TaskRunContext, parameters: dict) -> str | None:
     return f"{step.name}-{stable_hash([ctx.cfg.run_dir, keys], 24)}"
 
 
-def result_storage(ctx: RunContext):
+def result_storage(ctx: RunContext) -> Any:
     """Where task results persist: beside the run's artifacts. A local run directory is a Path; a remote
     one is a saved RemoteFileSystem block every worker can reach."""
     if ctx.local_run_dir:
@@ -67,29 +94,29 @@ def _try_number() -> int:
 
 @task(name="run-step", retries=1, retry_delay_seconds=2, cache_key_fn=step_cache_key, persist_result=True,
       task_run_name="{step_name}")
-def run_step(step_name: str, ctx: RunContext) -> dict:
+def run_step(step_name: str, ctx: RunContext, runtime: Runtime) -> dict:
     """A whole-run step (plan, sample, rules, dpp, rank, manifest), run on a Dask worker."""
-    [stats] = run_each(partial(execute, step_name), ctx, [None], step_name)
+    [stats] = runtime.run_each(partial(execute, step_name), ctx, [None], step_name)
     if isinstance(stats, BaseException):
-        record_failure(ctx, step_name, "run", stats, _try_number())
-        raise stats
-    publish(step_name, ctx, stats)
+        record_failure(ctx, step_name, RUN_UNIT, stats, _try_number())
+        raise StepFailed(step_name, {RUN_UNIT: Failure.of(stats)}) from stats
+    publish(STEPS[step_name].artifacts(ctx, stats))
     return stats
 
 
 @task(name="shard-step", retries=2, retry_delay_seconds=[2, 10], cache_key_fn=step_cache_key, persist_result=True,
       task_run_name="{step_name}:{label}")
-def shard_step(step_name: str, ctx: RunContext, shards: list[Shard], label: str) -> dict[str, dict]:
+def shard_step(step_name: str, ctx: RunContext, runtime: Runtime, units: list[Shard], label: str) -> dict[str, dict]:
     """A per-shard step (scan, rate, score, write) on a group of shards, each its own Dask task.
     Shards that fail are recorded in the ledger; the task then fails, naming them."""
-    outcomes = run_each(partial(execute, step_name), ctx, shards, f"{step_name}-{label}")
-    errors = {}
-    for shard, outcome in zip(shards, outcomes):
+    outcomes = runtime.run_each(partial(execute, step_name), ctx, units, f"{step_name}-{label}")
+    failures = {}
+    for shard, outcome in zip(units, outcomes):
         if isinstance(outcome, BaseException):
             record_failure(ctx, step_name, shard.id, outcome, _try_number())
-            errors[shard.id] = f"{type(outcome).__name__}: {outcome}"
-    if errors:
-        raise ShardsFailed(step_name, errors)
-    if len(shards) > 1:
-        get_run_logger().debug("%s: %d shards done", label, len(shards))
-    return {s.id: o for s, o in zip(shards, outcomes)}
+            failures[shard.id] = Failure.of(outcome)
+    if failures:
+        raise StepFailed(step_name, failures)
+    if len(units) > 1:
+        get_run_logger().debug("%s: %d shards done", label, len(units))
+    return {s.id: o for s, o in zip(units, outcomes)}

@@ -75,11 +75,11 @@ def _imported_packages():
 def test_workers_of_a_flow_run_never_import_prefect(prefect_api, corpus_dir, tmp_path):
     from distributed import Client
 
-    from flows.pipeline import run_stages
+    from flows.pipeline import run_stages, start_run
     from flows.runtime import dask_cluster
 
     with dask_cluster(ClusterConfig(n_workers=2, threads_per_worker=1)) as address, \
             Client(address, set_as_default=False) as client:
         config = small_config(corpus_dir, tmp_path / "run", cluster__address=address)
-        run_stages(config, ["index_pool"])
+        run_stages(start_run(config), ["index_pool"])
         assert set(map(tuple, client.run(_imported_packages).values())) == {("orthoselect",)}

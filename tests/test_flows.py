@@ -39,20 +39,20 @@ def test_rerun_is_cached_in_prefect(pipeline_run):
 
 
 def test_stage_flows_run_one_at_a_time(prefect_api, corpus_dir, tmp_path, pipeline_run):
-    from flows.pipeline import run_stages
+    from flows.pipeline import run_stages, start_run
 
     config = small_config(corpus_dir, tmp_path / "staged")
     for stage in STAGES:
-        run_stages(config, [stage])
+        run_stages(start_run(config), [stage])
     staged = RunContext(Config.model_validate(config)).storage.read_json("manifest.json")
     assert staged["counts"] == pipeline_run[1]["counts"]
 
 
 def test_stage_out_of_order_fails_clearly(prefect_api, corpus_dir, tmp_path):
-    from flows.pipeline import run_stages
+    from flows.pipeline import StageFailed, run_stages, start_run
 
-    with pytest.raises(Exception, match="not found|has not completed"):
-        run_stages(small_config(corpus_dir, tmp_path / "early"), ["select_rules"])
+    with pytest.raises(StageFailed, match="not found|has not completed"):
+        run_stages(start_run(small_config(corpus_dir, tmp_path / "early")), ["select_rules"])
 
 
 def artifact_keys() -> set[str]:

@@ -18,12 +18,13 @@ def test_limits_hold_across_worker_processes():
     from distributed import Client, LocalCluster
 
     from orthoselect.llm.governor import Governor, Permits
+    from tasks.runtime import ActorGovernor
 
     rpm, in_flight, per_worker = 3000, 6, 200  # 50 requests/s for the whole cluster
     with FakeLLMServer(latency_ms=50) as server, \
             LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
-        governor = client.submit(Governor, rpm, None, in_flight, actor=True).result()
+        governor = ActorGovernor(client.submit(Governor, rpm, None, in_flight, actor=True).result())
         cfg = RatingConfig(model="openai/fake", api_base=server.url, concurrency=16, structured_output="off")
 
         def rate(worker: int, governor) -> int:
@@ -71,6 +72,9 @@ def test_budget_stops_the_run_and_a_larger_budget_resumes_it(prefect_api, corpus
         spent = json.loads(ctx.storage.read_bytes(f"spend/{spend_file}"))
         assert spent["stopped_by_budget"] and 0.9 <= spent["spent_usd"] <= 1.0 + 0.01
         assert status(ctx)["stopped"]["reason"] == "budget"
+        # one attempt id for the whole run: the stop, the failure ledger and the spend all carry it
+        attempt = status(ctx)["stopped"]["attempt"]
+        assert ctx.storage.list("ledger") == [attempt] and spend_file == f"{attempt}.json"
         assert not ctx.storage.exists("manifest.json")
         stopped_at = server.requests
         assert spent["spent_usd"] == pytest.approx(server.usage_tokens / 1e6, rel=1e-6)

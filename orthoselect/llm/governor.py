@@ -1,10 +1,11 @@
 """Run-wide LLM limits shared by every Dask worker: requests per minute, tokens per minute, requests in
 flight, and the spend budget.
 
-One `Governor` exists per run: a Dask actor on the cluster (or a plain object in one process). Clients
-never ask it once per request: a `Permits` object (the `Limiter` each rater uses) leases a few permits
-at a time and reports finished requests with its next lease, so the governor sees a handful of calls
-per worker per second even at thousands of requests per second."""
+One `Governor` exists per run: a plain object in one process, or, on a cluster, one object that every
+worker reaches through the orchestration layer (a Dask actor behind `GovernorLike`; this library knows
+no cluster). Clients never ask it once per request: a `Permits` object (the `Limiter` each rater uses)
+leases a few permits at a time and reports finished requests with its next lease, so the governor sees
+a handful of calls per worker per second even at thousands of requests per second."""
 from __future__ import annotations
 
 import asyncio
@@ -13,6 +14,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 from orthoselect.llm.limits import BudgetExhausted
 from orthoselect.storage import Storage
@@ -41,8 +43,24 @@ class _Bucket:
         return max(0.0, (min(amount, self.capacity) - self.level) / self.rate)
 
 
+class GovernorLike(Protocol):
+    """What Permits and the manifest need of the run's governor, wherever it lives."""
+
+    blocking: bool  # True: calls wait on another process, so they are made from a helper thread
+
+    def lease(self, want: int, est_tokens: int, est_cost: float, settle: tuple = (0, 0, 0, 0.0)) -> tuple:
+        """See Governor.lease."""
+        ...
+
+    def flush(self) -> dict:
+        """Persist the spend now and return the report."""
+        ...
+
+
 class Governor:
     """Grants permits to send LLM requests within the run's limits and budget."""
+
+    blocking = False
 
     def __init__(self, rpm: int | None = None, tpm: int | None = None, max_in_flight: int | None = None,
                  budget_usd: float | None = None, spent_usd: float = 0.0, storage: Storage | None = None,
@@ -140,11 +158,6 @@ def governor_args(cfg, storage: Storage, attempt: str) -> tuple:
     return r.rpm, r.tpm, r.max_in_flight, cfg.budget_usd, spent_so_far(storage), storage, attempt
 
 
-def flush(governor) -> dict:
-    """Persist a governor's spend now, whether it is a local object or a Dask actor proxy."""
-    return governor.flush() if isinstance(governor, Governor) else governor.flush().result(timeout=60)
-
-
 def check_budget_prices(cfg) -> None:
     """Raise ConfigError when the config sets `budget_usd` but a model it calls has no known price."""
     from orthoselect.config import SIMULATED, ConfigError
@@ -166,11 +179,11 @@ def spent_so_far(storage: Storage) -> float:
 
 
 class Permits:
-    """The `Limiter` a rater uses: leases permits from the run's Governor (a local object or a Dask actor
-    proxy) a few at a time, and reports finished requests with the next lease. Every permit is sized by
-    one estimate per rater (the first request's, or `estimate`), so reservations settle exactly."""
+    """The `Limiter` a rater uses: leases permits from the run's governor a few at a time, and reports
+    finished requests with the next lease. Every permit is sized by one estimate per rater (the first
+    request's, or `estimate`), so reservations settle exactly."""
 
-    def __init__(self, governor, batch: int = 8, estimate: tuple[int, float] | None = None):
+    def __init__(self, governor: GovernorLike, batch: int = 8, estimate: tuple[int, float] | None = None):
         self.governor, self.batch = governor, batch
         self._credits = 0
         self._done, self._tokens, self._cost = 0, 0, 0.0
@@ -183,10 +196,10 @@ class Permits:
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["governor"], state["batch"], state["estimate"])
 
-    async def _call(self, *args):
-        if isinstance(self.governor, Governor):
-            return self.governor.lease(*args)
-        return await asyncio.to_thread(lambda: self.governor.lease(*args).result())  # Dask actor
+    async def _call(self, *args) -> tuple:
+        if self.governor.blocking:
+            return await asyncio.to_thread(self.governor.lease, *args)
+        return self.governor.lease(*args)
 
     async def acquire(self, est_tokens: int, est_cost: float) -> None:
         if self._lock is None:

@@ -1,28 +1,24 @@
 """Raters: the offline simulator (`rating.model: simulated`) and any litellm model."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from orthoselect.config import SIMULATED
+from orthoselect.config import SIMULATED, Config
+from orthoselect.llm.limits import Limiter
 from orthoselect.raters.base import Rater
 
-if TYPE_CHECKING:
-    from orthoselect.stages.base import RunContext
 
-
-def make_rater(ctx: "RunContext") -> Rater:
-    """The rater the run's config asks for, with the request cache when it is enabled."""
-    cfg = ctx.cfg.rating
-    if cfg.model == SIMULATED:
+def make_rater(cfg: Config, cache_path: str | None = None, limiter: Limiter | None = None) -> Rater:
+    """The rater the config asks for, with the request cache at `cache_path` (None: no cache), within
+    `limiter` (the run's LLM limits; None: none)."""
+    rating = cfg.rating
+    if rating.model == SIMULATED:
         from orthoselect.raters.simulated import SimulatedRater
 
-        return SimulatedRater(seed=ctx.cfg.seed, max_doc_tokens=cfg.max_doc_tokens)
+        return SimulatedRater(seed=cfg.seed, max_doc_tokens=rating.max_doc_tokens)
     from orthoselect.llm.cache import open_cache
     from orthoselect.raters.llm import LiteLLMRater
-    from orthoselect.stages.base import run_limiter
 
-    cache = open_cache(ctx.cache_path(), ctx.cfg.storage.options) if ctx.cfg.cache.enabled else None
-    return LiteLLMRater(cfg, cache, limiter=run_limiter(ctx))
+    cache = open_cache(cache_path, cfg.storage.options) if cache_path else None
+    return LiteLLMRater(rating, cache, limiter=limiter)
 
 
 def rater_label(model: str) -> str:

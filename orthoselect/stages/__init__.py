@@ -2,8 +2,10 @@
 
     plan -> scan (per shard) -> sample -> rules -> rate (per sampled shard) -> dpp
          -> score (per shard) -> rank -> write (per shard) -> manifest
-"""
-from orthoselect.stages.base import RUN_UNIT, RunContext, Step, StepNotReady
+
+`STEPS` is the registry: every list of steps (stage flows, status, manifest, progress bars, artifacts)
+is derived from it and from what each step declares (orthoselect/stages/base.py)."""
+from orthoselect.stages.base import RUN_UNIT, Artifact, RunContext, RunStep, ShardStep, Step, StepNotReady
 from orthoselect.stages.index import DrawSample, Plan, ScanShard, sampled_shards
 from orthoselect.stages.manifest import WriteManifest, build_manifest, render_report
 from orthoselect.stages.rating import RateSample, ScorePool
@@ -15,30 +17,20 @@ STEPS: dict[str, Step] = {s.name: s for s in (
     ScorePool(), RankPool(), WriteSelected(), WriteManifest(),
 )}
 
-
 # The stage flows and the steps each runs, in order.
-STAGES: dict[str, tuple[str, ...]] = {
-    "index_pool": ("plan", "scan", "sample"),
-    "generate_rules": ("rules",),
-    "rate_sample": ("rate",),
-    "select_rules": ("dpp",),
-    "score_pool": ("score",),
-    "select_data": ("rank", "write", "manifest"),
-}
+STAGES: dict[str, tuple[str, ...]] = {}
+for _step in STEPS.values():
+    STAGES[_step.stage] = (*STAGES.get(_step.stage, ()), _step.name)
 
 
-def step_shards(ctx: RunContext, step: Step) -> list:
-    """The shards a per-shard step runs on: stage 2 rates only shards holding sampled documents."""
-    if step.name == "rate":
-        wanted = set(sampled_shards(ctx))
-        return [s for s in ctx.shards() if s.id in wanted]
-    return ctx.shards()
+def shard_steps() -> list[ShardStep]:
+    return [s for s in STEPS.values() if isinstance(s, ShardStep)]
 
 
-def execute(step_name: str, ctx: RunContext, shard=None) -> dict:
-    """Run one step on one shard (None for a whole-run step): what a Dask worker runs. It lives here, in
-    the library, so that unpickling it on a worker imports the library only, never Prefect."""
-    return STEPS[step_name](ctx, shard)
+def execute(step_name: str, ctx: RunContext, unit=None) -> dict:
+    """Run one step on one unit (a shard, or None for a whole-run step): what a Dask worker runs. It
+    lives here, in the library, so that unpickling it on a worker imports the library only."""
+    return STEPS[step_name](ctx, unit)
 
 
 def run_local(ctx: RunContext, stages: tuple[str, ...] = tuple(STAGES)) -> dict:
@@ -53,8 +45,8 @@ def run_local(ctx: RunContext, stages: tuple[str, ...] = tuple(STAGES)) -> dict:
         for stage in stages:
             for name in STAGES[stage]:
                 step = STEPS[name]
-                for shard in step_shards(ctx, step) if step.per_shard else [None]:
-                    step(ctx, shard)
+                for unit in step.units(ctx):
+                    step(ctx, unit)
     finally:
         if own:
             ctx.governor.flush()
@@ -62,5 +54,5 @@ def run_local(ctx: RunContext, stages: tuple[str, ...] = tuple(STAGES)) -> dict:
     return ctx.storage.read_json("manifest.json") if "select_data" in stages else {}
 
 
-__all__ = ["RUN_UNIT", "STEPS", "RunContext", "Step", "StepNotReady", "build_manifest", "render_report",
-           "sampled_shards", "STAGES", "step_shards", "execute", "run_local"]
+__all__ = ["RUN_UNIT", "STAGES", "STEPS", "Artifact", "RunContext", "RunStep", "ShardStep", "Step", "StepNotReady",
+           "build_manifest", "execute", "render_report", "run_local", "sampled_shards", "shard_steps"]

@@ -1,159 +1,158 @@
-"""The run context and the step base: a step declares what it reads and writes, derives a key from
-everything its output depends on, and counts as done only by its completion marker, written last.
+"""The step contract. A step derives a key from everything its output depends on, writes its outputs
+atomically, and counts as done only by its completion marker, written last.
+
+Two shapes: a `RunStep` runs once per run, a `ShardStep` once per shard (of `units(ctx)`). Each
+carries as data what the orchestration needs to know about it: its stage, the units it runs on,
+whether Prefect may cache its result, the outputs it must leave behind (checked after every run),
+its typed `Stats`, and the artifacts it shows a person watching the run. Adding a step is one class
+and one line in `orthoselect.stages.STEPS`.
 
 A rerun calls every step again; a step whose marker holds the same key returns the recorded stats
 without doing the work. A changed input (a shard's fingerprint, a config section, an upstream
 result) changes the key, so exactly the affected work is redone."""
+
 from __future__ import annotations
 
-import datetime as dt
+import dataclasses
 import logging
-import os
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field, replace
-from functools import cached_property
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
 
-from orthoselect import __version__
-from orthoselect.config import Config
+from orthoselect.artifacts import Artifact
 from orthoselect.dataset import Shard
 from orthoselect.hashing import stable_hash
-from orthoselect.storage import Storage, is_remote
+from orthoselect.stages.context import RUN_UNIT, RunContext, StepNotReady, run_limiter
 
 log = logging.getLogger("orthoselect")
 
-RUN_UNIT = "run"  # the unit name of whole-run steps
+__all__ = ["RUN_UNIT", "Artifact", "MissingOutput", "RunContext", "RunStep", "ShardStep", "Stats", "Step",
+           "StepNotReady", "run_limiter"]
 
 
-class StepNotReady(RuntimeError):
-    """An upstream step has not completed."""
+class MissingOutput(RuntimeError):
+    """A step finished without writing an output it declares: it must not be marked done."""
+
+
+S = TypeVar("S", bound="Stats")
 
 
 @dataclass
-class RunContext:
-    """Everything a step needs, picklable so it can travel to a Dask worker."""
+class Stats:
+    """A step's stats: a dataclass stored as JSON in its marker. `total` adds numbers and merges
+    counters (dicts of numbers) across shards; a field that cannot be added says so with
+    `field(metadata={"total": False})` and is left out, never dropped by accident."""
 
-    cfg: Config
-    attempt: str = "local"  # id of this invocation on the run directory (ledger/<attempt>/)
-    _shards: list[Shard] | None = field(default=None, repr=False)
-    _markers: dict | None = field(default=None, repr=False)  # see `frozen_markers`
-    governor: Any = field(default=None, repr=False)  # the run's LLM limits (orthoselect.llm.governor), if any
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
-    @cached_property
-    def storage(self) -> Storage:
-        return Storage(self.cfg.run_dir, self.cfg.storage.options, self.cfg.storage.retries)
+    @classmethod
+    def from_dict(cls: type[S], data: dict) -> S:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
 
-    @cached_property
-    def output(self) -> Storage:
-        return Storage(self.cfg.output_path, self.cfg.storage.options, self.cfg.storage.retries)
-
-    @property
-    def local_run_dir(self) -> str | None:
-        return None if is_remote(self.cfg.run_dir) else self.cfg.run_dir.removeprefix("file://")
-
-    def cache_path(self) -> str:
-        """Where LLM answers are cached: SQLite beside a local run, an object folder beside a remote one."""
-        if self.cfg.cache.path:
-            return self.cfg.cache.path
-        if self.local_run_dir:
-            return os.path.join(self.local_run_dir, "cache", "requests.sqlite")
-        return f"{self.cfg.run_dir.rstrip('/')}/cache/requests/"
-
-    # --- shards --------------------------------------------------------------------------------
-    def shards(self) -> list[Shard]:
-        """The shard manifest written by the `plan` step at the start of the run."""
-        if self._shards is None:
-            data = self.storage.read_json("shards.json")
-            self._shards = [Shard(**s) for s in data["shards"]]
-        return self._shards
-
-    def shard(self, shard_id: str) -> Shard:
-        for s in self.shards():
-            if s.id == shard_id:
-                return s
-        raise KeyError(f"no shard {shard_id!r} in {self.storage.url('shards.json')}")
-
-    # --- markers -------------------------------------------------------------------------------
-    @staticmethod
-    def marker_path(stage: str, unit: str) -> str:
-        return f"_markers/{stage}/{unit}.json"
-
-    def read_marker(self, stage: str, unit: str = RUN_UNIT) -> dict | None:
-        if self._markers is None:
-            return self.storage.read_json(self.marker_path(stage, unit), default=None)
-        if (stage, unit) not in self._markers:
-            self._markers[(stage, unit)] = self.storage.read_json(self.marker_path(stage, unit), default=None)
-        return self._markers[(stage, unit)]
-
-    def frozen_markers(self) -> "RunContext":
-        """A copy that reads each marker once: for computing many keys at one moment (a group's cache
-        keys, a status report) without re-reading the same upstream markers from storage each time."""
-        return replace(self, _markers={}, _shards=self._shards)
-
-    def done_key(self, stage: str, unit: str = RUN_UNIT) -> str:
-        """Identity of a completed upstream result: the hash of its output when the step records one
-        (so an upstream rerun that produces the same output invalidates nothing), else its key.
-        Raises StepNotReady if the step has not completed."""
-        marker = self.read_marker(stage, unit)
-        if marker is None:
-            raise StepNotReady(f"step {stage!r} has not completed for {unit!r} in {self.cfg.run_dir}")
-        return marker["stats"].get("output_hash") or marker["key"]
-
-    def write_marker(self, stage: str, unit: str, key: str, stats: dict, seconds: float = 0.0) -> None:
-        self.storage.write_json(self.marker_path(stage, unit), {
-            "stage": stage, "unit": unit, "key": key, "stats": stats, "attempt": self.attempt,
-            "seconds": round(seconds, 4),
-            "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
-            "version": __version__,
-        })
-
-    def completed_units(self, stage: str) -> list[str]:
-        return [name.removesuffix(".json") for name in self.storage.list(f"_markers/{stage}")]
+    @classmethod
+    def total(cls, items: list[dict]) -> dict:
+        """The sum over shards of each field that adds up."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if not f.metadata.get("total", True):
+                continue
+            values = [item[f.name] for item in items if item.get(f.name) is not None]
+            if all(isinstance(v, dict) for v in values):
+                merged: dict[str, float] = {}
+                for v in values:
+                    for k, n in v.items():
+                        merged[k] = merged.get(k, 0) + n
+                out[f.name] = merged
+            elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                out[f.name] = sum(values)
+            else:
+                raise TypeError(f"{cls.__name__}.{f.name} does not add up; mark it metadata={{'total': False}}")
+        return out
 
 
-def run_limiter(ctx: RunContext):
-    """The limiter an LLM client of this run uses: permits from the run's governor, if it has one."""
-    if ctx.governor is None:
-        return None
-    from orthoselect.llm.governor import Permits
-
-    return Permits(ctx.governor)
+U = TypeVar("U", None, Shard)
+T = TypeVar("T", bound=Stats)
 
 
-class Step(ABC):
-    """One unit of pipeline work. Subclasses set `name`, `reads`, `writes`, and implement `key` and
-    `run`. Per-shard steps (`per_shard = True`) get the shard; whole-run steps get None."""
+class Step(ABC, Generic[U, T]):
+    """Base of both shapes; subclass `RunStep[MyStats]` or `ShardStep[MyStats]`."""
 
     name: ClassVar[str]
-    per_shard: ClassVar[bool] = False
+    stage: ClassVar[str]  # the stage flow that runs it (see orthoselect.stages.STAGES)
     version: ClassVar[int] = 1  # bump when the step's logic changes its output
-    reads: ClassVar[tuple[str, ...]] = ()
-    writes: ClassVar[tuple[str, ...]] = ()
+    cacheable: ClassVar[bool] = True  # False: it always runs (its inputs are found by running it)
+    writes: ClassVar[tuple[str, ...]] = ()  # run-directory paths it leaves behind; "{shard}" is the shard id
+    stats_type: type[T]  # the dataclass its `run` returns
 
     @abstractmethod
-    def inputs(self, ctx: RunContext, shard: Shard | None) -> dict:
+    def units(self, ctx: RunContext) -> list[U]:
+        """What it runs on: [None] for a whole-run step, shards for a shard step."""
+
+    @abstractmethod
+    def inputs(self, ctx: RunContext, unit: U) -> dict:
         """Everything the output depends on (config parts, upstream keys, fingerprints)."""
 
     @abstractmethod
-    def run(self, ctx: RunContext, shard: Shard | None) -> dict:
-        """Do the work, write the outputs atomically, and return JSON-serialisable stats."""
+    def run(self, ctx: RunContext, unit: U) -> T:
+        """Do the work, write the outputs atomically, and return the stats."""
 
-    def key(self, ctx: RunContext, shard: Shard | None = None) -> str:
-        return f"{self.name}-{stable_hash([self.version, self.inputs(ctx, shard)], 20)}"
+    def artifacts(self, ctx: RunContext, stats: dict) -> list[Artifact]:
+        """What a person watching the run should see once this step has run."""
+        return []
 
-    def is_done(self, ctx: RunContext, shard: Shard | None = None) -> bool:
-        marker = ctx.read_marker(self.name, shard.id if shard else RUN_UNIT)
-        return marker is not None and marker["key"] == self.key(ctx, shard)
+    @staticmethod
+    def unit_id(unit: U) -> str:
+        return unit.id if unit is not None else RUN_UNIT
 
-    def __call__(self, ctx: RunContext, shard: Shard | None = None) -> dict:
+    def key(self, ctx: RunContext, unit: U) -> str:
+        return f"{self.name}-{stable_hash([self.version, self.inputs(ctx, unit)], 20)}"
+
+    def is_done(self, ctx: RunContext, unit: U) -> bool:
+        marker = ctx.read_marker(self.name, self.unit_id(unit))
+        return marker is not None and marker["key"] == self.key(ctx, unit)
+
+    def read_stats(self, ctx: RunContext, unit: U) -> T:
+        """The typed stats of the last completed run. Raises StepNotReady when there is none."""
+        marker = ctx.read_marker(self.name, self.unit_id(unit))
+        if marker is None:
+            raise StepNotReady(f"step {self.name!r} has not completed for {self.unit_id(unit)!r} in {ctx.cfg.run_dir}")
+        return self.stats_type.from_dict(marker["stats"])
+
+    def check_outputs(self, ctx: RunContext, unit: U) -> None:
+        for pattern in self.writes:
+            path = pattern.format(shard=self.unit_id(unit))
+            if not ctx.storage.exists(path):
+                raise MissingOutput(f"step {self.name!r} finished {self.unit_id(unit)!r} without writing {path}")
+
+    def __call__(self, ctx: RunContext, unit: U = None) -> dict:  # type: ignore[assignment]
+        """Run unless done; returns the stats as stored in the marker. A step that is not `cacheable`
+        always runs, and its key is taken after the run (its inputs are what it finds)."""
         started = time.perf_counter()  # the marker's `seconds`: the whole step, its done-check included
-        unit = shard.id if shard else RUN_UNIT
-        key = self.key(ctx, shard)
-        marker = ctx.read_marker(self.name, unit)
-        if marker is not None and marker["key"] == key:
-            log.info("%s %s: already done, skipped", self.name, unit)
-            return marker["stats"]
-        stats = self.run(ctx, shard)
-        ctx.write_marker(self.name, unit, key, stats, time.perf_counter() - started)
+        if self.cacheable:
+            key = self.key(ctx, unit)
+            marker = ctx.read_marker(self.name, self.unit_id(unit))
+            if marker is not None and marker["key"] == key:
+                log.info("%s %s: already done, skipped", self.name, self.unit_id(unit))
+                return marker["stats"]
+        stats = self.run(ctx, unit).to_dict()
+        self.check_outputs(ctx, unit)
+        key = key if self.cacheable else self.key(ctx, unit)
+        ctx.write_marker(self.name, self.unit_id(unit), key, stats, time.perf_counter() - started)
         return stats
+
+
+class RunStep(Step[None, T]):
+    """A step that runs once per run."""
+
+    def units(self, ctx: RunContext) -> list[None]:
+        return [None]
+
+
+class ShardStep(Step[Shard, T]):
+    """A step that runs once per shard of `units(ctx)` (default: every shard of the plan)."""
+
+    def units(self, ctx: RunContext) -> list[Shard]:
+        return ctx.shards()

@@ -9,49 +9,68 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from orthoselect.hashing import frame_hash, stable_hash
-
 from orthoselect.config import dump_config
 from orthoselect.dataset import Shard, discover_shards, read_batches
-from orthoselect.stages.base import RUN_UNIT, RunContext, Step
+from orthoselect.hashing import frame_hash, stable_hash
+from orthoselect.stages.base import Artifact, RunContext, RunStep, ShardStep, Stats
+
+NO_TOTAL = {"total": False}
 
 
-class Plan(Step):
+@dataclass
+class PlanStats(Stats):
+    shards: int = 0
+    bytes: int = 0
+
+
+class Plan(RunStep[PlanStats]):
+    """Lists the input shards as they are now: it always runs (`cacheable = False`)."""
+
     name = "plan"
-    writes = ("shards.json",)
+    stage = "index_pool"
+    cacheable = False
+    writes = ("shards.json", "config.yaml")
+    stats_type = PlanStats
 
-    def inputs(self, ctx, shard):
+    def inputs(self, ctx: RunContext, unit: None) -> dict:
         return {"shards": [s.to_dict() for s in ctx.shards()]}
 
-    def run(self, ctx: RunContext, shard=None) -> dict:
+    def run(self, ctx: RunContext, unit: None) -> PlanStats:
         ctx.storage.write_text("config.yaml", dump_config(ctx.cfg))  # `status`/`retry-failed` read it back
         shards = discover_shards(ctx.cfg.dataset, ctx.cfg.storage.options, ctx.cfg.storage.retries)
         ctx.storage.write_json("shards.json", {"dataset": ctx.cfg.dataset.model_dump(mode="json"),
                                                "shards": [s.to_dict() for s in shards]})
         ctx._shards = shards
-        return {"shards": len(shards), "bytes": sum(s.size for s in shards)}
-
-    def __call__(self, ctx: RunContext, shard=None) -> dict:
-        stats = self.run(ctx)  # always: the manifest must describe the files as they are now
-        ctx.write_marker(self.name, RUN_UNIT, self.key(ctx), stats)
-        return stats
+        return PlanStats(shards=len(shards), bytes=sum(s.size for s in shards))
 
 
-class ScanShard(Step):
+@dataclass
+class ScanStats(Stats):
+    rows: int = 0
+    valid: int = 0
+    quarantined: int = 0
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    chars: int = 0
+    output_hash: str = field(default="", metadata=NO_TOTAL)
+
+
+class ScanShard(ShardStep[ScanStats]):
     name = "scan"
-    per_shard = True
-    reads = ("<input shard>",)
-    writes = ("index/<shard>.parquet", "quarantine/<shard>.jsonl")
+    stage = "index_pool"
+    writes = ("index/{shard}.parquet", "quarantine/{shard}.jsonl")
+    stats_type = ScanStats
 
-    def inputs(self, ctx, shard: Shard):
+    def inputs(self, ctx: RunContext, unit: Shard) -> dict:
         d = ctx.cfg.dataset
-        return {"fingerprint": shard.fingerprint, "format": shard.format, "id": d.id_field, "text": d.text_field}
+        return {"fingerprint": unit.fingerprint, "format": unit.format, "id": d.id_field, "text": d.text_field}
 
-    def run(self, ctx: RunContext, shard: Shard) -> dict:
+    def run(self, ctx: RunContext, unit: Shard) -> ScanStats:
+        shard = unit
         ids, rows, chars, quarantined = [], [], [], []
         for batch in read_batches(shard, ctx.cfg.dataset, ctx.cfg.storage.options):
             ids += batch.ids
@@ -67,8 +86,8 @@ class ScanShard(Step):
         for q in quarantined:
             kind = q["reason"].split(" (")[0].split(":")[0]
             reasons[kind] = reasons.get(kind, 0) + 1
-        return {"rows": len(ids) + len(quarantined), "valid": len(ids), "quarantined": len(quarantined),
-                "quarantine_reasons": reasons, "chars": int(index.n_chars.sum()), "output_hash": frame_hash(index)}
+        return ScanStats(rows=len(ids) + len(quarantined), valid=len(ids), quarantined=len(quarantined),
+                         quarantine_reasons=reasons, chars=int(index.n_chars.sum()), output_hash=frame_hash(index))
 
 
 DEDUP_BUCKET_ROWS = 2_000_000  # ids held at once while looking for ids repeated across shards
@@ -80,15 +99,25 @@ def sample_keys(doc_ids: pd.Series, seed: int) -> np.ndarray:
     return pd.util.hash_pandas_object(doc_ids.astype("string"), index=False, hash_key=hash_key).to_numpy()
 
 
-class DrawSample(Step):
+@dataclass
+class SampleStats(Stats):
+    pool: int = 0
+    sampled: int = 0
+    duplicates: int = 0
+    sample_per_shard: dict[str, int] = field(default_factory=dict)  # the shards stage 2 rates
+    output_hash: str = ""
+
+
+class DrawSample(RunStep[SampleStats]):
     """Streams the shard indexes: memory holds one shard's ids plus the sample (and, to find ids
     repeated across shards, one hash bucket of ids at a time), never the pool."""
 
     name = "sample"
-    reads = ("index/*.parquet",)
+    stage = "index_pool"
     writes = ("sample.parquet", "duplicates.parquet")
+    stats_type = SampleStats
 
-    def inputs(self, ctx, shard=None):
+    def inputs(self, ctx: RunContext, unit: None) -> dict:
         scans = {s.id: ctx.done_key("scan", s.id) for s in ctx.shards()}
         return {"scans": scans, "n": ctx.cfg.rating.sample_size, "seed": ctx.cfg.seed}
 
@@ -99,7 +128,7 @@ class DrawSample(Step):
 
     def _duplicates(self, ctx: RunContext) -> pd.DataFrame:
         """Later occurrences of ids seen in an earlier shard (or earlier row), bucket by bucket."""
-        total = sum(ctx.read_marker("scan", s.id)["stats"]["valid"] for s in ctx.shards())
+        total = sum(SCAN.read_stats(ctx, s).valid for s in ctx.shards())
         buckets = max(1, -(-total // DEDUP_BUCKET_ROWS))
         found = []
         for bucket in range(buckets):
@@ -111,7 +140,7 @@ class DrawSample(Step):
             found.append(ids[later].merge(first.rename(columns={"shard": "kept_shard", "row": "kept_row"}), on="doc_id"))
         return pd.concat(found, ignore_index=True)[["doc_id", "shard", "row", "kept_shard", "kept_row"]]
 
-    def run(self, ctx: RunContext, shard=None) -> dict:
+    def run(self, ctx: RunContext, unit: None) -> SampleStats:
         duplicates = self._duplicates(ctx)
         ctx.storage.write_parquet("duplicates.parquet", duplicates)
         n, pool, best = ctx.cfg.rating.sample_size, 0, None
@@ -124,9 +153,18 @@ class DrawSample(Step):
             best = frame.nsmallest(n, "key")
         sample = best.sort_values(["order", "row"])
         ctx.storage.write_parquet("sample.parquet", sample[["doc_id", "shard", "row", "key"]])
-        return {"pool": pool, "sampled": len(sample), "duplicates": len(duplicates),
-                "output_hash": stable_hash([frame_hash(sample[["doc_id", "shard"]]), frame_hash(duplicates)]),
-                "sample_per_shard": {k: int(v) for k, v in sample.shard.value_counts().sort_index().items()}}
+        return SampleStats(
+            pool=pool, sampled=len(sample), duplicates=len(duplicates),
+            output_hash=stable_hash([frame_hash(sample[["doc_id", "shard"]]), frame_hash(duplicates)]),
+            sample_per_shard={str(k): int(v) for k, v in sample.shard.value_counts().sort_index().items()})
+
+    def artifacts(self, ctx: RunContext, stats: dict) -> list[Artifact]:
+        return [Artifact("orthoselect-sample", "markdown",
+                         f"Pool {stats['pool']} documents; sample {stats['sampled']}; duplicate ids {stats['duplicates']}",
+                         "Sample drawn for rule selection")]
+
+
+SCAN, SAMPLE = ScanShard(), DrawSample()
 
 
 def sampled_documents(ctx: RunContext, shard: Shard, wanted: set[str]):
@@ -151,4 +189,4 @@ def example_texts(ctx: RunContext, count: int) -> list[str]:
 
 def sampled_shards(ctx: RunContext) -> list[str]:
     """Shards holding at least one sampled document: the only ones stage 2 rates."""
-    return sorted(ctx.read_marker("sample")["stats"]["sample_per_shard"])
+    return sorted(SAMPLE.read_stats(ctx, None).sample_per_shard)

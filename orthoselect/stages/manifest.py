@@ -3,61 +3,58 @@ stages persisted: markers, rule files and the selection."""
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 from orthoselect import __version__
 from orthoselect.raters import rater_label
 from orthoselect.rule_report import rule_choice_markdown
-from orthoselect.stages.base import RunContext, Step
-
-SHARD_STAGES = ("scan", "rate", "score", "write")
-RUN_STAGES = ("plan", "sample", "rules", "dpp", "rank")
+from orthoselect.stages.base import Artifact, RunContext, RunStep, ShardStep, Stats, Step
 
 
-def _sum_stats(stats: list[dict]) -> dict:
-    """Numbers summed, nested counters merged, anything else dropped."""
-    total: dict = {}
-    for s in stats:
-        for k, v in s.items():
-            if isinstance(v, bool):
-                continue
-            if isinstance(v, (int, float)):
-                total[k] = total.get(k, 0) + v
-            elif isinstance(v, dict) and all(isinstance(x, (int, float)) for x in v.values()):
-                merged = total.setdefault(k, {})
-                for kk, vv in v.items():
-                    merged[kk] = merged.get(kk, 0) + vv
-    return total
-
-
-def stage_stats(ctx: RunContext) -> dict:
-    stats = {}
-    for stage in RUN_STAGES:
-        marker = ctx.read_marker(stage)
-        stats[stage] = marker["stats"] if marker else None
-    for stage in SHARD_STAGES:
-        markers = [ctx.read_marker(stage, unit) for unit in ctx.completed_units(stage)]
-        stats[stage] = _sum_stats([m["stats"] for m in markers if m]) | {"shards_done": len(markers)}
+def stage_stats(ctx: RunContext, steps: list[Step]) -> dict:
+    """Each earlier whole-run step's stats, and each shard step's stats totalled over its shards."""
+    stats: dict = {}
+    for step in steps:
+        if isinstance(step, ShardStep):
+            markers = [ctx.read_marker(step.name, unit) for unit in ctx.completed_units(step.name)]
+            stats[step.name] = step.stats_type.total([m["stats"] for m in markers if m]) | {"shards_done": len(markers)}
+        elif step.name != WriteManifest.name:
+            marker = ctx.read_marker(step.name)
+            stats[step.name] = marker["stats"] if marker else None
     return stats
 
 
-class WriteManifest(Step):
-    name = "manifest"
-    reads = ("_markers/**", "rules.json", "rule_selection.json")
-    writes = ("manifest.json", "report.md")
+@dataclass
+class ManifestStats(Stats):
+    selected: int = 0
 
-    def inputs(self, ctx, shard=None):
+
+class WriteManifest(RunStep[ManifestStats]):
+    """The run manifest and its report, from what every step persisted."""
+
+    name = "manifest"
+    stage = "select_data"
+    writes = ("manifest.json", "report.md")
+    stats_type = ManifestStats
+
+    def inputs(self, ctx: RunContext, unit: None) -> dict:
         return {"rank": ctx.done_key("rank"), "writes": sorted(ctx.completed_units("write"))}
 
-    def run(self, ctx: RunContext, shard=None) -> dict:
+    def run(self, ctx: RunContext, unit: None) -> ManifestStats:
         manifest = build_manifest(ctx)
         ctx.storage.write_json("manifest.json", manifest)
         ctx.storage.write_text("report.md", render_report(manifest))
-        return {"selected": manifest["counts"]["selected"]}
+        return ManifestStats(selected=manifest["counts"]["selected"])
+
+    def artifacts(self, ctx: RunContext, stats: dict) -> list[Artifact]:
+        return [Artifact("orthoselect-report", "markdown", ctx.storage.read_bytes("report.md").decode(), "Run report")]
 
 
 def build_manifest(ctx: RunContext) -> dict:
+    from orthoselect.stages import STEPS  # the registry imports this module
+
     cfg = ctx.cfg
-    stages = stage_stats(ctx)
+    stages = stage_stats(ctx, list(STEPS.values()))
     rules = ctx.storage.read_json("rules.json")
     chosen = ctx.storage.read_json("rule_selection.json")
     scan, score, rank = stages["scan"], stages["score"], stages["rank"]
@@ -111,14 +108,22 @@ def spend_summary(ctx: RunContext, calls: dict) -> dict:
     cache cost nothing again) and dollars paid over all its attempts (`spent_by_attempts_usd`, which
     also counts requests of shards that an attempt stopped before finishing). `unknown_requests` were
     sent to a model whose price is not known: the dollar figures are then lower bounds."""
-    from orthoselect.llm.governor import flush, spent_so_far
+    from orthoselect.llm.governor import spent_so_far
 
     if ctx.governor is not None:
-        flush(ctx.governor)  # so that this attempt's spend so far is on storage
+        ctx.governor.flush()  # so that this attempt's spend so far is on storage
     known = sum(c.get("cost_usd", 0.0) for c in calls.values())
     unknown = sum(c.get("cost_unknown", 0) for c in calls.values())
     return {"cost_usd": known, "unknown_requests": unknown, "complete": unknown == 0,
             "spent_by_attempts_usd": spent_so_far(ctx.storage), "budget_usd": ctx.cfg.budget_usd}
+
+
+def rating_steps() -> list[str]:
+    """The steps that rate documents (their stats are RatingStats)."""
+    from orthoselect.stages import STEPS
+    from orthoselect.stages.rating import RatingStats
+
+    return [s.name for s in STEPS.values() if issubclass(s.stats_type, RatingStats)]
 
 
 def rule_failures(ctx: RunContext, stages: dict) -> list[dict]:
@@ -127,7 +132,7 @@ def rule_failures(ctx: RunContext, stages: dict) -> list[dict]:
     texts = {r["id"]: r["text"] for r in ctx.storage.read_json("rules.json")["rules"]}
     total: dict[str, int] = {}
     failed: dict[str, int] = {}
-    for stage in ("rate", "score"):
+    for stage in rating_steps():
         for rule, n in stages[stage].get("ratings_by_rule", {}).items():
             total[rule] = total.get(rule, 0) + n
         for rule, n in stages[stage].get("failed_by_rule", {}).items():
@@ -144,7 +149,7 @@ def shard_failure_rates(ctx: RunContext) -> dict[str, float]:
     rates = {}
     for shard in ctx.shards():
         n = failed = 0
-        for stage in ("rate", "score"):
+        for stage in rating_steps():
             marker = ctx.read_marker(stage, shard.id)
             if marker:
                 n += marker["stats"].get("ratings", 0)

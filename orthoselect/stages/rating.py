@@ -4,6 +4,8 @@ new ratings in `pool_ratings/<shard>.parquet`). Sample ratings of chosen rules a
 requested again. A document's score is the mean of its rule ratings that succeeded."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -12,9 +14,9 @@ from orthoselect.config import SIMULATED
 from orthoselect.dataset import Shard, read_batches
 from orthoselect.hashing import frame_hash
 from orthoselect.prompts import TEMPLATE_VERSION
-from orthoselect.raters import make_rater
-from orthoselect.stages.base import RunContext, Step
-from orthoselect.stages.index import sampled_documents, sampled_shards
+from orthoselect.raters import Rater, make_rater
+from orthoselect.stages.base import RunContext, ShardStep, Stats, run_limiter
+from orthoselect.stages.index import NO_TOTAL, sampled_documents, sampled_shards
 from orthoselect.stages.rules import load_chosen_rules, load_rules
 from orthoselect.tokens import count_tokens
 from orthoselect.types import RATING_COLUMNS, Document, Rating
@@ -42,6 +44,44 @@ def ratings_table(ratings: list[Rating]) -> pa.Table:
     return pa.Table.from_pydict(columns, schema=RATING_SCHEMA)
 
 
+def rater_for(ctx: RunContext) -> Rater:
+    """The run's rater, within the run's LLM limits, with its request cache when enabled."""
+    return make_rater(ctx.cfg, ctx.cache_path() if ctx.cfg.cache.enabled else None, run_limiter(ctx))
+
+
+@dataclass
+class RatingStats(Stats):
+    """What a rating step did on one shard."""
+
+    docs: int = 0
+    ratings: int = 0
+    failed: int = 0
+    requests: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    retries: int = 0
+    cost_usd: float = 0.0
+    cost_unknown: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+    ratings_by_rule: dict[str, int] = field(default_factory=dict)
+    failed_by_rule: dict[str, int] = field(default_factory=dict)
+    model: str = field(default="", metadata=NO_TOTAL)
+    output_hash: str = field(default="", metadata=NO_TOTAL)
+
+
+@dataclass
+class ScoreStats(RatingStats):
+    """Stage 4 on one shard: rating stats, and what became of its documents."""
+
+    rated: int = 0
+    unrated: int = 0
+    reused: int = 0
+    duplicates_dropped: int = 0
+    rules: int = field(default=0, metadata=NO_TOTAL)
+
+
 class Tally:
     """Ratings made by a step, per rule: how many, how many failed (for the per-rule failure report)."""
 
@@ -55,33 +95,40 @@ class Tally:
             if r.status != "ok":
                 self.failed_by_rule[r.rule_id] = self.failed_by_rule.get(r.rule_id, 0) + 1
 
-    def stats(self, rater) -> dict:
+    def stats(self, rater: Rater) -> dict:
         s = rater.stats.to_dict()
-        failed = sum(self.failed_by_rule.values())
         ratings = sum(self.by_rule.values())
-        return {"ratings": ratings, "failed": failed, "requests": s["requests"],
-                "cache_hits": s["cache_hits"], "cache_misses": ratings - s["cache_hits"], "tokens_in": s["tokens_in"], "tokens_out": s["tokens_out"],
-                "retries": s["retries"], "cost_usd": s["cost_usd"], "cost_unknown": s.get("cost_unknown", 0),
-                "by_status": s["by_status"], "ratings_by_rule": self.by_rule,
-                "failed_by_rule": self.failed_by_rule, "model": rater.model}
+        return {"ratings": ratings, "failed": sum(self.failed_by_rule.values()), "requests": s["requests"],
+                "cache_hits": s["cache_hits"], "cache_misses": ratings - s["cache_hits"], "tokens_in": s["tokens_in"],
+                "tokens_out": s["tokens_out"], "retries": s["retries"], "cost_usd": s["cost_usd"],
+                "cost_unknown": s.get("cost_unknown", 0), "by_status": s["by_status"],
+                "ratings_by_rule": self.by_rule, "failed_by_rule": self.failed_by_rule, "model": rater.model}
 
 
-class RateSample(Step):
+class RateSample(ShardStep[RatingStats]):
+    """Stage 2 on one shard: its sampled documents against every rule."""
+
     name = "rate"
-    per_shard = True
-    reads = ("sample.parquet", "rules.json", "<input shard>")
-    writes = ("ratings/<shard>.parquet",)
+    stage = "rate_sample"
+    writes = ("ratings/{shard}.parquet",)
+    stats_type = RatingStats
 
-    def inputs(self, ctx, shard: Shard):
-        return {"shard": shard.fingerprint, "sample": ctx.done_key("sample"), "rules": ctx.done_key("rules"),
+    def units(self, ctx: RunContext) -> list[Shard]:
+        """Only the shards holding sampled documents."""
+        wanted = set(sampled_shards(ctx))
+        return [s for s in ctx.shards() if s.id in wanted]
+
+    def inputs(self, ctx: RunContext, unit: Shard) -> dict:
+        return {"shard": unit.fingerprint, "sample": ctx.done_key("sample"), "rules": ctx.done_key("rules"),
                 "rating": rating_fingerprint(ctx)}
 
-    def run(self, ctx: RunContext, shard: Shard) -> dict:
+    def run(self, ctx: RunContext, unit: Shard) -> RatingStats:
+        shard = unit
         sample = ctx.storage.read_parquet("sample.parquet", ["doc_id", "shard"])
         wanted = set(sample.doc_id[sample.shard == shard.id])
         rules = load_rules(ctx)
         tables, docs, tally = [], 0, Tally()
-        with make_rater(ctx) as rater:
+        with rater_for(ctx) as rater:
             for ids, texts in sampled_documents(ctx, shard, wanted):
                 ratings = rater.rate([(Document(i, t), rule) for i, t in zip(ids, texts) for rule in rules])
                 tally.add(ratings)
@@ -91,19 +138,22 @@ class RateSample(Step):
         table = pa.concat_tables(tables) if tables else RATING_SCHEMA.empty_table()
         ctx.storage.write_parquet(f"ratings/{shard.id}.parquet", table)
         content = table.select(["doc_id", "rule_id", "score", "status"]).to_pandas()
-        return {"docs": docs, **stats, "output_hash": frame_hash(content)}
+        return RatingStats(docs=docs, **stats, output_hash=frame_hash(content))
 
 
 RATE_STEP = RateSample()
 
 
-class ScorePool(Step):
-    name = "score"
-    per_shard = True
-    reads = ("index/<shard>.parquet", "rule_selection.json", "ratings/<shard>.parquet", "duplicates.parquet")
-    writes = ("scores/<shard>.parquet", "pool_ratings/<shard>.parquet")
+class ScorePool(ShardStep[ScoreStats]):
+    """Stage 4 on one shard: every document against the r chosen rules, sample ratings reused."""
 
-    def inputs(self, ctx, shard: Shard):
+    name = "score"
+    stage = "score_pool"
+    writes = ("scores/{shard}.parquet", "pool_ratings/{shard}.parquet")
+    stats_type = ScoreStats
+
+    def inputs(self, ctx: RunContext, unit: Shard) -> dict:
+        shard = unit
         return {"shard": shard.fingerprint, "scan": ctx.done_key("scan", shard.id), "sample": ctx.done_key("sample"),
                 "chosen": ctx.done_key("dpp"), "rating": rating_fingerprint(ctx),
                 "reused": ctx.done_key("rate", shard.id) if self._sample_rated(ctx, shard) else None}
@@ -120,7 +170,8 @@ class ScorePool(Step):
         old = old[(old.status == "ok") & old.rule_id.isin(rule_ids)]
         return dict(zip(zip(old.doc_id, old.rule_id), old.score))
 
-    def run(self, ctx: RunContext, shard: Shard) -> dict:
+    def run(self, ctx: RunContext, unit: Shard) -> ScoreStats:
+        shard = unit
         rules = load_chosen_rules(ctx)
         rule_ids = [r.id for r in rules]
         reuse = self._reusable(ctx, shard, rule_ids)
@@ -132,7 +183,7 @@ class ScorePool(Step):
                                  + [(c, pa.float64()) for c in score_cols])
         totals = {"docs": 0, "rated": 0, "unrated": 0, "reused": 0, "duplicates_dropped": 0}
         tally = Tally()
-        with make_rater(ctx) as rater, \
+        with rater_for(ctx) as rater, \
                 ctx.storage.local_staging(f"scores/{shard.id}.parquet") as scores_tmp, \
                 ctx.storage.local_staging(f"pool_ratings/{shard.id}.parquet") as ratings_tmp, \
                 pq.ParquetWriter(scores_tmp, score_schema, compression="zstd") as scores_out, \
@@ -171,4 +222,4 @@ class ScorePool(Step):
                 totals["rated"] += int((n_rated > 0).sum())
                 totals["unrated"] += int((n_rated == 0).sum())
             stats = tally.stats(rater)
-        return {**totals, **stats, "rules": len(rules)}
+        return ScoreStats(**totals, **stats, rules=len(rules))

@@ -2,6 +2,7 @@
 (`rule_selection.json`, `correlation.csv`) from the sample's rating matrix."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,10 @@ import pandas as pd
 from orthoselect.config import SIMULATED
 from orthoselect.dpp import RuleSelection, select_rules
 from orthoselect.hashing import stable_hash
+from orthoselect.rule_quality import score_matrix
+from orthoselect.rule_report import rule_choice_markdown
 from orthoselect.rules import RulesError, generate_rules, load_rules_file, rules_from_json, rules_to_json
-from orthoselect.stages.base import RunContext, Step, log, run_limiter
+from orthoselect.stages.base import Artifact, RunContext, RunStep, Stats, log, run_limiter
 from orthoselect.stages.index import example_texts, sampled_shards
 from orthoselect.types import Rule
 
@@ -26,12 +29,31 @@ def load_chosen_rules(ctx: RunContext) -> list[Rule]:
     return [by_id[i] for i in ctx.storage.read_json("rule_selection.json")["chosen_ids"]]
 
 
-class GenerateRules(Step):
-    name = "rules"
-    reads = ("sample.parquet", "<rules.file>")
-    writes = ("rules.json",)
+@dataclass
+class RulesStats(Stats):
+    rules: int = 0
+    source: str = ""
+    model: str = ""
+    requests: int = 0
+    retries: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    cost_unknown: int = 0
+    parse_failures: int = 0
+    short_by: int = 0
+    output_hash: str = ""
 
-    def inputs(self, ctx, shard=None):
+
+class GenerateRules(RunStep[RulesStats]):
+    """R candidate rules from the LLM, the rule file, or the offline simulator."""
+
+    name = "rules"
+    stage = "generate_rules"
+    writes = ("rules.json",)
+    stats_type = RulesStats
+
+    def inputs(self, ctx: RunContext, unit: None) -> dict:
         r = ctx.cfg.rules
         if r.file:
             return {"file": stable_hash(Path(r.file).read_bytes().decode("utf-8", "replace"))}
@@ -39,10 +61,10 @@ class GenerateRules(Step):
         return {"generation": generation, "task": ctx.cfg.task.description, "data": ctx.cfg.data.description,
                 "seed": ctx.cfg.seed, "examples": ctx.done_key("sample") if r.examples else None}
 
-    def run(self, ctx: RunContext, shard=None) -> dict:
+    def run(self, ctx: RunContext, unit: None) -> RulesStats:
         r = ctx.cfg.rules
         if r.file:
-            rules, stats = load_rules_file(r.file), {"requests": 0, "source": r.file}
+            rules, stats = load_rules_file(r.file), {"requests": 0}
         else:
             examples = example_texts(ctx, r.examples) if r.model != SIMULATED else []
             rules, stats = generate_rules(r, ctx.cfg.task.description, ctx.cfg.data.description, examples,
@@ -52,27 +74,35 @@ class GenerateRules(Step):
                              "add rules, raise rules.max_attempts, or lower dpp.k")
         source = "file" if r.file else (SIMULATED if r.model == SIMULATED else f"llm:{r.model}")
         ctx.storage.write_json("rules.json", rules_to_json(rules, source=source))
-        return {**stats, "rules": len(rules), "source": source, "output_hash": stable_hash([r.text for r in rules])}
+        return RulesStats.from_dict({**stats, "rules": len(rules), "source": source,
+                                     "output_hash": stable_hash([r.text for r in rules])})
 
 
-def score_matrix(ratings: pd.DataFrame, rule_ids: list[str]) -> np.ndarray:
-    """n x R matrix of ok scores (NaN where a rating is missing), rows sorted by doc id."""
-    ok = ratings[ratings.status == "ok"]
-    wide = ok.pivot_table(index="doc_id", columns="rule_id", values="score", aggfunc="first")
-    all_docs = sorted(set(ratings.doc_id))
-    return wide.reindex(index=all_docs, columns=rule_ids).to_numpy(dtype=float)
+@dataclass
+class ChoiceStats(Stats):
+    chosen: int = 0
+    fidelity: float | None = None
+    fidelity_percentile: float | None = None
+    rho_chosen: float = 0.0
+    rho_all: float = 0.0
+    percentile: float | None = None
+    warnings: int = 0
+    output_hash: str = ""
 
 
-class SelectRules(Step):
+class SelectRules(RunStep[ChoiceStats]):
+    """The DPP's choice of r rules from the sample's rating matrix, with its label-free evidence."""
+
     name = "dpp"
-    reads = ("rules.json", "ratings/*.parquet")
+    stage = "select_rules"
     writes = ("rule_selection.json", "correlation.csv")
+    stats_type = ChoiceStats
 
-    def inputs(self, ctx, shard=None):
+    def inputs(self, ctx: RunContext, unit: None) -> dict:
         return {"rules": ctx.done_key("rules"), "dpp": ctx.cfg.dpp.model_dump(), "seed": ctx.cfg.seed,
                 "ratings": {s: ctx.done_key("rate", s) for s in sampled_shards(ctx)}}
 
-    def run(self, ctx: RunContext, shard=None) -> dict:
+    def run(self, ctx: RunContext, unit: None) -> ChoiceStats:
         rules = load_rules(ctx)
         ratings = pd.concat([ctx.storage.read_parquet(f"ratings/{s}.parquet", ["doc_id", "rule_id", "score", "status"])
                              for s in sampled_shards(ctx)], ignore_index=True)
@@ -88,10 +118,14 @@ class SelectRules(Step):
             log.warning("rule selection: %s", warning)
         ctx.storage.write_json("rule_selection.json", result)
         ctx.storage.write_text("correlation.csv", chosen.correlation.to_csv(float_format="%.4f"))
-        return {"chosen": len(result["chosen_ids"]), "fidelity": result["fidelity"],
-                "fidelity_percentile": result["fidelity_percentile"], "rho_chosen": result["rho_chosen"],
-                "rho_all": result["rho_all"], "percentile": result["percentile"],
-                "warnings": len(result["warnings"]), "output_hash": stable_hash(result["chosen_ids"])}
+        return ChoiceStats(chosen=len(result["chosen_ids"]), fidelity=result["fidelity"],
+                           fidelity_percentile=result["fidelity_percentile"], rho_chosen=result["rho_chosen"],
+                           rho_all=result["rho_all"], percentile=result["percentile"],
+                           warnings=len(result["warnings"]), output_hash=stable_hash(result["chosen_ids"]))
+
+    def artifacts(self, ctx: RunContext, stats: dict) -> list[Artifact]:
+        return rule_choice_artifacts(ctx.storage.read_json("rule_selection.json"),
+                                     ctx.storage.read_bytes("correlation.csv").decode())
 
 
 def selection_record(chosen: RuleSelection, rules: list[Rule], ratings: pd.DataFrame) -> dict:
@@ -105,3 +139,31 @@ def selection_record(chosen: RuleSelection, rules: list[Rule], ratings: pd.DataF
         row["text"] = by_id[row["id"]].text
         row["failure_rate"] = float(failed.get(row["id"], 0.0))
     return result
+
+
+def _rounded(row: dict, keys: tuple[str, ...]) -> dict:
+    return {k: round(row[k], 4) if isinstance(row.get(k), float) else row.get(k) for k in keys}
+
+
+def rule_choice_artifacts(sel: dict, correlation_csv: str) -> list[Artifact]:
+    """The chosen rules, every rule's statistics, the fidelity curve and the evidence summary."""
+    fid, rnd = sel.get("fidelity"), (sel.get("random_fidelity") or {}).get("p50")
+    chosen = sorted((r for r in sel["rules"] if r.get("pick")), key=lambda r: r["pick"])
+    return [
+        Artifact("orthoselect-chosen-rules", "table",
+                 [{"pick": r["pick"], **_rounded(r, ("id", "text", "quality", "cluster", "sd", "failure_rate"))}
+                  for r in chosen],
+                 f"fidelity {fid if fid is None else round(fid, 3)} (random subsets' median "
+                 f"{rnd if rnd is None else round(rnd, 3)}); {len(sel['warnings'])} warnings"),
+        Artifact("orthoselect-rule-statistics", "table",
+                 [_rounded(r, ("id", "text", "quality", "agreement", "cluster", "sd", "missing", "failure_rate", "pick"))
+                  for r in sel["rules"]],
+                 "Every candidate rule on the rated sample: quality q, agreement with the other rules' consensus, "
+                 "redundancy cluster, spread, missing and failed shares"),
+        Artifact("orthoselect-fidelity-curve", "table", sel.get("fidelity_curve", []),
+                 "Fidelity of the first r rules in pick order, beside random r-subsets' median"),
+        Artifact("orthoselect-rule-choice", "markdown", "\n".join(rule_choice_markdown(sel, sel.get("sample_docs"))),
+                 "Why these rules"),
+        Artifact("orthoselect-rule-correlation", "markdown", "```\n" + correlation_csv + "```",
+                 "Pearson correlation of the rules' sample scores"),
+    ]

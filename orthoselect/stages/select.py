@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from dataclasses import dataclass, field
 
 import pandas as pd
 import pyarrow as pa
@@ -15,21 +16,38 @@ from orthoselect.dataset import Shard, read_batches
 from orthoselect.raters import rater_label
 from orthoselect.hashing import frame_hash
 from orthoselect.selection import PoolStats, select_documents
-from orthoselect.stages.base import RunContext, Step
+from orthoselect.stages.base import RunContext, RunStep, ShardStep, Stats
 from orthoselect.stages.rules import load_chosen_rules
 
 RANK_COLUMNS = ["doc_id", "row", "n_tokens", "score", "n_rated"]
 
 
-class RankPool(Step):
+@dataclass
+class RankStats(Stats):
+    mode: str = ""
+    n_in: int = 0
+    n_rated: int = 0
+    n_unrated: int = 0
+    n_selected: int = 0
+    score_mean_pool: float | None = None
+    score_mean_selected: float | None = None
+    score_min_selected: float | None = None
+    tokens_selected: int = 0
+    short_of_ratings: int = 0
+    min_rated_rules: int = 0
+    output_hash: str = ""
+
+
+class RankPool(RunStep[RankStats]):
     """Selection over the whole pool, streamed shard by shard: memory holds one shard's score columns
     plus the current candidates (at most the selection), never the pool."""
 
     name = "rank"
-    reads = ("scores/*.parquet",)
+    stage = "select_data"
     writes = ("selection.parquet",)
+    stats_type = RankStats
 
-    def inputs(self, ctx, shard=None):
+    def inputs(self, ctx: RunContext, unit: None) -> dict:
         sel = ctx.cfg.selection.model_dump()
         return {"scores": {s.id: ctx.done_key("score", s.id) for s in ctx.shards()}, "selection": sel,
                 "seed": ctx.cfg.seed}
@@ -42,7 +60,7 @@ class RankPool(Step):
             part.loc[short, "score"] = float("nan")
             yield part, int((short & (part.n_rated > 0)).sum())
 
-    def run(self, ctx: RunContext, shard=None) -> dict:
+    def run(self, ctx: RunContext, unit: None) -> RankStats:
         need = math.ceil(ctx.cfg.selection.min_rated_fraction * len(load_chosen_rules(ctx)) - 1e-9)
         n_in, short, n, total, squares = 0, 0, 0, 0.0, 0.0
         for part, n_short in self._scored(ctx, need):  # pass 1: pool statistics
@@ -60,8 +78,8 @@ class RankPool(Step):
         ctx.storage.write_parquet("selection.parquet", chosen[["doc_id", "shard", "row", "score", "rank", "n_tokens"]])
         summary = {**result.summary, "n_in": n_in, "n_rated": n, "n_unrated": n_in - n,
                    "score_mean_pool": mean if n else None}
-        return {**summary, "short_of_ratings": short, "min_rated_rules": need,
-                "output_hash": frame_hash(chosen[["doc_id", "shard", "rank"]])}
+        return RankStats(**summary, short_of_ratings=short, min_rated_rules=need,
+                         output_hash=frame_hash(chosen[["doc_id", "shard", "rank"]]))
 
 
 def _records_table(records: list[dict]) -> pa.Table:
@@ -81,26 +99,36 @@ def _records_table(records: list[dict]) -> pa.Table:
         return pa.table(columns)
 
 
-class WriteSelected(Step):
-    name = "write"
-    per_shard = True
-    reads = ("selection.parquet", "scores/<shard>.parquet", "<input shard>")
-    writes = ("<output>/<shard>.parquet|jsonl",)
+@dataclass
+class WriteStats(Stats):
+    selected: int = 0
+    file: str | None = field(default=None, metadata={"total": False})
 
-    def inputs(self, ctx, shard: Shard):
+
+class WriteSelected(ShardStep[WriteStats]):
+    """The selected documents of one shard with all their fields, into the output folder (not the run
+    directory: its output is checked by the step itself)."""
+
+    name = "write"
+    stage = "select_data"
+    stats_type = WriteStats
+
+    def inputs(self, ctx: RunContext, unit: Shard) -> dict:
+        shard = unit
         return {"rank": ctx.done_key("rank"), "shard": shard.fingerprint, "scan": ctx.done_key("scan", shard.id),
                 "output": ctx.cfg.output.model_dump() | {"path": ctx.cfg.output_path}}
 
     def out_name(self, ctx: RunContext, shard: Shard) -> str:
         return f"{shard.id}.{'parquet' if ctx.cfg.output.format == 'parquet' else 'jsonl'}"
 
-    def run(self, ctx: RunContext, shard: Shard) -> dict:
+    def run(self, ctx: RunContext, unit: Shard) -> WriteStats:
+        shard = unit
         sel = pq.read_table(io.BytesIO(ctx.storage.read_bytes("selection.parquet")),
                             filters=[("shard", "=", shard.id)]).to_pandas()
         name = self.out_name(ctx, shard)
         if sel.empty:
             ctx.output.remove(name)  # a stale file from an earlier selection must not linger
-            return {"selected": 0}
+            return WriteStats(selected=0)
         rules = load_chosen_rules(ctx)
         cols = [f"score_{r.id}" for r in rules]
         scores = ctx.storage.read_parquet(f"scores/{shard.id}.parquet", ["row"] + cols).set_index("row")
@@ -122,7 +150,7 @@ class WriteSelected(Step):
             ctx.output.write_bytes(name, buf.getvalue())
         else:
             ctx.output.write_text(name, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records))
-        return {"selected": len(records), "file": ctx.output.url(name)}
+        return WriteStats(selected=len(records), file=ctx.output.url(name))
 
 
 def _nan_to_none(x: float) -> float | None:

@@ -1,0 +1,111 @@
+"""The run context: everything a step needs about its run (config, attempt, the LLM governor), picklable
+so it travels to Dask workers; and the completion markers it reads and writes."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Any
+
+from orthoselect import __version__
+from orthoselect.config import Config
+from orthoselect.dataset import Shard
+from orthoselect.storage import Storage, is_remote
+
+RUN_UNIT = "run"  # the unit name of whole-run steps
+
+
+class StepNotReady(RuntimeError):
+    """An upstream step has not completed."""
+
+
+@dataclass
+class RunContext:
+    """Everything a step needs, picklable so it can travel to a Dask worker."""
+
+    cfg: Config
+    attempt: str = "local"  # id of this invocation on the run directory (ledger/<attempt>/)
+    _shards: list[Shard] | None = field(default=None, repr=False)
+    _markers: dict | None = field(default=None, repr=False)  # see `frozen_markers`
+    governor: Any = field(default=None, repr=False)  # the run's LLM limits (a llm.governor.GovernorLike), if any
+
+    @cached_property
+    def storage(self) -> Storage:
+        return Storage(self.cfg.run_dir, self.cfg.storage.options, self.cfg.storage.retries)
+
+    @cached_property
+    def output(self) -> Storage:
+        return Storage(self.cfg.output_path, self.cfg.storage.options, self.cfg.storage.retries)
+
+    @property
+    def local_run_dir(self) -> str | None:
+        return None if is_remote(self.cfg.run_dir) else self.cfg.run_dir.removeprefix("file://")
+
+    def cache_path(self) -> str:
+        """Where LLM answers are cached: SQLite beside a local run, an object folder beside a remote one."""
+        if self.cfg.cache.path:
+            return self.cfg.cache.path
+        if self.local_run_dir:
+            return os.path.join(self.local_run_dir, "cache", "requests.sqlite")
+        return f"{self.cfg.run_dir.rstrip('/')}/cache/requests/"
+
+    # --- shards --------------------------------------------------------------------------------
+    def shards(self) -> list[Shard]:
+        """The shard manifest written by the `plan` step at the start of the run."""
+        if self._shards is None:
+            data = self.storage.read_json("shards.json")
+            self._shards = [Shard(**s) for s in data["shards"]]
+        return self._shards
+
+    def shard(self, shard_id: str) -> Shard:
+        for s in self.shards():
+            if s.id == shard_id:
+                return s
+        raise KeyError(f"no shard {shard_id!r} in {self.storage.url('shards.json')}")
+
+    # --- markers -------------------------------------------------------------------------------
+    @staticmethod
+    def marker_path(stage: str, unit: str) -> str:
+        return f"_markers/{stage}/{unit}.json"
+
+    def read_marker(self, stage: str, unit: str = RUN_UNIT) -> dict | None:
+        if self._markers is None:
+            return self.storage.read_json(self.marker_path(stage, unit), default=None)
+        if (stage, unit) not in self._markers:
+            self._markers[(stage, unit)] = self.storage.read_json(self.marker_path(stage, unit), default=None)
+        return self._markers[(stage, unit)]
+
+    def frozen_markers(self) -> "RunContext":
+        """A copy that reads each marker once: for computing many keys at one moment (a group's cache
+        keys, a status report) without re-reading the same upstream markers from storage each time."""
+        return replace(self, _markers={}, _shards=self._shards)
+
+    def done_key(self, stage: str, unit: str = RUN_UNIT) -> str:
+        """Identity of a completed upstream result: the hash of its output when the step records one
+        (so an upstream rerun that produces the same output invalidates nothing), else its key.
+        Raises StepNotReady if the step has not completed."""
+        marker = self.read_marker(stage, unit)
+        if marker is None:
+            raise StepNotReady(f"step {stage!r} has not completed for {unit!r} in {self.cfg.run_dir}")
+        return marker["stats"].get("output_hash") or marker["key"]
+
+    def write_marker(self, stage: str, unit: str, key: str, stats: dict, seconds: float = 0.0) -> None:
+        self.storage.write_json(self.marker_path(stage, unit), {
+            "stage": stage, "unit": unit, "key": key, "stats": stats, "attempt": self.attempt,
+            "seconds": round(seconds, 4),
+            "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
+            "version": __version__,
+        })
+
+    def completed_units(self, stage: str) -> list[str]:
+        return [name.removesuffix(".json") for name in self.storage.list(f"_markers/{stage}")]
+
+
+def run_limiter(ctx: RunContext):
+    """The limiter an LLM client of this run uses: permits from the run's governor, if it has one."""
+    if ctx.governor is None:
+        return None
+    from orthoselect.llm.governor import Permits
+
+    return Permits(ctx.governor)
