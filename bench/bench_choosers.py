@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,7 @@ from orthoselect.synthetic import FAMILIES, HOLDOUT_FAMILIES, LIMIT_FAMILIES, su
 
 K = 10
 RANDOM = 200
-CHOOSERS = {  # name: select_rules keyword arguments
+CHOOSERS: dict[str, dict[str, Any]] = {  # name: select_rules keyword arguments
     "quality/greedy (default)": {},
     "quality/sample": {"method": "sample"},
     "correlation/greedy (old default)": {"kernel": "correlation"},
@@ -60,14 +61,14 @@ def one_world(job: tuple) -> dict:
     return out
 
 
-def run_families(families, seeds: range, pool: mp.Pool) -> list[dict]:
+def run_families(families, seeds: range, pool: Any) -> list[dict]:
     return pool.map(one_world, [(f, s) for f in families for s in seeds], chunksize=2)
 
 
 def family_table(rows: list[dict], families) -> tuple[list[str], dict]:
     lines = ["| family | rules: junk | chooser | win vs random (mean, min) | MSE | MSE all R | MSE random | junk picked |",
              "|---|---|---|---|---|---|---|---|"]
-    summary = {}
+    summary: dict[str, dict[str, dict]] = {}
     for f in families:
         fam = [r for r in rows if r["family"] == f.name]
         junk = f.noise + f.constant + f.irrelevant + f.contrarian
@@ -120,7 +121,7 @@ def simulator_check(samples: int) -> list[str]:
     rng = np.random.default_rng(7)
     draws = [rng.choice(len(docs), 1000, replace=False) for _ in range(samples)]
     for name, options in CHOOSERS.items():
-        aucs = [auc(S[:, select_rules(S[d], ids, K, random_subsets=0, **options).chosen_index].mean(axis=1))
+        aucs = [auc(S[:, np.array(select_rules(S[d], ids, K, random_subsets=0, **options).chosen_index)].mean(axis=1))
                 for d in draws]
         lines.append(f"| {name} | {np.mean(aucs):.4f} | {np.min(aucs):.4f} | {np.max(aucs):.4f} |")
     rand = [auc(S[:, rng.choice(50, K, replace=False)].mean(axis=1)) for _ in range(1000)]

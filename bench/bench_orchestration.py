@@ -41,10 +41,10 @@ def markers(run_dir: Path) -> list[dict]:
 
 def ideal_seconds(ms: list[dict]) -> float:
     """Whole-run steps' work + shard steps' work / 2 workers: a perfect 2-worker run's wall time."""
-    from orthoselect.stages import STEPS
+    from orthoselect.stages import STEPS, ShardStep
 
     work = sum(m.get("seconds", 0.0) for m in ms)
-    shard_work = sum(m.get("seconds", 0.0) for m in ms if STEPS[m["stage"]].per_shard)
+    shard_work = sum(m.get("seconds", 0.0) for m in ms if isinstance(STEPS[m["stage"]], ShardStep))
     return work - shard_work + shard_work / WORKERS
 
 
@@ -53,7 +53,7 @@ def where_time_went(ms: list[dict], t0: float, wall: float) -> dict:
     the wind-down (last marker to return), and shard steps' span beyond their work / 2 workers."""
     import datetime as dt
 
-    from orthoselect.stages import STEPS
+    from orthoselect.stages import STEPS, ShardStep
 
     spans: dict[str, list[float]] = {}
     for m in ms:
@@ -63,7 +63,7 @@ def where_time_went(ms: list[dict], t0: float, wall: float) -> dict:
         span[2] += m.get("seconds", 0.0)
     order = sorted(spans.items(), key=lambda kv: kv[1][0])
     gaps = sum(max(0.0, b[0] - a[1]) for (_, a), (_, b) in zip(order, order[1:]))
-    imbalance = sum(e - s - w / WORKERS for name, (s, e, w) in order if STEPS[name].per_shard)
+    imbalance = sum(e - s - w / WORKERS for name, (s, e, w) in order if isinstance(STEPS[name], ShardStep))
     return {"startup_s": order[0][1][0], "between_steps_s": gaps, "wind_down_s": wall - order[-1][1][1],
             "shard_steps_beyond_ideal_s": imbalance}
 

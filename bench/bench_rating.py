@@ -50,6 +50,7 @@ def start_server(latency_ms: float, mode: str, workers: int = 1) -> tuple[subpro
     proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_llm_server.py"), "--port", "0",
                              "--workers", str(workers), "--latency-ms", str(latency_ms), "--mode", mode],
                             stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
     url = proc.stdout.readline().strip()
     if not url.startswith("http"):
         proc.kill()
@@ -168,7 +169,7 @@ def rater_variant(transport: str, with_cache: bool = False):
             cache.close()
         return sum(r.score is not None for r in out)
 
-    run.takes_pairs = True
+    run.takes_pairs = True  # type: ignore[attr-defined]
     return run
 
 

@@ -6,7 +6,7 @@ import logging
 import threading
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 import yaml
@@ -145,7 +145,8 @@ def estimate(config: ConfigArg, set: SetOpt = None, sample_docs: int = 200,  # n
              retry_overhead: float = 0.0,
              json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Project requests, tokens and dollars per stage before any LLM call (and the paper's R x N)."""
-    from orthoselect.estimate import estimate as project, render_estimate
+    from orthoselect.estimate import estimate as project
+    from orthoselect.estimate import render_estimate
 
     est = project(_load(config, set), sample_docs=sample_docs, retry_overhead=retry_overhead)
     if json_out:
@@ -245,8 +246,10 @@ def demo(folder: Annotated[Path, typer.Argument(help="Folder for data, config an
 def _demo_pool(cfg: Config):
     import pandas as pd
 
-    return pd.concat([pd.read_json(f, lines=True) if f.suffix == ".gz" else pd.read_parquet(f)
-                      for f in sorted(Path(cfg.dataset.path).glob("part-*"))])
+    def read(f: Path) -> pd.DataFrame:
+        return pd.read_json(f, lines=True) if f.suffix == ".gz" else pd.read_parquet(f)
+
+    return pd.concat([read(f) for f in sorted(Path(str(cfg.dataset.path)).glob("part-*"))])
 
 
 def _demo_selected(cfg: Config):
@@ -295,6 +298,7 @@ def eval_command(
     except (ConfigError, OSError):
         options = {}
     args = (run_dir, labels, out, k, id_field, label_field, random_subsets, top_fraction, options)
+    outcome: dict[str, Any]
     try:
         if flow:
             from flows.evaluate import evaluate_rules

@@ -7,7 +7,7 @@ stage reads what the previous one persisted in the run directory, so any stage c
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from prefect import flow, get_run_logger
 from prefect.futures import wait
@@ -23,6 +23,8 @@ from orthoselect.stages import STAGES, STEPS, RunContext, ShardStep
 from tasks.runtime import Runtime, connect
 from tasks.steps import Failure, StepFailed, result_storage, run_step, shard_step
 
+V = TypeVar("V")
+
 
 class StageFailed(RuntimeError):
     """Some units of a stage failed after their retries."""
@@ -30,6 +32,11 @@ class StageFailed(RuntimeError):
 
 class BudgetStopped(StageFailed):
     """The run's budget_usd was reached: it stopped sending requests; a larger budget resumes it."""
+
+
+def _quoted(value: V) -> V:
+    """`value` wrapped so that Prefect passes it without walking it (it unwraps it before the call)."""
+    return cast(V, quote(value))
 
 
 def start_run(config: Config | dict | str, overrides: dict | None = None) -> RunContext:
@@ -67,7 +74,7 @@ def _run_shard_step(step: ShardStep, ctx: RunContext, runtime: Runtime, only: li
         units = [u for u in units if u.id in set(only)]
     task = shard_step.with_options(result_storage=storage, retries=ctx.cfg.cluster.task_retries)
     # quote(): Prefect must not walk the context (config + shard list) for every task it submits
-    futures = [(g, task.submit(step.name, quote(ctx), quote(runtime), g, _label(g)))
+    futures = [(g, task.submit(step.name, _quoted(ctx), _quoted(runtime), g, _label(g)))
                for g in shard_groups(units, ctx.cfg.cluster.max_tasks_per_step)]
     wait([f for _, f in futures])
     done = cached = 0
@@ -102,7 +109,7 @@ def _run_stage(stage: str, ctx: RunContext, runtime: Runtime, only: dict[str, li
             results[name] = _run_shard_step(step, ctx, runtime, (only or {}).get(name) if only else None, storage)
             continue
         try:
-            results[name] = run_step.with_options(result_storage=storage)(name, quote(ctx), quote(runtime))
+            results[name] = run_step.with_options(result_storage=storage)(name, _quoted(ctx), _quoted(runtime))
         except StepFailed as e:
             raise _stopped(ctx, e) from None
     return results
@@ -159,9 +166,9 @@ def run_stages(ctx: RunContext, stages: list[str], only: dict[str, list[str]] | 
         ctx.governor = runtime.governor
         # a thread per task run of a step: every shard reaches Dask at once, and no worker waits while a
         # thread that finished its group starts the next task run
-        runner = ThreadPoolTaskRunner(max_workers=max(4, cfg.cluster.max_tasks_per_step))
+        runner: Any = ThreadPoolTaskRunner(max_workers=max(4, cfg.cluster.max_tasks_per_step))
         try:
-            return {stage: STAGE_FLOWS[stage].with_options(task_runner=runner)(quote(ctx), quote(runtime), only)
+            return {stage: STAGE_FLOWS[stage].with_options(task_runner=runner)(_quoted(ctx), _quoted(runtime), only)
                     for stage in stages}
         finally:
             ctx.governor = None

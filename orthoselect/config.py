@@ -315,6 +315,7 @@ def load_config(source: str | Path | dict, overrides: dict | None = None) -> Con
     """Read and validate a YAML config (path or dict). Relative local paths are resolved against the
     config file's folder. Raises ConfigError naming the offending key."""
     where = "config"
+    base: Path | None
     if isinstance(source, dict):
         raw = dict(source)
         base = Path.cwd()

@@ -126,9 +126,10 @@ def _split_long(piece: str) -> list[str]:
 
 
 def _split_lines(text: str) -> list[str]:
-    parts, current = [], []
+    parts: list[str] = []
+    current: list[str] = []
     for line in text.splitlines():
-        if sum(map(len, current)) + len(line) > MAX_CHARS and current:
+        if sum(len(c) for c in current) + len(line) > MAX_CHARS and current:
             parts.append("\n".join(current))
             current = []
         current.append(line[:MAX_CHARS])

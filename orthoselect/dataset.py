@@ -4,6 +4,7 @@ One file is one shard. A row that cannot be used goes to a per-row quarantine wi
 that cannot be read at all raises `ShardError` naming the file (and the line where it broke)."""
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import json
@@ -111,9 +112,8 @@ def discover_shards(cfg: DatasetConfig, options: dict | None = None, retries: in
         if sid in used:  # a.jsonl beside a.parquet: keep the extension in the name
             sid = re.sub(r"[^A-Za-z0-9._-]+", "_", rel.replace("/", "__"))
         used.add(sid)
-        fp = with_retries(lambda fs=fs, path=path, info=info: _fingerprint(fs, path, info), retries,
-                          f"fingerprint {url}")
-        shards.append(Shard(sid, url, _format_of(path, cfg.format), int(info.get("size") or 0), fp))
+        fp = with_retries(functools.partial(_fingerprint, fs, path, info), retries, f"fingerprint {url}")
+        shards.append(Shard(sid, url, _format_of(path, cfg.format) or "", int(info.get("size") or 0), fp))
     return shards
 
 

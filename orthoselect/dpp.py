@@ -44,8 +44,10 @@ LOW_QUALITY = 0.05
 """A chosen rule with q below this (less than 5 % of its variance shared with the other rules) is
 named in the selection's warnings."""
 
-KERNELS = ("quality", "correlation", "gram")
-METHODS = ("greedy", "sample")
+Kernel = Literal["quality", "correlation", "gram"]
+Method = Literal["greedy", "sample"]
+KERNELS: tuple[Kernel, ...] = ("quality", "correlation", "gram")
+METHODS: tuple[Method, ...] = ("greedy", "sample")
 
 
 # ---------------------------------------------------------------------------------------------------

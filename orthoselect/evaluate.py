@@ -23,13 +23,22 @@ import pandas as pd
 from scipy.stats import pearsonr, rankdata, spearmanr
 
 from orthoselect import rule_diagnostics as diag
-from orthoselect.dpp import KERNELS, METHODS, KernelRankError, _constant_columns, build_kernel, select_rules
+from orthoselect.dpp import (
+    KERNELS,
+    METHODS,
+    Kernel,
+    KernelRankError,
+    Method,
+    _constant_columns,
+    build_kernel,
+    select_rules,
+)
 from orthoselect.dpp_inference import _greedy
 from orthoselect.rule_quality import score_matrix
 from orthoselect.rules import rules_from_json
 from orthoselect.storage import Storage
 
-DEFAULT = ("quality", "greedy")
+DEFAULT: tuple[Kernel, Method] = ("quality", "greedy")
 MIN_LABELLED = 10
 
 

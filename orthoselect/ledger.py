@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import Any
 
 from orthoselect.stages import RunContext, StepNotReady, shard_steps
 from orthoselect.storage import Storage
@@ -64,14 +65,15 @@ def status(ctx: RunContext) -> dict[str, dict]:
     `stopped`, why the run last stopped on purpose (its budget), or None."""
     ctx = ctx.frozen_markers()
     failed = open_failures(ctx)
-    report = {}
+    report: dict[str, Any] = {}
     for step in shard_steps():
         name = step.name
         try:
             shards = step.units(ctx)
         except (FileNotFoundError, StepNotReady):  # the stage before has not run
             shards = []
-        done, stale = [], []
+        done: list[str] = []
+        stale: list[str] = []
         for shard in shards:
             marker = ctx.read_marker(name, shard.id)
             if marker is None:

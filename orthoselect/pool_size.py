@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pyarrow.parquet as pq
 
@@ -36,7 +37,7 @@ def sample_documents(cfg: Config, shards: list[Shard], sample_docs: int) -> tupl
         if want == 0:
             continue
         small = cfg.dataset.model_copy(update={"batch_rows": max(1, min(want, 1000))})
-        got = []
+        got: list[str] = []
         try:
             for batch in read_batches(shards[index], small, cfg.storage.options):
                 quarantined += len(batch.quarantined)
@@ -66,7 +67,7 @@ def count_rows(cfg: Config, shards: list[Shard]) -> list[dict]:
 
     def facts(i: int) -> dict:
         s = shards[i]
-        out = {"shard": s.id, "format": s.format, "size": s.size, "gz": s.url.lower().endswith(".gz")}
+        out: dict[str, Any] = {"shard": s.id, "format": s.format, "size": s.size, "gz": s.url.lower().endswith(".gz")}
         try:
             if s.format == "parquet":
                 rows = with_retries(lambda: _parquet_rows(s, options), retries, f"read {s.url}")
@@ -130,7 +131,7 @@ def _jsonl_probe(shard: Shard, options: dict | None, limit: int | None) -> dict:
                 if n_bytes >= limit:
                     eof = not f.read(1)
                     break
-    out = {"bytes": n_bytes, "rows": rows, "eof": eof}
+    out: dict[str, Any] = {"bytes": n_bytes, "rows": rows, "eof": eof}
     if gz and eof and shard.size:
         out["ratio"] = n_bytes / shard.size
     elif gz and probe:

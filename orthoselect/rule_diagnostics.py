@@ -10,6 +10,8 @@
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from scipy.stats import rankdata
 
@@ -51,12 +53,12 @@ class Fidelity:
     def __init__(self, s: np.ndarray, reference: list[int] | None = None):
         self.s = s
         columns = range(s.shape[1]) if reference is None else reference
-        reference = mean_scores(s, np.isin(np.arange(s.shape[1]), list(columns)).astype(float)[:, None])[:, 0]
-        self.rows = ~np.isnan(reference)
-        self.reference = reference[self.rows]
+        mean = mean_scores(s, np.isin(np.arange(s.shape[1]), list(columns)).astype(float)[:, None])[:, 0]
+        self.rows = ~np.isnan(mean)
+        self.reference = mean[self.rows]
         self._reference_ranks = _unit_ranks(self.reference[:, None])[:, 0]
 
-    def of_subsets(self, subsets) -> np.ndarray:
+    def of_subsets(self, subsets: Sequence[Sequence[int]] | np.ndarray) -> np.ndarray:
         """Fidelity of each subset (a sequence of column-index lists, or an m x k array)."""
         membership = np.zeros((self.s.shape[1], len(subsets)))
         for j, subset in enumerate(subsets):
@@ -66,11 +68,11 @@ class Fidelity:
         complete = ~np.isnan(means).any(axis=0)
         if complete.any():
             out[complete] = self._reference_ranks @ _unit_ranks(means[:, complete])
-        for j in np.flatnonzero(~complete):
-            ok = ~np.isnan(means[:, j])
+        for col in np.flatnonzero(~complete):
+            ok = ~np.isnan(means[:, col])
             if ok.sum() >= 3:
-                pair = _unit_ranks(np.column_stack([means[ok, j], self.reference[ok]]))
-                out[j] = float(pair[:, 0] @ pair[:, 1])
+                pair = _unit_ranks(np.column_stack([means[ok, col], self.reference[ok]]))
+                out[col] = float(pair[:, 0] @ pair[:, 1])
         return out
 
     def of(self, subset: list[int]) -> float:

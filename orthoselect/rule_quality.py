@@ -68,7 +68,7 @@ def redundancy_clusters(corr: np.ndarray, duplicate_correlation: float) -> np.nd
     raw = fcluster(linkage(squareform(distance, checks=False), method="average"),
                    t=1.0 - duplicate_correlation, criterion="distance")
     first_seen = {label: i for i, label in reversed(list(enumerate(raw)))}
-    order = {label: rank for rank, label in enumerate(sorted(first_seen, key=first_seen.get))}
+    order = {label: rank for rank, label in enumerate(sorted(first_seen, key=lambda label: first_seen[label]))}
     return np.array([order[label] for label in raw], dtype=int)
 
 

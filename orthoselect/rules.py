@@ -5,6 +5,7 @@ import json
 import re
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -135,7 +136,7 @@ def generate_rules(cfg: RulesConfig, task: str, data: str, examples: list[str], 
     clipped = [e[: cfg.example_chars] for e in examples[: cfg.examples]]
     texts: list[str] = []
     prices = prices_for(cfg.model, cfg.price_per_million_tokens)
-    stats = {"requests": 0, "retries": 0, "tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0, "cost_unknown": 0,
+    stats: dict[str, Any] = {"requests": 0, "retries": 0, "tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0, "cost_unknown": 0,
              "model": cfg.model, "parse_failures": 0}
     with LLMClient(model=cfg.model, api_base=cfg.api_base, api_key_env=cfg.api_key_env, transport="auto",
                    concurrency=1, timeout_s=cfg.timeout_s, max_retries=cfg.max_retries,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -87,8 +88,7 @@ def _ranked(cfg: SelectionConfig, score: np.ndarray, tokens: np.ndarray, ids: pd
     if mode in ("top_k", "fraction"):
         return _top(score, ids, seed, min(len(score), _count(cfg, pool.n_rated)))
     if mode == "token_budget":
-        _require(cfg.token_budget, "token_budget", mode)
-        return _within_budget(score, tokens, ids, seed, cfg.token_budget)
+        return _within_budget(score, tokens, ids, seed, _require(cfg.token_budget, "token_budget", mode))
     if mode == "gumbel":
         keys = _gumbel_keys(score, ids, cfg.temperature, seed, pool)
         return _top(keys, ids, seed, min(len(score), _count(cfg, pool.n_rated)))
@@ -100,10 +100,10 @@ def _count(cfg: SelectionConfig, n_rated: int) -> int:
     at least 1 when anything is rated, never more than n_rated."""
     if cfg.mode != "fraction" and cfg.size is not None:
         return min(cfg.size, n_rated)
-    _require(cfg.fraction, "fraction", cfg.mode)
+    fraction = _require(cfg.fraction, "fraction", cfg.mode)
     if n_rated == 0:
         return 0
-    return min(n_rated, max(1, math.floor(cfg.fraction * n_rated + 1e-9)))  # 1e-9: 0.29 * 100 is 29
+    return min(n_rated, max(1, math.floor(fraction * n_rated + 1e-9)))  # 1e-9: 0.29 * 100 is 29
 
 
 def _top(value: np.ndarray, ids: pd.Series, seed: int, m: int) -> np.ndarray:
@@ -184,6 +184,10 @@ def _validated(scores: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, pd.Series]
     return score, tokens.astype(np.int64), doc_ids
 
 
-def _require(value, name: str, mode: str) -> None:
+V = TypeVar("V")
+
+
+def _require(value: V | None, name: str, mode: str) -> V:
     if value is None:
         raise SelectionInputError(f"selection.{name} must be set when selection.mode is {mode!r}")
+    return value

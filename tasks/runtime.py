@@ -30,7 +30,8 @@ class ActorGovernor:
     def __init__(self, actor: Any) -> None:
         self.actor = actor
 
-    def lease(self, want: int, est_tokens: int, est_cost: float, settle: tuple = (0, 0, 0, 0.0)) -> tuple:
+    def lease(self, want: int, est_tokens: int, est_cost: float,
+              settle: tuple[int, int, int, float] = (0, 0, 0, 0.0)) -> tuple[int, float, bool]:
         return self.actor.lease(want, est_tokens, est_cost, settle).result()
 
     def flush(self) -> dict:

@@ -114,7 +114,7 @@ class RequestCache:
         return {"path": self.path, "busy_timeout_s": self.busy_timeout_s}
 
     def __setstate__(self, state) -> None:  # reopened where it is unpickled (e.g. a Dask worker)
-        self.__init__(state["path"], state.get("busy_timeout_s", 60.0))
+        self.__init__(state["path"], state.get("busy_timeout_s", 60.0))  # type: ignore[misc]
 
 
 @runtime_checkable

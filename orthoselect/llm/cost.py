@@ -26,7 +26,7 @@ class Prices:
         return self.input_per_token is not None and self.output_per_token is not None
 
     def cost(self, tokens_in: int, tokens_out: int) -> float | None:
-        if not self.known:
+        if self.input_per_token is None or self.output_per_token is None:
             return None
         return tokens_in * self.input_per_token + tokens_out * self.output_per_token
 

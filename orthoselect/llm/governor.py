@@ -48,7 +48,8 @@ class GovernorLike(Protocol):
 
     blocking: bool  # True: calls wait on another process, so they are made from a helper thread
 
-    def lease(self, want: int, est_tokens: int, est_cost: float, settle: tuple = (0, 0, 0, 0.0)) -> tuple:
+    def lease(self, want: int, est_tokens: int, est_cost: float,
+              settle: tuple[int, int, int, float] = (0, 0, 0, 0.0)) -> tuple[int, float, bool]:
         """See Governor.lease."""
         ...
 
@@ -80,13 +81,15 @@ class Governor:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state, _lock=threading.Lock())
 
-    def lease(self, want: int, est_tokens: int, est_cost: float, settle: tuple = (0, 0, 0, 0.0)) -> tuple:
+    def lease(self, want: int, est_tokens: int, est_cost: float,
+              settle: tuple[int, int, int, float] = (0, 0, 0, 0.0)) -> tuple[int, float, bool]:
         """Settle the caller's finished requests, then grant up to `want` permits for requests of about
         `est_tokens` tokens and `est_cost` dollars each. Returns (granted, retry_after_s, budget_stopped).
         `settle` = (unused permits returned, requests finished, tokens used, dollars spent)."""
         with self._lock:
             now = time.monotonic()
-            self._settle(*settle, est_tokens=est_tokens, est_cost=est_cost)
+            returned, done, tokens, cost = settle
+            self._settle(returned, done, tokens, cost, est_tokens=est_tokens, est_cost=est_cost)
             for bucket in (self.requests, self.tokens):
                 if bucket:
                     bucket.refill(now)
@@ -194,7 +197,7 @@ class Permits:
         return {"governor": self.governor, "batch": self.batch, "estimate": self._est}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["governor"], state["batch"], state["estimate"])
+        self.__init__(state["governor"], state["batch"], state["estimate"])  # type: ignore[misc]
 
     async def _call(self, *args) -> tuple:
         if self.governor.blocking:

@@ -19,10 +19,10 @@ try:  # orjson is a litellm dependency; the stdlib is the fallback
 except ImportError:  # pragma: no cover
     import json
 
-    def _dumps(obj) -> bytes:
+    def _dumps(obj, default=None, option=None) -> bytes:  # type: ignore[misc]  # orjson's signature
         return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
-    _loads = json.loads
+    _loads = json.loads  # type: ignore[assignment]
 
 
 class OpenAIHttpTransport(Transport):

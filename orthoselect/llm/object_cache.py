@@ -101,7 +101,7 @@ class ObjectStoreCache:
                 "outage_cooldown_s": self.outage_cooldown_s}
 
     def __setstate__(self, state: dict) -> None:  # reopened lazily where it is unpickled (e.g. a Dask worker)
-        self.__init__(**state)
+        self.__init__(**state)  # type: ignore[misc]
 
     # --- the filesystem ------------------------------------------------------------------------------------
     def _filesystem(self) -> tuple[Any, str]:
@@ -239,7 +239,7 @@ class ObjectStoreCache:
             for path, error in results.items():
                 if error is None or isinstance(error, FileExistsError):
                     del pending[path]
-            errors = [e for path, e in results.items() if path in pending]
+            errors = [e for path, e in results.items() if path in pending and e is not None]
             if errors:
                 raise errors[0]
 

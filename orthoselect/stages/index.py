@@ -151,6 +151,8 @@ class DrawSample(RunStep[SampleStats]):
             part = part.assign(key=sample_keys(part.doc_id, ctx.cfg.seed))
             frame = part if best is None else pd.concat([best, part], ignore_index=True)
             best = frame.nsmallest(n, "key")
+        if best is None:  # no shard at all
+            best = pd.DataFrame({"doc_id": [], "shard": [], "row": [], "key": [], "order": []})
         sample = best.sort_values(["order", "row"])
         ctx.storage.write_parquet("sample.parquet", sample[["doc_id", "shard", "row", "key"]])
         return SampleStats(
@@ -182,7 +184,7 @@ def example_texts(ctx: RunContext, count: int) -> list[str]:
     sample = ctx.storage.read_parquet("sample.parquet").nsmallest(count, "key")
     texts: dict[str, str] = {}
     for shard_id, group in sample.groupby("shard"):
-        for ids, batch_texts in sampled_documents(ctx, ctx.shard(shard_id), set(group.doc_id)):
+        for ids, batch_texts in sampled_documents(ctx, ctx.shard(str(shard_id)), set(group.doc_id)):
             texts.update(zip(ids, batch_texts))
     return [texts[i] for i in sample.doc_id if i in texts]
 

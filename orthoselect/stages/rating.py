@@ -138,7 +138,7 @@ class RateSample(ShardStep[RatingStats]):
         table = pa.concat_tables(tables) if tables else RATING_SCHEMA.empty_table()
         ctx.storage.write_parquet(f"ratings/{shard.id}.parquet", table)
         content = table.select(["doc_id", "rule_id", "score", "status"]).to_pandas()
-        return RatingStats(docs=docs, **stats, output_hash=frame_hash(content))
+        return RatingStats.from_dict({"docs": docs, **stats, "output_hash": frame_hash(content)})
 
 
 RATE_STEP = RateSample()
@@ -222,4 +222,4 @@ class ScorePool(ShardStep[ScoreStats]):
                 totals["rated"] += int((n_rated > 0).sum())
                 totals["unrated"] += int((n_rated == 0).sum())
             stats = tally.stats(rater)
-        return ScoreStats(**totals, **stats, rules=len(rules))
+        return ScoreStats.from_dict({**totals, **stats, "rules": len(rules)})

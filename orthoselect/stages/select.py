@@ -7,14 +7,15 @@ import io
 import json
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from orthoselect.dataset import Shard, read_batches
-from orthoselect.raters import rater_label
 from orthoselect.hashing import frame_hash
+from orthoselect.raters import rater_label
 from orthoselect.selection import PoolStats, select_documents
 from orthoselect.stages.base import RunContext, RunStep, ShardStep, Stats
 from orthoselect.stages.rules import load_chosen_rules
@@ -69,10 +70,11 @@ class RankPool(RunStep[RankStats]):
             total, squares = total + rated.sum(), squares + (rated**2).sum()
         mean = total / n if n else 0.0
         pool = PoolStats(n, mean, math.sqrt(max(0.0, squares / n - mean**2)) if n else 0.0)
-        candidates = None
+        candidates: pd.DataFrame | None = None
         for part, _ in self._scored(ctx, need):  # pass 2: keep the best of (candidates + this shard)
             frame = part if candidates is None else pd.concat([candidates, part], ignore_index=True)
             candidates = select_documents(frame, ctx.cfg.selection, ctx.cfg.seed, pool).selected.drop(columns="rank")
+        assert candidates is not None, "the plan lists at least one shard"
         result = select_documents(candidates, ctx.cfg.selection, ctx.cfg.seed, pool)
         chosen = result.selected
         ctx.storage.write_parquet("selection.parquet", chosen[["doc_id", "shard", "row", "score", "rank", "n_tokens"]])
@@ -153,5 +155,5 @@ class WriteSelected(ShardStep[WriteStats]):
         return WriteStats(selected=len(records), file=ctx.output.url(name))
 
 
-def _nan_to_none(x: float) -> float | None:
+def _nan_to_none(x: Any) -> float | None:
     return None if x != x else float(x)
