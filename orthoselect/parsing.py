@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from typing import TypeGuard
 
 CLIP_TOLERANCE = 0.1  # a fraction up to 1.1 (e.g. 11/10) is clipped to 1; beyond is out of range
 
@@ -166,7 +167,7 @@ def _json_value(value: object, text: str) -> float:
     return _scale(float(value), text)
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 

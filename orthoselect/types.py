@@ -1,10 +1,12 @@
 """The records passed between stages: documents, rules and ratings."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Literal, TypedDict, Unpack
 
 RatingStatus = Literal["ok", "parse_error", "error", "refused"]
+FailureStatus = Literal["parse_error", "error", "refused"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,20 @@ class Rule:
     @property
     def name(self) -> str:
         return self.text.split(":", 1)[0].strip() if ":" in self.text else self.text[:40]
+
+
+class RatingDetails(TypedDict, total=False):
+    """The keyword fields of a Rating after its identity, score and status (see Rating for each)."""
+
+    model: str
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float | None
+    truncated: bool
+    attempts: int
+    latency_ms: float
+    prompt_hash: str
+    raw: str
 
 
 @dataclass
@@ -46,6 +62,48 @@ class Rating:
     prompt_hash: str = ""
     raw: str = ""
 
+    @classmethod
+    def ok(cls, doc_id: str, rule_id: str, score: float, **details: Unpack[RatingDetails]) -> Rating:
+        """A score obtained by asking now."""
+        return cls(doc_id, rule_id, score, status="ok", **details)
+
+    @classmethod
+    def failed(
+        cls, doc_id: str, rule_id: str, status: FailureStatus, reason: str, **details: Unpack[RatingDetails]
+    ) -> Rating:
+        """No score: `status` and `reason` say why; the tokens and cost of what was asked still count."""
+        return cls(doc_id, rule_id, None, status=status, reason=reason, **details)
+
+    @classmethod
+    def from_cache(
+        cls,
+        doc_id: str,
+        rule_id: str,
+        score: float,
+        *,
+        model: str,
+        tokens_in: int,
+        tokens_out: int,
+        truncated: bool,
+        prompt_hash: str,
+        raw: str,
+    ) -> Rating:
+        """A score read from an answer cached earlier: nothing sent now, so 0 attempts and $0.0."""
+        return cls(
+            doc_id,
+            rule_id,
+            score,
+            model=model,
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+            cost_usd=0.0,
+            truncated=truncated,
+            attempts=0,
+            cached=True,
+            prompt_hash=prompt_hash,
+            raw=raw,
+        )
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -67,9 +125,17 @@ class RaterStats:
     cost_unknown: int = 0  # requests sent at an unknown price
     by_status: dict[str, int] = field(default_factory=dict)
 
-    def add(self, other: "RaterStats") -> None:
-        for name in ("requests", "cache_hits", "tokens_in", "tokens_out", "retries", "failures", "cost_usd",
-                     "cost_unknown"):
+    def add(self, other: RaterStats) -> None:
+        for name in (
+            "requests",
+            "cache_hits",
+            "tokens_in",
+            "tokens_out",
+            "retries",
+            "failures",
+            "cost_usd",
+            "cost_unknown",
+        ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for k, v in other.by_status.items():
             self.by_status[k] = self.by_status.get(k, 0) + v

@@ -1,14 +1,17 @@
 """LLMClient: bounded concurrency, retries with backoff, the choice of transport, and the API key.
 
 The key is read from the environment once, held privately and never printed, logged or cached."""
+
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
 import threading
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from orthoselect.llm.limits import BudgetExhausted, Limiter
@@ -41,12 +44,13 @@ def resolve_endpoint(model: str, api_base: str | None) -> tuple[str, str, str | 
         if prefix == "openai":
             env_base = os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE")
         return prefix, rest, api_base or env_base or _FAST_PROVIDERS[prefix], True, None
-    import orthoselect.env  # noqa: F401
+    import orthoselect.env  # noqa: F401, I001 - its offline defaults must be set before litellm is imported
     import litellm
 
     name, provider, dyn_key, dyn_base = litellm.get_llm_provider(model, api_base=api_base)
-    compatible = provider == "openai" or (provider in litellm.openai_compatible_providers
-                                          and provider not in _SPECIAL_AUTH)
+    compatible = provider == "openai" or (
+        provider in litellm.openai_compatible_providers and provider not in _SPECIAL_AUTH
+    )
     return provider, name, api_base or dyn_base, compatible, dyn_key
 
 
@@ -68,6 +72,20 @@ class Secret:
 
     def __reduce__(self):
         raise TypeError("an API key is not pickled; it is read from the environment where it is used")
+
+
+@dataclass(slots=True)
+class _Call:
+    """One `complete` call across its attempts: the request, the limiter's estimate of one, requests sent."""
+
+    messages: list[dict]
+    max_tokens: int
+    temperature: float
+    response_format: dict | None
+    limiter: Limiter | None = None
+    est_tokens: int = 0
+    est_cost: float = 0.0
+    sent: int = 0
 
 
 class _LoopThread:
@@ -99,10 +117,8 @@ class _LoopThread:
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.loop.shutdown_asyncgens()
 
-        try:
+        with contextlib.suppress(Exception):  # a task refusing to finish must not block closing
             asyncio.run_coroutine_threadsafe(drain(), self.loop).result(timeout=5)
-        except Exception:  # a task refusing to finish must not block closing
-            pass
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
         if not self.loop.is_running():
@@ -117,12 +133,23 @@ class LLMClient:
     whether a `response_format` passed to `complete` is sent: `on` always, `off` never, `auto` where the
     transport supports it, switched off for the rest of the client when the endpoint rejects it."""
 
-    def __init__(self, model: str, api_base: str | None = None, api_key_env: str | None = None,
-                 transport: Literal["auto", "http", "litellm"] = "auto", concurrency: int = 64,
-                 timeout_s: float = 60.0, max_retries: int = 4, temperature: float = 0.0, seed: int = 0,
-                 backoff_base_s: float = BACKOFF_BASE_S, *,
-                 structured_output: Literal["auto", "on", "off"] = "auto", limiter: Limiter | None = None,
-                 prices: "Prices | None" = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        api_base: str | None = None,
+        api_key_env: str | None = None,
+        transport: Literal["auto", "http", "litellm"] = "auto",
+        concurrency: int = 64,
+        timeout_s: float = 60.0,
+        max_retries: int = 4,
+        temperature: float = 0.0,
+        seed: int = 0,
+        backoff_base_s: float = BACKOFF_BASE_S,
+        *,
+        structured_output: Literal["auto", "on", "off"] = "auto",
+        limiter: Limiter | None = None,
+        prices: Prices | None = None,
+    ) -> None:
         provider, served, base, compatible, provider_key = resolve_endpoint(model, api_base)
         if api_key_env and not os.environ.get(api_key_env):
             raise ValueError(f"the environment variable {api_key_env!r} named by api_key_env is not set")
@@ -154,15 +181,23 @@ class LLMClient:
         self._runner_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return (f"LLMClient(model={self.model!r}, api_base={self.api_base!r}, transport={self.transport_kind!r}, "
-                f"concurrency={self.concurrency})")
+        return (
+            f"LLMClient(model={self.model!r}, api_base={self.api_base!r}, transport={self.transport_kind!r}, "
+            f"concurrency={self.concurrency})"
+        )
 
     def _make_transport(self) -> Transport:
         if self.transport_kind == "http":
             from orthoselect.llm.http import OpenAIHttpTransport
 
-            return OpenAIHttpTransport(self.model, self.api_base, self._key.reveal(), concurrency=self.concurrency,
-                                       served_model=self.served_model)
+            assert self.api_base is not None  # __init__ refuses http without one
+            return OpenAIHttpTransport(
+                self.model,
+                self.api_base,
+                self._key.reveal(),
+                concurrency=self.concurrency,
+                served_model=self.served_model,
+            )
         from orthoselect.llm.litellm_transport import LiteLLMTransport
 
         return LiteLLMTransport(self.model, self.api_base, self._key.reveal())
@@ -189,9 +224,14 @@ class LLMClient:
                 asyncio.run_coroutine_threadsafe(old.aclose(), old_loop)
             self._loop, self._transport = loop, self._make_transport()
             self._sem = asyncio.Semaphore(self.concurrency)
-            if (self.structured_output == "auto" and self.structured_active and self._rf_key not in _RF_ACCEPTED
-                    and (self._rf_gate is None or not self._rf_gate.is_set())):
+            if (
+                self.structured_output == "auto"
+                and self.structured_active
+                and self._rf_key not in _RF_ACCEPTED
+                and (self._rf_gate is None or not self._rf_gate.is_set())
+            ):
                 self._rf_gate, self._rf_probing = asyncio.Event(), False  # the first request finds out
+        assert self._transport is not None and self._sem is not None  # set together with self._loop
         return self._transport, self._sem
 
     def key_hint(self) -> str:
@@ -199,71 +239,117 @@ class LLMClient:
         var = self.key_source
         return f"key read from ${var}" if os.environ.get(var) else f"no API key: ${var} is not set"
 
-    async def complete(self, messages: list[dict], *, max_tokens: int, temperature: float | None = None,
-                       response_format: dict | None = None) -> Completion:
+    async def complete(
+        self,
+        messages: list[dict],
+        *,
+        max_tokens: int,
+        temperature: float | None = None,
+        response_format: dict | None = None,
+    ) -> Completion:
         """One answer. Retryable errors (429, 5xx, connection, timeout) are retried up to max_retries
         times with exponential backoff and full jitter, or after Retry-After when the server sends it.
         BudgetExhausted from the limiter propagates."""
         transport, sem = self._bind()
-        temp = self.temperature if temperature is None else temperature
-        limiter = self.limiter
-        if limiter is not None:
-            prompt = sum(len(c) if isinstance(c := m.get("content") or "", str) else len(str(c))
-                         for m in messages) // 4
-            est_cost = (self.prices.cost(prompt, max_tokens) if self.prices is not None else None) or 0.0
-        attempt = sent = 0
+        call = self._call(messages, max_tokens, temperature, response_format)
+        attempt = 0
         while True:
             async with sem:
-                rf = response_format if response_format is not None and self.structured_active else None
-                gate, probe = self._rf_gate, False
-                if rf is not None and gate is not None and not gate.is_set():
-                    if self._rf_probing:  # another request is finding out whether the endpoint takes it
-                        await gate.wait()
-                        rf = response_format if self._rf_send else None
-                    else:
-                        self._rf_probing = probe = True
-                try:
-                    if limiter is not None:
-                        await limiter.acquire(prompt + max_tokens, est_cost)
-                        self._unsettled = True
-                    self.requests += 1
-                    sent += 1
-                    used = (0, 0.0)
-                    try:
-                        completion = await transport.complete(messages, max_tokens=max_tokens, temperature=temp,
-                                                              timeout=self.timeout_s, response_format=rf)
-                        if limiter is not None:
-                            used = (completion.tokens_in + completion.tokens_out, self._cost(completion))
-                    except LLMError as e:
-                        err = e
-                        if rf is not None and self.structured_output == "auto" and rejects_response_format(e):
-                            self._structured_off(e)  # before the requests waiting on the probe look
-                            self.retries += 1
-                            continue  # the same request again as text, at once, not against max_retries
-                    else:
-                        if probe:
-                            _RF_ACCEPTED.add(self._rf_key)
-                        completion.attempts = sent
-                        return completion
-                    finally:
-                        if limiter is not None:
-                            limiter.release(*used)
-                except BudgetExhausted as e:
-                    e.attempts = sent  # requests sent before the budget stopped this one
-                    raise
-                finally:
-                    if probe:
-                        gate.set()
-            if not err.retryable or attempt >= self.max_retries:
-                err.attempts = sent
-                raise err
-            if err.retry_after is not None:
-                delay = min(err.retry_after, RETRY_AFTER_CAP_S)
-            else:
-                delay = self._rng.uniform(0, min(BACKOFF_CAP_S, self.backoff_base_s * 2 ** attempt))
+                answer = await self._send_once(transport, call)
+            if isinstance(answer, Completion):
+                return answer
+            if answer is None:  # the endpoint rejected response_format: the same request again as text, at once
+                continue
+            if not answer.retryable or attempt >= self.max_retries:
+                answer.attempts = call.sent
+                raise answer
+            delay = self._retry_delay(answer, attempt)
             attempt += 1
             self.retries += 1
             await asyncio.sleep(delay)
+
+    def _call(
+        self, messages: list[dict], max_tokens: int, temperature: float | None, response_format: dict | None
+    ) -> _Call:
+        """A `complete` call; the limiter's estimate of one request: prompt chars / 4 + max_tokens, priced."""
+        temp = self.temperature if temperature is None else temperature
+        call = _Call(messages, max_tokens, temp, response_format, limiter=self.limiter)
+        if call.limiter is not None:
+            prompt = sum(len(c) if isinstance(c := m.get("content") or "", str) else len(str(c)) for m in messages) // 4
+            call.est_tokens = prompt + max_tokens
+            call.est_cost = (self.prices.cost(prompt, max_tokens) if self.prices is not None else None) or 0.0
+        return call
+
+    async def _send_once(self, transport: Transport, call: _Call) -> Completion | LLMError | None:
+        """One request (within the semaphore): a Completion, the LLMError to retry or raise, or None when
+        the endpoint rejected response_format and the request is to be sent again as text."""
+        rf, probe_gate = await self._response_format_now(call.response_format)
+        try:
+            return await self._attempt(transport, call, rf, probe=probe_gate is not None)
+        except BudgetExhausted as e:
+            e.attempts = call.sent  # type: ignore[attr-defined]  # requests sent before the budget stopped this one
+            raise
+        finally:
+            if probe_gate is not None:
+                probe_gate.set()
+
+    async def _response_format_now(self, response_format: dict | None) -> tuple[dict | None, asyncio.Event | None]:
+        """The response_format to send now and, when this request is the one probing whether the endpoint
+        takes it (structured_output "auto"), the gate to open once it finished. The others wait for it."""
+        rf = response_format if response_format is not None and self.structured_active else None
+        gate = self._rf_gate
+        if rf is None or gate is None or gate.is_set():
+            return rf, None
+        if self._rf_probing:  # another request is finding out whether the endpoint takes it
+            await gate.wait()
+            return (response_format if self._rf_send else None), None
+        self._rf_probing = True
+        return rf, gate
+
+    async def _attempt(
+        self, transport: Transport, call: _Call, rf: dict | None, probe: bool
+    ) -> Completion | LLMError | None:
+        """Acquire from the limiter, send, release what was used: see `_send_once`."""
+        await self._acquire(call)
+        used = (0, 0.0)
+        try:
+            completion = await transport.complete(
+                call.messages,
+                max_tokens=call.max_tokens,
+                temperature=call.temperature,
+                timeout=self.timeout_s,
+                response_format=rf,
+            )
+            if call.limiter is not None:
+                used = (completion.tokens_in + completion.tokens_out, self._cost(completion))
+        except LLMError as e:
+            if rf is not None and self.structured_output == "auto" and rejects_response_format(e):
+                self._structured_off(e)  # before the requests waiting on the probe look
+                self.retries += 1
+                return None
+            return e
+        else:
+            if probe:
+                _RF_ACCEPTED.add(self._rf_key)
+            completion.attempts = call.sent
+            return completion
+        finally:
+            if call.limiter is not None:
+                call.limiter.release(*used)
+
+    async def _acquire(self, call: _Call) -> None:
+        """Wait for the limiter's permit for one more request (BudgetExhausted when none comes), count it."""
+        if call.limiter is not None:
+            await call.limiter.acquire(call.est_tokens, call.est_cost)
+            self._unsettled = True
+        self.requests += 1
+        call.sent += 1
+
+    def _retry_delay(self, err: LLMError, attempt: int) -> float:
+        """Retry-After when the server sent it (capped), else full-jitter exponential backoff."""
+        if err.retry_after is not None:
+            return min(err.retry_after, RETRY_AFTER_CAP_S)
+        return self._rng.uniform(0, min(BACKOFF_CAP_S, self.backoff_base_s * 2**attempt))
 
     def _cost(self, c: Completion) -> float:
         cost = self.prices.cost(c.tokens_in, c.tokens_out) if self.prices is not None else None
@@ -272,8 +358,12 @@ class LLMClient:
     def _structured_off(self, err: LLMError) -> None:
         if self._rf_send:
             self._rf_send = False
-            log.warning("%s: the endpoint does not accept response_format (json_schema): asking for plain-text "
-                        "answers from now on (%s)", self.model, err.message[:200])
+            log.warning(
+                "%s: the endpoint does not accept response_format (json_schema): asking for plain-text "
+                "answers from now on (%s)",
+                self.model,
+                err.message[:200],
+            )
 
     def run_sync(self, coro: Coroutine) -> Any:
         """Run a coroutine on the client's private loop thread and return its result."""
@@ -282,8 +372,7 @@ class LLMClient:
                 self._runner, self._loop, self._transport = _LoopThread(), None, None
         return self._runner.run(coro)
 
-    def complete_sync(self, messages: list[dict], *, max_tokens: int,
-                      temperature: float | None = None) -> Completion:
+    def complete_sync(self, messages: list[dict], *, max_tokens: int, temperature: float | None = None) -> Completion:
         """`complete` for sync callers, safe where the calling thread already runs an event loop."""
         return self.run_sync(self.complete(messages, max_tokens=max_tokens, temperature=temperature))
 
@@ -297,7 +386,8 @@ class LLMClient:
         connections and stop the private loop thread."""
         if self._unsettled:
             self._unsettled = False
-            self.run_sync(self.limiter.aclose())
+            if self.limiter is not None:
+                self.run_sync(self.limiter.aclose())
         runner, self._runner = self._runner, None
         if runner is not None:
             if self._loop is runner.loop:
@@ -309,7 +399,7 @@ class LLMClient:
             else:
                 self._loop.run_until_complete(self.aclose())
 
-    def __enter__(self) -> "LLMClient":
+    def __enter__(self) -> LLMClient:
         return self
 
     def __exit__(self, *exc) -> None:

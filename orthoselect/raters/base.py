@@ -1,8 +1,10 @@
 """The Rater interface: (document, rule) pairs in, one Rating per pair out, in the same order."""
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Self
 
 from orthoselect.types import Document, RaterStats, Rating, Rule
 
@@ -20,10 +22,10 @@ class Rater(ABC):
     def rate(self, pairs: Sequence[tuple[Document, Rule]]) -> list[Rating]:
         """One Rating per pair, in order."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook: raters without connections need nothing
         """Release connections and flush caches."""
 
-    def __enter__(self) -> "Rater":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

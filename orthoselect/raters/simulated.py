@@ -59,7 +59,7 @@ def _byte_classes() -> np.ndarray:
 _BYTE_CLASS = _byte_classes()
 
 _STOPWORDS = frozenset(
-    "the of and to a in is it that this for on with as be are by an or not if from at which when was "
+    "the of and to a in is it that this for on with as be are by an or not if from at which when was "  # noqa: SIM905
     "can will its has have but all any one so than then there these they we you no may should must "
     "into only also each other such more".split()
 )
@@ -222,7 +222,7 @@ def normalise_rule(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def _frozen(values: list[float]) -> np.ndarray:
+def _frozen(values: list[float] | np.ndarray) -> np.ndarray:
     array = np.array(values, dtype=np.float64)
     array.setflags(write=False)
     return array
@@ -387,8 +387,8 @@ class SimulatedRater(Rater):
         ratings = []
         for (doc, rule), score, di, ri in zip(pairs, scores, d.tolist(), r.tolist()):
             _, cut, doc_tokens = docs[di]
-            ratings.append(Rating(doc_id=doc.id, rule_id=rule.id, score=score, status="ok", model=MODEL,
-                                  tokens_in=doc_tokens + rule_tokens[ri], tokens_out=1, cost_usd=0.0, truncated=cut))
+            ratings.append(Rating.ok(doc.id, rule.id, score, model=MODEL, tokens_in=doc_tokens + rule_tokens[ri],
+                                     tokens_out=1, cost_usd=0.0, truncated=cut))
         self.stats.requests += len(ratings)
         self.stats.tokens_in += sum(rating.tokens_in for rating in ratings)
         self.stats.tokens_out += len(ratings)

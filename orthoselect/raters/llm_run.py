@@ -1,0 +1,242 @@
+"""One `LiteLLMRater.arate` call at work: pairs that missed the cache are sent, their answers read by the
+judge, usable ones queued for the cache, what was sent accounted, and each pair's Rating built.
+
+Per pair (`RatingRun.rate_one`): request rounds (`_request`, the client retrying inside each), each answer
+read as a score or a failure (`_interpret`), a strict re-ask while it does not parse, a usable answer
+queued for the cache (`_keep`), the requests added to the stats (`_account`), the Rating (`_rating`)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from orthoselect.llm.cache import request_key
+from orthoselect.llm.limits import BudgetExhausted
+from orthoselect.llm.transport import Completion, LLMError
+from orthoselect.raters.judge import Messages, ScoreParseError
+from orthoselect.types import FailureStatus, RaterStats, Rating, RatingDetails
+
+if TYPE_CHECKING:
+    from orthoselect.raters.llm import LiteLLMRater
+
+RAW_CHARS = 500  # answer text kept in a Rating
+FLUSH_EVERY = 256  # answers buffered before one cache transaction
+BREAKER = 20  # non-retryable failures with no success at all: the request itself must be wrong
+
+
+class RaterSetupError(RuntimeError):
+    """The endpoint refuses every request (bad key, unknown model, malformed request): stop the run."""
+
+
+@dataclass(slots=True)
+class Job:
+    """One pair to rate: its place in the output, the (truncated) text asked about, messages and key."""
+
+    i: int
+    doc_id: str
+    rule_id: str
+    rule: str
+    text: str
+    truncated: bool
+    messages: Messages
+    key: str
+    structured: bool  # `key` is that of a response_format request
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why a pair got no score: "parse_error" (worth a strict re-ask), "refused" or "error"."""
+
+    status: FailureStatus
+    reason: str
+
+
+@dataclass(slots=True)
+class Tally:
+    """What the requests for one pair used: attempts (retries included), `complete` calls, tokens, time."""
+
+    attempts: int = 0
+    calls: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    latency_ms: float = 0.0
+    raw: str = ""  # the last answer's text
+
+    def add(self, c: Completion) -> None:
+        """An answer came back: billed, usable or not."""
+        self.attempts += c.attempts
+        self.calls += 1
+        self.tokens_in += c.tokens_in
+        self.tokens_out += c.tokens_out
+        self.latency_ms += c.latency_ms
+        self.raw = c.text
+
+
+def count_cache_hits(stats: RaterStats, n: int) -> None:
+    """`n` pairs served from the request cache."""
+    stats.cache_hits += n
+    if n:
+        stats.by_status["ok"] = stats.by_status.get("ok", 0) + n
+
+
+class RatingRun:
+    """The state of one `arate` call: results, pending cache writes, the circuit breaker, the budget stop."""
+
+    def __init__(self, rater: LiteLLMRater, out: list[Rating | None]) -> None:
+        self.rater, self.cfg, self.out, self.judge = rater, rater.cfg, out, rater.judge
+        self.stats, self.client, self.cache, self.prices = rater.stats, rater.client, rater.cache, rater.prices
+        self.pending: list[dict] = []
+        self.ok = 0
+        self.rejected = 0
+        self.stopped: BudgetExhausted | None = None
+
+    def flush(self) -> None:
+        if self.cache is not None and self.pending:
+            records, self.pending = self.pending, []
+            self.cache.put_many(records)
+
+    async def worker(self, queue: asyncio.Queue[Job | None]) -> None:
+        while (job := await queue.get()) is not None:
+            if self.stopped is not None:
+                continue  # the budget is spent: drain the queue, start nothing
+            try:
+                self.out[job.i] = await self.rate_one(job)
+            except BudgetExhausted as e:
+                if self.stopped is None:
+                    self.stopped = e
+
+    async def rate_one(self, job: Job) -> Rating:
+        """The rating of one pair: from the cache after a re-key, else asked for and accounted."""
+        if job.structured and not self.rater.structured:  # keyed before structured output was switched off
+            cached = await asyncio.to_thread(self.rater.rekey, job)  # the cache may be remote: not on the loop
+            if cached is not None:
+                count_cache_hits(self.stats, 1)
+                return cached
+        tally = Tally()
+        try:
+            verdict = await self._ask(job, tally)
+        finally:  # what was sent counts even when the run stops
+            cost = self._account(tally)
+        return self._rating(job, tally, cost, verdict)
+
+    async def _ask(self, job: Job, tally: Tally) -> float | Failure:
+        """Request rounds until an answer parses, one fails for good, or the strict re-asks run out."""
+        failure = Failure("parse_error", "")
+        for round_ in range(self.cfg.parse_retries + 1):
+            messages = job.messages if round_ == 0 else self.judge.strict_messages(job.rule, job.text)
+            answer = await self._request(messages, tally)
+            if isinstance(answer, LLMError):
+                return Failure("error", answer.message)
+            verdict = self._interpret(answer)
+            if not isinstance(verdict, Failure):
+                self.ok += 1
+                self._keep(job, round_ == 0, messages, answer)
+                return verdict
+            if verdict.status != "parse_error":  # refused: asking again would not help
+                return verdict
+            failure = verdict
+        return failure
+
+    async def _request(self, messages: Messages, tally: Tally) -> Completion | LLMError:
+        """One `complete` call (the client retries inside it), its use added to `tally`. A setup error or
+        the circuit breaker raises RaterSetupError; the budget raises BudgetExhausted."""
+        cfg = self.cfg
+        try:
+            answer = await self.client.complete(
+                messages,
+                max_tokens=cfg.max_tokens,
+                temperature=cfg.temperature,
+                response_format=self.rater.response_format,
+            )
+        except LLMError as e:
+            tally.attempts += e.attempts
+            tally.calls += 1
+            self._check(e)
+            return e
+        except BudgetExhausted as e:
+            sent = getattr(e, "attempts", 0)
+            tally.attempts += sent
+            tally.calls += int(sent > 0)
+            raise
+        tally.add(answer)
+        return answer
+
+    def _interpret(self, c: Completion) -> float | Failure:
+        """One answer as the judge's score, or why not: refused, cut short or unreadable."""
+        if c.finish_reason == "content_filter":
+            return Failure("refused", "the provider refused to answer (finish_reason=content_filter)")
+        if c.finish_reason == "length":
+            cut = f"answer cut at max_tokens={self.cfg.max_tokens} (finish_reason=length): {c.text[:60]!r}"
+            return Failure("parse_error", cut)
+        try:
+            return self.judge.parse(c.text)
+        except ScoreParseError as e:
+            return Failure("parse_error", f"{e.reason}: {c.text[:80]!r}")
+
+    def _keep(self, job: Job, first_round: bool, messages: Messages, c: Completion) -> None:
+        """Queue a usable answer for the cache under the key of the request really sent."""
+        rater = self.rater
+        same = first_round and c.structured == job.structured
+        key = job.key if same else request_key(rater.model, messages, rater.params(c.structured))
+        self.pending.append(
+            {
+                "key": key,
+                "model": rater.model,
+                "text": c.text,
+                "finish_reason": c.finish_reason,
+                "tokens_in": c.tokens_in,
+                "tokens_out": c.tokens_out,
+            }
+        )
+        if len(self.pending) >= FLUSH_EVERY:
+            self.flush()
+
+    def _account(self, tally: Tally) -> float | None:
+        """Add one pair's requests to the stats; its dollar cost (None at an unknown price)."""
+        stats = self.stats
+        stats.requests += tally.attempts
+        stats.retries += tally.attempts - tally.calls
+        stats.tokens_in += tally.tokens_in
+        stats.tokens_out += tally.tokens_out
+        cost = self.prices.cost(tally.tokens_in, tally.tokens_out)
+        if cost is None:
+            stats.cost_unknown += tally.attempts
+        else:
+            stats.cost_usd += cost
+        return cost
+
+    def _rating(self, job: Job, tally: Tally, cost: float | None, verdict: float | Failure) -> Rating:
+        """The pair's Rating, counted by status."""
+        details = RatingDetails(
+            model=self.rater.model,
+            tokens_in=tally.tokens_in,
+            tokens_out=tally.tokens_out,
+            cost_usd=cost,
+            truncated=job.truncated,
+            attempts=tally.attempts,
+            latency_ms=tally.latency_ms,
+            prompt_hash=job.key,
+            raw=tally.raw[:RAW_CHARS],
+        )
+        if isinstance(verdict, Failure):
+            rating = Rating.failed(job.doc_id, job.rule_id, verdict.status, verdict.reason, **details)
+            self.stats.failures += 1
+        else:
+            rating = Rating.ok(job.doc_id, job.rule_id, verdict, **details)
+        self.stats.by_status[rating.status] = self.stats.by_status.get(rating.status, 0) + 1
+        return rating
+
+    def _check(self, e: LLMError) -> None:
+        """Stop at once on setup errors, and after BREAKER rejected requests with no success at all."""
+        if e.fatal:
+            hint = f" ({self.client.key_hint()})" if e.status == 401 else ""
+            raise RaterSetupError(
+                f"{self.rater.model}: {e.message}{hint}. Stopping: every request would fail."
+            ) from None
+        if not e.retryable:
+            self.rejected += 1
+            if self.ok == 0 and self.rejected >= BREAKER:
+                raise RaterSetupError(
+                    f"{self.rater.model}: {self.rejected} requests rejected and none succeeded, last: {e.message}"
+                ) from None
