@@ -23,7 +23,7 @@ from orthoselect.llm.cache import Cache, RequestCache, open_cache, request_key
 from orthoselect.llm.object_cache import ObjectStoreCache
 from orthoselect.raters.llm import LiteLLMRater
 from orthoselect.types import Document, Rule
-from tests.fake_llm_server import FakeLLMServer
+from fake_llm_server import FakeLLMServer
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from orthoselect.prompts import RATING_STRICT_SUFFIX, parse_rating_prompt
 from orthoselect.raters.llm import LiteLLMRater, RaterSetupError
 from orthoselect.raters.simulated import simulated_score
 from orthoselect.types import Document, Rule
-from tests.fake_llm_server import FakeLLMServer
+from fake_llm_server import FakeLLMServer
 
 SECRET = "sk-test-SECRET-abcdef987654"
 RULES = [Rule("r1", "Clarity: the text is clear and well organised."),

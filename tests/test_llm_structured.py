@@ -15,7 +15,7 @@ from orthoselect.prompts import RATING_RESPONSE_FORMAT, rating_messages
 from orthoselect.raters.llm import LiteLLMRater, RaterSetupError
 from orthoselect.raters.simulated import simulated_score
 from orthoselect.types import Document, Rule
-from tests.fake_llm_server import FakeLLMServer
+from fake_llm_server import FakeLLMServer
 
 RULES = [Rule("r1", "Clarity: the text is clear and well organised."),
          Rule("r2", "Correctness: statements in the text are factually correct."),
