@@ -1,12 +1,12 @@
 # Two commands do all set-up on a fresh machine with Python 3.11:
 #   make demo   - install, then run the pipeline on the sample corpus with the offline simulated rater
-#   make test   - install, then run the test suite (what CI runs)
+#   make test   - install, then lint (ruff), type-check (mypy) and run the test suite (what CI runs)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo lint test bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,12 @@ install: $(STAMP)
 demo: install
 	$(BIN)/orthoselect demo demo
 
-test: install
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 bench: install

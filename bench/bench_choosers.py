@@ -12,6 +12,7 @@ against the mean of all 50 (goal: at least all-R minus 0.01). And the DPP's own 
 
     .venv/bin/python bench/bench_choosers.py [--seeds 30] [--holdout-seeds 20] [--out bench/RESULTS_choosers.md]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orthoselect.dpp import select_rules  # noqa: E402
-from orthoselect.synthetic import FAMILIES, HOLDOUT_FAMILIES, LIMIT_FAMILIES, subset_mse, world  # noqa: E402
+from orthoselect.dpp import select_rules
+from orthoselect.synthetic import FAMILIES, HOLDOUT_FAMILIES, LIMIT_FAMILIES, subset_mse, world
 
 K = 10
 RANDOM = 200
@@ -49,15 +50,24 @@ def one_world(job: tuple) -> dict:
     w = world(family, seed)
     R = len(w.rule_ids)
     rng = np.random.default_rng([seed, 99])
-    random_mse = np.array([subset_mse(w.pool_scores, w.pool_truth, rng.choice(R, K, replace=False))
-                           for _ in range(RANDOM)])
-    out = {"family": family.name, "seed": seed, "random_mse": float(random_mse.mean()),
-           "all_mse": subset_mse(w.pool_scores, w.pool_truth, range(R)), "choosers": {}}
+    random_mse = np.array(
+        [subset_mse(w.pool_scores, w.pool_truth, rng.choice(R, K, replace=False)) for _ in range(RANDOM)]
+    )
+    out = {
+        "family": family.name,
+        "seed": seed,
+        "random_mse": float(random_mse.mean()),
+        "all_mse": subset_mse(w.pool_scores, w.pool_truth, range(R)),
+        "choosers": {},
+    }
     for name, options in CHOOSERS.items():
         chosen = select_rules(w.sample_scores, w.rule_ids, K, random_subsets=0, seed=seed, **options).chosen_index
         mse = subset_mse(w.pool_scores, w.pool_truth, chosen)
-        out["choosers"][name] = {"mse": mse, "junk": int(w.junk[chosen].sum()),
-                                 "win": float(np.mean(random_mse > mse) + 0.5 * np.mean(random_mse == mse))}
+        out["choosers"][name] = {
+            "mse": mse,
+            "junk": int(w.junk[chosen].sum()),
+            "win": float(np.mean(random_mse > mse) + 0.5 * np.mean(random_mse == mse)),
+        }
     return out
 
 
@@ -66,27 +76,39 @@ def run_families(families, seeds: range, pool: Any) -> list[dict]:
 
 
 def family_table(rows: list[dict], families) -> tuple[list[str], dict]:
-    lines = ["| family | rules: junk | chooser | win vs random (mean, min) | MSE | MSE all R | MSE random | junk picked |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| family | rules: junk | chooser | win vs random (mean, min) | MSE | MSE all R | MSE random | junk picked |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     summary: dict[str, dict[str, dict]] = {}
     for f in families:
         fam = [r for r in rows if r["family"] == f.name]
         junk = f.noise + f.constant + f.irrelevant + f.contrarian
         for name in CHOOSERS:
             wins = [r["choosers"][name]["win"] for r in fam]
-            summary.setdefault(name, {})[f.name] = {"win": float(np.mean(wins)), "win_min": float(np.min(wins)),
-                                                   "junk": float(np.mean([r["choosers"][name]["junk"] for r in fam]))}
-            lines.append(f"| {f.name} | {f.rules}: {junk} | {name} | {np.mean(wins):.1%}, {np.min(wins):.1%} | "
-                         f"{np.mean([r['choosers'][name]['mse'] for r in fam]):.3f} | "
-                         f"{np.mean([r['all_mse'] for r in fam]):.3f} | {np.mean([r['random_mse'] for r in fam]):.3f} | "
-                         f"{summary[name][f.name]['junk']:.2f} |")
-    lines += ["", "| chooser | mean win over families | worst family | mean junk picked (junk families) |",
-              "|---|---|---|---|"]
+            summary.setdefault(name, {})[f.name] = {
+                "win": float(np.mean(wins)),
+                "win_min": float(np.min(wins)),
+                "junk": float(np.mean([r["choosers"][name]["junk"] for r in fam])),
+            }
+            lines.append(
+                f"| {f.name} | {f.rules}: {junk} | {name} | {np.mean(wins):.1%}, {np.min(wins):.1%} | "
+                f"{np.mean([r['choosers'][name]['mse'] for r in fam]):.3f} | "
+                f"{np.mean([r['all_mse'] for r in fam]):.3f} | {np.mean([r['random_mse'] for r in fam]):.3f} | "
+                f"{summary[name][f.name]['junk']:.2f} |"
+            )
+    lines += [
+        "",
+        "| chooser | mean win over families | worst family | mean junk picked (junk families) |",
+        "|---|---|---|---|",
+    ]
     for name, fams in summary.items():
         worst = min(fams, key=lambda k: fams[k]["win"])
         junky = [fams[f.name]["junk"] for f in families if f.noise + f.constant + f.irrelevant + f.contrarian]
-        lines.append(f"| {name} | {np.mean([v['win'] for v in fams.values()]):.1%} | {worst} "
-                     f"{fams[worst]['win']:.1%} | {np.mean(junky) if junky else 0:.2f} |")
+        lines.append(
+            f"| {name} | {np.mean([v['win'] for v in fams.values()]):.1%} | {worst} "
+            f"{fams[worst]['win']:.1%} | {np.mean(junky) if junky else 0:.2f} |"
+        )
     return lines, summary
 
 
@@ -108,7 +130,7 @@ def simulator_check(samples: int) -> list[str]:
     docs = [Document(i, t) for i, t in zip(df.id, df.text)]
     ratings = SimulatedRater(seed=0).rate([(d, r) for d in docs for r in rules])
     S = np.array([x.score for x in ratings]).reshape(len(docs), len(rules))
-    y = (df.variant.to_numpy() == "clean")
+    y = df.variant.to_numpy() == "clean"
 
     def auc(score):
         ranks = rankdata(score)
@@ -121,12 +143,16 @@ def simulator_check(samples: int) -> list[str]:
     rng = np.random.default_rng(7)
     draws = [rng.choice(len(docs), 1000, replace=False) for _ in range(samples)]
     for name, options in CHOOSERS.items():
-        aucs = [auc(S[:, np.array(select_rules(S[d], ids, K, random_subsets=0, **options).chosen_index)].mean(axis=1))
-                for d in draws]
+        aucs = [
+            auc(S[:, np.array(select_rules(S[d], ids, K, random_subsets=0, **options).chosen_index)].mean(axis=1))
+            for d in draws
+        ]
         lines.append(f"| {name} | {np.mean(aucs):.4f} | {np.min(aucs):.4f} | {np.max(aucs):.4f} |")
     rand = [auc(S[:, rng.choice(50, K, replace=False)].mean(axis=1)) for _ in range(1000)]
-    lines.append(f"| random 10-rule subsets (1,000) | {np.mean(rand):.4f} | p5 {np.percentile(rand, 5):.4f} | "
-                 f"p95 {np.percentile(rand, 95):.4f} |")
+    lines.append(
+        f"| random 10-rule subsets (1,000) | {np.mean(rand):.4f} | p5 {np.percentile(rand, 5):.4f} | "
+        f"p95 {np.percentile(rand, 95):.4f} |"
+    )
     lines.append(f"| all 50 rules | {all_auc:.4f} | | |")
     return lines
 
@@ -165,22 +191,39 @@ def main() -> None:
     report = [
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
         f"command: `.venv/bin/python bench/bench_choosers.py --seeds {args.seeds} --holdout-seeds "
-        f"{args.holdout_seeds} --sim-samples {args.sim_samples}`", "",
-        f"### Families ({args.seeds} worlds each, seeds 0..{args.seeds - 1}; r = {K}; {RANDOM} random subsets per world)",
-        "", *main_lines, "",
-        f"### Held-out families ({args.holdout_seeds} worlds each, seeds 1000..): not looked at while the default was designed",
-        "", *held_lines, "",
-        "### The limit: rules blind to what matters", "", *limit_lines, "",
-        f"### Simulator (demo corpus, clean vs degraded; {args.sim_samples} samples of 1,000 documents)", "",
-        *simulator_check(args.sim_samples), "", "### Speed of the choice", "", *speed(), "",
+        f"{args.holdout_seeds} --sim-samples {args.sim_samples}`",
+        "",
+        f"### Families ({args.seeds} worlds each, seeds 0..{args.seeds - 1}; r = {K}; "
+        f"{RANDOM} random subsets per world)",
+        "",
+        *main_lines,
+        "",
+        f"### Held-out families ({args.holdout_seeds} worlds each, seeds 1000..): "
+        "not looked at while the default was designed",
+        "",
+        *held_lines,
+        "",
+        "### The limit: rules blind to what matters",
+        "",
+        *limit_lines,
+        "",
+        f"### Simulator (demo corpus, clean vs degraded; {args.sim_samples} samples of 1,000 documents)",
+        "",
+        *simulator_check(args.sim_samples),
+        "",
+        "### Speed of the choice",
+        "",
+        *speed(),
+        "",
         f"Total {time.perf_counter() - started:.0f} s.",
     ]
     text = "\n".join(report) + "\n"
     print(text)
     if args.out:
         Path(args.out).write_text(text)
-        Path(args.out).with_suffix(".json").write_text(json.dumps({"families": summary, "holdout": held_summary},
-                                                                  indent=1))
+        Path(args.out).with_suffix(".json").write_text(
+            json.dumps({"families": summary, "holdout": held_summary}, indent=1)
+        )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ out any slowdown of the steps themselves, and with it the drift of a shared mach
 
     .venv/bin/python bench/bench_orchestration.py [--shards 200] [--docs-per-shard 100 1000] [--repeat 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,15 +65,25 @@ def where_time_went(ms: list[dict], t0: float, wall: float) -> dict:
     order = sorted(spans.items(), key=lambda kv: kv[1][0])
     gaps = sum(max(0.0, b[0] - a[1]) for (_, a), (_, b) in zip(order, order[1:]))
     imbalance = sum(e - s - w / WORKERS for name, (s, e, w) in order if isinstance(STEPS[name], ShardStep))
-    return {"startup_s": order[0][1][0], "between_steps_s": gaps, "wind_down_s": wall - order[-1][1][1],
-            "shard_steps_beyond_ideal_s": imbalance}
+    return {
+        "startup_s": order[0][1][0],
+        "between_steps_s": gaps,
+        "wind_down_s": wall - order[-1][1][1],
+        "shard_steps_beyond_ideal_s": imbalance,
+    }
 
 
 def config(data: Path, run_dir: Path, max_tasks: int = 64) -> dict:
-    return {"run_dir": str(run_dir), "seed": 0, "dataset": {"path": str(data)},
-            "rules": {"count": 20, "model": "simulated"}, "rating": {"model": "simulated", "sample_size": 1000},
-            "dpp": {"k": 5, "random_subsets": 200}, "selection": {"mode": "fraction", "fraction": 0.05},
-            "cluster": {"n_workers": WORKERS, "threads_per_worker": 1, "max_tasks_per_step": max_tasks}}
+    return {
+        "run_dir": str(run_dir),
+        "seed": 0,
+        "dataset": {"path": str(data)},
+        "rules": {"count": 20, "model": "simulated"},
+        "rating": {"model": "simulated", "sample_size": 1000},
+        "dpp": {"k": 5, "random_subsets": 200},
+        "selection": {"mode": "fraction", "fraction": 0.05},
+        "cluster": {"n_workers": WORKERS, "threads_per_worker": 1, "max_tasks_per_step": max_tasks},
+    }
 
 
 def make_data(root: Path, shards: int, per_shard: int) -> Path:
@@ -85,15 +96,17 @@ def make_data(root: Path, shards: int, per_shard: int) -> Path:
     base = root / "base"
     if not base.exists():
         build_corpus(str(base), n_docs=20_000, n_shards=20, seed=0)
-    texts = pd.concat([pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_json(p, lines=True)
-                       for p in sorted(base.iterdir())]).text.tolist()
+    texts = pd.concat(
+        [pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_json(p, lines=True) for p in sorted(base.iterdir())]
+    ).text.tolist()
     data = root / f"data-{per_shard}"
     data.mkdir()
     for s in range(shards):
         start = s * per_shard
         rows = [texts[(start + i) % len(texts)] for i in range(per_shard)]
         pd.DataFrame({"id": [f"s{s}-{i}" for i in range(per_shard)], "text": rows}).to_parquet(
-            data / f"part-{s:05d}.parquet", index=False)
+            data / f"part-{s:05d}.parquet", index=False
+        )
     return data
 
 
@@ -121,39 +134,61 @@ def measure(root: Path, shards: int, per_shard: int, max_tasks: list[int], repea
             orch_wall = time.perf_counter() - start
             assert result["counts"]["shards"] == shards
             own = markers(run_dir)
-            rows.append({"round": rnd, "shards": shards, "docs_per_shard": per_shard, "max_tasks_per_step": m,
-                         "sequential_wall_s": seq_wall, "ideal_s": ideal, "orchestrated_wall_s": orch_wall,
-                         "overhead": (orch_wall - ideal) / orch_wall,
-                         "in_run_overhead": (orch_wall - ideal_seconds(own)) / orch_wall,
-                         "flow_process_cpu_s": time.process_time() - cpu0,
-                         "prefect_server_cpu_s": proc_cpu(server) - server0, **where_time_went(own, t0, orch_wall)})
+            rows.append(
+                {
+                    "round": rnd,
+                    "shards": shards,
+                    "docs_per_shard": per_shard,
+                    "max_tasks_per_step": m,
+                    "sequential_wall_s": seq_wall,
+                    "ideal_s": ideal,
+                    "orchestrated_wall_s": orch_wall,
+                    "overhead": (orch_wall - ideal) / orch_wall,
+                    "in_run_overhead": (orch_wall - ideal_seconds(own)) / orch_wall,
+                    "flow_process_cpu_s": time.process_time() - cpu0,
+                    "prefect_server_cpu_s": proc_cpu(server) - server0,
+                    **where_time_went(own, t0, orch_wall),
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
 def report(args: argparse.Namespace, rows: list[dict]) -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    lines = [f"Command: `.venv/bin/python bench/bench_orchestration.py --shards {args.shards} --docs-per-shard "
-             f"{' '.join(map(str, args.docs_per_shard))} --max-tasks {' '.join(map(str, args.max_tasks))} "
-             f"--repeat {args.repeat}" + (f" --out {args.out}" if args.out != "RESULTS_orchestration.md" else "") + "`",
-             f"Machine: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}; the Prefect server, the "
-             "flow process and the 2 Dask workers share these 2 cores.", "",
-             "| shards x docs | task runs per shard step | round | sequential, no Prefect/Dask (s) | ideal on 2 "
-             "workers (s) | orchestrated (s) | overhead | in-run overhead | start-up (s) | between steps (s) | "
-             "wind-down (s) | shard steps beyond ideal (s) | flow-process CPU (s) | Prefect server CPU (s) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['shards']} x {r['docs_per_shard']} | {min(r['shards'], r['max_tasks_per_step'])} | {r['round']} | "
-              f"{r['sequential_wall_s']:.1f} | {r['ideal_s']:.1f} | {r['orchestrated_wall_s']:.1f} | "
-              f"{100 * r['overhead']:.1f} % | {100 * r['in_run_overhead']:.1f} % | {r['startup_s']:.1f} | "
-              f"{r['between_steps_s']:.1f} | {r['wind_down_s']:.1f} | {r['shard_steps_beyond_ideal_s']:.1f} | "
-              f"{r['flow_process_cpu_s']:.1f} | {r['prefect_server_cpu_s']:.1f} |" for r in rows]
-    lines += ["", "| shards x docs | task runs per shard step | median overhead | median in-run overhead |",
-              "|---|---:|---:|---:|"]
+    with open("/proc/cpuinfo") as info:
+        cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "?")
+    lines = [
+        f"Command: `.venv/bin/python bench/bench_orchestration.py --shards {args.shards} --docs-per-shard "
+        f"{' '.join(map(str, args.docs_per_shard))} --max-tasks {' '.join(map(str, args.max_tasks))} "
+        f"--repeat {args.repeat}" + (f" --out {args.out}" if args.out != "RESULTS_orchestration.md" else "") + "`",
+        f"Machine: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}; the Prefect server, the "
+        "flow process and the 2 Dask workers share these 2 cores.",
+        "",
+        "| shards x docs | task runs per shard step | round | sequential, no Prefect/Dask (s) | ideal on 2 "
+        "workers (s) | orchestrated (s) | overhead | in-run overhead | start-up (s) | between steps (s) | "
+        "wind-down (s) | shard steps beyond ideal (s) | flow-process CPU (s) | Prefect server CPU (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['shards']} x {r['docs_per_shard']} | {min(r['shards'], r['max_tasks_per_step'])} | {r['round']} | "
+        f"{r['sequential_wall_s']:.1f} | {r['ideal_s']:.1f} | {r['orchestrated_wall_s']:.1f} | "
+        f"{100 * r['overhead']:.1f} % | {100 * r['in_run_overhead']:.1f} % | {r['startup_s']:.1f} | "
+        f"{r['between_steps_s']:.1f} | {r['wind_down_s']:.1f} | {r['shard_steps_beyond_ideal_s']:.1f} | "
+        f"{r['flow_process_cpu_s']:.1f} | {r['prefect_server_cpu_s']:.1f} |"
+        for r in rows
+    ]
+    lines += [
+        "",
+        "| shards x docs | task runs per shard step | median overhead | median in-run overhead |",
+        "|---|---:|---:|---:|",
+    ]
     for key in sorted({(r["docs_per_shard"], r["max_tasks_per_step"]) for r in rows}):
         same = [r for r in rows if (r["docs_per_shard"], r["max_tasks_per_step"]) == key]
-        lines.append(f"| {same[0]['shards']} x {key[0]} | {min(same[0]['shards'], key[1])} | "
-                     f"{100 * statistics.median(r['overhead'] for r in same):.1f} % | "
-                     f"{100 * statistics.median(r['in_run_overhead'] for r in same):.1f} % |")
+        lines.append(
+            f"| {same[0]['shards']} x {key[0]} | {min(same[0]['shards'], key[1])} | "
+            f"{100 * statistics.median(r['overhead'] for r in same):.1f} % | "
+            f"{100 * statistics.median(r['in_run_overhead'] for r in same):.1f} % |"
+        )
     return "\n".join(lines)
 
 

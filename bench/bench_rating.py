@@ -5,10 +5,12 @@ separate process, so its CPU does not share the client's GIL.
 
 Measures requests/s and client CPU ms per request (time.process_time of this process) for litellm
 (sequential, batch_completion, acompletion), the raw openai SDK, and LiteLLMRater on both transports."""
+
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import platform
 import random
@@ -18,7 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import orthoselect.env  # noqa: F401  (offline defaults before litellm)
+from flows.runtime import apply_defaults
+
+apply_defaults()  # offline defaults before litellm
 from orthoselect.config import RatingConfig
 from orthoselect.llm.cache import RequestCache
 from orthoselect.prompts import rating_messages
@@ -28,17 +32,42 @@ from orthoselect.types import Document, Rule
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "openai/fake"
 KEY = "sk-bench-local"
-WORDS = ("data quality model training text answer question example method result value system "
-         "process language rule document score code math story review").split()
+WORDS = [
+    "data",
+    "quality",
+    "model",
+    "training",
+    "text",
+    "answer",
+    "question",
+    "example",
+    "method",
+    "result",
+    "value",
+    "system",
+    "process",
+    "language",
+    "rule",
+    "document",
+    "score",
+    "code",
+    "math",
+    "story",
+    "review",
+]
 
 
 def workload(n: int, rules_per_doc: int = 10, seed: int = 0) -> list[tuple[Document, Rule]]:
     """n distinct (document, rule) pairs: documents of 80-400 words, each rated on `rules_per_doc` rules."""
     rng = random.Random(seed)
-    rules = [Rule(f"r{j}", f"Rule {j}: the document is clear, correct and useful for property {j}.")
-             for j in range(rules_per_doc)]
-    docs = [Document(f"d{i}", f"Document {i}. " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(80, 400))))
-            for i in range(-(-n // rules_per_doc))]
+    rules = [
+        Rule(f"r{j}", f"Rule {j}: the document is clear, correct and useful for property {j}.")
+        for j in range(rules_per_doc)
+    ]
+    docs = [
+        Document(f"d{i}", f"Document {i}. " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(80, 400))))
+        for i in range(-(-n // rules_per_doc))
+    ]
     return [(d, r) for d in docs for r in rules][:n]
 
 
@@ -47,9 +76,22 @@ def messages_for(pairs) -> list[list[dict]]:
 
 
 def start_server(latency_ms: float, mode: str, workers: int = 1) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_llm_server.py"), "--port", "0",
-                             "--workers", str(workers), "--latency-ms", str(latency_ms), "--mode", mode],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "tests" / "fake_llm_server.py"),
+            "--port",
+            "0",
+            "--workers",
+            str(workers),
+            "--latency-ms",
+            str(latency_ms),
+            "--mode",
+            mode,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     url = proc.stdout.readline().strip()
     if not url.startswith("http"):
@@ -77,8 +119,14 @@ def measure(fn, n: int, server_pid: int) -> dict:
     ok = fn()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     scpu = proc_cpu_s(server_pid) - s0
-    return {"n": n, "ok": ok, "wall_s": wall, "rps": n / wall, "cpu_ms": 1000 * cpu / n,
-            "server_cpu_ms": 1000 * scpu / n}
+    return {
+        "n": n,
+        "ok": ok,
+        "wall_s": wall,
+        "rps": n / wall,
+        "cpu_ms": 1000 * cpu / n,
+        "server_cpu_ms": 1000 * scpu / n,
+    }
 
 
 # --- variants ----------------------------------------------------------------------------------
@@ -87,8 +135,16 @@ def v_litellm_sequential(url, msgs, conc):
 
     ok = 0
     for m in msgs:
-        r = litellm.completion(model=MODEL, messages=m, api_base=url, api_key=KEY, max_tokens=16, temperature=0,
-                               num_retries=0, max_retries=0)
+        r = litellm.completion(
+            model=MODEL,
+            messages=m,
+            api_base=url,
+            api_key=KEY,
+            max_tokens=16,
+            temperature=0,
+            num_retries=0,
+            max_retries=0,
+        )
         ok += bool(r.choices[0].message.content)
     return ok
 
@@ -96,8 +152,17 @@ def v_litellm_sequential(url, msgs, conc):
 def v_litellm_batch(url, msgs, conc):
     import litellm
 
-    res = litellm.batch_completion(model=MODEL, messages=msgs, api_base=url, api_key=KEY, max_tokens=16,
-                                   temperature=0, max_workers=conc, num_retries=0, max_retries=0)
+    res = litellm.batch_completion(
+        model=MODEL,
+        messages=msgs,
+        api_base=url,
+        api_key=KEY,
+        max_tokens=16,
+        temperature=0,
+        max_workers=conc,
+        num_retries=0,
+        max_retries=0,
+    )
     return sum(not isinstance(r, Exception) for r in res)
 
 
@@ -109,8 +174,16 @@ def v_litellm_acompletion(url, msgs, conc):
 
         async def one(m):
             async with sem:
-                r = await litellm.acompletion(model=MODEL, messages=m, api_base=url, api_key=KEY, max_tokens=16,
-                                              temperature=0, num_retries=0, max_retries=0)
+                r = await litellm.acompletion(
+                    model=MODEL,
+                    messages=m,
+                    api_base=url,
+                    api_key=KEY,
+                    max_tokens=16,
+                    temperature=0,
+                    num_retries=0,
+                    max_retries=0,
+                )
                 return bool(r.choices[0].message.content)
 
         return sum(await asyncio.gather(*(one(m) for m in msgs)))
@@ -146,6 +219,7 @@ def v_bare_aiohttp(url, msgs, conc):
         sem = asyncio.Semaphore(conc)
         headers = {"Authorization": f"Bearer {KEY}"}
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=conc)) as session:
+
             async def one(m):
                 async with sem:
                     body = {"model": "fake", "messages": m, "max_tokens": 16, "temperature": 0}
@@ -160,8 +234,15 @@ def v_bare_aiohttp(url, msgs, conc):
 def rater_variant(transport: str, with_cache: bool = False):
     def run(url, pairs, conc):
         os.environ["BENCH_KEY"] = KEY
-        cfg = RatingConfig(model=MODEL, api_base=url, api_key_env="BENCH_KEY", transport=transport,
-                           concurrency=conc, max_retries=2, timeout_s=30)
+        cfg = RatingConfig(
+            model=MODEL,
+            api_base=url,
+            api_key_env="BENCH_KEY",
+            transport=transport,
+            concurrency=conc,
+            max_retries=2,
+            timeout_s=30,
+        )
         cache = RequestCache(os.path.join(tempfile.mkdtemp(), "requests.sqlite")) if with_cache else None
         with LiteLLMRater(cfg, cache) as rater:
             out = rater.rate(pairs)
@@ -205,19 +286,20 @@ def main() -> None:
     proc, url = start_server(args.latency_ms, args.server_mode, args.server_workers)
     rows = []
     try:
-        offset = 0
-        for name, fn, count, conc in variants:
+        for offset, (name, fn, count, conc) in enumerate(variants):
             pairs = workload(count + 64, seed=offset)  # distinct content per variant; 64 for warm-up
-            offset += 1
             warm, timed = pairs[:64], pairs[64:]
             data = (lambda p: p) if getattr(fn, "takes_pairs", False) else messages_for
             fn(url, data(warm[: min(64, count)]), conc)  # imports, connections, lazy init
             timed_data = data(timed)
-            res = measure(lambda: fn(url, timed_data, conc), count, proc.pid)
+            res = measure(functools.partial(fn, url, timed_data, conc), count, proc.pid)
             res.update(name=name, conc=conc, bound=conc * 1000 / args.latency_ms)
             rows.append(res)
-            print(f"{name:48s} n={count:5d} {res['rps']:8.1f} req/s  {res['cpu_ms']:6.2f} ms CPU/req  "
-                  f"(server {res['server_cpu_ms']:.2f})  ok={res['ok']}", flush=True)
+            print(
+                f"{name:48s} n={count:5d} {res['rps']:8.1f} req/s  {res['cpu_ms']:6.2f} ms CPU/req  "
+                f"(server {res['server_cpu_ms']:.2f})  ok={res['ok']}",
+                flush=True,
+            )
     finally:
         proc.terminate()
         proc.wait(5)
@@ -240,26 +322,43 @@ NOTES = """Findings (cProfile and `time.process_time`, not tied to one run):
 
 
 def report(rows: list[dict], args) -> None:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     cmd = " ".join(["cd /work/main && .venv/bin/python bench/bench_rating.py", *sys.argv[1:]])
     procs = f"{args.server_workers} process{'es' if args.server_workers > 1 else ''} sharing the port"
     lines = [
-        "## Rating throughput", "",
+        "## Rating throughput",
+        "",
         f"Loopback OpenAI-compatible server (`tests/fake_llm_server.py` in {procs}, separate from the "
         f"client, `{args.server_mode}` answers) answering every request "
         f"{args.latency_ms:g} ms after it arrives; prompts are real rating prompts (documents of 80-400 words). "
         "`bound` = concurrency / latency. Client CPU = `time.process_time()` of the client process per request; "
-        "server CPU from /proc. Each variant is warmed up with 64 requests first (imports, connections).", "",
+        "server CPU from /proc. Each variant is warmed up with 64 requests first (imports, connections).",
+        "",
         "| variant | requests | concurrency | req/s | bound | client CPU ms/req | server CPU ms/req | wall s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r['name']} | {r['n']} | {r['conc']} | {r['rps']:.0f} | {r['bound']:.0f} | "
-                     f"{r['cpu_ms']:.2f} | {r['server_cpu_ms']:.2f} | {r['wall_s']:.2f} |")
-    lines += ["", NOTES, "", f"Command: `{cmd}`", "",
-              f"Machine: {os.cpu_count()} cores (nproc), {cpu}, Python {platform.python_version()}, "
-              f"{time.strftime('%Y-%m-%d')}. Other work may have been running on the machine at the time.", ""]
+        lines.append(
+            f"| {r['name']} | {r['n']} | {r['conc']} | {r['rps']:.0f} | {r['bound']:.0f} | "
+            f"{r['cpu_ms']:.2f} | {r['server_cpu_ms']:.2f} | {r['wall_s']:.2f} |"
+        )
+    lines += [
+        "",
+        NOTES,
+        "",
+        f"Command: `{cmd}`",
+        "",
+        f"Machine: {os.cpu_count()} cores (nproc), {cpu}, Python {platform.python_version()}, "
+        f"{time.strftime('%Y-%m-%d')}. Other work may have been running on the machine at the time.",
+        "",
+    ]
     text = "\n".join(lines)
     print("\n" + text)
     Path(args.out).write_text(text)

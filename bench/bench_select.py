@@ -8,6 +8,7 @@ r rule columns and sorts the whole pool.
 
     .venv/bin/python bench/bench_select.py [--docs 1000000] [--shards 20]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,9 +52,15 @@ def make_run(run_dir: Path, docs: int, shards: int) -> None:
         matrix = np.clip(0.5 + 0.15 * latent + 0.1 * rng.normal(size=(per, R)), 0, 1).round(2)
         matrix[rng.random(matrix.shape) < 0.002] = np.nan  # a few failed ratings
         n_rated = np.isfinite(matrix).sum(axis=1)
-        frame = pd.DataFrame({"doc_id": [f"{sid}-{i}" for i in range(per)], "row": np.arange(1, per + 1),
-                              "n_tokens": rng.integers(50, 2000, per), "score": np.nanmean(matrix, axis=1),
-                              "n_rated": n_rated})
+        frame = pd.DataFrame(
+            {
+                "doc_id": [f"{sid}-{i}" for i in range(per)],
+                "row": np.arange(1, per + 1),
+                "n_tokens": rng.integers(50, 2000, per),
+                "score": np.nanmean(matrix, axis=1),
+                "n_rated": n_rated,
+            }
+        )
         for j, r in enumerate(rules):
             frame[f"score_{r.id}"] = matrix[:, j]
         ctx.storage.write_parquet(f"scores/{sid}.parquet", frame)
@@ -115,10 +122,15 @@ def main() -> None:
         rows = [("naive pandas: read all, mean, full sort (baseline)", in_child(run_naive, str(run_dir), size))]
         for name, sel in modes.items():
             rows.append((f"rank step, {name}", in_child(run_rank, str(run_dir), sel)))
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    lines = [f"Command: `.venv/bin/python bench/bench_select.py --docs {args.docs} --shards {args.shards}`",
-             f"Machine: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}", "",
-             "| what | wall s | peak RSS MB | kept |", "|---|---:|---:|---:|"]
+    with open("/proc/cpuinfo") as info:
+        cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "?")
+    lines = [
+        f"Command: `.venv/bin/python bench/bench_select.py --docs {args.docs} --shards {args.shards}`",
+        f"Machine: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}",
+        "",
+        "| what | wall s | peak RSS MB | kept |",
+        "|---|---:|---:|---:|",
+    ]
     lines += [f"| {name} | {r['wall_s']:.2f} | {r['rss_mb']:.0f} | {r['selected']} |" for name, r in rows]
     text = "\n".join(lines)
     print(text)

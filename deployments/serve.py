@@ -7,6 +7,7 @@ The process stays up, runs the pipeline on the schedule, and runs any flow run s
 (Deployments -> orthoselect-pipeline/<name> -> Run, where the parameters can be edited). Because every
 finished step is skipped, a scheduled run over unchanged shards costs nothing, and a run after a
 failure resumes."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cron", help="cron schedule, e.g. '0 2 * * *'; none: runs only when triggered")
     args = ap.parse_args(argv)
     schedule = {"cron": args.cron} if args.cron else {}
-    orthoselect_pipeline.serve(name=args.name, parameters={"config_path": args.config},
-                               tags=["orthoselect"], **schedule)
+    orthoselect_pipeline.serve(
+        name=args.name, parameters={"config_path": args.config}, tags=["orthoselect"], **schedule
+    )
 
 
 if __name__ == "__main__":

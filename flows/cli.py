@@ -1,4 +1,5 @@
 """The `orthoselect` command: runs the Prefect flows on a Dask cluster, with progress bars."""
+
 from __future__ import annotations
 
 import json
@@ -6,7 +7,7 @@ import logging
 import threading
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -14,16 +15,22 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-import orthoselect.env  # noqa: F401 - offline-safe defaults first
+from flows.runtime import apply_defaults
+
+apply_defaults()  # the `orthoselect` command is an entry point: defaults before Prefect, Dask or litellm load
+
 from orthoselect.config import Config, ConfigError, load_config
 from orthoselect.stages import STAGES, RunContext, StepNotReady, shard_steps
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="OrthoSelect: select fine-tuning data with LLM-written rules thinned by a DPP.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="OrthoSelect: select fine-tuning data with LLM-written rules thinned by a DPP.",
+)
 console = Console(stderr=True)
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML config (see examples/config.full.yaml).", exists=True)]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a key: --set rating.sample_size=500")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a key: --set rating.sample_size=500")]
 
 
 def _overrides(pairs: list[str] | None) -> dict:
@@ -48,8 +55,14 @@ def _load(config: Path, sets: list[str] | None) -> Config:
 @contextmanager
 def stage_progress(ctx: RunContext, stages: list[str]):
     """Bars per shard step, fed by polling the completion markers (works for any cluster)."""
-    progress = Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=console, transient=False)
+    progress = Progress(
+        TextColumn("{task.description:<12}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
     steps = [step for step in shard_steps() if step.stage in stages]
     bars: dict[str, TaskID] = {}
     stop = threading.Event()
@@ -110,7 +123,7 @@ def _print_summary(cfg: Config) -> None:
 
 # --- commands ------------------------------------------------------------------------------------
 @app.command()
-def run(config: ConfigArg, set: SetOpt = None, progress: bool = True) -> None:  # noqa: A002
+def run(config: ConfigArg, set: SetOpt = None, progress: bool = True) -> None:
     """Run the whole pipeline; finished work is skipped, so a rerun resumes."""
     cfg = _load(config, set)
     _run(cfg, list(STAGES), progress)
@@ -118,7 +131,7 @@ def run(config: ConfigArg, set: SetOpt = None, progress: bool = True) -> None:  
 
 
 def _stage_command(stage: str):
-    def command(config: ConfigArg, set: SetOpt = None) -> None:  # noqa: A002
+    def command(config: ConfigArg, set: SetOpt = None) -> None:
         cfg = _load(config, set)
         _run(cfg, [stage])
         if stage == "select_data":
@@ -141,9 +154,13 @@ def _run_dir_config(run_dir: str) -> Config:
 
 
 @app.command()
-def estimate(config: ConfigArg, set: SetOpt = None, sample_docs: int = 200,  # noqa: A002
-             retry_overhead: float = 0.0,
-             json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def estimate(
+    config: ConfigArg,
+    set: SetOpt = None,
+    sample_docs: int = 200,
+    retry_overhead: float = 0.0,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
     """Project requests, tokens and dollars per stage before any LLM call (and the paper's R x N)."""
     from orthoselect.estimate import estimate as project
     from orthoselect.estimate import render_estimate
@@ -156,8 +173,10 @@ def estimate(config: ConfigArg, set: SetOpt = None, sample_docs: int = 200,  # n
 
 
 @app.command()
-def status(run_dir: Annotated[str, typer.Argument(help="Run directory (path or URL).")],
-           json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def status(
+    run_dir: Annotated[str, typer.Argument(help="Run directory (path or URL).")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
     """Shards done, failed and pending for each shard step of a run, with the failures' errors."""
     from rich.table import Table
 
@@ -170,20 +189,29 @@ def status(run_dir: Annotated[str, typer.Argument(help="Run directory (path or U
     table = Table("step", "shards", "done", "failed", "pending", "stale", title=f"status of {run_dir}")
     stopped = report.pop("stopped")
     for step, r in report.items():
-        table.add_row(step, str(r["shards"]), str(len(r["done"])), str(len(r["failed"])), str(len(r["pending"])),
-                      str(len(r["stale"])))
+        table.add_row(
+            step,
+            str(r["shards"]),
+            str(len(r["done"])),
+            str(len(r["failed"])),
+            str(len(r["pending"])),
+            str(len(r["stale"])),
+        )
     Console().print(table)
     if stopped:
         Console().print(f"[yellow]{stopped['message']}[/yellow]")
     for step, r in report.items():
         for shard, e in sorted(r["errors"].items()):
-            Console().print(f"[red]failed[/red] {step} {shard}: {e['error']}: {e['message'][:300]} "
-                            f"(attempt {e['attempt']}, try {e['try']})")
+            Console().print(
+                f"[red]failed[/red] {step} {shard}: {e['error']}: {e['message'][:300]} "
+                f"(attempt {e['attempt']}, try {e['try']})"
+            )
 
 
 @app.command("retry-failed")
-def retry_failed(run_dir: Annotated[str, typer.Argument(help="Run directory (path or URL).")],
-                 progress: bool = True) -> None:
+def retry_failed(
+    run_dir: Annotated[str, typer.Argument(help="Run directory (path or URL).")], progress: bool = True
+) -> None:
     """Re-run only the shards recorded as failed, then finish the stages after them."""
     cfg = _run_dir_config(run_dir)
     _run(cfg, list(STAGES), progress, only_failed=True)
@@ -191,8 +219,12 @@ def retry_failed(run_dir: Annotated[str, typer.Argument(help="Run directory (pat
 
 
 @app.command("sample-data")
-def sample_data(out: Annotated[Path, typer.Argument(help="Folder for the shards.")],
-                docs: int = 12000, shards: int = 10, seed: int = 0) -> None:
+def sample_data(
+    out: Annotated[Path, typer.Argument(help="Folder for the shards.")],
+    docs: int = 12000,
+    shards: int = 10,
+    seed: int = 0,
+) -> None:
     """Write the sample corpus: Python standard-library docstrings and comments, with degraded variants."""
     from orthoselect.corpus import build_corpus
 
@@ -205,8 +237,10 @@ DEMO_CONFIG = {
     "seed": 0,
     "dataset": {"path": "data", "id_field": "id", "text_field": "text"},
     "task": {"description": "Answer programming questions about the Python standard library accurately."},
-    "data": {"description": "Docstrings and comments of Python's standard library, some degraded by "
-                            "boilerplate, repetition, truncation and character noise."},
+    "data": {
+        "description": "Docstrings and comments of Python's standard library, some degraded by "
+        "boilerplate, repetition, truncation and character noise."
+    },
     "rules": {"count": 50, "model": "simulated"},
     "rating": {"model": "simulated", "sample_size": 1000},
     "dpp": {"k": 10},
@@ -216,8 +250,11 @@ DEMO_CONFIG = {
 
 
 @app.command()
-def demo(folder: Annotated[Path, typer.Argument(help="Folder for data, config and run.")] = Path("demo"),
-         docs: int = 12000, shards: int = 10) -> None:
+def demo(
+    folder: Annotated[Path, typer.Argument(help="Folder for data, config and run.")] = Path("demo"),
+    docs: int = 12000,
+    shards: int = 10,
+) -> None:
     """Write the sample corpus and a config into FOLDER, run the pipeline with the offline simulated
     rater, and print the chosen rules, rho and the selection."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -225,8 +262,10 @@ def demo(folder: Annotated[Path, typer.Argument(help="Folder for data, config an
         sample_data(folder / "data", docs=docs, shards=shards, seed=0)
     config_file = folder / "config.yaml"
     if not config_file.exists():
-        config_file.write_text("# Demo config written by `orthoselect demo`; every option: examples/config.full.yaml\n"
-                               + yaml.safe_dump(DEMO_CONFIG, sort_keys=False))
+        config_file.write_text(
+            "# Demo config written by `orthoselect demo`; every option: examples/config.full.yaml\n"
+            + yaml.safe_dump(DEMO_CONFIG, sort_keys=False)
+        )
     console.print(f"[bold]Demo[/bold]: {config_file} (offline simulated rater, local Dask cluster)")
     run(config_file)
     cfg = load_config(config_file)
@@ -234,13 +273,18 @@ def demo(folder: Annotated[Path, typer.Argument(help="Folder for data, config an
     _demo_rules(cfg)
     selected = _demo_selected(cfg)
     share = lambda df: (df.variant == "clean").mean()  # noqa: E731
-    console.print(f"clean documents: {share(pool):.1%} of the pool -> {share(selected):.1%} of the selection "
-                  f"({len(selected)} of {len(pool)} kept)")
+    console.print(
+        f"clean documents: {share(pool):.1%} of the pool -> {share(selected):.1%} of the selection "
+        f"({len(selected)} of {len(pool)} kept)"
+    )
     labels = folder / "labels.csv"
-    pool.assign(label=(pool.variant == "clean").astype(int))[["id", "label"]].rename(columns={"id": "doc_id"}) \
-        .to_csv(labels, index=False)
-    console.print(f"ground truth for eval (1 = clean, 0 = degraded): {labels}\n"
-                  f"  compare every rule chooser against it: orthoselect eval {cfg.run_dir} --labels {labels}")
+    pool.assign(label=(pool.variant == "clean").astype(int))[["id", "label"]].rename(columns={"id": "doc_id"}).to_csv(
+        labels, index=False
+    )
+    console.print(
+        f"ground truth for eval (1 = clean, 0 = degraded): {labels}\n"
+        f"  compare every rule chooser against it: orthoselect eval {cfg.run_dir} --labels {labels}"
+    )
 
 
 def _demo_pool(cfg: Config):
@@ -264,28 +308,34 @@ def _demo_selected(cfg: Config):
 def _demo_rules(cfg: Config) -> None:
     """The chosen rules with their quality, and how faithfully they reproduce all rules' ranking."""
     sel = RunContext(cfg).storage.read_json("rule_selection.json")
-    console.print(f"chosen rules ({sel['kernel']} kernel), quality q = share of the rule's variance the other "
-                  "rules' consensus explains:")
+    console.print(
+        f"chosen rules ({sel['kernel']} kernel), quality q = share of the rule's variance the other "
+        "rules' consensus explains:"
+    )
     for n, rule in enumerate(sel["chosen_rules"], 1):
         console.print(f"  {n:2d}. q={rule['quality']:.2f}  {rule['text'][:90]}")
     rnd = sel["random_fidelity"]
     from orthoselect.dpp import LOW_QUALITY
 
     reference = sel.get("fidelity_reference", len(sel["rules"]))
-    console.print(f"fidelity to the ranking of {reference} of the {len(sel['rules'])} rules (q >= {LOW_QUALITY:g}): "
-                  f"{sel['fidelity']:.3f} (random "
-                  f"{len(sel['chosen_ids'])}-rule subsets: median {rnd['p50']:.3f}; "
-                  f"{sel['fidelity_percentile']:.1f} % of them at least as faithful)")
+    console.print(
+        f"fidelity to the ranking of {reference} of the {len(sel['rules'])} rules (q >= {LOW_QUALITY:g}): "
+        f"{sel['fidelity']:.3f} (random "
+        f"{len(sel['chosen_ids'])}-rule subsets: median {rnd['p50']:.3f}; "
+        f"{sel['fidelity_percentile']:.1f} % of them at least as faithful)"
+    )
 
 
 @app.command("eval")
 def eval_command(
     run_dir: Annotated[str, typer.Argument(help="Run directory (path or URL) whose sample was rated.")],
     labels: Annotated[str, typer.Option(help="Labels file (CSV, JSONL or Parquet): document id and label.")],
-    out: Annotated[Optional[str], typer.Option(help="Output folder; default <run_dir>/eval.")] = None,
-    k: Annotated[Optional[int], typer.Option(help="Rules per set; default the run's r.")] = None,
-    id_field: str = "doc_id", label_field: str = "label",
-    random_subsets: int = 1000, top_fraction: float = 0.1,
+    out: Annotated[str | None, typer.Option(help="Output folder; default <run_dir>/eval.")] = None,
+    k: Annotated[int | None, typer.Option(help="Rules per set; default the run's r.")] = None,
+    id_field: str = "doc_id",
+    label_field: str = "label",
+    random_subsets: int = 1000,
+    top_fraction: float = 0.1,
     flow: Annotated[bool, typer.Option(help="Run as the orthoselect-eval Prefect flow (artifacts in the UI).")] = False,
 ) -> None:
     """Compare every rule chooser, random r-subsets and all rules against ground-truth labels of the

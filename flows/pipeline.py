@@ -7,6 +7,10 @@ stage reads what the previous one persisted in the run directory, so any stage c
 
 from __future__ import annotations
 
+from flows.runtime import apply_defaults
+
+apply_defaults()  # an entry point (deployments, workers): defaults before Prefect, Dask or litellm load
+
 from typing import Any, TypeVar, cast
 
 from prefect import flow, get_run_logger
@@ -41,8 +45,11 @@ def _quoted(value: V) -> V:
 
 def start_run(config: Config | dict | str, overrides: dict | None = None) -> RunContext:
     """The one context of a run: its config validated once (a Config is taken as it is) and one attempt id."""
-    cfg = config if isinstance(config, Config) and not overrides else load_config(
-        config.model_dump(mode="json") if isinstance(config, Config) else config, overrides)
+    cfg = (
+        config
+        if isinstance(config, Config) and not overrides
+        else load_config(config.model_dump(mode="json") if isinstance(config, Config) else config, overrides)
+    )
     return RunContext(cfg, attempt=new_attempt())
 
 
@@ -59,23 +66,30 @@ def _label(group: list[Shard]) -> str:
 def _stopped(ctx: RunContext, e: StepFailed) -> StageFailed:
     """The stage-level error for a failed step: a budget stop, or failed units to re-run."""
     if e.budget_stopped:
-        return BudgetStopped(f"stopped by budget: budget_usd {ctx.cfg.budget_usd} is spent; {len(e.failures)} "
-                             f"unit(s) of step {e.step!r} are unfinished. Rerun with a larger budget_usd to resume.")
-    return StageFailed(f"step {e.step!r} failed on {len(e.failures)} unit(s) (recorded in "
-                       f"{ctx.storage.url('ledger')}; `orthoselect retry-failed {ctx.cfg.run_dir}` re-runs them): "
-                       + "; ".join(f"{unit}: {f}" for unit, f in sorted(e.failures.items())))
+        return BudgetStopped(
+            f"stopped by budget: budget_usd {ctx.cfg.budget_usd} is spent; {len(e.failures)} "
+            f"unit(s) of step {e.step!r} are unfinished. Rerun with a larger budget_usd to resume."
+        )
+    return StageFailed(
+        f"step {e.step!r} failed on {len(e.failures)} unit(s) (recorded in "
+        f"{ctx.storage.url('ledger')}; `orthoselect retry-failed {ctx.cfg.run_dir}` re-runs them): "
+        + "; ".join(f"{unit}: {f}" for unit, f in sorted(e.failures.items()))
+    )
 
 
-def _run_shard_step(step: ShardStep, ctx: RunContext, runtime: Runtime, only: list[str] | None,
-                    storage: Any) -> dict[str, int]:
+def _run_shard_step(
+    step: ShardStep, ctx: RunContext, runtime: Runtime, only: list[str] | None, storage: Any
+) -> dict[str, int]:
     """One task run per group of units (`cluster.max_tasks_per_step`), every unit its own Dask task."""
     units = step.units(ctx)
     if only is not None:
         units = [u for u in units if u.id in set(only)]
     task = shard_step.with_options(result_storage=storage, retries=ctx.cfg.cluster.task_retries)
     # quote(): Prefect must not walk the context (config + shard list) for every task it submits
-    futures = [(g, task.submit(step.name, _quoted(ctx), _quoted(runtime), g, _label(g)))
-               for g in shard_groups(units, ctx.cfg.cluster.max_tasks_per_step)]
+    futures = [
+        (g, task.submit(step.name, _quoted(ctx), _quoted(runtime), g, _label(g)))
+        for g in shard_groups(units, ctx.cfg.cluster.max_tasks_per_step)
+    ]
     wait([f for _, f in futures])
     done = cached = 0
     failures: dict[str, Failure] = {}
@@ -154,8 +168,14 @@ def select_data(ctx: RunContext, runtime: Runtime, only: dict[str, list[str]] | 
     return _run_stage("select_data", ctx, runtime, only)
 
 
-STAGE_FLOWS = {"index_pool": index_pool, "generate_rules": generate_rules, "rate_sample": rate_sample,
-               "select_rules": select_rules, "score_pool": score_pool, "select_data": select_data}
+STAGE_FLOWS = {
+    "index_pool": index_pool,
+    "generate_rules": generate_rules,
+    "rate_sample": rate_sample,
+    "select_rules": select_rules,
+    "score_pool": score_pool,
+    "select_data": select_data,
+}
 
 
 def run_stages(ctx: RunContext, stages: list[str], only: dict[str, list[str]] | None = None) -> dict:
@@ -168,16 +188,22 @@ def run_stages(ctx: RunContext, stages: list[str], only: dict[str, list[str]] | 
         # thread that finished its group starts the next task run
         runner: Any = ThreadPoolTaskRunner(max_workers=max(4, cfg.cluster.max_tasks_per_step))
         try:
-            return {stage: STAGE_FLOWS[stage].with_options(task_runner=runner)(_quoted(ctx), _quoted(runtime), only)
-                    for stage in stages}
+            return {
+                stage: STAGE_FLOWS[stage].with_options(task_runner=runner)(_quoted(ctx), _quoted(runtime), only)
+                for stage in stages
+            }
         finally:
             ctx.governor = None
 
 
 @flow(name="orthoselect-pipeline", log_prints=True)
-def orthoselect_pipeline(config_path: str | None = None, config: Config | dict | None = None,
-                         overrides: dict | None = None, stages: list[str] | None = None,
-                         only_failed: bool = False) -> dict:
+def orthoselect_pipeline(
+    config_path: str | None = None,
+    config: Config | dict | None = None,
+    overrides: dict | None = None,
+    stages: list[str] | None = None,
+    only_failed: bool = False,
+) -> dict:
     """The whole pipeline. Give a YAML `config_path` (as a deployment does) or a `config`;
     `overrides` maps dotted keys to values. Finished work is skipped, so rerunning resumes.
     `only_failed`: shard steps with failures in the run's ledger re-run only those shards."""
@@ -195,8 +221,18 @@ def orthoselect_pipeline(config_path: str | None = None, config: Config | dict |
         record_stop(ctx, "budget", str(e))
         raise
     clear_stop(ctx)
-    cached = {step: r["cached"] for stage in results.values() for step, r in stage.items()
-              if isinstance(r, dict) and "cached" in r}
+    cached = {
+        step: r["cached"]
+        for stage in results.values()
+        for step, r in stage.items()
+        if isinstance(r, dict) and "cached" in r
+    }
     manifest = ctx.storage.read_json("manifest.json", default={})
-    return {"run_dir": ctx.cfg.run_dir, "attempt": ctx.attempt, "cached_shards": cached,
-            "counts": manifest.get("counts"), "rho": manifest.get("rho"), "chosen_rules": manifest.get("chosen_rules")}
+    return {
+        "run_dir": ctx.cfg.run_dir,
+        "attempt": ctx.attempt,
+        "cached_shards": cached,
+        "counts": manifest.get("counts"),
+        "rho": manifest.get("rho"),
+        "chosen_rules": manifest.get("chosen_rules"),
+    }

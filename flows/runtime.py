@@ -1,7 +1,9 @@
 """The real parts a flow runs on: a Dask cluster (a LocalCluster, or a running scheduler) and a Prefect
 API (the one PREFECT_API_URL names, or a local `prefect server` started for the command)."""
+
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -13,12 +15,28 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import orthoselect.env  # noqa: F401 - offline-safe defaults before Prefect or litellm load
+from orthoselect import env
 from orthoselect.config import ClusterConfig
 
 log = logging.getLogger("orthoselect")
 
 IDLE_SERVICES = ("SCHEDULER", "LATE_RUNS", "FOREMAN", "PAUSE_EXPIRATIONS", "REPOSSESSOR")
+
+RUNTIME_DEFAULTS = {
+    # Prefect: no telemetry from the server or the client SDK
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    # Dask: cluster start/stop chatter stays out of the run's log; warnings still show
+    "DASK_LOGGING__DISTRIBUTED": "warning",
+}
+
+
+def apply_defaults() -> None:
+    """Offline-safe, quiet defaults for every part (explicit settings win). Entry points call it before
+    Prefect, Dask or litellm is imported: the CLI, the flow modules, deployments, tests, benchmarks."""
+    env.apply_defaults()
+    env.apply_defaults(RUNTIME_DEFAULTS)
 
 
 @contextmanager
@@ -33,9 +51,17 @@ def dask_cluster(cfg: ClusterConfig) -> Iterator[str]:
 
     # preload: each worker imports the library while the cluster starts, both at once, instead of in
     # its first task
-    with dask.config.set(cfg.dask_config), LocalCluster(
-            n_workers=cfg.n_workers, threads_per_worker=cfg.threads_per_worker, processes=True,
-            memory_limit=cfg.memory_limit, dashboard_address=None, preload=["orthoselect.stages"]) as cluster:
+    with (
+        dask.config.set(cfg.dask_config),
+        LocalCluster(
+            n_workers=cfg.n_workers,
+            threads_per_worker=cfg.threads_per_worker,
+            processes=True,
+            memory_limit=cfg.memory_limit,
+            dashboard_address=None,
+            preload=["orthoselect.stages"],
+        ) as cluster,
+    ):
         yield cluster.scheduler_address
 
 
@@ -59,10 +85,8 @@ def _drain_prefect_workers() -> None:
     from prefect.logging.handlers import APILogWorker
 
     for worker in (APILogWorker, EventsWorker):
-        try:
+        with contextlib.suppress(RuntimeError):  # never started
             worker.drain_all(timeout=10)
-        except RuntimeError:  # never started
-            pass
 
 
 def server_env(home: str, port: int) -> dict[str, str]:
@@ -70,8 +94,13 @@ def server_env(home: str, port: int) -> dict[str, str]:
     only: no deployments to schedule or mark late, no work pools, pauses or concurrency leases, so those
     services' polling loops (CPU taken from the workers) are off unless the environment turns them on."""
     idle = {f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false" for name in IDLE_SERVICES}
-    return {**idle, **os.environ, "PREFECT_HOME": home, "PREFECT_SERVER_API_HOST": "127.0.0.1",
-            "PREFECT_SERVER_API_PORT": str(port)}
+    return {
+        **idle,
+        **os.environ,
+        "PREFECT_HOME": home,
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": str(port),
+    }
 
 
 @contextmanager
@@ -87,8 +116,12 @@ def prefect_api(home: str | None = None, startup_timeout: float = 120) -> Iterat
     port = _free_port()
     env = server_env(home, port)
     logfile = open(Path(home) / "server.log", "ab")  # noqa: SIM115 - lives as long as the server
-    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                               "--port", str(port)], env=env, stdout=logfile, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=logfile,
+        stderr=subprocess.STDOUT,
+    )
     api_url = f"http://127.0.0.1:{port}/api"
     try:
         deadline = time.monotonic() + startup_timeout

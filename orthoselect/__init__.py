@@ -1,6 +1,7 @@
 """OrthoSelect: fine-tuning data selection with LLM-written rules thinned by a DPP (Li et al.).
 
 The pure library: config, dataset I/O, raters, DPP, selection, manifest. It never imports Prefect."""
+
 from importlib.metadata import PackageNotFoundError, version
 
 try:

@@ -1,5 +1,6 @@
 """What the library declares a person watching a run should see. The orchestration layer publishes it
 (as Prefect artifacts); the library itself never imports Prefect."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,14 +1,15 @@
 """The one configuration model of a run. Every option is documented here; `examples/config.full.yaml`
 is generated from these descriptions (`orthoselect config-template`)."""
+
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from orthoselect.config_files import is_local, read_text, resolve_paths, set_dotted
 from orthoselect.hashing import stable_hash
 
 SIMULATED = "simulated"
@@ -34,8 +35,9 @@ class StorageConfig(Section):
 
 class DatasetConfig(Section):
     path: str | list[str] = Field(
-        ..., description="Input shards: an fsspec URL of a folder, a glob, or a list of them. "
-        "Files ending in .jsonl, .jsonl.gz, .json, .ndjson or .parquet are read; one file is one shard."
+        ...,
+        description="Input shards: an fsspec URL of a folder, a glob, or a list of them. "
+        "Files ending in .jsonl, .jsonl.gz, .json, .ndjson or .parquet are read; one file is one shard.",
     )
     format: Literal["auto", "jsonl", "parquet"] = Field(
         "auto", description="Shard format; `auto` decides per file from its extension."
@@ -45,8 +47,10 @@ class DatasetConfig(Section):
     )
     text_field: str = Field("text", description="Field holding the document text that is rated.")
     batch_rows: int = Field(
-        2000, gt=0, description="Rows read at a time from a shard. With the shard size it bounds a worker's "
-        "memory: no stage holds more than one shard's ratings and one batch of text."
+        2000,
+        gt=0,
+        description="Rows read at a time from a shard. With the shard size it bounds a worker's "
+        "memory: no stage holds more than one shard's ratings and one batch of text.",
     )
 
 
@@ -71,13 +75,15 @@ class Prices(Section):
 
 class LLMEndpoint(Section):
     model: str = Field(
-        SIMULATED, description="A litellm model string (openai/..., anthropic/..., hosted_vllm/..., ollama/...) "
-        "or `simulated` for the offline simulator."
+        SIMULATED,
+        description="A litellm model string (openai/..., anthropic/..., hosted_vllm/..., ollama/...) "
+        "or `simulated` for the offline simulator.",
     )
     api_base: str | None = Field(None, description="Endpoint URL, for self-hosted or proxied models.")
     api_key_env: str | None = Field(
-        None, description="Name of the environment variable that holds the API key (the key itself is never "
-        "read from the config, logged or cached). null: the provider's usual variable, e.g. OPENAI_API_KEY."
+        None,
+        description="Name of the environment variable that holds the API key (the key itself is never "
+        "read from the config, logged or cached). null: the provider's usual variable, e.g. OPENAI_API_KEY.",
     )
     timeout_s: float = Field(60.0, gt=0, description="Seconds before one request is abandoned and retried.")
     max_retries: int = Field(
@@ -85,17 +91,19 @@ class LLMEndpoint(Section):
     )
     temperature: float = Field(0.0, ge=0, description="Sampling temperature; 0 is greedy, as in the paper.")
     price_per_million_tokens: Prices | None = Field(
-        None, description="Dollar prices per million input and output tokens, for models litellm's bundled "
+        None,
+        description="Dollar prices per million input and output tokens, for models litellm's bundled "
         "cost map does not know (self-hosted endpoints: 0). null: litellm's map; a model it does not know "
-        "is reported with unknown cost, never zero."
+        "is reported with unknown cost, never zero.",
     )
 
 
 class RulesConfig(LLMEndpoint):
     count: int = Field(50, gt=0, description="R: candidate rules to generate.")
     file: str | None = Field(
-        None, description="Use these rules instead of generating: .txt (one 'Name: description' a line), "
-        ".json or .yaml (a list of strings or of {name, description} objects)."
+        None,
+        description="Use these rules instead of generating: .txt (one 'Name: description' a line), "
+        ".json or .yaml (a list of strings or of {name, description} objects).",
     )
     examples: int = Field(5, ge=0, description="Example documents (from the sample) pasted into the prompt.")
     example_chars: int = Field(1200, gt=0, description="Characters kept of each example document.")
@@ -107,24 +115,30 @@ class RulesConfig(LLMEndpoint):
 
 class RatingConfig(LLMEndpoint):
     transport: Literal["auto", "http", "litellm"] = Field(
-        "auto", description="`http`: lean async HTTP client for OpenAI-compatible endpoints; `litellm`: "
-        "litellm.acompletion for any provider; `auto`: http for OpenAI-compatible providers, else litellm."
+        "auto",
+        description="`http`: lean async HTTP client for OpenAI-compatible endpoints; `litellm`: "
+        "litellm.acompletion for any provider; `auto`: http for OpenAI-compatible providers, else litellm.",
     )
     concurrency: int = Field(64, gt=0, description="Requests in flight at once per worker process.")
     sample_size: int = Field(1000, gt=1, description="n: documents rated against all R rules for the DPP.")
     max_doc_tokens: int = Field(
-        2048, gt=0, description="Documents are truncated to this many tokens for rating (recorded per rating); "
-        "outputs keep them whole."
+        2048,
+        gt=0,
+        description="Documents are truncated to this many tokens for rating (recorded per rating); "
+        "outputs keep them whole.",
     )
     max_tokens: int = Field(16, gt=0, description="Completion tokens allowed for one answer.")
     parse_retries: int = Field(
-        1, ge=0, description="Re-asks, with a stricter prompt, after an answer that does not parse; then "
-        "the rating is recorded as missing with its reason."
+        1,
+        ge=0,
+        description="Re-asks, with a stricter prompt, after an answer that does not parse; then "
+        "the rating is recorded as missing with its reason.",
     )
     structured_output: Literal["auto", "on", "off"] = Field(
-        "auto", description="Ask for a JSON-schema answer {score: number}. `auto`: where the provider "
+        "auto",
+        description="Ask for a JSON-schema answer {score: number}. `auto`: where the provider "
         "supports it (OpenAI-compatible endpoints; litellm models it lists), falling back to text with the "
-        "strict parser if the endpoint rejects it; `on`: always; `off`: plain text."
+        "strict parser if the endpoint rejects it; `on`: always; `off`: plain text.",
     )
     rpm: int | None = Field(
         None, gt=0, description="Requests per minute for the whole run, across every Dask worker. null: no limit."
@@ -133,64 +147,82 @@ class RatingConfig(LLMEndpoint):
         None, gt=0, description="Tokens (prompt + completion) per minute for the whole run, across every worker."
     )
     max_in_flight: int | None = Field(
-        None, gt=0, description="Requests in flight at once for the whole run, across every worker (each "
-        "worker also keeps to `concurrency`). null: workers x concurrency."
+        None,
+        gt=0,
+        description="Requests in flight at once for the whole run, across every worker (each "
+        "worker also keeps to `concurrency`). null: workers x concurrency.",
     )
     flag_failure_rate: float = Field(
-        0.05, ge=0, le=1, description="A rule whose share of failed ratings (unparseable, refused, errors) "
-        "exceeds this is flagged in the report: its prompt or wording likely needs work."
+        0.05,
+        ge=0,
+        le=1,
+        description="A rule whose share of failed ratings (unparseable, refused, errors) "
+        "exceeds this is flagged in the report: its prompt or wording likely needs work.",
     )
 
 
 class DPPConfig(Section):
     k: int = Field(10, gt=0, description="r: rules kept by the DPP.")
     kernel: Literal["quality", "correlation", "gram"] = Field(
-        "quality", description="`quality`: L = diag(q) K diag(q), K the rules' correlation and q each rule's "
+        "quality",
+        description="`quality`: L = diag(q) K diag(q), K the rules' correlation and q each rule's "
         "label-free quality (the squared correlation of its scores with the consensus of the other rules, "
         "its own redundancy cluster left out), so noise, near-constant, off-topic and contrarian rules are not "
         "picked; `correlation`: L = K, independence only (prefers noise rules; kept for comparison); `gram`: "
-        "L = S^T S on raw scores, as the paper's code (`gram` with `sample` and samples 1 reproduces it)."
+        "L = S^T S on raw scores, as the paper's code (`gram` with `sample` and samples 1 reproduces it).",
     )
     method: Literal["greedy", "sample"] = Field(
-        "greedy", description="`greedy`: deterministic greedy MAP (ties go to a seeded hash of the rule id, "
+        "greedy",
+        description="`greedy`: deterministic greedy MAP (ties go to a seeded hash of the rule id, "
         "never to rule order); `sample`: `samples` seeded exact k-DPP draws, the one with the largest det(L_A) "
-        "kept."
+        "kept.",
     )
     samples: int = Field(100, gt=0, description="M: k-DPP draws when method is `sample`.")
     eps: float = Field(1e-6, ge=0, description="Ridge added to the kernel diagonal.")
     duplicate_correlation: float = Field(
-        0.8, gt=0, le=1, description="Rules whose scores correlate above this on average form one redundancy "
+        0.8,
+        gt=0,
+        le=1,
+        description="Rules whose scores correlate above this on average form one redundancy "
         "cluster (the same criterion phrased again): a cluster counts once in the consensus behind q, and "
-        "its members cannot vouch for each other."
+        "its members cannot vouch for each other.",
     )
     random_subsets: int = Field(
-        1000, ge=0, description="Random r-subsets drawn to place the chosen set's fidelity and rho as "
-        "percentiles (0: none)."
+        1000,
+        ge=0,
+        description="Random r-subsets drawn to place the chosen set's fidelity and rho as percentiles (0: none).",
     )
 
 
 class SelectionConfig(Section):
     mode: Literal["top_k", "threshold", "fraction", "token_budget", "gumbel"] = Field(
-        "top_k", description="How documents are kept: the `size` best (`top_k`), all with score >= "
+        "top_k",
+        description="How documents are kept: the `size` best (`top_k`), all with score >= "
         "`threshold`, the best `fraction`, the best until `token_budget` tokens, or `gumbel`: top `size` "
-        "(or `fraction`) of z-scored score + temperature * Gumbel noise."
+        "(or `fraction`) of z-scored score + temperature * Gumbel noise.",
     )
     size: int | None = Field(None, gt=0, description="Documents kept by top_k and gumbel.")
     fraction: float | None = Field(
-        0.02, gt=0, le=1, description="Share of rated documents kept by `fraction`, and by top_k/gumbel "
-        "when `size` is null (paper: 2 %)."
+        0.02,
+        gt=0,
+        le=1,
+        description="Share of rated documents kept by `fraction`, and by top_k/gumbel "
+        "when `size` is null (paper: 2 %).",
     )
     threshold: float | None = Field(None, ge=0, le=1, description="Minimum score kept by `threshold`.")
     token_budget: int | None = Field(None, gt=0, description="Total tokens kept by `token_budget`.")
     temperature: float = Field(1.0, gt=0, description="Gumbel temperature on z-scored scores.")
     min_rated_fraction: float = Field(
-        1.0, gt=0, le=1, description="A document's score is the mean of its successful rule ratings; it "
+        1.0,
+        gt=0,
+        le=1,
+        description="A document's score is the mean of its successful rule ratings; it "
         "counts only when at least this share of the r ratings succeeded, else the document is unrated "
-        "(counted in the manifest, never selected). Missing ratings are never imputed."
+        "(counted in the manifest, never selected). Missing ratings are never imputed.",
     )
 
     @model_validator(mode="after")
-    def _needs_its_size(self) -> "SelectionConfig":
+    def _needs_its_size(self) -> SelectionConfig:
         needed = {"threshold": "threshold", "token_budget": "token_budget", "fraction": "fraction"}
         key = needed.get(self.mode)
         if key and getattr(self, key) is None:
@@ -225,8 +257,9 @@ def _dotted(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 class ClusterConfig(Section):
     address: str | None = Field(
-        None, description="Dask scheduler address (tcp://host:8786) of a running cluster; null starts a "
-        "LocalCluster for the run."
+        None,
+        description="Dask scheduler address (tcp://host:8786) of a running cluster; null starts a "
+        "LocalCluster for the run.",
     )
     n_workers: int = Field(2, gt=0, description="Worker processes of the LocalCluster.")
     threads_per_worker: int = Field(2, gt=0, description="Threads per LocalCluster worker.")
@@ -241,33 +274,39 @@ class ClusterConfig(Section):
         "500 ms instead of 100 ms): an idle 2-worker cluster took 3.3 % of two cores with Dask's intervals, "
         "0.8 % with these (BENCHMARKS.md §3). Set a key to Dask's default to restore it, e.g. "
         "distributed.worker.profile.enabled: true for the dashboard's Profile page. A running cluster "
-        "(`address`) keeps its own settings (infra/dask-worker-env.sh sets the same)."
+        "(`address`) keeps its own settings (infra/dask-worker-env.sh sets the same).",
     )
 
     @field_validator("dask_config")
     @classmethod
     def _over_lean_defaults(cls, value: dict[str, Any]) -> dict[str, Any]:
         return {**LEAN_DASK_CONFIG, **_dotted(value)}
+
     task_retries: int = Field(
-        2, ge=0, description="Prefect retries of a failed shard task (Dask already re-runs work lost with a "
-        "worker); shards still failing go to the run's ledger for `orthoselect retry-failed`."
+        2,
+        ge=0,
+        description="Prefect retries of a failed shard task (Dask already re-runs work lost with a "
+        "worker); shards still failing go to the run's ledger for `orthoselect retry-failed`.",
     )
     max_tasks_per_step: int = Field(
-        8, gt=0, description="Prefect task runs per shard step: with more shards than this, contiguous "
+        8,
+        gt=0,
+        description="Prefect task runs per shard step: with more shards than this, contiguous "
         "shards share one task run (each still its own Dask task, its own marker and ledger entry). Task "
         "runs do not limit parallelism (every shard of a step goes to Dask at once); each costs Prefect CPU "
         "in the flow process and writes in the Prefect database: 8 instead of 16 cut the Prefect server's "
-        "CPU by a third at 200 shards (BENCHMARKS.md §3)."
+        "CPU by a third at 200 shards (BENCHMARKS.md §3).",
     )
 
 
 class CacheConfig(Section):
     enabled: bool = Field(True, description="Reuse LLM answers across runs, resumes and stages.")
     path: str | None = Field(
-        None, description="Where answers are cached: a local SQLite file (.sqlite), or a folder or URL "
+        None,
+        description="Where answers are cached: a local SQLite file (.sqlite), or a folder or URL "
         "(s3://bucket/prefix/) holding one object per answer, which every worker of a cluster can share. "
         "null: <run_dir>/cache/requests.sqlite for a local run directory, <run_dir>/cache/requests/ for a "
-        "remote one. Point several runs at one cache to reuse answers across them."
+        "remote one. Point several runs at one cache to reuse answers across them.",
     )
 
 
@@ -275,9 +314,11 @@ class Config(Section):
     run_dir: str = Field("runs/default", description="fsspec URL of the run directory holding every artifact.")
     seed: int = Field(0, ge=0, description="Seeds every random choice: sample, simulated rater, DPP draws, gumbel.")
     budget_usd: float | None = Field(
-        None, gt=0, description="Most dollars the run may spend on LLM requests, over all its attempts. When "
+        None,
+        gt=0,
+        description="Most dollars the run may spend on LLM requests, over all its attempts. When "
         "reached, no new request is sent, requests in flight finish, everything is persisted and the run "
-        "stops as `stopped by budget`; rerun with a larger budget to resume. Needs known prices."
+        "stops as `stopped by budget`; rerun with a larger budget to resume. Needs known prices.",
     )
     dataset: DatasetConfig
     task: TaskConfig = Field(default_factory=TaskConfig, description="The target task.")
@@ -292,7 +333,7 @@ class Config(Section):
     storage: StorageConfig = Field(default_factory=StorageConfig, description="fsspec / S3 access.")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Config":
+    def _consistent(self) -> Config:
         if self.dpp.k > self.rules.count and not self.rules.file:
             raise ValueError(f"dpp.k ({self.dpp.k}) cannot exceed rules.count ({self.rules.count})")
         return self
@@ -322,66 +363,28 @@ def load_config(source: str | Path | dict, overrides: dict | None = None) -> Con
     else:
         where = str(source)
         try:
-            raw = yaml.safe_load(_read_text(where)) or {}
+            raw = yaml.safe_load(read_text(where)) or {}
         except FileNotFoundError:
             raise ConfigError(f"{where}: file not found") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{where}: not valid YAML: {e}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: the top level must be a mapping of sections")
-        base = Path(where).resolve().parent if _is_local(where) else None
+        base = Path(where).resolve().parent if is_local(where) else None
     for dotted, value in (overrides or {}).items():
-        _set_dotted(raw, dotted, value)
+        set_dotted(raw, dotted, value)
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as e:
-        lines = [f"{where}: {'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
-                 for err in e.errors()]
+        lines = [
+            f"{where}: {'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in e.errors()
+        ]
         raise ConfigError("invalid config\n  " + "\n  ".join(lines)) from None
     return _resolve_local_paths(cfg, base)
-
-
-def _read_text(where: str) -> str:
-    """A local file, or any fsspec URL (s3://bucket/config.yaml, with the standard AWS environment)."""
-    if _is_local(where):
-        return Path(where.removeprefix("file://")).read_text()
-    import fsspec
-
-    with fsspec.open(where, "rt") as f:
-        return f.read()
-
-
-def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
-    node = raw
-    *parents, leaf = dotted.split(".")
-    for p in parents:
-        node = node.setdefault(p, {})
-    node[leaf] = value
-
-
-def _is_local(url: str) -> bool:
-    return "://" not in url or url.startswith("file://")
 
 
 def _resolve_local_paths(cfg: Config, base: Path | None) -> Config:
     """Relative local paths resolve against the config file's folder (a remote config's are kept)."""
     if base is None:
         return cfg
-
-    def fix(p: str) -> str:
-        if not _is_local(p) or os.path.isabs(p.removeprefix("file://")):
-            return p
-        return str((base / p).resolve()) if not any(c in p for c in "*?[") else str(base / p)
-
-    data = cfg.model_dump()
-    paths = data["dataset"]["path"]
-    data["dataset"]["path"] = [fix(p) for p in paths] if isinstance(paths, list) else fix(paths)
-    data["run_dir"] = fix(data["run_dir"])
-    for section, key in (("output", "path"), ("rules", "file"), ("cache", "path")):
-        if data[section][key]:
-            data[section][key] = fix(data[section][key])
-    return Config.model_validate(data)
-
-
-def dump_config(cfg: Config) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    return Config.model_validate(resolve_paths(cfg.model_dump(), base))

@@ -4,6 +4,7 @@ library, cut into documents, of which about 40 % are then degraded so that quali
 The text depends on the Python version whose standard library is read; for one installation and seed the
 shards are byte-identical from build to build.
 """
+
 from __future__ import annotations
 
 import ast
@@ -31,14 +32,24 @@ MAX_PASSES = 64  # re-chunking passes over the stdlib before giving up on `n_doc
 CLEAN_SHARE = 0.6
 DEGRADATIONS = ("boilerplate", "repeated", "truncated", "noisy")
 VARIANTS = ("clean", *DEGRADATIONS)
-EXCLUDED_DIRS = frozenset({
-    "test", "tests", "idle_test", "idlelib", "lib2to3", "site-packages", "dist-packages", "__pycache__",
-    "turtledemo", "encodings", "pydoc_data",
-})
+EXCLUDED_DIRS = frozenset(
+    {
+        "test",
+        "tests",
+        "idle_test",
+        "idlelib",
+        "lib2to3",
+        "site-packages",
+        "dist-packages",
+        "__pycache__",
+        "turtledemo",
+        "encodings",
+        "pydoc_data",
+    }
+)
 _LICENCE = re.compile(r"copyright|licen[cs]e|all rights reserved", re.I)
 _SHARD = re.compile(r"part-\d{5}\.(?:jsonl\.gz|parquet)")
-_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("source", pa.string()),
-                     ("variant", pa.string())])
+_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("source", pa.string()), ("variant", pa.string())])
 
 BOILERPLATE = (
     "Home | Docs | Blog | Pricing | Contact",
@@ -68,7 +79,7 @@ def stdlib_sources() -> list[tuple[str, Path]]:
     return sorted(found)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def module_pieces(path: Path) -> tuple[str, ...]:
     """Docstrings (module, class, function) and runs of full-line comments of one module, in source
     order; licence headers, shebangs and pieces under four words are skipped."""
@@ -190,11 +201,11 @@ def degrade(text: str, variant: str, rng: random.Random) -> str:
         if len(lines) < 4:
             return "\n".join(lines * rng.randint(3, 5))
         repeated = set(rng.sample(range(len(lines)), len(lines) // 2))
-        return "\n".join(line for i, line in enumerate(lines)
-                         for _ in range(rng.randint(2, 4) if i in repeated else 1))
+        return "\n".join(line for i, line in enumerate(lines) for _ in range(rng.randint(2, 4) if i in repeated else 1))
     if variant == "truncated":
-        inside = [i for i in range(len(text) * 3 // 10, len(text) * 7 // 10)
-                  if text[i - 1].isalpha() and text[i].isalpha()]
+        inside = [
+            i for i in range(len(text) * 3 // 10, len(text) * 7 // 10) if text[i - 1].isalpha() and text[i].isalpha()
+        ]
         return text[: rng.choice(inside)] if inside else text[: len(text) // 2].rstrip(" .!?\n")
     if variant == "noisy":
         rate = rng.uniform(0.05, 0.12)
@@ -226,8 +237,9 @@ def build_corpus(out_dir: str, n_docs: int = 12000, n_shards: int = 10, seed: in
     names = [f"part-{i:05d}.{'jsonl.gz' if i % 2 == 0 else 'parquet'}" for i in range(n_shards)]
     stale = sorted(p.name for p in out.iterdir() if _SHARD.fullmatch(p.name) and p.name not in names)
     if stale:
-        raise ValueError(f"{out_dir} already holds shards this build would not overwrite: {stale[:3]}; "
-                         "use an empty folder")
+        raise ValueError(
+            f"{out_dir} already holds shards this build would not overwrite: {stale[:3]}; use an empty folder"
+        )
 
     docs = clean_documents(n_docs, seed)
     n_clean = round(n_docs * CLEAN_SHARE)
@@ -237,12 +249,13 @@ def build_corpus(out_dir: str, n_docs: int = 12000, n_shards: int = 10, seed: in
     records = []
     for i, ((rel, text), variant) in enumerate(zip(docs, variants)):
         rng = random.Random(uint64_key("corpus-degrade", seed, i))
-        records.append({"id": f"doc-{i:0{width}d}", "text": degrade(text, variant, rng),
-                        "source": rel, "variant": variant})
+        records.append(
+            {"id": f"doc-{i:0{width}d}", "text": degrade(text, variant, rng), "source": rel, "variant": variant}
+        )
 
     bounds = [round(k * n_docs / n_shards) for k in range(n_shards + 1)]
     for k, name in enumerate(names):
-        _write_shard(out / name, records[bounds[k]: bounds[k + 1]])
+        _write_shard(out / name, records[bounds[k] : bounds[k + 1]])
     return {
         "n_docs": n_docs,
         "n_shards": n_shards,
@@ -270,4 +283,3 @@ def _write_shard(path: Path, records: list[dict]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-

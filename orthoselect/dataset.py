@@ -2,6 +2,7 @@
 
 One file is one shard. A row that cannot be used goes to a per-row quarantine with its reason; a file
 that cannot be read at all raises `ShardError` naming the file (and the line where it broke)."""
+
 from __future__ import annotations
 
 import functools
@@ -142,8 +143,14 @@ def _check_record(obj: Any, row: int, cfg: DatasetConfig, shard: Shard) -> tuple
 
 def _quarantine(shard: Shard, row: int, reason: str, raw: Any, doc_id: str | None = None) -> dict:
     excerpt = raw if isinstance(raw, str) else json.dumps(raw, default=str, ensure_ascii=False)
-    return {"shard": shard.id, "file": shard.url, "row": row, "id": doc_id, "reason": reason,
-            "excerpt": excerpt[:EXCERPT_CHARS]}
+    return {
+        "shard": shard.id,
+        "file": shard.url,
+        "row": row,
+        "id": doc_id,
+        "reason": reason,
+        "excerpt": excerpt[:EXCERPT_CHARS],
+    }
 
 
 def _jsonl_records(shard: Shard, options: dict | None) -> Iterator[tuple[int, Any, str | None]]:
@@ -212,7 +219,9 @@ def read_batches(shard: Shard, cfg: DatasetConfig, options: dict | None = None) 
             return
         doc_id, text = checked
         if doc_id in seen:
-            batch.quarantined.append(_quarantine(shard, row, f"duplicate id (first at row {seen[doc_id]})", obj, doc_id))
+            batch.quarantined.append(
+                _quarantine(shard, row, f"duplicate id (first at row {seen[doc_id]})", obj, doc_id)
+            )
             return
         seen[doc_id] = row
         batch.rows.append(row)

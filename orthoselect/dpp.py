@@ -13,6 +13,7 @@ favours subsets A whose L_A has a large determinant. Kernels (`dpp.kernel`):
 Missing ratings are handled pairwise: each correlation (or Gram entry) uses the rows where both rules
 have a score. Columns with fewer than 2 ratings or one distinct value are dropped before the kernel.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
@@ -64,8 +65,9 @@ def rule_correlation(scores: np.ndarray) -> float:
     return diag.rho(pairwise_corr(s))
 
 
-def build_kernel(scores: np.ndarray, kind: Literal["quality", "correlation", "gram"], eps: float,
-                 duplicate_correlation: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+def build_kernel(
+    scores: np.ndarray, kind: Literal["quality", "correlation", "gram"], eps: float, duplicate_correlation: float = 0.8
+) -> tuple[np.ndarray, np.ndarray]:
     """The DPP kernel over the non-constant rule columns: (L + eps*I, kept_column_indices).
 
     `quality`: diag(q + QUALITY_FLOOR) K diag(q + QUALITY_FLOOR). `correlation`: K, the
@@ -82,8 +84,7 @@ def build_kernel(scores: np.ndarray, kind: Literal["quality", "correlation", "gr
     return kernel + eps * np.eye(len(kept)), kept
 
 
-def _kernel_parts(s: np.ndarray, kind: str, duplicate_correlation: float
-                  ) -> tuple[np.ndarray, np.ndarray, RuleQuality]:
+def _kernel_parts(s: np.ndarray, kind: str, duplicate_correlation: float) -> tuple[np.ndarray, np.ndarray, RuleQuality]:
     """(PSD kernel without the ridge, correlation, rule quality) of non-constant columns."""
     corr = pairwise_corr(s)
     quality = rule_quality(s, corr, duplicate_correlation)
@@ -293,19 +294,29 @@ def _evidence(s, kept, corr, local, order, k, count, seed, reference) -> dict:
     fidelity = diag.Fidelity(s, reference)
     rho_chosen = diag.rho(corr[np.ix_(local, local)])
     fid_chosen = fidelity.of(list(kept[local]))
-    out = {"rho_chosen": rho_chosen, "rho_all": diag.rho(corr), "random_rhos": {}, "percentile": None,
-           "fidelity": diag.clean(fid_chosen), "fidelity_reference": len(reference), "random_fidelity": {},
-           "fidelity_percentile": None}
+    out = {
+        "rho_chosen": rho_chosen,
+        "rho_all": diag.rho(corr),
+        "random_rhos": {},
+        "percentile": None,
+        "fidelity": diag.clean(fid_chosen),
+        "fidelity_reference": len(reference),
+        "random_fidelity": {},
+        "fidelity_percentile": None,
+    }
     if count:
         subsets = diag.random_subsets(len(kept), k, count, np.random.default_rng([seed, 1]))
         rhos = diag.subset_rhos(corr, subsets)
         fids = fidelity.of_subsets(kept[subsets])
-        out.update(random_rhos=diag.summary(rhos), percentile=diag.share_at_least(rhos, rho_chosen, False),
-                   random_fidelity=diag.summary(fids),
-                   fidelity_percentile=diag.share_at_least(fids, fid_chosen, True) if not np.isnan(fid_chosen)
-                   else None)
-    out["fidelity_curve"] = diag.fidelity_curve(fidelity, [int(kept[i]) for i in order], kept,
-                                                np.random.default_rng([seed, 2]), per_size=20 if count else 0)
+        out.update(
+            random_rhos=diag.summary(rhos),
+            percentile=diag.share_at_least(rhos, rho_chosen, False),
+            random_fidelity=diag.summary(fids),
+            fidelity_percentile=diag.share_at_least(fids, fid_chosen, True) if not np.isnan(fid_chosen) else None,
+        )
+    out["fidelity_curve"] = diag.fidelity_curve(
+        fidelity, [int(kept[i]) for i in order], kept, np.random.default_rng([seed, 2]), per_size=20 if count else 0
+    )
     return out
 
 
@@ -317,15 +328,17 @@ def _rule_rows(s, ids, kept, quality: RuleQuality, chosen: list[int]) -> list[di
     for col, rule_id in enumerate(ids):
         j = position.get(col)
         values = s[present[:, col], col]
-        rows.append({
-            "id": rule_id,
-            "sd": float(values.std()) if len(values) else None,
-            "missing": float(1.0 - present[:, col].mean()) if len(s) else None,
-            "quality": None if j is None else float(quality.quality[j]),
-            "agreement": None if j is None else diag.clean(quality.agreement[j]),
-            "cluster": None if j is None else int(quality.cluster[j]),
-            "pick": picked.get(col),
-        })
+        rows.append(
+            {
+                "id": rule_id,
+                "sd": float(values.std()) if len(values) else None,
+                "missing": float(1.0 - present[:, col].mean()) if len(s) else None,
+                "quality": None if j is None else float(quality.quality[j]),
+                "agreement": None if j is None else diag.clean(quality.agreement[j]),
+                "cluster": None if j is None else int(quality.cluster[j]),
+                "pick": picked.get(col),
+            }
+        )
     return rows
 
 
@@ -333,15 +346,19 @@ def _warnings(ids, kept, quality: RuleQuality, local, evidence: dict, kernel: st
     out = []
     low = [f"{ids[kept[i]]} (q={quality.quality[i]:.3f})" for i in local if quality.quality[i] < LOW_QUALITY]
     if low:
-        out.append(f"{len(low)} chosen rules share less than {LOW_QUALITY:.0%} of their variance with the other "
-                   f"rules (noise, near-constant or off-topic?): {', '.join(low)}"
-                   + ("" if kernel == "quality" else f"; the `{kernel}` kernel ignores rule quality"))
+        out.append(
+            f"{len(low)} chosen rules share less than {LOW_QUALITY:.0%} of their variance with the other "
+            f"rules (noise, near-constant or off-topic?): {', '.join(low)}"
+            + ("" if kernel == "quality" else f"; the `{kernel}` kernel ignores rule quality")
+        )
     pct = evidence["fidelity_percentile"]
     if pct is not None and pct >= 50.0:
         rnd = evidence["random_fidelity"].get("p50", float("nan"))
-        out.append(f"the chosen rules reproduce the all-rule ranking no better than random subsets of the same "
-                   f"size: fidelity {evidence['fidelity']:.3f} vs random median {rnd:.3f} "
-                   f"({pct:.0f} % of random subsets are at least as faithful)")
+        out.append(
+            f"the chosen rules reproduce the all-rule ranking no better than random subsets of the same "
+            f"size: fidelity {evidence['fidelity']:.3f} vs random median {rnd:.3f} "
+            f"({pct:.0f} % of random subsets are at least as faithful)"
+        )
     if len(kept) > 1 and quality.cluster.max() == 0:
         out.append("all rules form one redundancy cluster: they measure one thing; quality is uninformative")
     return out

@@ -1,5 +1,6 @@
 """Exact DPP inference on a kernel matrix L: greedy MAP and exact k-DPP sampling (after DPPy's small
 sampler API: a kernel in, indices out)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -16,6 +16,7 @@ and a small read of the pool, and writes nothing: no run directory, no cache, no
   as tokens(rating_messages(rule, doc)) - tokens(rule) - tokens(doc) over the sampled documents.
 - Dollars: `prices_for` of each stage's model; an unknown price stays None ("unknown"), never $0.
 """
+
 from __future__ import annotations
 
 import math
@@ -54,17 +55,23 @@ def estimate(cfg: Config, sample_docs: int = 200, retry_overhead: float = 0.0) -
     unreadable = [{"shard": c["shard"], "error": c["error"]} for c in counts if c.get("error")]
     unreadable += [e for e in sample_errors if e["shard"] not in {u["shard"] for u in unreadable}]
     if not texts:
-        raise ValueError(f"dataset {cfg.dataset.path!r}: no valid document in the first rows of the sampled "
-                         f"shards{'; unreadable: ' + str(unreadable) if unreadable else ''}")
+        raise ValueError(
+            f"dataset {cfg.dataset.path!r}: no valid document in the first rows of the sampled "
+            f"shards{'; unreadable: ' + str(unreadable) if unreadable else ''}"
+        )
     N = int(sum(c["rows"] for c in counts))
     exact = all(c["exact"] for c in counts)
     if not exact:
-        notes.append("JSONL row counts are estimated: uncompressed size / mean bytes per row of the rows read "
-                     "(gzip: size from the file's trailer).")
+        notes.append(
+            "JSONL row counts are estimated: uncompressed size / mean bytes per row of the rows read "
+            "(gzip: size from the file's trailer)."
+        )
     invalid_share = quarantined / (quarantined + len(texts))
     if quarantined:
-        notes.append(f"{invalid_share:.1%} of the rows read were invalid and would be quarantined; N counts "
-                     "rows, so it is an upper bound of the documents rated.")
+        notes.append(
+            f"{invalid_share:.1%} of the rows read were invalid and would be quarantined; N counts "
+            "rows, so it is an upper bound of the documents rated."
+        )
 
     # documents as rated: truncated to rating.max_doc_tokens
     max_doc = cfg.rating.max_doc_tokens
@@ -86,10 +93,12 @@ def estimate(cfg: Config, sample_docs: int = 200, retry_overhead: float = 0.0) -
         proxies = rule_texts
     else:
         mean_rule = float(ASSUMED_RULE_TOKENS)
-        notes.append(f"Rules are still to be generated: an average rule is assumed to be {ASSUMED_RULE_TOKENS} "
-                     f"tokens, and R = rules.count = {R}.")
+        notes.append(
+            f"Rules are still to be generated: an average rule is assumed to be {ASSUMED_RULE_TOKENS} "
+            f"tokens, and R = rules.count = {R}."
+        )
         proxies = _bank_rules(min(5, R), cfg.seed)
-    if R < cfg.dpp.k:
+    if cfg.dpp.k > R:
         notes.append(f"Only {R} rules for dpp.k = {cfg.dpp.k}: the run would stop after rule generation.")
     if r < R:
         notes.append("Pool ratings use the mean tokens of all R rules (which r rules the DPP keeps is not known yet).")
@@ -126,16 +135,22 @@ def estimate(cfg: Config, sample_docs: int = 200, retry_overhead: float = 0.0) -
     }
     for name, stage in stages.items():
         if stage["cost_usd"] is None:
-            notes.append(f"Stage {name}: no price known for {stage['model']!r}; set price_per_million_tokens "
-                         "(0 for a self-hosted model) to price it.")
+            notes.append(
+                f"Stage {name}: no price known for {stage['model']!r}; set price_per_million_tokens "
+                "(0 for a self-hosted model) to price it."
+            )
     if structured:
-        notes.append(f"Output is priced at {out_typ} tokens, a structured answer {{\"score\": 0.7}} "
-                     f"(rating.structured_output: {cfg.rating.structured_output}); a plain number is 3; "
-                     "the max column bounds both.")
+        notes.append(
+            f'Output is priced at {out_typ} tokens, a structured answer {{"score": 0.7}} '
+            f"(rating.structured_output: {cfg.rating.structured_output}); a plain number is 3; "
+            "the max column bounds both."
+        )
     if retry_overhead:
         notes.append(f"Requests include a {retry_overhead:.0%} allowance for retries and parse re-asks.")
-    notes.append("Counts ignore the request cache: answers cached by an earlier run would cost nothing. Prompt "
-                 "tokens are the messages' text; providers add a few tokens of chat framing per message.")
+    notes.append(
+        "Counts ignore the request cache: answers cached by an earlier run would cost nothing. Prompt "
+        "tokens are the messages' text; providers add a few tokens of chat framing per message."
+    )
 
     budget = cfg.budget_usd
     return {
@@ -152,10 +167,15 @@ def estimate(cfg: Config, sample_docs: int = 200, retry_overhead: float = 0.0) -
             "unreadable": unreadable,
             "per_shard": counts,
         },
-        "rules": {"R": R, "r": r, "source": rule_source, "mean_rule_tokens": mean_rule,
-                  "assumed": rule_texts is None},
-        "per_request": {"template_tokens": template, "rule_tokens": mean_rule, "doc_tokens": mean_doc,
-                        "input_tokens": per_in, "output_tokens": out_typ, "output_tokens_max": out_max},
+        "rules": {"R": R, "r": r, "source": rule_source, "mean_rule_tokens": mean_rule, "assumed": rule_texts is None},
+        "per_request": {
+            "template_tokens": template,
+            "rule_tokens": mean_rule,
+            "doc_tokens": mean_doc,
+            "input_tokens": per_in,
+            "output_tokens": out_typ,
+            "output_tokens_max": out_max,
+        },
         "sample_size": n,
         "stages": stages,
         "total": total,
@@ -187,8 +207,10 @@ def _rule_texts(cfg: Config, notes: list[str]) -> tuple[list[str] | None, str]:
         from orthoselect.raters.simulated import BANK_RULES
 
         if cfg.rules.count > len(BANK_RULES):
-            notes.append(f"rules.count {cfg.rules.count} exceeds the simulated bank ({len(BANK_RULES)} rules): "
-                         "the run would fail at rule generation.")
+            notes.append(
+                f"rules.count {cfg.rules.count} exceeds the simulated bank ({len(BANK_RULES)} rules): "
+                "the run would fail at rule generation."
+            )
         return _bank_rules(cfg.rules.count, cfg.seed), SIMULATED
     return None, f"llm:{cfg.rules.model}"
 
@@ -206,8 +228,9 @@ def _cost(prices: Prices, requests: int, tokens_in: int, tokens_out: int) -> flo
     return 0.0 if requests == 0 else prices.cost(tokens_in, tokens_out)
 
 
-def _stage(base: int, reused: int, per_in: float, out_typ: int, out_max: int, prices: Prices,
-           retry_overhead: float) -> dict:
+def _stage(
+    base: int, reused: int, per_in: float, out_typ: int, out_max: int, prices: Prices, retry_overhead: float
+) -> dict:
     requests = _with_allowance(base, retry_overhead)
     tokens_in = round(requests * per_in)
     return {
@@ -229,10 +252,19 @@ def _rules_stage(cfg: Config, source: str, examples: list[str], retry_overhead: 
     or the simulator."""
     rc = cfg.rules
     if source == "file" or source == SIMULATED:
-        return {"requests": 0, "base_requests": 0, "requests_max": 0, "reused": 0, "input_tokens": 0,
-                "output_tokens": 0, "output_tokens_max": 0, "cost_usd": 0.0, "cost_usd_max": 0.0,
-                "model": SIMULATED if source == SIMULATED else None,
-                "price_source": SIMULATED if source == SIMULATED else "file"}
+        return {
+            "requests": 0,
+            "base_requests": 0,
+            "requests_max": 0,
+            "reused": 0,
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "output_tokens_max": 0,
+            "cost_usd": 0.0,
+            "cost_usd_max": 0.0,
+            "model": SIMULATED if source == SIMULATED else None,
+            "price_source": SIMULATED if source == SIMULATED else "file",
+        }
     shown = [e[: rc.example_chars] for e in examples[: rc.examples]]
     prompt = _message_tokens(rules_messages(cfg.task.description, cfg.data.description, shown, rc.count))
     prices = prices_for(rc.model, rc.price_per_million_tokens)
@@ -296,16 +328,26 @@ def render_estimate(est: dict) -> str:
     lines = [
         "## Cost estimate",
         "",
-        f"- Pool: N {'=' if pool['exact'] else '≈'} {pool['documents']:,} documents in {pool['shards']:,} shards, {how}.",
-        (f"- Sample read: {pool['sampled_documents']:,} documents, mean {pool['mean_doc_tokens']:,.1f} tokens after "
-         f"truncation to {pool['max_doc_tokens']:,} ({pool['truncated_share']:.1%} truncated)."),
-        (f"- Rules: R = {rules['R']}, r = {rules['r']}, n = {est['sample_size']:,} sampled for rating; a rule is "
-         f"{rules['mean_rule_tokens']:.1f} tokens" + (" (assumed)" if rules["assumed"] else f" ({rules['source']})") + "."),
-        (f"- Per rating request: {per['template_tokens']:.1f} template + {per['rule_tokens']:.1f} rule + "
-         f"{per['doc_tokens']:.1f} document = {per['input_tokens']:.1f} input tokens; output "
-         f"{per['output_tokens']} tokens typical, {per['output_tokens_max']} at most (rating.max_tokens)."),
+        f"- Pool: N {'=' if pool['exact'] else '≈'} {pool['documents']:,} documents in "
+        f"{pool['shards']:,} shards, {how}.",
+        (
+            f"- Sample read: {pool['sampled_documents']:,} documents, mean {pool['mean_doc_tokens']:,.1f} tokens after "
+            f"truncation to {pool['max_doc_tokens']:,} ({pool['truncated_share']:.1%} truncated)."
+        ),
+        (
+            f"- Rules: R = {rules['R']}, r = {rules['r']}, n = {est['sample_size']:,} sampled for rating; a rule is "
+            f"{rules['mean_rule_tokens']:.1f} tokens"
+            + (" (assumed)" if rules["assumed"] else f" ({rules['source']})")
+            + "."
+        ),
+        (
+            f"- Per rating request: {per['template_tokens']:.1f} template + {per['rule_tokens']:.1f} rule + "
+            f"{per['doc_tokens']:.1f} document = {per['input_tokens']:.1f} input tokens; output "
+            f"{per['output_tokens']} tokens typical, {per['output_tokens_max']} at most (rating.max_tokens)."
+        ),
         "",
-        "| stage | model | requests | reused | input tokens | output tokens (typical / max) | cost | cost at max output |",
+        "| stage | model | requests | reused | input tokens | output tokens (typical / max) | cost "
+        "| cost at max output |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name in STAGES:
@@ -314,32 +356,41 @@ def render_estimate(est: dict) -> str:
         lines.append(
             f"| {name} | {s['model'] or '(rules file)'} | {requests} | {s['reused']:,} | {s['input_tokens']:,} | "
             f"{s['output_tokens']:,} / {s['output_tokens_max']:,} | {_usd(s['cost_usd'], s['price_source'])} | "
-            f"{_usd(s['cost_usd_max'], s['price_source'])} |")
+            f"{_usd(s['cost_usd_max'], s['price_source'])} |"
+        )
     total_cost = _usd(total["cost_usd"])
     if total["cost_usd"] is None and total["cost_usd_known"]:
         total_cost += f" (known stages: {_usd(total['cost_usd_known'])})"
     lines.append(
         f"| **total** | | {total['requests']:,} | {total['reused']:,} | {total['input_tokens']:,} | "
-        f"{total['output_tokens']:,} / {total['output_tokens_max']:,} | {total_cost} | {_usd(total['cost_usd_max'])} |")
+        f"{total['output_tokens']:,} / {total['output_tokens_max']:,} | {total_cost} | {_usd(total['cost_usd_max'])} |"
+    )
     paper = est["paper_baseline"]
     ratio = "n/a" if paper["ratio"] is None else f"{paper['ratio']:.3f}x"
     lines += [
         "",
-        (f"Paper baseline (all R rules on all N documents): {paper['requests']:,} rating requests, "
-         f"{_usd(paper['cost_usd'], est['stages']['rate_sample']['price_source'])}. OrthoSelect's rating "
-         f"requests (R·n + r·(N-n)) are {ratio} of it."),
+        (
+            f"Paper baseline (all R rules on all N documents): {paper['requests']:,} rating requests, "
+            f"{_usd(paper['cost_usd'], est['stages']['rate_sample']['price_source'])}. OrthoSelect's rating "
+            f"requests (R·n + r·(N-n)) are {ratio} of it."
+        ),
     ]
     budget = est["budget_usd"]
     if budget is not None:
         if est["fits_budget"] is None:
             verdict = "cannot tell whether the run fits: a price is unknown"
         else:
-            verdict = (f"the projected total {_usd(total['cost_usd'])} {'fits' if est['fits_budget'] else 'EXCEEDS'} it; "
-                       f"at max output {_usd(total['cost_usd_max'])} {'fits' if est['fits_budget_max'] else 'exceeds'} it")
+            verdict = (
+                f"the projected total {_usd(total['cost_usd'])} {'fits' if est['fits_budget'] else 'EXCEEDS'} it; "
+                f"at max output {_usd(total['cost_usd_max'])} {'fits' if est['fits_budget_max'] else 'exceeds'} it"
+            )
         lines += ["", f"Budget: {_usd(budget)}: {verdict}."]
     if est["pool"]["unreadable"]:
-        lines += ["", "Unreadable shards (counted as 0 documents): "
-                  + "; ".join(f"{u['shard']}: {u['error']}" for u in est["pool"]["unreadable"])]
+        lines += [
+            "",
+            "Unreadable shards (counted as 0 documents): "
+            + "; ".join(f"{u['shard']}: {u['error']}" for u in est["pool"]["unreadable"]),
+        ]
     if est["notes"]:
         lines += ["", "Notes:"] + [f"- {note}" for note in est["notes"]]
     return "\n".join(lines) + "\n"

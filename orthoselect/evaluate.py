@@ -12,6 +12,7 @@ model's grades, benchmark correctness), compare every chooser, random rule subse
 Everything is computed on the sample documents that have a label; nothing here sees labels but the
 metrics, so no chooser is fitted to them.
 """
+
 from __future__ import annotations
 
 import io
@@ -57,15 +58,18 @@ def load_sample(run: Storage) -> tuple[list[str], list[str], dict[str, str], np.
     files = sorted(f for f in run.list("ratings") if f.endswith(".parquet"))
     if not files:
         raise EvalInputError(f"no rated sample under {run.url('ratings')}: run the rate_sample stage first")
-    ratings = pd.concat([run.read_parquet(f"ratings/{PurePosixPath(f).name}", ["doc_id", "rule_id", "score", "status"])
-                         for f in files], ignore_index=True)
+    ratings = pd.concat(
+        [run.read_parquet(f"ratings/{PurePosixPath(f).name}", ["doc_id", "rule_id", "score", "status"]) for f in files],
+        ignore_index=True,
+    )
     ids = [r.id for r in rules]
     docs = sorted(set(ratings.doc_id))
     return docs, ids, {r.id: r.text for r in rules}, score_matrix(ratings, ids)
 
 
-def load_labels(url: str, id_field: str = "doc_id", label_field: str = "label",
-                storage_options: dict | None = None) -> pd.Series:
+def load_labels(
+    url: str, id_field: str = "doc_id", label_field: str = "label", storage_options: dict | None = None
+) -> pd.Series:
     """Labels by document id from a CSV, JSONL (optionally .gz) or Parquet file. A row without an id
     or with a label that is not a finite number is an error naming the file and line (row for
     Parquet); so is an id given twice with different labels."""
@@ -86,8 +90,10 @@ def load_labels(url: str, id_field: str = "doc_id", label_field: str = "label",
         raise EvalInputError(f"labels file {url} cannot be read: {e}") from None
     missing = [c for c in (id_field, label_field) if c not in frame.columns]
     if missing:
-        raise EvalInputError(f"labels file {url} has no column {' or '.join(map(repr, missing))} "
-                             f"(columns: {', '.join(map(str, frame.columns))}); set --id-field / --label-field")
+        raise EvalInputError(
+            f"labels file {url} has no column {' or '.join(map(repr, missing))} "
+            f"(columns: {', '.join(map(str, frame.columns))}); set --id-field / --label-field"
+        )
     labels = pd.to_numeric(frame[label_field], errors="coerce").to_numpy(dtype=float)
     no_id = frame[id_field].isna().to_numpy()
     bad = np.flatnonzero(no_id | ~np.isfinite(labels))
@@ -115,9 +121,13 @@ def set_metrics(scores: np.ndarray, y: np.ndarray, columns, top_fraction: float)
     mean = diag.mean_scores(scores, _membership(scores.shape[1], [list(columns)]))[:, 0]
     rated = ~np.isnan(mean)
     m, t = mean[rated], y[rated]
-    out = {"docs": int(rated.sum()), "mse": float(np.mean((_standardised(m) - _standardised(t)) ** 2)),
-           "spearman": _safe(lambda: spearmanr(m, t).statistic) if m.std() > 0 and t.std() > 0 else None, "auc": None,
-           "precision_top": _precision(m, t, top_fraction)}
+    out = {
+        "docs": int(rated.sum()),
+        "mse": float(np.mean((_standardised(m) - _standardised(t)) ** 2)),
+        "spearman": _safe(lambda: spearmanr(m, t).statistic) if m.std() > 0 and t.std() > 0 else None,
+        "auc": None,
+        "precision_top": _precision(m, t, top_fraction),
+    }
     if len(np.unique(t)) == 2:
         positive = t == t.max()
         ranks = rankdata(m)
@@ -154,22 +164,34 @@ def _safe(fn) -> float | None:
 # --- the evaluation --------------------------------------------------------------------------------
 
 
-def evaluate(scores: np.ndarray, rule_ids: list[str], labels: np.ndarray, k: int, seed: int = 0,
-             random_subsets: int = 1000, top_fraction: float = 0.1, samples: int = 100,
-             duplicate_correlation: float = 0.8) -> dict:
+def evaluate(
+    scores: np.ndarray,
+    rule_ids: list[str],
+    labels: np.ndarray,
+    k: int,
+    seed: int = 0,
+    random_subsets: int = 1000,
+    top_fraction: float = 0.1,
+    samples: int = 100,
+    duplicate_correlation: float = 0.8,
+) -> dict:
     """Compare every chooser, random k-subsets and all rules on documents with labels (rows of
     `scores` and `labels` aligned). Returns plain JSON-serialisable values."""
     y = np.asarray(labels, dtype=float)
     kept = np.flatnonzero(~_constant_columns(scores))
     fidelity = diag.Fidelity(scores)
-    corr = select_rules(scores, rule_ids, min(k, len(kept)), random_subsets=0,
-                        duplicate_correlation=duplicate_correlation).correlation.to_numpy()
+    corr = select_rules(
+        scores, rule_ids, min(k, len(kept)), random_subsets=0, duplicate_correlation=duplicate_correlation
+    ).correlation.to_numpy()
     position = {int(c): i for i, c in enumerate(kept)}
 
     def describe(columns) -> dict:
         local = [position[c] for c in columns if c in position]
-        return {**set_metrics(scores, y, columns, top_fraction), "fidelity": diag.clean(fidelity.of(list(columns))),
-                "rho": diag.rho(corr[np.ix_(local, local)])}
+        return {
+            **set_metrics(scores, y, columns, top_fraction),
+            "fidelity": diag.clean(fidelity.of(list(columns))),
+            "rho": diag.rho(corr[np.ix_(local, local)]),
+        }
 
     rng = np.random.default_rng([seed, 3])
     draws = kept[diag.random_subsets(len(kept), k, random_subsets, rng)] if random_subsets else np.zeros((0, k), int)
@@ -179,27 +201,52 @@ def evaluate(scores: np.ndarray, rule_ids: list[str], labels: np.ndarray, k: int
     choosers = []
     for kernel in KERNELS:
         for method in METHODS:
-            row = {"chooser": f"{kernel}/{method}", "kernel": kernel, "method": method,
-                   "default": (kernel, method) == DEFAULT}
+            row = {
+                "chooser": f"{kernel}/{method}",
+                "kernel": kernel,
+                "method": method,
+                "default": (kernel, method) == DEFAULT,
+            }
             try:
-                chosen = select_rules(scores, rule_ids, k, kernel=kernel, method=method, samples=samples,
-                                      duplicate_correlation=duplicate_correlation, random_subsets=0, seed=seed)
+                chosen = select_rules(
+                    scores,
+                    rule_ids,
+                    k,
+                    kernel=kernel,
+                    method=method,
+                    samples=samples,
+                    duplicate_correlation=duplicate_correlation,
+                    random_subsets=0,
+                    seed=seed,
+                )
             except KernelRankError as e:
                 choosers.append({**row, "error": str(e)})
                 continue
             metrics = describe(chosen.chosen_index)
-            win = None if not len(random_mse) else float(np.mean(random_mse > metrics["mse"])
-                                                          + 0.5 * np.mean(random_mse == metrics["mse"]))
+            win = (
+                None
+                if not len(random_mse)
+                else float(np.mean(random_mse > metrics["mse"]) + 0.5 * np.mean(random_mse == metrics["mse"]))
+            )
             choosers.append({**row, **metrics, "win_rate": win, "chosen_ids": chosen.chosen_ids})
 
     return {
-        "k": k, "rules": len(rule_ids), "documents": int(len(y)), "seed": seed, "top_fraction": top_fraction,
+        "k": k,
+        "rules": len(rule_ids),
+        "documents": int(len(y)),
+        "seed": seed,
+        "top_fraction": top_fraction,
         "binary_labels": bool(len(np.unique(y)) == 2),
         "choosers": choosers,
         "all_rules": describe(list(range(len(rule_ids)))),
-        "random": {metric: diag.summary(np.array([r[metric] if r[metric] is not None else np.nan
-                                                  for r in random_rows], dtype=float))
-                   for metric in ("mse", "spearman", "auc", "precision_top", "fidelity", "rho")} if random_rows else {},
+        "random": {
+            metric: diag.summary(
+                np.array([r[metric] if r[metric] is not None else np.nan for r in random_rows], dtype=float)
+            )
+            for metric in ("mse", "spearman", "auc", "precision_top", "fidelity", "rho")
+        }
+        if random_rows
+        else {},
         "random_mse": [float(v) for v in random_mse],
         "pearson_rho_mse": _pearson([r["rho"] for r in random_rows], random_mse),
         "pearson_fidelity_mse": _pearson([r["fidelity"] for r in random_rows], random_mse),
@@ -226,25 +273,44 @@ def _mse_by_r(scores, y, kept, top_fraction, duplicate_correlation, rng, per_siz
             break
         draws = kept[diag.random_subsets(len(kept), r, per_size if r < len(kept) else 1, rng)]
         rand = [set_metrics(scores, y, d, top_fraction)["mse"] for d in draws]
-        rows.append({"r": r, "mse": set_metrics(scores, y, order[:r], top_fraction)["mse"],
-                     "random_p50": float(np.median(rand))})
+        rows.append(
+            {
+                "r": r,
+                "mse": set_metrics(scores, y, order[:r], top_fraction)["mse"],
+                "random_p50": float(np.median(rand)),
+            }
+        )
     return rows
 
 
 def align(docs: list[str], scores: np.ndarray, labels: pd.Series) -> tuple[np.ndarray, np.ndarray, dict]:
     """Rows of `scores` with a label, the labels in that order, and coverage counts."""
     has = np.array([d in labels.index for d in docs])
-    counts = {"sample_docs": len(docs), "labelled": int(has.sum()), "sample_without_label": int((~has).sum()),
-              "labels_outside_sample": int(len(labels) - has.sum())}
+    counts = {
+        "sample_docs": len(docs),
+        "labelled": int(has.sum()),
+        "sample_without_label": int((~has).sum()),
+        "labels_outside_sample": int(len(labels) - has.sum()),
+    }
     if has.sum() < MIN_LABELLED:
-        raise EvalInputError(f"only {int(has.sum())} of the {len(docs)} sample documents have a label; "
-                             f"eval needs at least {MIN_LABELLED} (are the ids the dataset's id_field?)")
+        raise EvalInputError(
+            f"only {int(has.sum())} of the {len(docs)} sample documents have a label; "
+            f"eval needs at least {MIN_LABELLED} (are the ids the dataset's id_field?)"
+        )
     return scores[has], labels.reindex([d for d, h in zip(docs, has) if h]).to_numpy(dtype=float), counts
 
 
-def run_eval(run_dir: str, labels_url: str, out_dir: str | None = None, k: int | None = None,
-             id_field: str = "doc_id", label_field: str = "label", random_subsets: int = 1000,
-             top_fraction: float = 0.1, storage_options: dict | None = None) -> dict:
+def run_eval(
+    run_dir: str,
+    labels_url: str,
+    out_dir: str | None = None,
+    k: int | None = None,
+    id_field: str = "doc_id",
+    label_field: str = "label",
+    random_subsets: int = 1000,
+    top_fraction: float = 0.1,
+    storage_options: dict | None = None,
+) -> dict:
     """Evaluate a run's rule choosers against a labels file and write the eval files into `out_dir`
     (default: `<run_dir>/eval`). k, seed and the duplicate threshold default to the run's own."""
     from orthoselect.eval_report import write_eval
@@ -256,7 +322,15 @@ def run_eval(run_dir: str, labels_url: str, out_dir: str | None = None, k: int |
     if not 1 <= k <= len(ids):
         raise EvalInputError(f"k must be between 1 and the {len(ids)} rules, got {k}")
     rows, y, counts = align(docs, scores, load_labels(labels_url, id_field, label_field, storage_options))
-    result = evaluate(rows, ids, y, k, seed=int(previous.get("seed", 0)), random_subsets=random_subsets,
-                      top_fraction=top_fraction, duplicate_correlation=previous.get("duplicate_correlation", 0.8))
+    result = evaluate(
+        rows,
+        ids,
+        y,
+        k,
+        seed=int(previous.get("seed", 0)),
+        random_subsets=random_subsets,
+        top_fraction=top_fraction,
+        duplicate_correlation=previous.get("duplicate_correlation", 0.8),
+    )
     out = Storage(out_dir or f"{run_dir.rstrip('/')}/eval", storage_options or {})
     return {"result": result, "counts": counts, "files": write_eval(result, counts, labels_url, out)}

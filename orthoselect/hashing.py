@@ -1,4 +1,5 @@
 """Stable content hashes: the identity of rules, configs, shards and LLM requests."""
+
 from __future__ import annotations
 
 import hashlib

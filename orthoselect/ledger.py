@@ -4,6 +4,7 @@ Every failure of a shard step is recorded under `ledger/<attempt>/` (one small J
 so concurrent writers never collide, on S3 too): shard, step, error class, message, run attempt and
 task try. A shard counts as failed while its latest recorded failure is newer than any completion of
 that step; a completion marker is the only proof of done."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -18,13 +19,19 @@ LEDGER_RETRIES = 8  # ~1 minute of backoff
 
 def new_attempt() -> str:
     """A sortable id for one invocation of the pipeline on a run directory."""
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
 def record_failure(ctx: RunContext, step: str, shard_id: str, error: BaseException, task_try: int = 1) -> dict:
-    entry = {"shard": shard_id, "step": step, "error": type(error).__name__, "message": str(error)[:2000],
-             "attempt": str(ctx.attempt), "try": task_try,
-             "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")}
+    entry = {
+        "shard": shard_id,
+        "step": step,
+        "error": type(error).__name__,
+        "message": str(error)[:2000],
+        "attempt": str(ctx.attempt),
+        "try": task_try,
+        "at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+    }
     # a failure often comes from the storage itself being down: wait longer than a step would
     durable = Storage(ctx.storage.root, ctx.storage.options, retries=max(ctx.storage.retries, LEDGER_RETRIES))
     durable.write_json(f"ledger/{ctx.attempt}/{step}--{shard_id}--{task_try}.json", entry)
@@ -84,16 +91,29 @@ def status(ctx: RunContext) -> dict[str, dict]:
                 stale.append(shard.id)
         bad = sorted(failed.get(name, {}))
         pending = sorted(s.id for s in shards if s.id not in done and s.id not in bad)
-        report[name] = {"shards": len(shards), "done": sorted(done), "failed": bad, "pending": pending,
-                        "stale": sorted(stale), "errors": failed.get(name, {})}
+        report[name] = {
+            "shards": len(shards),
+            "done": sorted(done),
+            "failed": bad,
+            "pending": pending,
+            "stale": sorted(stale),
+            "errors": failed.get(name, {}),
+        }
     report["stopped"] = stop_reason(ctx)
     return report
 
 
 def record_stop(ctx: RunContext, reason: str, message: str) -> None:
     """Mark the run as stopped on purpose (e.g. by its budget), for `status` to say so."""
-    ctx.storage.write_json("stopped.json", {"reason": reason, "message": message, "attempt": str(ctx.attempt),
-                                            "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+    ctx.storage.write_json(
+        "stopped.json",
+        {
+            "reason": reason,
+            "message": message,
+            "attempt": str(ctx.attempt),
+            "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        },
+    )
 
 
 def stop_reason(ctx: RunContext) -> dict | None:

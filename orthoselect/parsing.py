@@ -6,6 +6,7 @@ possibly wrapped in quotes, backticks, markdown bold or a code fence. A bare num
 scale it fits: 0..1 as is, 1..10 as x/10, 10..100 as x/100. Anything else raises ScoreParseError:
 there is no default score and no guessing which of several numbers was meant.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,7 @@ from typing import TypeGuard
 CLIP_TOLERANCE = 0.1  # a fraction up to 1.1 (e.g. 11/10) is clipped to 1; beyond is out of range
 
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
-_EXPRESSION = re.compile(
-    rf"(?P<num>{_NUM})\s*(?:(?P<pct>%)|(?:/|\s+out\s+of\s+)\s*(?P<den>{_NUM}))?", re.I
-)
+_EXPRESSION = re.compile(rf"(?P<num>{_NUM})\s*(?:(?P<pct>%)|(?:/|\s+out\s+of\s+)\s*(?P<den>{_NUM}))?", re.I)
 _LABEL = re.compile(
     r"(?:(?:the|my|final|overall|total)\s+)*(?:quality\s+)?(?:score|rating|answer|result|grade)"
     r"(?:\s*[:=]\s*|\s+is\s*:?\s*|\s+of\s+|\s+)(?P<rest>.+)",
@@ -81,7 +80,7 @@ def _unwrap(text: str) -> str:
             body = body.rstrip(".").rstrip()  # but '{"score": 0.' stays cut off
         for left, right in _WRAPPERS:
             if len(body) >= len(left) + len(right) and body.startswith(left) and body.endswith(right):
-                body = body[len(left): len(body) - len(right)].strip()
+                body = body[len(left) : len(body) - len(right)].strip()
         body = body.replace("**", "")
         if body == before:
             return body

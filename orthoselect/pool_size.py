@@ -1,6 +1,7 @@
 """How big a pool is, and what its documents look like, from a small read: row counts per shard (Parquet
 footers; JSONL probed, read whole or at the head, gzip sizes from the trailer) and a spread sample of
 valid documents. Used by `orthoselect.estimate`; reads no more than it must and writes nothing."""
+
 from __future__ import annotations
 
 import zlib
@@ -98,11 +99,24 @@ def count_rows(cfg: Config, shards: list[Shard]) -> list[dict]:
         else:
             size, method = _uncompressed_size(f["size"], isize, (probe or {}).get("ratio") or pooled_ratio, f["gz"])
             if pooled_bpr is None or size is None:
-                counts.append(f | {"rows": 0, "exact": False, "method": "unreadable",
-                                   "error": "no bytes-per-row figure: no JSONL shard could be read"})
+                counts.append(
+                    f
+                    | {
+                        "rows": 0,
+                        "exact": False,
+                        "method": "unreadable",
+                        "error": "no bytes-per-row figure: no JSONL shard could be read",
+                    }
+                )
                 continue
-            counts.append(f | {"rows": round(size / pooled_bpr), "exact": False,
-                               "method": f"{method} / mean bytes per row of {len(probed)} probed shard(s)"})
+            counts.append(
+                f
+                | {
+                    "rows": round(size / pooled_bpr),
+                    "exact": False,
+                    "method": f"{method} / mean bytes per row of {len(probed)} probed shard(s)",
+                }
+            )
     return counts
 
 

@@ -1,5 +1,6 @@
 """Prompt templates. Their text is part of every request-cache key, so editing a template invalidates
 exactly the answers it produced."""
+
 from __future__ import annotations
 
 import re
@@ -29,10 +30,16 @@ RATING_STRICT_SUFFIX = (
 )
 
 # Structured output: the answer as {"score": x}, read by the same strict parser as a text answer.
-RATING_JSON_SCHEMA = {"type": "object", "properties": {"score": {"type": "number", "minimum": 0, "maximum": 1}},
-                      "required": ["score"], "additionalProperties": False}
-RATING_RESPONSE_FORMAT = {"type": "json_schema",
-                          "json_schema": {"name": "rating", "schema": RATING_JSON_SCHEMA, "strict": True}}
+RATING_JSON_SCHEMA = {
+    "type": "object",
+    "properties": {"score": {"type": "number", "minimum": 0, "maximum": 1}},
+    "required": ["score"],
+    "additionalProperties": False,
+}
+RATING_RESPONSE_FORMAT = {
+    "type": "json_schema",
+    "json_schema": {"name": "rating", "schema": RATING_JSON_SCHEMA, "strict": True},
+}
 
 RULES_SYSTEM = "You write data-quality rules used to select fine-tuning data for a language model."
 

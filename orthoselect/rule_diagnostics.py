@@ -8,6 +8,7 @@
   sample has every rule's rating, so this says how well r rules reproduce the ranking that the rule
   set would give, at r/R of the pool's rating cost.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -89,8 +90,7 @@ def summary(values: np.ndarray) -> dict[str, float]:
     if not len(values):
         return {}
     p5, p50, p95 = np.percentile(values, [5, 50, 95])
-    return {"n": int(len(values)), "mean": float(values.mean()), "p5": float(p5), "p50": float(p50),
-            "p95": float(p95)}
+    return {"n": int(len(values)), "mean": float(values.mean()), "p5": float(p5), "p50": float(p50), "p95": float(p95)}
 
 
 def share_at_least(values: np.ndarray, threshold: float, higher_is_better: bool) -> float:
@@ -109,8 +109,9 @@ def curve_sizes(n_items: int, points: int = 40) -> list[int]:
     return [int(r) for r in grid]
 
 
-def fidelity_curve(fidelity: Fidelity, pick_order: list[int], columns: np.ndarray, rng: np.random.Generator,
-                   per_size: int = 20) -> list[dict]:
+def fidelity_curve(
+    fidelity: Fidelity, pick_order: list[int], columns: np.ndarray, rng: np.random.Generator, per_size: int = 20
+) -> list[dict]:
     """Fidelity of the first r rules of `pick_order` for each size r, beside the median of `per_size`
     random r-subsets of `columns` (none when per_size is 0): where it flattens, more rules stop paying."""
     sizes = [r for r in curve_sizes(len(columns)) if r <= len(pick_order)]

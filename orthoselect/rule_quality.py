@@ -15,6 +15,7 @@ an irrelevant rule (about a factor the other rules do not share) and a contraria
 agreement) get q near 0; near-duplicates cannot vouch for each other, because a rule's own cluster is
 left out of its consensus. Everything here is computed on the rows where the scores are present.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -65,8 +66,11 @@ def redundancy_clusters(corr: np.ndarray, duplicate_correlation: float) -> np.nd
         return np.zeros(n, dtype=int)
     distance = np.clip(1.0 - (corr + corr.T) / 2, 0.0, 2.0)
     np.fill_diagonal(distance, 0.0)
-    raw = fcluster(linkage(squareform(distance, checks=False), method="average"),
-                   t=1.0 - duplicate_correlation, criterion="distance")
+    raw = fcluster(
+        linkage(squareform(distance, checks=False), method="average"),
+        t=1.0 - duplicate_correlation,
+        criterion="distance",
+    )
     first_seen = {label: i for i, label in reversed(list(enumerate(raw)))}
     order = {label: rank for rank, label in enumerate(sorted(first_seen, key=lambda label: first_seen[label]))}
     return np.array([order[label] for label in raw], dtype=int)

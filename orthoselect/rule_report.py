@@ -1,6 +1,7 @@
 """Markdown about a rule choice (`rule_selection.json`): the chosen rules with their quality, the
 label-free evidence (fidelity and rho beside random subsets, the fidelity curve), warnings, the weakest
 rules and the redundancy clusters. Used by the run report."""
+
 from __future__ import annotations
 
 from orthoselect.dpp import LOW_QUALITY
@@ -23,10 +24,12 @@ def rule_table(rows: list[dict], with_pick: bool) -> list[str]:
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for row in rows:
         failed = row.get("failure_rate")
-        lines.append(("| " + str(row["pick"]) + " " if with_pick else "")
-                     + f"| `{row['id']}` {_cell(row.get('text', ''))} | {_num(row['quality'])} | "
-                       f"{_num(row['agreement'], 2)} | {row['cluster'] if row['cluster'] is not None else '-'} | "
-                       f"{_num(row['sd'], 3)} | {'n/a' if failed is None else f'{100 * failed:.1f} %'} |")
+        lines.append(
+            ("| " + str(row["pick"]) + " " if with_pick else "")
+            + f"| `{row['id']}` {_cell(row.get('text', ''))} | {_num(row['quality'])} | "
+            f"{_num(row['agreement'], 2)} | {row['cluster'] if row['cluster'] is not None else '-'} | "
+            f"{_num(row['sd'], 3)} | {'n/a' if failed is None else f'{100 * failed:.1f} %'} |"
+        )
     return lines
 
 
@@ -54,9 +57,12 @@ def rule_choice_markdown(sel: dict, sample_docs: int | None = None) -> list[str]
     lines = [f"## {k} rules chosen by the DPP ({sel['kernel']} kernel, {sel['method']})", ""]
     lines += rule_table(chosen, with_pick=True)
     lines += [
-        "", f"q is the share of a rule's variance explained by the consensus of the other rules (its own "
-        f"redundancy cluster left out); near 0: noise, near-constant, off-topic or contrarian.", "",
-        f"## Is the choice better than chance? (label-free, on {docs})", "",
+        "",
+        "q is the share of a rule's variance explained by the consensus of the other rules (its own "
+        "redundancy cluster left out); near 0: noise, near-constant, off-topic or contrarian.",
+        "",
+        f"## Is the choice better than chance? (label-free, on {docs})",
+        "",
         f"- fidelity, the Spearman correlation of the chosen rules' mean score with the mean of "
         f"{_reference(sel, total)}: "
         f"**{_num(sel.get('fidelity'))}**; random {k}-rule subsets: median {_num(rnd_f.get('p50'))} "
@@ -69,8 +75,9 @@ def rule_choice_markdown(sel: dict, sample_docs: int | None = None) -> list[str]
     ]
     if sel.get("warnings"):
         lines += ["", "### Warnings", ""] + [f"- {w}" for w in sel["warnings"]]
-    weakest = sorted((r for r in rules if not r.get("pick") and r["quality"] is not None),
-                     key=lambda r: r["quality"])[:5]
+    weakest = sorted((r for r in rules if not r.get("pick") and r["quality"] is not None), key=lambda r: r["quality"])[
+        :5
+    ]
     if weakest:
         lines += ["", "### Lowest-quality rules (not chosen)", ""] + rule_table(weakest, with_pick=False)
     clusters: dict[int, list[str]] = {}

@@ -1,4 +1,5 @@
 """Rule sets: normalisation, stable ids, files, and generation by an LLM (or the offline simulator)."""
+
 from __future__ import annotations
 
 import json
@@ -117,8 +118,9 @@ def parse_rules_answer(text: str) -> list[str]:
     return _texts_from_items(items if isinstance(items, list) else [], "rule generation answer")
 
 
-def generate_rules(cfg: RulesConfig, task: str, data: str, examples: list[str], seed: int,
-                   limiter=None) -> tuple[list[Rule], dict]:
+def generate_rules(
+    cfg: RulesConfig, task: str, data: str, examples: list[str], seed: int, limiter=None
+) -> tuple[list[Rule], dict]:
     """`cfg.count` distinct rules from the configured model, asking again for the missing ones up to
     `cfg.max_attempts` times, within the run's `limiter` (rate limits, budget). Returns the rules and
     call stats (requests, retries, tokens, dollars)."""
@@ -136,17 +138,37 @@ def generate_rules(cfg: RulesConfig, task: str, data: str, examples: list[str], 
     clipped = [e[: cfg.example_chars] for e in examples[: cfg.examples]]
     texts: list[str] = []
     prices = prices_for(cfg.model, cfg.price_per_million_tokens)
-    stats: dict[str, Any] = {"requests": 0, "retries": 0, "tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0, "cost_unknown": 0,
-             "model": cfg.model, "parse_failures": 0}
-    with LLMClient(model=cfg.model, api_base=cfg.api_base, api_key_env=cfg.api_key_env, transport="auto",
-                   concurrency=1, timeout_s=cfg.timeout_s, max_retries=cfg.max_retries,
-                   temperature=cfg.temperature, structured_output="off", limiter=limiter, prices=prices) as client:
+    stats: dict[str, Any] = {
+        "requests": 0,
+        "retries": 0,
+        "tokens_in": 0,
+        "tokens_out": 0,
+        "cost_usd": 0.0,
+        "cost_unknown": 0,
+        "model": cfg.model,
+        "parse_failures": 0,
+    }
+    with LLMClient(
+        model=cfg.model,
+        api_base=cfg.api_base,
+        api_key_env=cfg.api_key_env,
+        transport="auto",
+        concurrency=1,
+        timeout_s=cfg.timeout_s,
+        max_retries=cfg.max_retries,
+        temperature=cfg.temperature,
+        structured_output="off",
+        limiter=limiter,
+        prices=prices,
+    ) as client:
         for _ in range(cfg.max_attempts):
             missing = cfg.count - len(make_rules(texts, "llm"))
             if missing <= 0:
                 break
             try:
-                answer = client.complete_sync(rules_messages(task, data, clipped, missing), max_tokens=60 * missing + 200)
+                answer = client.complete_sync(
+                    rules_messages(task, data, clipped, missing), max_tokens=60 * missing + 200
+                )
             except LLMError as e:
                 hint = f" ({client.key_hint()})" if e.status in (401, 403) else ""
                 raise RulesError(f"rule generation with {cfg.model}: {e.message}{hint}") from None

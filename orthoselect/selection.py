@@ -5,6 +5,7 @@ scores are ordered by uint64_key(seed, doc_id), so the result never depends on t
 Those keys are hashed in Python (about 1.5 us each), so they are computed only for rows that tie with
 another row among the candidates (the kept rows and the tie group at the cut), not for the whole pool.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,7 +35,7 @@ class PoolStats:
     std: float
 
     @classmethod
-    def of(cls, score: np.ndarray) -> "PoolStats":
+    def of(cls, score: np.ndarray) -> PoolStats:
         rated = score[~np.isnan(score)]
         return cls(len(rated), float(rated.mean()) if len(rated) else 0.0, float(rated.std()) if len(rated) else 0.0)
 
@@ -48,8 +49,9 @@ class SelectionResult:
     summary: dict
 
 
-def select_documents(scores: pd.DataFrame, cfg: SelectionConfig, seed: int,
-                     pool: PoolStats | None = None) -> SelectionResult:
+def select_documents(
+    scores: pd.DataFrame, cfg: SelectionConfig, seed: int, pool: PoolStats | None = None
+) -> SelectionResult:
     """Keep documents by `cfg.mode`: top_k, threshold, fraction, token_budget or gumbel (see config).
     `pool` describes the whole pool when `scores` is only part of it (streaming selection): counts and
     z-scores then refer to the pool, so selecting shard by shard and merging equals selecting at once."""
@@ -78,8 +80,9 @@ def select_documents(scores: pd.DataFrame, cfg: SelectionConfig, seed: int,
     return SelectionResult(selected=selected, summary=summary)
 
 
-def _ranked(cfg: SelectionConfig, score: np.ndarray, tokens: np.ndarray, ids: pd.Series, seed: int,
-            pool: PoolStats) -> np.ndarray:
+def _ranked(
+    cfg: SelectionConfig, score: np.ndarray, tokens: np.ndarray, ids: pd.Series, seed: int, pool: PoolStats
+) -> np.ndarray:
     """Positions of the kept rated documents, best first."""
     mode = cfg.mode
     if mode == "threshold":

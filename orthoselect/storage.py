@@ -2,6 +2,7 @@
 
 Local folders, s3:// (through s3fs) and any other fsspec URL work alike. A `Storage` is picklable:
 it carries the URL and options and opens its filesystem lazily, so it can travel to Dask workers."""
+
 from __future__ import annotations
 
 import io
@@ -62,8 +63,9 @@ def with_retries(fn: Callable[[], T], attempts: int, what: str) -> T:
             if attempt == attempts:
                 raise
             delay = min(8.0, 0.25 * 2**attempt) * (0.5 + random.random())
-            log.warning("%s failed (%s: %s); retry %d/%d in %.1fs", what, type(e).__name__, e,
-                        attempt + 1, attempts, delay)
+            log.warning(
+                "%s failed (%s: %s); retry %d/%d in %.1fs", what, type(e).__name__, e, attempt + 1, attempts, delay
+            )
             time.sleep(delay)
     raise AssertionError("unreachable")
 
@@ -125,6 +127,7 @@ class Storage:
 
     def list(self, folder: str) -> list[str]:
         """Names (not paths) of the files directly in `folder`; empty if it does not exist."""
+
         def listing() -> list[str]:
             self.fs.invalidate_cache(self.path(folder))  # other processes write here too
             return self.fs.ls(self.path(folder), detail=False)

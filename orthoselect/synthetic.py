@@ -25,6 +25,7 @@ chooser can beat random rules by much: `LIMIT_FAMILIES` measures that limit.
 Every draw comes from one seed; `world(family, seed)` is reproducible. `FAMILIES` are the families the
 benchmark reports; `HOLDOUT_FAMILIES` were not looked at while the default chooser was designed.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -70,27 +71,80 @@ FAMILIES = (
     Family("irrelevant", "12 high-variance rules about factors the truth ignores", duplicate=5, irrelevant=12),
     Family("contrarian", "5 contrarian and 5 noise rules", duplicate=5, noise=5, contrarian=5),
     Family("quirks", "rater quirks: coarse rounding, offsets, up to 15 % missing", duplicate=8, quirks=True),
-    Family("mixed", "a bit of everything, with quirks", duplicate=8, noise=5, constant=4, irrelevant=4,
-           contrarian=2, quirks=True),
+    Family(
+        "mixed",
+        "a bit of everything, with quirks",
+        duplicate=8,
+        noise=5,
+        constant=4,
+        irrelevant=4,
+        contrarian=2,
+        quirks=True,
+    ),
 )
 
 HOLDOUT_FAMILIES = (
-    Family("junk_heavy", "40 % junk of every kind, quirks", duplicate=6, noise=6, constant=5, irrelevant=6,
-           contrarian=3, quirks=True),
-    Family("wide", "R = 100: views, duplicates and junk", rules=100, duplicate=20, noise=10, constant=8,
-           irrelevant=8, contrarian=2, quirks=True),
-    Family("one_factor", "the truth weighs one factor; 6 quality factors", duplicate=8, noise=6, constant=4,
-           quality_factors=6, truth_factors=(1, 1)),
-    Family("entangled", "strongly correlated quality factors", duplicate=8, noise=5, irrelevant=5,
-           factor_sharing=(0.5, 0.8)),
-    Family("small_sample", "n = 300 rated documents", duplicate=8, noise=5, constant=4, irrelevant=4,
-           sample=300, quirks=True),
+    Family(
+        "junk_heavy",
+        "40 % junk of every kind, quirks",
+        duplicate=6,
+        noise=6,
+        constant=5,
+        irrelevant=6,
+        contrarian=3,
+        quirks=True,
+    ),
+    Family(
+        "wide",
+        "R = 100: views, duplicates and junk",
+        rules=100,
+        duplicate=20,
+        noise=10,
+        constant=8,
+        irrelevant=8,
+        contrarian=2,
+        quirks=True,
+    ),
+    Family(
+        "one_factor",
+        "the truth weighs one factor; 6 quality factors",
+        duplicate=8,
+        noise=6,
+        constant=4,
+        quality_factors=6,
+        truth_factors=(1, 1),
+    ),
+    Family(
+        "entangled",
+        "strongly correlated quality factors",
+        duplicate=8,
+        noise=5,
+        irrelevant=5,
+        factor_sharing=(0.5, 0.8),
+    ),
+    Family(
+        "small_sample",
+        "n = 300 rated documents",
+        duplicate=8,
+        noise=5,
+        constant=4,
+        irrelevant=4,
+        sample=300,
+        quirks=True,
+    ),
 )
 
 
 LIMIT_FAMILIES = (
-    Family("blind", "the rule writer does not know what matters (attention 0): rules pick factors at random",
-           duplicate=8, noise=5, constant=4, irrelevant=4, attention=(0.0, 0.0)),
+    Family(
+        "blind",
+        "the rule writer does not know what matters (attention 0): rules pick factors at random",
+        duplicate=8,
+        noise=5,
+        constant=4,
+        irrelevant=4,
+        attention=(0.0, 0.0),
+    ),
 )
 
 
@@ -119,7 +173,8 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 def _factors(f: Family, sharing: float, n: int, rng: np.random.Generator) -> np.ndarray:
     quality = np.sqrt(sharing) * rng.normal(size=(n, 1)) + np.sqrt(1 - sharing) * rng.normal(
-        size=(n, f.quality_factors))
+        size=(n, f.quality_factors)
+    )
     return np.hstack([quality, rng.normal(size=(n, f.irrelevant_factors))])
 
 
@@ -163,8 +218,14 @@ def world(family: Family, seed: int) -> World:
         of = int(rng.integers(f.view))
         load = loadings[of].copy()
         load[load > 0] = np.clip(load[load > 0] + rng.normal(0, 0.1, (load > 0).sum()), 0.05, None)
-        add("duplicate", _unit(load), noise_sd[of] * rng.uniform(0.8, 1.2), gain[of] * rng.uniform(0.8, 1.2),
-            bias[of] + rng.normal(0, 0.3), of)
+        add(
+            "duplicate",
+            _unit(load),
+            noise_sd[of] * rng.uniform(0.8, 1.2),
+            gain[of] * rng.uniform(0.8, 1.2),
+            bias[of] + rng.normal(0, 0.3),
+            of,
+        )
     for _ in range(f.noise):
         add("noise", np.zeros(width), 1.0, rng.uniform(0.8, 2.0), rng.normal(0.2, 0.7))
     for _ in range(f.constant):
@@ -206,9 +267,15 @@ def world(family: Family, seed: int) -> World:
     pool_scores, pool_truth = scores(f.pool)
     inverse = np.argsort(order)
     return World(
-        family=f.name, seed=seed, rule_ids=[f"r{i:03d}" for i in range(R)],
-        kinds=[kinds[i] for i in order], sample_scores=sample_scores[:, order], pool_scores=pool_scores[:, order],
-        sample_truth=sample_truth, pool_truth=pool_truth, cluster=[int(inverse[parent_a[i]]) for i in order],
+        family=f.name,
+        seed=seed,
+        rule_ids=[f"r{i:03d}" for i in range(R)],
+        kinds=[kinds[i] for i in order],
+        sample_scores=sample_scores[:, order],
+        pool_scores=pool_scores[:, order],
+        sample_truth=sample_truth,
+        pool_truth=pool_truth,
+        cluster=[int(inverse[parent_a[i]]) for i in order],
     )
 
 

@@ -1,4 +1,5 @@
 """Token counts and truncation with tiktoken's cl100k_base, read offline from litellm's bundled copy."""
+
 from __future__ import annotations
 
 import functools

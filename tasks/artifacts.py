@@ -1,4 +1,5 @@
 """Prefect artifacts: what the library declares a person should see (`Step.artifacts`, the eval's)."""
+
 from __future__ import annotations
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact

@@ -30,8 +30,9 @@ class ActorGovernor:
     def __init__(self, actor: Any) -> None:
         self.actor = actor
 
-    def lease(self, want: int, est_tokens: int, est_cost: float,
-              settle: tuple[int, int, int, float] = (0, 0, 0, 0.0)) -> tuple[int, float, bool]:
+    def lease(
+        self, want: int, est_tokens: int, est_cost: float, settle: tuple[int, int, int, float] = (0, 0, 0, 0.0)
+    ) -> tuple[int, float, bool]:
         return self.actor.lease(want, est_tokens, est_cost, settle).result()
 
     def flush(self) -> dict:
@@ -58,8 +59,9 @@ class Runtime:
         [remote] = client.scatter([shared], hash=False)
         # one graph update for all items and one gather for their results: per-item messages cost the
         # scheduler (in the flow process for a LocalCluster) a few ms each
-        futures = client.map(fn, [remote] * len(items), items, key=[f"{name}-{i}-{tag}" for i in range(len(items))],
-                             pure=False)
+        futures = client.map(
+            fn, [remote] * len(items), items, key=[f"{name}-{i}-{tag}" for i in range(len(items))], pure=False
+        )
         with client.as_current():
             wait(futures)
         finished = [f for f in futures if f.status == "finished"]

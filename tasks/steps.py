@@ -45,8 +45,10 @@ class StepFailed(RuntimeError):
 
     def __init__(self, step: str, failures: dict[str, Failure]):
         self.step, self.failures = step, failures
-        super().__init__(f"{step} failed on {len(failures)} unit(s): "
-                         + "; ".join(f"{unit}: {f}" for unit, f in sorted(failures.items())))
+        super().__init__(
+            f"{step} failed on {len(failures)} unit(s): "
+            + "; ".join(f"{unit}: {f}" for unit, f in sorted(failures.items()))
+        )
 
     def __reduce__(self):  # picklable with its fields (Prefect persists task failures)
         return type(self), (self.step, self.failures)
@@ -81,8 +83,9 @@ def result_storage(ctx: RunContext) -> Any:
     from prefect.filesystems import RemoteFileSystem
 
     name = "orthoselect-" + stable_hash(ctx.cfg.run_dir, 12)
-    RemoteFileSystem(basepath=f"{ctx.cfg.run_dir.rstrip('/')}/_prefect_results",
-                     settings=ctx.cfg.storage.options).save(name, overwrite=True)
+    RemoteFileSystem(basepath=f"{ctx.cfg.run_dir.rstrip('/')}/_prefect_results", settings=ctx.cfg.storage.options).save(
+        name, overwrite=True
+    )
     return f"remote-file-system/{name}"
 
 
@@ -92,8 +95,14 @@ def _try_number() -> int:
     return int(task_run.run_count or 1)
 
 
-@task(name="run-step", retries=1, retry_delay_seconds=2, cache_key_fn=step_cache_key, persist_result=True,
-      task_run_name="{step_name}")
+@task(
+    name="run-step",
+    retries=1,
+    retry_delay_seconds=2,
+    cache_key_fn=step_cache_key,
+    persist_result=True,
+    task_run_name="{step_name}",
+)
 def run_step(step_name: str, ctx: RunContext, runtime: Runtime) -> dict:
     """A whole-run step (plan, sample, rules, dpp, rank, manifest), run on a Dask worker."""
     [stats] = runtime.run_each(partial(execute, step_name), ctx, [None], step_name)
@@ -104,8 +113,14 @@ def run_step(step_name: str, ctx: RunContext, runtime: Runtime) -> dict:
     return stats
 
 
-@task(name="shard-step", retries=2, retry_delay_seconds=[2, 10], cache_key_fn=step_cache_key, persist_result=True,
-      task_run_name="{step_name}:{label}")
+@task(
+    name="shard-step",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    cache_key_fn=step_cache_key,
+    persist_result=True,
+    task_run_name="{step_name}:{label}",
+)
 def shard_step(step_name: str, ctx: RunContext, runtime: Runtime, units: list[Shard], label: str) -> dict[str, dict]:
     """A per-shard step (scan, rate, score, write) on a group of shards, each its own Dask task.
     Shards that fail are recorded in the ledger; the task then fails, naming them."""

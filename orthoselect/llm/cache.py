@@ -9,6 +9,7 @@ were used are stored, never errors. Two stores with one interface (`Cache`):
   (s3://..., a shared folder), for Dask workers on machines that share no disk.
 
 `open_cache(location, storage_options)` picks one from the location."""
+
 from __future__ import annotations
 
 import hashlib
@@ -34,8 +35,12 @@ _CHUNK = 500  # keys per SELECT, under SQLite's variable limit
 
 def request_key(model: str, messages: list[dict], params: dict) -> str:
     """sha256 of the canonical JSON of model, params (temperature, max_tokens, ...) and messages."""
-    text = json.dumps({"model": model, "params": params, "messages": messages}, sort_keys=True,
-                      separators=(",", ":"), ensure_ascii=False)
+    text = json.dumps(
+        {"model": model, "params": params, "messages": messages},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -56,8 +61,7 @@ class RequestCache:
     def _db(self) -> sqlite3.Connection:
         """The connection, opened on first use and again after close() (call with the lock held)."""
         if self._conn is None:
-            db = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None,
-                                 check_same_thread=False)
+            db = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
             db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
@@ -73,10 +77,16 @@ class RequestCache:
         out: dict[str, dict] = {}
         with self._lock:
             for i in range(0, len(keys), _CHUNK):
-                chunk = keys[i:i + _CHUNK]
-                rows = self._db().execute(
-                    f"SELECT key, model, text, finish_reason, tokens_in, tokens_out FROM answers "
-                    f"WHERE key IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+                chunk = keys[i : i + _CHUNK]
+                rows = (
+                    self._db()
+                    .execute(
+                        f"SELECT key, model, text, finish_reason, tokens_in, tokens_out FROM answers "
+                        f"WHERE key IN ({','.join('?' * len(chunk))})",
+                        chunk,
+                    )
+                    .fetchall()
+                )
                 for key, *values in rows:
                     out[key] = dict(zip(_FIELDS, values), key=key)
         return out
@@ -84,8 +94,10 @@ class RequestCache:
     def put_many(self, records: Iterable[Mapping]) -> int:
         """Store records in one transaction; a key already present keeps its first answer."""
         now = time.time()
-        rows = [(r["key"], r["model"], r["text"], r["finish_reason"], int(r["tokens_in"]), int(r["tokens_out"]),
-                 now) for r in records]
+        rows = [
+            (r["key"], r["model"], r["text"], r["finish_reason"], int(r["tokens_in"]), int(r["tokens_out"]), now)
+            for r in records
+        ]
         if not rows:
             return 0
         with self._lock:

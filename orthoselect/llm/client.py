@@ -44,8 +44,9 @@ def resolve_endpoint(model: str, api_base: str | None) -> tuple[str, str, str | 
         if prefix == "openai":
             env_base = os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE")
         return prefix, rest, api_base or env_base or _FAST_PROVIDERS[prefix], True, None
-    import orthoselect.env  # noqa: F401, I001 - its offline defaults must be set before litellm is imported
-    import litellm
+    from orthoselect.env import import_litellm
+
+    litellm = import_litellm()
 
     name, provider, dyn_key, dyn_base = litellm.get_llm_provider(model, api_base=api_base)
     compatible = provider == "openai" or (

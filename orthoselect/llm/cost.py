@@ -1,6 +1,7 @@
 """Dollar cost of requests: prices from the config, else litellm's bundled (offline) cost map, read as
 the JSON file it ships (importing litellm for it would cost seconds and ~400k objects per worker). A
 model whose price is not known costs `None` (reported as unknown), never zero."""
+
 from __future__ import annotations
 
 import functools
@@ -9,7 +10,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from orthoselect.config import SIMULATED, Prices as PriceConfig
+from orthoselect.config import SIMULATED
+from orthoselect.config import Prices as PriceConfig
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ worker reaches through the orchestration layer (a Dask actor behind `GovernorLik
 no cluster). Clients never ask it once per request: a `Permits` object (the `Limiter` each rater uses)
 leases a few permits at a time and reports finished requests with its next lease, so the governor sees
 a handful of calls per worker per second even at thousands of requests per second."""
+
 from __future__ import annotations
 
 import asyncio
@@ -48,8 +49,9 @@ class GovernorLike(Protocol):
 
     blocking: bool  # True: calls wait on another process, so they are made from a helper thread
 
-    def lease(self, want: int, est_tokens: int, est_cost: float,
-              settle: tuple[int, int, int, float] = (0, 0, 0, 0.0)) -> tuple[int, float, bool]:
+    def lease(
+        self, want: int, est_tokens: int, est_cost: float, settle: tuple[int, int, int, float] = (0, 0, 0, 0.0)
+    ) -> tuple[int, float, bool]:
         """See Governor.lease."""
         ...
 
@@ -63,9 +65,16 @@ class Governor:
 
     blocking = False
 
-    def __init__(self, rpm: int | None = None, tpm: int | None = None, max_in_flight: int | None = None,
-                 budget_usd: float | None = None, spent_usd: float = 0.0, storage: Storage | None = None,
-                 attempt: str = "local"):
+    def __init__(
+        self,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        max_in_flight: int | None = None,
+        budget_usd: float | None = None,
+        spent_usd: float = 0.0,
+        storage: Storage | None = None,
+        attempt: str = "local",
+    ):
         now = time.monotonic()
         self.requests = _Bucket(rpm / 60.0, max(1.0, rpm / 60.0), now) if rpm else None
         self.tokens = _Bucket(tpm / 60.0, max(1.0, tpm / 60.0), now) if tpm else None
@@ -81,8 +90,9 @@ class Governor:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state, _lock=threading.Lock())
 
-    def lease(self, want: int, est_tokens: int, est_cost: float,
-              settle: tuple[int, int, int, float] = (0, 0, 0, 0.0)) -> tuple[int, float, bool]:
+    def lease(
+        self, want: int, est_tokens: int, est_cost: float, settle: tuple[int, int, int, float] = (0, 0, 0, 0.0)
+    ) -> tuple[int, float, bool]:
         """Settle the caller's finished requests, then grant up to `want` permits for requests of about
         `est_tokens` tokens and `est_cost` dollars each. Returns (granted, retry_after_s, budget_stopped).
         `settle` = (unused permits returned, requests finished, tokens used, dollars spent)."""
@@ -102,8 +112,11 @@ class Governor:
                 if self.budget is not None and committed + est_cost > self.budget:
                     self.stopped = granted == 0
                     break
-                wait = max(b.wait_for(n) for b, n in ((self.requests, 1), (self.tokens, est_tokens)) if b) \
-                    if (self.requests or self.tokens) else 0.0
+                wait = (
+                    max(b.wait_for(n) for b, n in ((self.requests, 1), (self.tokens, est_tokens)) if b)
+                    if (self.requests or self.tokens)
+                    else 0.0
+                )
                 if wait > 0:
                     break
                 for bucket, n in ((self.requests, 1), (self.tokens, est_tokens)):
@@ -130,10 +143,16 @@ class Governor:
 
     def report(self) -> dict:
         """What this run attempt has spent and sent; also written to `spend/<attempt>.json`."""
-        return {"attempt": self.attempt, "spent_usd": self.spent, "spent_before_usd": self.spent_before,
-                "budget_usd": self.budget, "requests": self.sent, "tokens": self.tokens_used,
-                "stopped_by_budget": self.stopped,
-                "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")}
+        return {
+            "attempt": self.attempt,
+            "spent_usd": self.spent,
+            "spent_before_usd": self.spent_before,
+            "budget_usd": self.budget,
+            "requests": self.sent,
+            "tokens": self.tokens_used,
+            "stopped_by_budget": self.stopped,
+            "at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+        }
 
     def flush(self) -> dict:
         """Persist the spend now (also at the end of the run) and return it."""
@@ -172,8 +191,10 @@ def check_budget_prices(cfg) -> None:
         if section.model == SIMULATED or (name == "rules" and section.file):
             continue
         if not prices_for(section.model, section.price_per_million_tokens).known:
-            raise ConfigError(f"budget_usd is set but the price of {name}.model {section.model!r} is unknown to "
-                             f"litellm's cost map: set {name}.price_per_million_tokens (0 for a self-hosted model)")
+            raise ConfigError(
+                f"budget_usd is set but the price of {name}.model {section.model!r} is unknown to "
+                f"litellm's cost map: set {name}.price_per_million_tokens (0 for a self-hosted model)"
+            )
 
 
 def spent_so_far(storage: Storage) -> float:

@@ -2,15 +2,22 @@
 
 One session, one connection pool sized to the concurrency, bytes in and out: no per-call objects beyond
 what the request needs, so one process can keep well over a thousand requests a second in flight."""
+
 from __future__ import annotations
 
-import asyncio
 import time
 
 import aiohttp
 
-from orthoselect.llm.transport import (Completion, LLMError, Transport, error_for_status,
-                                       parse_retry_after, redact, strip_provider)
+from orthoselect.llm.transport import (
+    Completion,
+    LLMError,
+    Transport,
+    error_for_status,
+    parse_retry_after,
+    redact,
+    strip_provider,
+)
 
 try:  # orjson is a litellm dependency; the stdlib is the fallback
     import orjson
@@ -28,8 +35,9 @@ except ImportError:  # pragma: no cover
 class OpenAIHttpTransport(Transport):
     """POSTs to `{api_base}/chat/completions`. `model` may carry a provider prefix, which is removed."""
 
-    def __init__(self, model: str, api_base: str, api_key: str | None, *, concurrency: int = 64,
-                 served_model: str | None = None) -> None:
+    def __init__(
+        self, model: str, api_base: str, api_key: str | None, *, concurrency: int = 64, served_model: str | None = None
+    ) -> None:
         self.model = served_model or strip_provider(model)
         self.url = api_base.rstrip("/") + "/chat/completions"
         self._key = api_key
@@ -44,15 +52,24 @@ class OpenAIHttpTransport(Transport):
         return f"OpenAIHttpTransport(model={self.model!r}, url={self.url!r})"
 
     def _open(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(limit=self._concurrency + 8, limit_per_host=0, ttl_dns_cache=300,
-                                         keepalive_timeout=60)
+        connector = aiohttp.TCPConnector(
+            limit=self._concurrency + 8, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60
+        )
         # no cookie jar, no raise_for_status, no tracing: nothing per request we do not need
-        self._session = aiohttp.ClientSession(connector=connector, headers=self._headers,
-                                              cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=True)
+        self._session = aiohttp.ClientSession(
+            connector=connector, headers=self._headers, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=True
+        )
         return self._session
 
-    async def complete(self, messages: list[dict], *, max_tokens: int, temperature: float,
-                       timeout: float, response_format: dict | None = None) -> Completion:
+    async def complete(
+        self,
+        messages: list[dict],
+        *,
+        max_tokens: int,
+        temperature: float,
+        timeout: float,
+        response_format: dict | None = None,
+    ) -> Completion:
         session = self._session or self._open()
         payload = {"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature}
         if response_format is not None:
@@ -67,11 +84,10 @@ class OpenAIHttpTransport(Transport):
                 raw = await resp.read()
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After") if status != 200 else None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise LLMError(f"timeout after {timeout:g}s", retryable=True) from None
         except (aiohttp.ClientError, OSError) as e:
-            raise LLMError(redact(f"connection error: {type(e).__name__}: {e}", self._key),
-                           retryable=True) from None
+            raise LLMError(redact(f"connection error: {type(e).__name__}: {e}", self._key), retryable=True) from None
         latency = (time.perf_counter() - t0) * 1000.0
         if status != 200:
             if status == 400 and (b"content_filter" in raw or b"content_policy" in raw):
@@ -84,8 +100,15 @@ class OpenAIHttpTransport(Transport):
             usage = data.get("usage") or {}
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             raise LLMError(f"malformed response body: {raw[:200]!r}", retryable=True, status=status) from None
-        return Completion(text, choice.get("finish_reason") or "stop", usage.get("prompt_tokens") or 0,
-                          usage.get("completion_tokens") or 0, latency, 1, response_format is not None)
+        return Completion(
+            text,
+            choice.get("finish_reason") or "stop",
+            usage.get("prompt_tokens") or 0,
+            usage.get("completion_tokens") or 0,
+            latency,
+            1,
+            response_format is not None,
+        )
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -1,6 +1,7 @@
 """What an LLM client asks before each request: may it send now? `Limiter` is the interface; the run-
 wide implementation (requests and tokens per minute, requests in flight, spend budget, shared by every
 Dask worker) is `orthoselect.llm.governor`."""
+
 from __future__ import annotations
 
 from typing import Protocol

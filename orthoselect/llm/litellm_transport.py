@@ -1,11 +1,11 @@
 """Any litellm provider through litellm.acompletion, with litellm's own retries switched off."""
+
 from __future__ import annotations
 
 import gc
 import sys
 import time
 
-import orthoselect.env  # noqa: F401  (offline defaults before litellm is imported)
 from orthoselect.llm.transport import Completion, LLMError, Transport, error_for_status, parse_retry_after, redact
 
 _frozen = False
@@ -23,7 +23,9 @@ def freeze_litellm_heap() -> None:
 
 
 def _quiet_litellm():
-    import litellm
+    from orthoselect.env import import_litellm
+
+    litellm = import_litellm()
 
     freeze_litellm_heap()
     litellm.suppress_debug_info = True
@@ -56,16 +58,31 @@ class LiteLLMTransport(Transport):
     def __repr__(self) -> str:
         return f"LiteLLMTransport(model={self.model!r}, api_base={self.api_base!r})"
 
-    async def complete(self, messages: list[dict], *, max_tokens: int, temperature: float,
-                       timeout: float, response_format: dict | None = None) -> Completion:
+    async def complete(
+        self,
+        messages: list[dict],
+        *,
+        max_tokens: int,
+        temperature: float,
+        timeout: float,
+        response_format: dict | None = None,
+    ) -> Completion:
         t0 = time.perf_counter()
         extra = {"response_format": response_format} if response_format is not None else {}
         try:
             resp = await self._litellm.acompletion(
-                model=self.model, messages=messages, api_base=self.api_base, api_key=self._key,
-                max_tokens=max_tokens, temperature=temperature, timeout=timeout, num_retries=0, max_retries=0,
-                **extra)
-        except Exception as e:  # litellm raises its own hierarchy; map it once here
+                model=self.model,
+                messages=messages,
+                api_base=self.api_base,
+                api_key=self._key,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                timeout=timeout,
+                num_retries=0,
+                max_retries=0,
+                **extra,
+            )
+        except Exception as e:  # noqa: BLE001 - litellm raises its own hierarchy; mapped once here
             mapped = self._map(e)
             if isinstance(mapped, Completion):
                 mapped.latency_ms = (time.perf_counter() - t0) * 1000.0
@@ -74,9 +91,15 @@ class LiteLLMTransport(Transport):
         latency = (time.perf_counter() - t0) * 1000.0
         choice = resp.choices[0]
         usage = getattr(resp, "usage", None)
-        return Completion(choice.message.content or "", choice.finish_reason or "stop",
-                          getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0,
-                          latency, 1, response_format is not None)
+        return Completion(
+            choice.message.content or "",
+            choice.finish_reason or "stop",
+            getattr(usage, "prompt_tokens", 0) or 0,
+            getattr(usage, "completion_tokens", 0) or 0,
+            latency,
+            1,
+            response_format is not None,
+        )
 
     def _map(self, e: Exception) -> LLMError | Completion:
         lt = self._litellm
@@ -106,11 +129,13 @@ class LiteLLMTransport(Transport):
 
 
 def _retry_after(e: Exception) -> float | None:
-    for headers in (getattr(e, "litellm_response_headers", None),
-                    getattr(getattr(e, "response", None), "headers", None)):
+    for headers in (
+        getattr(e, "litellm_response_headers", None),
+        getattr(getattr(e, "response", None), "headers", None),
+    ):
         try:
             value = headers.get("retry-after") if headers is not None else None
-        except Exception:  # headers of an unexpected type
+        except Exception:  # noqa: BLE001 - headers of an unexpected type
             value = None
         if value:
             return parse_retry_after(str(value))

@@ -1,7 +1,9 @@
 """The request cache as one JSON object per key on any fsspec URL (s3://..., a shared folder), for Dask
 workers on machines that share no disk. Same interface and records as the SQLite `RequestCache`."""
+
 from __future__ import annotations
 
+import contextlib
 import copy
 import errno
 import json
@@ -24,8 +26,12 @@ _FORMAT = 1  # "v" of a stored object
 # S3 client defaults, each overridable through storage_options["config_kwargs"]: enough pooled connections
 # for a batch, and no botocore retries: with_retries retries the requests that failed (s3fs itself retries
 # throttling), so an outage is found in about a second, and then the breaker skips the cache.
-_S3_CONFIG = {"max_pool_connections": 64, "connect_timeout": 5, "read_timeout": 30,
-              "retries": {"mode": "standard", "max_attempts": 1}}
+_S3_CONFIG = {
+    "max_pool_connections": 64,
+    "connect_timeout": 5,
+    "read_timeout": 30,
+    "retries": {"mode": "standard", "max_attempts": 1},
+}
 
 
 def _record(r: Mapping) -> dict | None:
@@ -44,10 +50,15 @@ def _record(r: Mapping) -> dict | None:
         return None
     for name, value in (("model", model), ("text", text), ("finish_reason", reason)):
         if not isinstance(value, str):
-            raise ValueError(  # noqa: TRY004 - one error type for every refused record
-                f"not a cacheable answer record: {name} is {type(value).__name__}, not str")
-    return {"key": key, "model": model, "text": text, "finish_reason": reason, "tokens_in": tokens_in,
-            "tokens_out": tokens_out}
+            raise ValueError(f"not a cacheable answer record: {name} is {type(value).__name__}, not str")
+    return {
+        "key": key,
+        "model": model,
+        "text": text,
+        "finish_reason": reason,
+        "tokens_in": tokens_in,
+        "tokens_out": tokens_out,
+    }
 
 
 def _decode(key: str, data: bytes) -> dict | None:
@@ -79,8 +90,16 @@ class ObjectStoreCache:
     - Pickles as its settings (storage_options included, as they are needed where it is unpickled) and
       opens its filesystem lazily; repr never shows the options."""
 
-    def __init__(self, url: str, storage_options: dict | None = None, *, retries: int = 2,
-                 concurrency: int = 64, timeout_s: float = 60.0, outage_cooldown_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        storage_options: dict | None = None,
+        *,
+        retries: int = 2,
+        concurrency: int = 64,
+        timeout_s: float = 60.0,
+        outage_cooldown_s: float = 30.0,
+    ) -> None:
         self.url = url.rstrip("/") or url
         self.storage_options = copy.deepcopy(dict(storage_options or {}))
         self.retries, self.concurrency, self.timeout_s = retries, concurrency, timeout_s
@@ -96,9 +115,14 @@ class ObjectStoreCache:
         return f"ObjectStoreCache({self.url!r})"
 
     def __getstate__(self) -> dict:
-        return {"url": self.url, "storage_options": self.storage_options, "retries": self.retries,
-                "concurrency": self.concurrency, "timeout_s": self.timeout_s,
-                "outage_cooldown_s": self.outage_cooldown_s}
+        return {
+            "url": self.url,
+            "storage_options": self.storage_options,
+            "retries": self.retries,
+            "concurrency": self.concurrency,
+            "timeout_s": self.timeout_s,
+            "outage_cooldown_s": self.outage_cooldown_s,
+        }
 
     def __setstate__(self, state: dict) -> None:  # reopened lazily where it is unpickled (e.g. a Dask worker)
         self.__init__(**state)  # type: ignore[misc]
@@ -130,8 +154,15 @@ class ObjectStoreCache:
 
     def _outage(self, what: str, error: BaseException, consequence: str) -> None:
         self._down_until = time.monotonic() + self.outage_cooldown_s
-        log.warning("request cache %s: %s failed (%s: %s); %s; the cache is skipped for %.0fs", self.url, what,
-                    type(error).__name__, error, consequence, self.outage_cooldown_s)
+        log.warning(
+            "request cache %s: %s failed (%s: %s); %s; the cache is skipped for %.0fs",
+            self.url,
+            what,
+            type(error).__name__,
+            error,
+            consequence,
+            self.outage_cooldown_s,
+        )
 
     def _retried(self, attempt: Callable[[], None], what: str, size: str, consequence: Callable[[], str]) -> None:
         """`attempt` with retries; when it still fails, an outage is recorded: a cache never fails a run."""
@@ -171,11 +202,11 @@ class ObjectStoreCache:
             if errors:
                 raise errors[0]
 
-        self._retried(attempt, "lookup", f"{len(pending)} keys",
-                      lambda: f"{len(pending)} of {len(keys)} keys are misses")
+        self._retried(
+            attempt, "lookup", f"{len(pending)} keys", lambda: f"{len(pending)} of {len(keys)} keys are misses"
+        )
         if invalid:
-            log.warning("request cache %s: %d stored objects are not valid records; read as misses", self.url,
-                        invalid)
+            log.warning("request cache %s: %d stored objects are not valid records; read as misses", self.url, invalid)
         return out
 
     def _read(self, fs, paths: list[str]) -> dict[str, bytes | BaseException]:
@@ -220,8 +251,9 @@ class ObjectStoreCache:
             rec.update(v=_FORMAT, created=now)
             batch.setdefault(rec["key"], json.dumps(rec, sort_keys=True, separators=(",", ":")).encode())
         if skipped:
-            log.warning("request cache %s: %d records with a null model, text or finish_reason not stored",
-                        self.url, skipped)
+            log.warning(
+                "request cache %s: %d records with a null model, text or finish_reason not stored", self.url, skipped
+            )
         if not batch:
             return 0
         if not self._available():
@@ -243,8 +275,9 @@ class ObjectStoreCache:
             if errors:
                 raise errors[0]
 
-        self._retried(attempt, "write", f"{len(pending)} answers",
-                      lambda: f"{len(pending)} of {len(batch)} answers not stored")
+        self._retried(
+            attempt, "write", f"{len(pending)} answers", lambda: f"{len(pending)} of {len(batch)} answers not stored"
+        )
         return len(batch) - len(pending)
 
     def _write(self, fs, items: dict[str, bytes]) -> dict[str, BaseException | None]:
@@ -258,8 +291,14 @@ class ObjectStoreCache:
         paths = list(items)
         errors = self._gather(fs, [fs._pipe_file(p, items[p], **kw) for p in paths])
         out = {p: (e if isinstance(e, BaseException) else None) for p, e in zip(paths, errors)}
-        refused = [p for p, e in out.items() if exclusive and isinstance(e, OSError)
-                   and not isinstance(e, FileExistsError) and e.errno in (errno.ENOSYS, errno.EINVAL)]
+        refused = [
+            p
+            for p, e in out.items()
+            if exclusive
+            and isinstance(e, OSError)
+            and not isinstance(e, FileExistsError)
+            and e.errno in (errno.ENOSYS, errno.EINVAL)
+        ]
         if refused:  # the store does not do conditional writes: plain PUTs from now on
             log.info("request cache %s: the store refuses conditional writes; using plain PUTs", self.url)
             self._exclusive = False
@@ -274,11 +313,13 @@ class ObjectStoreCache:
         Raises on I/O errors after retries, unlike get_many and put_many."""
         fs, root = self._filesystem()
         if self._local:
+
             def count() -> int:
                 if not os.path.isdir(root):
                     return 0
                 return sum(1 for _, _, files in os.walk(root) for f in files if _OBJECT_RE.fullmatch(f))
         else:
+
             def count() -> int:
                 fs.invalidate_cache(root)
                 try:
@@ -286,6 +327,7 @@ class ObjectStoreCache:
                 except FileNotFoundError:
                     return 0
                 return sum(1 for p in found if _OBJECT_RE.fullmatch(p.rsplit("/", 1)[-1]))
+
         return with_retries(count, self.retries, f"request cache count at {self.url}")
 
     def close(self) -> None:
@@ -298,8 +340,9 @@ class ObjectStoreCache:
 async def _gather_all(coros: list, concurrency: int, timeout_s: float) -> list:
     from fsspec.asyn import _run_coros_in_chunks
 
-    return await _run_coros_in_chunks(coros, batch_size=concurrency, nofiles=True, return_exceptions=True,
-                                      timeout=timeout_s)
+    return await _run_coros_in_chunks(
+        coros, batch_size=concurrency, nofiles=True, return_exceptions=True, timeout=timeout_s
+    )
 
 
 def _protocols(fs) -> set[str]:
@@ -335,9 +378,5 @@ def _write_local(path: str, data: bytes) -> None:
                 raise
             os.replace(tmp, path)
     finally:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-
-

@@ -1,14 +1,18 @@
 """The transport interface: one chat completion in, one Completion (or an LLMError) out.
 
 Transports never retry; LLMClient does. They classify every failure as retryable or not."""
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 # Statuses that mean the request itself or the setup is wrong: retrying cannot help.
-_FATAL = {401: "authentication failed (check the API key variable)", 403: "permission denied for this key/model",
-          404: "not found (check the model name and api_base)"}
+_FATAL = {
+    401: "authentication failed (check the API key variable)",
+    403: "permission denied for this key/model",
+    404: "not found (check the model name and api_base)",
+}
 _REJECTED = {400: "bad request", 413: "request too large", 422: "request rejected as invalid"}
 
 
@@ -27,8 +31,15 @@ class LLMError(Exception):
     """A failed request. `retryable`: worth retrying (429, 5xx, connection, timeout); `fatal`: the setup
     is wrong (401, 403, 404) and a run should stop rather than record thousands of failures."""
 
-    def __init__(self, message: str, *, retryable: bool, status: int | None = None,
-                 retry_after: float | None = None, fatal: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        status: int | None = None,
+        retry_after: float | None = None,
+        fatal: bool = False,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.retryable = retryable
@@ -51,11 +62,13 @@ def error_for_status(status: int, detail: str = "", retry_after: float | None = 
     detail = " ".join(detail.split())[:300]
     if status == 429 or status == 408 or status >= 500:
         kind = "rate limited" if status == 429 else "timeout" if status == 408 else "server error"
-        return LLMError(f"HTTP {status} {kind}: {detail}".rstrip(": "), retryable=True, status=status,
-                        retry_after=retry_after)
+        return LLMError(
+            f"HTTP {status} {kind}: {detail}".rstrip(": "), retryable=True, status=status, retry_after=retry_after
+        )
     what = _FATAL.get(status) or _REJECTED.get(status) or "request failed"
-    return LLMError(f"HTTP {status} {what}: {detail}".rstrip(": "), retryable=False, status=status,
-                    fatal=status in _FATAL)
+    return LLMError(
+        f"HTTP {status} {what}: {detail}".rstrip(": "), retryable=False, status=status, fatal=status in _FATAL
+    )
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -67,16 +80,15 @@ def parse_retry_after(value: str | None) -> float | None:
     except ValueError:
         pass
     try:
-        from email.utils import parsedate_to_datetime
         import time
+        from email.utils import parsedate_to_datetime
 
         return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
     except (TypeError, ValueError, IndexError):
         return None
 
 
-_RF_MARKERS = ("response_format", "response format", "json_schema", "not supported", "unsupported",
-               "structured output")
+_RF_MARKERS = ("response_format", "response format", "json_schema", "not supported", "unsupported", "structured output")
 
 
 def rejects_response_format(err: LLMError) -> bool:
@@ -97,9 +109,16 @@ class Transport(ABC):
     """Sends one chat completion. Implementations hold their connections and must be closed."""
 
     @abstractmethod
-    async def complete(self, messages: list[dict], *, max_tokens: int, temperature: float,
-                       timeout: float, response_format: dict | None = None) -> Completion:
+    async def complete(
+        self,
+        messages: list[dict],
+        *,
+        max_tokens: int,
+        temperature: float,
+        timeout: float,
+        response_format: dict | None = None,
+    ) -> Completion:
         """One answer, or LLMError. `response_format` (OpenAI's) is sent as is when given."""
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - an optional hook: most transports hold nothing
         """Release connections."""

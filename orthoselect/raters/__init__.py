@@ -1,4 +1,5 @@
 """Raters: the offline simulator (`rating.model: simulated`) and any litellm model."""
+
 from __future__ import annotations
 
 from orthoselect.config import SIMULATED, Config

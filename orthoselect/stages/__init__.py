@@ -5,6 +5,7 @@
 
 `STEPS` is the registry: every list of steps (stage flows, status, manifest, progress bars, artifacts)
 is derived from it and from what each step declares (orthoselect/stages/base.py)."""
+
 from orthoselect.stages.base import RUN_UNIT, Artifact, RunContext, RunStep, ShardStep, Step, StepNotReady
 from orthoselect.stages.index import DrawSample, Plan, ScanShard, sampled_shards
 from orthoselect.stages.manifest import WriteManifest, build_manifest, render_report
@@ -12,10 +13,21 @@ from orthoselect.stages.rating import RateSample, ScorePool
 from orthoselect.stages.rules import GenerateRules, SelectRules
 from orthoselect.stages.select import RankPool, WriteSelected
 
-STEPS: dict[str, Step] = {s.name: s for s in (
-    Plan(), ScanShard(), DrawSample(), GenerateRules(), RateSample(), SelectRules(),
-    ScorePool(), RankPool(), WriteSelected(), WriteManifest(),
-)}
+STEPS: dict[str, Step] = {
+    s.name: s
+    for s in (
+        Plan(),
+        ScanShard(),
+        DrawSample(),
+        GenerateRules(),
+        RateSample(),
+        SelectRules(),
+        ScorePool(),
+        RankPool(),
+        WriteSelected(),
+        WriteManifest(),
+    )
+}
 
 # The stage flows and the steps each runs, in order.
 STAGES: dict[str, tuple[str, ...]] = {}
@@ -54,5 +66,20 @@ def run_local(ctx: RunContext, stages: tuple[str, ...] = tuple(STAGES)) -> dict:
     return ctx.storage.read_json("manifest.json") if "select_data" in stages else {}
 
 
-__all__ = ["RUN_UNIT", "STAGES", "STEPS", "Artifact", "RunContext", "RunStep", "ShardStep", "Step", "StepNotReady",
-           "build_manifest", "execute", "render_report", "run_local", "sampled_shards", "shard_steps"]
+__all__ = [
+    "RUN_UNIT",
+    "STAGES",
+    "STEPS",
+    "Artifact",
+    "RunContext",
+    "RunStep",
+    "ShardStep",
+    "Step",
+    "StepNotReady",
+    "build_manifest",
+    "execute",
+    "render_report",
+    "run_local",
+    "sampled_shards",
+    "shard_steps",
+]

@@ -27,8 +27,18 @@ from orthoselect.stages.context import RUN_UNIT, RunContext, StepNotReady, run_l
 
 log = logging.getLogger("orthoselect")
 
-__all__ = ["RUN_UNIT", "Artifact", "MissingOutput", "RunContext", "RunStep", "ShardStep", "Stats", "Step",
-           "StepNotReady", "run_limiter"]
+__all__ = [
+    "RUN_UNIT",
+    "Artifact",
+    "MissingOutput",
+    "RunContext",
+    "RunStep",
+    "ShardStep",
+    "Stats",
+    "Step",
+    "StepNotReady",
+    "run_limiter",
+]
 
 
 class MissingOutput(RuntimeError):

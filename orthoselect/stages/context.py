@@ -1,5 +1,6 @@
 """The run context: everything a step needs about its run (config, attempt, the LLM governor), picklable
 so it travels to Dask workers; and the completion markers it reads and writes."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -76,7 +77,7 @@ class RunContext:
             self._markers[(stage, unit)] = self.storage.read_json(self.marker_path(stage, unit), default=None)
         return self._markers[(stage, unit)]
 
-    def frozen_markers(self) -> "RunContext":
+    def frozen_markers(self) -> RunContext:
         """A copy that reads each marker once: for computing many keys at one moment (a group's cache
         keys, a status report) without re-reading the same upstream markers from storage each time."""
         return replace(self, _markers={}, _shards=self._shards)
@@ -91,12 +92,19 @@ class RunContext:
         return marker["stats"].get("output_hash") or marker["key"]
 
     def write_marker(self, stage: str, unit: str, key: str, stats: dict, seconds: float = 0.0) -> None:
-        self.storage.write_json(self.marker_path(stage, unit), {
-            "stage": stage, "unit": unit, "key": key, "stats": stats, "attempt": self.attempt,
-            "seconds": round(seconds, 4),
-            "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
-            "version": __version__,
-        })
+        self.storage.write_json(
+            self.marker_path(stage, unit),
+            {
+                "stage": stage,
+                "unit": unit,
+                "key": key,
+                "stats": stats,
+                "attempt": self.attempt,
+                "seconds": round(seconds, 4),
+                "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+                "version": __version__,
+            },
+        )
 
     def completed_units(self, stage: str) -> list[str]:
         return [name.removesuffix(".json") for name in self.storage.list(f"_markers/{stage}")]

@@ -6,6 +6,7 @@
 - `sample` merges the indexes, quarantines ids repeated across shards (the first occurrence, in shard
   order, is kept: `duplicates.parquet`) and draws the n documents with the smallest seeded hash of
   their id (`sample.parquet`): a uniform sample that does not depend on shard order or count."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from orthoselect.config import dump_config
+from orthoselect.config_files import dump_config
 from orthoselect.dataset import Shard, discover_shards, read_batches
 from orthoselect.hashing import frame_hash, stable_hash
 from orthoselect.stages.base import Artifact, RunContext, RunStep, ShardStep, Stats
@@ -43,8 +44,9 @@ class Plan(RunStep[PlanStats]):
     def run(self, ctx: RunContext, unit: None) -> PlanStats:
         ctx.storage.write_text("config.yaml", dump_config(ctx.cfg))  # `status`/`retry-failed` read it back
         shards = discover_shards(ctx.cfg.dataset, ctx.cfg.storage.options, ctx.cfg.storage.retries)
-        ctx.storage.write_json("shards.json", {"dataset": ctx.cfg.dataset.model_dump(mode="json"),
-                                               "shards": [s.to_dict() for s in shards]})
+        ctx.storage.write_json(
+            "shards.json", {"dataset": ctx.cfg.dataset.model_dump(mode="json"), "shards": [s.to_dict() for s in shards]}
+        )
         ctx._shards = shards
         return PlanStats(shards=len(shards), bytes=sum(s.size for s in shards))
 
@@ -77,17 +79,29 @@ class ScanShard(ShardStep[ScanStats]):
             rows += batch.rows
             chars += [len(t) for t in batch.texts]
             quarantined += batch.quarantined
-        index = pd.DataFrame({"doc_id": pd.Series(ids, dtype="string"), "row": np.asarray(rows, dtype=np.int64),
-                              "n_chars": np.asarray(chars, dtype=np.int64)})
+        index = pd.DataFrame(
+            {
+                "doc_id": pd.Series(ids, dtype="string"),
+                "row": np.asarray(rows, dtype=np.int64),
+                "n_chars": np.asarray(chars, dtype=np.int64),
+            }
+        )
         ctx.storage.write_parquet(f"index/{shard.id}.parquet", index)
-        ctx.storage.write_text(f"quarantine/{shard.id}.jsonl",
-                               "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in quarantined))
+        ctx.storage.write_text(
+            f"quarantine/{shard.id}.jsonl", "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in quarantined)
+        )
         reasons: dict[str, int] = {}
         for q in quarantined:
             kind = q["reason"].split(" (")[0].split(":")[0]
             reasons[kind] = reasons.get(kind, 0) + 1
-        return ScanStats(rows=len(ids) + len(quarantined), valid=len(ids), quarantined=len(quarantined),
-                         quarantine_reasons=reasons, chars=int(index.n_chars.sum()), output_hash=frame_hash(index))
+        return ScanStats(
+            rows=len(ids) + len(quarantined),
+            valid=len(ids),
+            quarantined=len(quarantined),
+            quarantine_reasons=reasons,
+            chars=int(index.n_chars.sum()),
+            output_hash=frame_hash(index),
+        )
 
 
 DEDUP_BUCKET_ROWS = 2_000_000  # ids held at once while looking for ids repeated across shards
@@ -132,12 +146,16 @@ class DrawSample(RunStep[SampleStats]):
         buckets = max(1, -(-total // DEDUP_BUCKET_ROWS))
         found = []
         for bucket in range(buckets):
-            parts = [p if buckets == 1 else p[pd.util.hash_pandas_object(p.doc_id, index=False) % buckets == bucket]
-                     for p in self._index(ctx)]
+            parts = [
+                p if buckets == 1 else p[pd.util.hash_pandas_object(p.doc_id, index=False) % buckets == bucket]
+                for p in self._index(ctx)
+            ]
             ids = pd.concat(parts, ignore_index=True)
             later = ids.duplicated("doc_id", keep="first")  # shards in order, rows in order
             first = ids[~later & ids.doc_id.isin(ids.doc_id[later])][["doc_id", "shard", "row"]]
-            found.append(ids[later].merge(first.rename(columns={"shard": "kept_shard", "row": "kept_row"}), on="doc_id"))
+            found.append(
+                ids[later].merge(first.rename(columns={"shard": "kept_shard", "row": "kept_row"}), on="doc_id")
+            )
         return pd.concat(found, ignore_index=True)[["doc_id", "shard", "row", "kept_shard", "kept_row"]]
 
     def run(self, ctx: RunContext, unit: None) -> SampleStats:
@@ -156,14 +174,22 @@ class DrawSample(RunStep[SampleStats]):
         sample = best.sort_values(["order", "row"])
         ctx.storage.write_parquet("sample.parquet", sample[["doc_id", "shard", "row", "key"]])
         return SampleStats(
-            pool=pool, sampled=len(sample), duplicates=len(duplicates),
+            pool=pool,
+            sampled=len(sample),
+            duplicates=len(duplicates),
             output_hash=stable_hash([frame_hash(sample[["doc_id", "shard"]]), frame_hash(duplicates)]),
-            sample_per_shard={str(k): int(v) for k, v in sample.shard.value_counts().sort_index().items()})
+            sample_per_shard={str(k): int(v) for k, v in sample.shard.value_counts().sort_index().items()},
+        )
 
     def artifacts(self, ctx: RunContext, stats: dict) -> list[Artifact]:
-        return [Artifact("orthoselect-sample", "markdown",
-                         f"Pool {stats['pool']} documents; sample {stats['sampled']}; duplicate ids {stats['duplicates']}",
-                         "Sample drawn for rule selection")]
+        return [
+            Artifact(
+                "orthoselect-sample",
+                "markdown",
+                f"Pool {stats['pool']} documents; sample {stats['sampled']}; duplicate ids {stats['duplicates']}",
+                "Sample drawn for rule selection",
+            )
+        ]
 
 
 SCAN, SAMPLE = ScanShard(), DrawSample()

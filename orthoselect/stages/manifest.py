@@ -1,5 +1,6 @@
 """The run manifest (`manifest.json`) and its human summary (`report.md`), built only from what the
 stages persisted: markers, rule files and the selection."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -58,14 +59,25 @@ def build_manifest(ctx: RunContext) -> dict:
     rules = ctx.storage.read_json("rules.json")
     chosen = ctx.storage.read_json("rule_selection.json")
     scan, score, rank = stages["scan"], stages["score"], stages["rank"]
-    fields = ("requests", "cache_hits", "cache_misses", "ratings", "failed", "tokens_in", "tokens_out", "retries",
-              "cost_usd", "cost_unknown")
-    calls = {s: {k: stages[s][k] for k in fields if k in stages[s]}
-             for s in ("rules", "rate", "score") if stages.get(s)}
+    fields = (
+        "requests",
+        "cache_hits",
+        "cache_misses",
+        "ratings",
+        "failed",
+        "tokens_in",
+        "tokens_out",
+        "retries",
+        "cost_usd",
+        "cost_unknown",
+    )
+    calls = {
+        s: {k: stages[s][k] for k in fields if k in stages[s]} for s in ("rules", "rate", "score") if stages.get(s)
+    }
     calls["score"]["reused_from_sample"] = score.get("reused", 0)
     return {
         "orthoselect_version": __version__,
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "run_dir": cfg.run_dir,
         "output": cfg.output_path,
         "config_hash": cfg.fingerprint(),
@@ -77,9 +89,14 @@ def build_manifest(ctx: RunContext) -> dict:
         "rho": {k: chosen[k] for k in ("rho_chosen", "rho_all", "percentile", "random_rhos") if k in chosen},
         "fidelity": {k: chosen.get(k) for k in ("fidelity", "fidelity_percentile", "random_fidelity")},
         "rule_choice": chosen,
-        "dpp": {"kernel": cfg.dpp.kernel, "method": cfg.dpp.method, "k": cfg.dpp.k,
-                "duplicate_correlation": cfg.dpp.duplicate_correlation,
-                "dropped_constant": chosen.get("dropped_constant", []), "sample_docs": chosen.get("sample_docs")},
+        "dpp": {
+            "kernel": cfg.dpp.kernel,
+            "method": cfg.dpp.method,
+            "k": cfg.dpp.k,
+            "duplicate_correlation": cfg.dpp.duplicate_correlation,
+            "dropped_constant": chosen.get("dropped_constant", []),
+            "sample_docs": chosen.get("sample_docs"),
+        },
         "counts": {
             "shards": len(ctx.shards()),
             "rows_read": scan.get("rows", 0),
@@ -114,8 +131,13 @@ def spend_summary(ctx: RunContext, calls: dict) -> dict:
         ctx.governor.flush()  # so that this attempt's spend so far is on storage
     known = sum(c.get("cost_usd", 0.0) for c in calls.values())
     unknown = sum(c.get("cost_unknown", 0) for c in calls.values())
-    return {"cost_usd": known, "unknown_requests": unknown, "complete": unknown == 0,
-            "spent_by_attempts_usd": spent_so_far(ctx.storage), "budget_usd": ctx.cfg.budget_usd}
+    return {
+        "cost_usd": known,
+        "unknown_requests": unknown,
+        "complete": unknown == 0,
+        "spent_by_attempts_usd": spent_so_far(ctx.storage),
+        "budget_usd": ctx.cfg.budget_usd,
+    }
 
 
 def rating_steps() -> list[str]:
@@ -138,9 +160,18 @@ def rule_failures(ctx: RunContext, stages: dict) -> list[dict]:
         for rule, n in stages[stage].get("failed_by_rule", {}).items():
             failed[rule] = failed.get(rule, 0) + n
     limit = ctx.cfg.rating.flag_failure_rate
-    rows = [{"id": rule, "text": texts.get(rule, ""), "ratings": n, "failed": failed.get(rule, 0),
-             "failure_rate": failed.get(rule, 0) / n, "flagged": failed.get(rule, 0) / n > limit}
-            for rule, n in total.items() if n]
+    rows = [
+        {
+            "id": rule,
+            "text": texts.get(rule, ""),
+            "ratings": n,
+            "failed": failed.get(rule, 0),
+            "failure_rate": failed.get(rule, 0) / n,
+            "flagged": failed.get(rule, 0) / n > limit,
+        }
+        for rule, n in total.items()
+        if n
+    ]
     return sorted(rows, key=lambda r: (-r["failure_rate"], r["id"]))
 
 
@@ -167,31 +198,44 @@ def render_report(m: dict) -> str:
     """Markdown summary: chosen rules with their quality, fidelity and rho beside random subsets, counts."""
     c, sel = m["counts"], m["selection"]
     lines = [
-        "# OrthoSelect run report", "",
+        "# OrthoSelect run report",
+        "",
         f"- rater: **{m['rater']}**; rules: {m['rules']['count']} from {m['rule_generator']}",
-        f"- run dir: `{m['run_dir']}`; output: `{m['output']}`; seed {m['seed']}; config {m['config_hash']}", "",
+        f"- run dir: `{m['run_dir']}`; output: `{m['output']}`; seed {m['seed']}; config {m['config_hash']}",
+        "",
     ]
     lines += rule_choice_markdown(m["rule_choice"], m["dpp"].get("sample_docs"))
     lines += [
-        "", "## Counts", "",
+        "",
+        "## Counts",
+        "",
         f"- shards {c['shards']}; rows read {c['rows_read']}; valid {c['valid']}; quarantined {c['quarantined']} "
         f"{c['quarantine_reasons'] or ''}; duplicate ids {c['duplicates']}",
         f"- sample rated against all rules: {c['sampled']}; pool scored: {c['scored']} "
         f"(rated {c['rated']}, unrated {c['unrated']})",
         f"- selected: **{c['selected']}** by `{sel['mode']}`; mean score pool {sel['score_mean_pool']:.4f} "
         f"-> selected {sel['score_mean_selected']:.4f}",
-        "", "## Calls", "",
+        "",
+        "## Calls",
+        "",
     ]
-    lines += [f"- {stage}: " + ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in calls.items())
-              for stage, calls in m["calls"].items()]
+    lines += [
+        f"- {stage}: " + ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in calls.items())
+        for stage, calls in m["calls"].items()
+    ]
     spend = m["spend"]
     paid = spend["spent_by_attempts_usd"]
-    lines += ["", f"Cost: {_dollars(spend['cost_usd'], spend['unknown_requests'])}"
-              + (f"; paid over all attempts ${paid:.4f}" if paid else "")
-              + (f" (budget ${spend['budget_usd']:g})" if spend["budget_usd"] else "")]
+    lines += [
+        "",
+        f"Cost: {_dollars(spend['cost_usd'], spend['unknown_requests'])}"
+        + (f"; paid over all attempts ${paid:.4f}" if paid else "")
+        + (f" (budget ${spend['budget_usd']:g})" if spend["budget_usd"] else ""),
+    ]
     flagged = [r for r in m["rule_failures"] if r["flagged"]]
     if flagged:
         lines += ["", "## Rules flagged for failed ratings", ""]
-        lines += [f"- `{r['id']}` {r['failed']} of {r['ratings']} failed ({100 * r['failure_rate']:.1f} %): {r['text']}"
-                  for r in flagged]
+        lines += [
+            f"- `{r['id']}` {r['failed']} of {r['ratings']} failed ({100 * r['failure_rate']:.1f} %): {r['text']}"
+            for r in flagged
+        ]
     return "\n".join(lines) + "\n"

@@ -2,6 +2,7 @@
 score every pool document with the r chosen rules (`scores/<shard>.parquet`, one row a document;
 new ratings in `pool_ratings/<shard>.parquet`). Sample ratings of chosen rules are reused, never
 requested again. A document's score is the mean of its rule ratings that succeeded."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,29 +14,47 @@ import pyarrow.parquet as pq
 from orthoselect.config import SIMULATED
 from orthoselect.dataset import Shard, read_batches
 from orthoselect.hashing import frame_hash
-from orthoselect.prompts import TEMPLATE_VERSION
 from orthoselect.raters import Rater, make_rater
+from orthoselect.raters.judge import ScoreJudge
 from orthoselect.stages.base import RunContext, ShardStep, Stats, run_limiter
 from orthoselect.stages.index import NO_TOTAL, sampled_documents, sampled_shards
 from orthoselect.stages.rules import load_chosen_rules, load_rules
 from orthoselect.tokens import count_tokens
 from orthoselect.types import RATING_COLUMNS, Document, Rating
 
-RATING_SCHEMA = pa.schema([
-    ("doc_id", pa.string()), ("rule_id", pa.string()), ("score", pa.float64()), ("status", pa.string()),
-    ("reason", pa.string()), ("model", pa.string()), ("tokens_in", pa.int64()), ("tokens_out", pa.int64()),
-    ("cost_usd", pa.float64()),
-    ("truncated", pa.bool_()), ("attempts", pa.int64()), ("latency_ms", pa.float64()), ("cached", pa.bool_()),
-    ("prompt_hash", pa.string()), ("raw", pa.string()),
-])
+RATING_SCHEMA = pa.schema(
+    [
+        ("doc_id", pa.string()),
+        ("rule_id", pa.string()),
+        ("score", pa.float64()),
+        ("status", pa.string()),
+        ("reason", pa.string()),
+        ("model", pa.string()),
+        ("tokens_in", pa.int64()),
+        ("tokens_out", pa.int64()),
+        ("cost_usd", pa.float64()),
+        ("truncated", pa.bool_()),
+        ("attempts", pa.int64()),
+        ("latency_ms", pa.float64()),
+        ("cached", pa.bool_()),
+        ("prompt_hash", pa.string()),
+        ("raw", pa.string()),
+    ]
+)
 assert RATING_SCHEMA.names == RATING_COLUMNS
 
 
 def rating_fingerprint(ctx: RunContext) -> dict:
     """What a rating's answer depends on (not where it is sent, nor the key it is sent with)."""
     r = ctx.cfg.rating
-    fp = {"model": r.model, "temperature": r.temperature, "max_tokens": r.max_tokens,
-          "max_doc_tokens": r.max_doc_tokens, "parse_retries": r.parse_retries, "template": TEMPLATE_VERSION}
+    fp = {
+        "model": r.model,
+        "temperature": r.temperature,
+        "max_tokens": r.max_tokens,
+        "max_doc_tokens": r.max_doc_tokens,
+        "parse_retries": r.parse_retries,
+        "template": ScoreJudge.version,
+    }
     return fp | ({"seed": ctx.cfg.seed} if r.model == SIMULATED else {})
 
 
@@ -98,11 +117,22 @@ class Tally:
     def stats(self, rater: Rater) -> dict:
         s = rater.stats.to_dict()
         ratings = sum(self.by_rule.values())
-        return {"ratings": ratings, "failed": sum(self.failed_by_rule.values()), "requests": s["requests"],
-                "cache_hits": s["cache_hits"], "cache_misses": ratings - s["cache_hits"], "tokens_in": s["tokens_in"],
-                "tokens_out": s["tokens_out"], "retries": s["retries"], "cost_usd": s["cost_usd"],
-                "cost_unknown": s.get("cost_unknown", 0), "by_status": s["by_status"],
-                "ratings_by_rule": self.by_rule, "failed_by_rule": self.failed_by_rule, "model": rater.model}
+        return {
+            "ratings": ratings,
+            "failed": sum(self.failed_by_rule.values()),
+            "requests": s["requests"],
+            "cache_hits": s["cache_hits"],
+            "cache_misses": ratings - s["cache_hits"],
+            "tokens_in": s["tokens_in"],
+            "tokens_out": s["tokens_out"],
+            "retries": s["retries"],
+            "cost_usd": s["cost_usd"],
+            "cost_unknown": s.get("cost_unknown", 0),
+            "by_status": s["by_status"],
+            "ratings_by_rule": self.by_rule,
+            "failed_by_rule": self.failed_by_rule,
+            "model": rater.model,
+        }
 
 
 class RateSample(ShardStep[RatingStats]):
@@ -119,8 +149,12 @@ class RateSample(ShardStep[RatingStats]):
         return [s for s in ctx.shards() if s.id in wanted]
 
     def inputs(self, ctx: RunContext, unit: Shard) -> dict:
-        return {"shard": unit.fingerprint, "sample": ctx.done_key("sample"), "rules": ctx.done_key("rules"),
-                "rating": rating_fingerprint(ctx)}
+        return {
+            "shard": unit.fingerprint,
+            "sample": ctx.done_key("sample"),
+            "rules": ctx.done_key("rules"),
+            "rating": rating_fingerprint(ctx),
+        }
 
     def run(self, ctx: RunContext, unit: Shard) -> RatingStats:
         shard = unit
@@ -154,9 +188,14 @@ class ScorePool(ShardStep[ScoreStats]):
 
     def inputs(self, ctx: RunContext, unit: Shard) -> dict:
         shard = unit
-        return {"shard": shard.fingerprint, "scan": ctx.done_key("scan", shard.id), "sample": ctx.done_key("sample"),
-                "chosen": ctx.done_key("dpp"), "rating": rating_fingerprint(ctx),
-                "reused": ctx.done_key("rate", shard.id) if self._sample_rated(ctx, shard) else None}
+        return {
+            "shard": shard.fingerprint,
+            "scan": ctx.done_key("scan", shard.id),
+            "sample": ctx.done_key("sample"),
+            "chosen": ctx.done_key("dpp"),
+            "rating": rating_fingerprint(ctx),
+            "reused": ctx.done_key("rate", shard.id) if self._sample_rated(ctx, shard) else None,
+        }
 
     @staticmethod
     def _sample_rated(ctx: RunContext, shard: Shard) -> bool:
@@ -178,16 +217,25 @@ class ScorePool(ShardStep[ScoreStats]):
         dups = ctx.storage.read_parquet("duplicates.parquet", ["shard", "row"])
         dropped_rows = set(dups.row[dups.shard == shard.id])
         score_cols = [f"score_{i}" for i in rule_ids]
-        score_schema = pa.schema([("doc_id", pa.string()), ("row", pa.int64()), ("n_tokens", pa.int64()),
-                                  ("score", pa.float64()), ("n_rated", pa.int64())]
-                                 + [(c, pa.float64()) for c in score_cols])
+        score_schema = pa.schema(
+            [
+                ("doc_id", pa.string()),
+                ("row", pa.int64()),
+                ("n_tokens", pa.int64()),
+                ("score", pa.float64()),
+                ("n_rated", pa.int64()),
+            ]
+            + [(c, pa.float64()) for c in score_cols]
+        )
         totals = {"docs": 0, "rated": 0, "unrated": 0, "reused": 0, "duplicates_dropped": 0}
         tally = Tally()
-        with rater_for(ctx) as rater, \
-                ctx.storage.local_staging(f"scores/{shard.id}.parquet") as scores_tmp, \
-                ctx.storage.local_staging(f"pool_ratings/{shard.id}.parquet") as ratings_tmp, \
-                pq.ParquetWriter(scores_tmp, score_schema, compression="zstd") as scores_out, \
-                pq.ParquetWriter(ratings_tmp, RATING_SCHEMA, compression="zstd") as ratings_out:
+        with (
+            rater_for(ctx) as rater,
+            ctx.storage.local_staging(f"scores/{shard.id}.parquet") as scores_tmp,
+            ctx.storage.local_staging(f"pool_ratings/{shard.id}.parquet") as ratings_tmp,
+            pq.ParquetWriter(scores_tmp, score_schema, compression="zstd") as scores_out,
+            pq.ParquetWriter(ratings_tmp, RATING_SCHEMA, compression="zstd") as ratings_out,
+        ):
             for batch in read_batches(shard, ctx.cfg.dataset, ctx.cfg.storage.options):
                 keep = [i for i, row in enumerate(batch.rows) if row not in dropped_rows]
                 totals["duplicates_dropped"] += len(batch.rows) - len(keep)
@@ -214,8 +262,13 @@ class ScorePool(ShardStep[ScoreStats]):
                     ratings_out.write_table(ratings_table(fresh))
                 n_rated = np.isfinite(matrix).sum(axis=1)
                 score = np.divide(np.nansum(matrix, axis=1), n_rated, out=np.full(len(docs), np.nan), where=n_rated > 0)
-                columns = {"doc_id": [d.id for d in docs], "row": [batch.rows[i] for i in keep],
-                           "n_tokens": [count_tokens(d.text) for d in docs], "score": score, "n_rated": n_rated}
+                columns = {
+                    "doc_id": [d.id for d in docs],
+                    "row": [batch.rows[i] for i in keep],
+                    "n_tokens": [count_tokens(d.text) for d in docs],
+                    "score": score,
+                    "n_rated": n_rated,
+                }
                 columns |= {c: matrix[:, j] for j, c in enumerate(score_cols)}
                 scores_out.write_table(pa.Table.from_pydict(columns, schema=score_schema))
                 totals["docs"] += len(docs)

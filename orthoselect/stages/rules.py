@@ -1,5 +1,6 @@
 """Stages 1 and 3: the candidate rules (`rules.json`), and the DPP choice of r orthogonal rules
 (`rule_selection.json`, `correlation.csv`) from the sample's rating matrix."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -58,8 +59,13 @@ class GenerateRules(RunStep[RulesStats]):
         if r.file:
             return {"file": stable_hash(Path(r.file).read_bytes().decode("utf-8", "replace"))}
         generation = r.model_dump(exclude={"file", "api_key_env", "api_base", "timeout_s", "max_retries"})
-        return {"generation": generation, "task": ctx.cfg.task.description, "data": ctx.cfg.data.description,
-                "seed": ctx.cfg.seed, "examples": ctx.done_key("sample") if r.examples else None}
+        return {
+            "generation": generation,
+            "task": ctx.cfg.task.description,
+            "data": ctx.cfg.data.description,
+            "seed": ctx.cfg.seed,
+            "examples": ctx.done_key("sample") if r.examples else None,
+        }
 
     def run(self, ctx: RunContext, unit: None) -> RulesStats:
         r = ctx.cfg.rules
@@ -67,15 +73,19 @@ class GenerateRules(RunStep[RulesStats]):
             rules, stats = load_rules_file(r.file), {"requests": 0}
         else:
             examples = example_texts(ctx, r.examples) if r.model != SIMULATED else []
-            rules, stats = generate_rules(r, ctx.cfg.task.description, ctx.cfg.data.description, examples,
-                                          ctx.cfg.seed, limiter=run_limiter(ctx))
+            rules, stats = generate_rules(
+                r, ctx.cfg.task.description, ctx.cfg.data.description, examples, ctx.cfg.seed, limiter=run_limiter(ctx)
+            )
         if len(rules) < ctx.cfg.dpp.k:
-            raise RulesError(f"only {len(rules)} distinct rules for dpp.k = {ctx.cfg.dpp.k}; "
-                             "add rules, raise rules.max_attempts, or lower dpp.k")
+            raise RulesError(
+                f"only {len(rules)} distinct rules for dpp.k = {ctx.cfg.dpp.k}; "
+                "add rules, raise rules.max_attempts, or lower dpp.k"
+            )
         source = "file" if r.file else (SIMULATED if r.model == SIMULATED else f"llm:{r.model}")
         ctx.storage.write_json("rules.json", rules_to_json(rules, source=source))
-        return RulesStats.from_dict({**stats, "rules": len(rules), "source": source,
-                                     "output_hash": stable_hash([r.text for r in rules])})
+        return RulesStats.from_dict(
+            {**stats, "rules": len(rules), "source": source, "output_hash": stable_hash([r.text for r in rules])}
+        )
 
 
 @dataclass
@@ -99,33 +109,58 @@ class SelectRules(RunStep[ChoiceStats]):
     stats_type = ChoiceStats
 
     def inputs(self, ctx: RunContext, unit: None) -> dict:
-        return {"rules": ctx.done_key("rules"), "dpp": ctx.cfg.dpp.model_dump(), "seed": ctx.cfg.seed,
-                "ratings": {s: ctx.done_key("rate", s) for s in sampled_shards(ctx)}}
+        return {
+            "rules": ctx.done_key("rules"),
+            "dpp": ctx.cfg.dpp.model_dump(),
+            "seed": ctx.cfg.seed,
+            "ratings": {s: ctx.done_key("rate", s) for s in sampled_shards(ctx)},
+        }
 
     def run(self, ctx: RunContext, unit: None) -> ChoiceStats:
         rules = load_rules(ctx)
-        ratings = pd.concat([ctx.storage.read_parquet(f"ratings/{s}.parquet", ["doc_id", "rule_id", "score", "status"])
-                             for s in sampled_shards(ctx)], ignore_index=True)
+        ratings = pd.concat(
+            [
+                ctx.storage.read_parquet(f"ratings/{s}.parquet", ["doc_id", "rule_id", "score", "status"])
+                for s in sampled_shards(ctx)
+            ],
+            ignore_index=True,
+        )
         ids = [r.id for r in rules]
         scores = score_matrix(ratings, ids)
         d = ctx.cfg.dpp
-        chosen = select_rules(scores, ids, d.k, kernel=d.kernel, method=d.method, samples=d.samples, eps=d.eps,
-                              duplicate_correlation=d.duplicate_correlation, random_subsets=d.random_subsets,
-                              seed=ctx.cfg.seed)
+        chosen = select_rules(
+            scores,
+            ids,
+            d.k,
+            kernel=d.kernel,
+            method=d.method,
+            samples=d.samples,
+            eps=d.eps,
+            duplicate_correlation=d.duplicate_correlation,
+            random_subsets=d.random_subsets,
+            seed=ctx.cfg.seed,
+        )
         result = selection_record(chosen, rules, ratings)
         result["sample_docs"], result["sample_missing_share"] = int(scores.shape[0]), float(np.isnan(scores).mean())
         for warning in result["warnings"]:
             log.warning("rule selection: %s", warning)
         ctx.storage.write_json("rule_selection.json", result)
         ctx.storage.write_text("correlation.csv", chosen.correlation.to_csv(float_format="%.4f"))
-        return ChoiceStats(chosen=len(result["chosen_ids"]), fidelity=result["fidelity"],
-                           fidelity_percentile=result["fidelity_percentile"], rho_chosen=result["rho_chosen"],
-                           rho_all=result["rho_all"], percentile=result["percentile"],
-                           warnings=len(result["warnings"]), output_hash=stable_hash(result["chosen_ids"]))
+        return ChoiceStats(
+            chosen=len(result["chosen_ids"]),
+            fidelity=result["fidelity"],
+            fidelity_percentile=result["fidelity_percentile"],
+            rho_chosen=result["rho_chosen"],
+            rho_all=result["rho_all"],
+            percentile=result["percentile"],
+            warnings=len(result["warnings"]),
+            output_hash=stable_hash(result["chosen_ids"]),
+        )
 
     def artifacts(self, ctx: RunContext, stats: dict) -> list[Artifact]:
-        return rule_choice_artifacts(ctx.storage.read_json("rule_selection.json"),
-                                     ctx.storage.read_bytes("correlation.csv").decode())
+        return rule_choice_artifacts(
+            ctx.storage.read_json("rule_selection.json"), ctx.storage.read_bytes("correlation.csv").decode()
+        )
 
 
 def selection_record(chosen: RuleSelection, rules: list[Rule], ratings: pd.DataFrame) -> dict:
@@ -150,20 +185,42 @@ def rule_choice_artifacts(sel: dict, correlation_csv: str) -> list[Artifact]:
     fid, rnd = sel.get("fidelity"), (sel.get("random_fidelity") or {}).get("p50")
     chosen = sorted((r for r in sel["rules"] if r.get("pick")), key=lambda r: r["pick"])
     return [
-        Artifact("orthoselect-chosen-rules", "table",
-                 [{"pick": r["pick"], **_rounded(r, ("id", "text", "quality", "cluster", "sd", "failure_rate"))}
-                  for r in chosen],
-                 f"fidelity {fid if fid is None else round(fid, 3)} (random subsets' median "
-                 f"{rnd if rnd is None else round(rnd, 3)}); {len(sel['warnings'])} warnings"),
-        Artifact("orthoselect-rule-statistics", "table",
-                 [_rounded(r, ("id", "text", "quality", "agreement", "cluster", "sd", "missing", "failure_rate", "pick"))
-                  for r in sel["rules"]],
-                 "Every candidate rule on the rated sample: quality q, agreement with the other rules' consensus, "
-                 "redundancy cluster, spread, missing and failed shares"),
-        Artifact("orthoselect-fidelity-curve", "table", sel.get("fidelity_curve", []),
-                 "Fidelity of the first r rules in pick order, beside random r-subsets' median"),
-        Artifact("orthoselect-rule-choice", "markdown", "\n".join(rule_choice_markdown(sel, sel.get("sample_docs"))),
-                 "Why these rules"),
-        Artifact("orthoselect-rule-correlation", "markdown", "```\n" + correlation_csv + "```",
-                 "Pearson correlation of the rules' sample scores"),
+        Artifact(
+            "orthoselect-chosen-rules",
+            "table",
+            [
+                {"pick": r["pick"], **_rounded(r, ("id", "text", "quality", "cluster", "sd", "failure_rate"))}
+                for r in chosen
+            ],
+            f"fidelity {fid if fid is None else round(fid, 3)} (random subsets' median "
+            f"{rnd if rnd is None else round(rnd, 3)}); {len(sel['warnings'])} warnings",
+        ),
+        Artifact(
+            "orthoselect-rule-statistics",
+            "table",
+            [
+                _rounded(r, ("id", "text", "quality", "agreement", "cluster", "sd", "missing", "failure_rate", "pick"))
+                for r in sel["rules"]
+            ],
+            "Every candidate rule on the rated sample: quality q, agreement with the other rules' consensus, "
+            "redundancy cluster, spread, missing and failed shares",
+        ),
+        Artifact(
+            "orthoselect-fidelity-curve",
+            "table",
+            sel.get("fidelity_curve", []),
+            "Fidelity of the first r rules in pick order, beside random r-subsets' median",
+        ),
+        Artifact(
+            "orthoselect-rule-choice",
+            "markdown",
+            "\n".join(rule_choice_markdown(sel, sel.get("sample_docs"))),
+            "Why these rules",
+        ),
+        Artifact(
+            "orthoselect-rule-correlation",
+            "markdown",
+            "```\n" + correlation_csv + "```",
+            "Pearson correlation of the rules' sample scores",
+        ),
     ]

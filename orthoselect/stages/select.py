@@ -1,6 +1,7 @@
 """Stage 5: rank the scored pool and keep documents by the configured mode (`selection.parquet`), then
 write the kept documents with all their original fields plus `score`, `rank`, `rule_scores` and
 `rated_by`, one output file per input shard that has any (`<output>/<shard>.parquet|jsonl`)."""
+
 from __future__ import annotations
 
 import io
@@ -50,8 +51,11 @@ class RankPool(RunStep[RankStats]):
 
     def inputs(self, ctx: RunContext, unit: None) -> dict:
         sel = ctx.cfg.selection.model_dump()
-        return {"scores": {s.id: ctx.done_key("score", s.id) for s in ctx.shards()}, "selection": sel,
-                "seed": ctx.cfg.seed}
+        return {
+            "scores": {s.id: ctx.done_key("score", s.id) for s in ctx.shards()},
+            "selection": sel,
+            "seed": ctx.cfg.seed,
+        }
 
     def _scored(self, ctx: RunContext, need: int):
         """Each shard's rank columns, with documents short of ratings made unrated."""
@@ -78,10 +82,19 @@ class RankPool(RunStep[RankStats]):
         result = select_documents(candidates, ctx.cfg.selection, ctx.cfg.seed, pool)
         chosen = result.selected
         ctx.storage.write_parquet("selection.parquet", chosen[["doc_id", "shard", "row", "score", "rank", "n_tokens"]])
-        summary = {**result.summary, "n_in": n_in, "n_rated": n, "n_unrated": n_in - n,
-                   "score_mean_pool": mean if n else None}
-        return RankStats(**summary, short_of_ratings=short, min_rated_rules=need,
-                         output_hash=frame_hash(chosen[["doc_id", "shard", "rank"]]))
+        summary = {
+            **result.summary,
+            "n_in": n_in,
+            "n_rated": n,
+            "n_unrated": n_in - n,
+            "score_mean_pool": mean if n else None,
+        }
+        return RankStats(
+            **summary,
+            short_of_ratings=short,
+            min_rated_rules=need,
+            output_hash=frame_hash(chosen[["doc_id", "shard", "rank"]]),
+        )
 
 
 def _records_table(records: list[dict]) -> pa.Table:
@@ -117,16 +130,21 @@ class WriteSelected(ShardStep[WriteStats]):
 
     def inputs(self, ctx: RunContext, unit: Shard) -> dict:
         shard = unit
-        return {"rank": ctx.done_key("rank"), "shard": shard.fingerprint, "scan": ctx.done_key("scan", shard.id),
-                "output": ctx.cfg.output.model_dump() | {"path": ctx.cfg.output_path}}
+        return {
+            "rank": ctx.done_key("rank"),
+            "shard": shard.fingerprint,
+            "scan": ctx.done_key("scan", shard.id),
+            "output": ctx.cfg.output.model_dump() | {"path": ctx.cfg.output_path},
+        }
 
     def out_name(self, ctx: RunContext, shard: Shard) -> str:
         return f"{shard.id}.{'parquet' if ctx.cfg.output.format == 'parquet' else 'jsonl'}"
 
     def run(self, ctx: RunContext, unit: Shard) -> WriteStats:
         shard = unit
-        sel = pq.read_table(io.BytesIO(ctx.storage.read_bytes("selection.parquet")),
-                            filters=[("shard", "=", shard.id)]).to_pandas()
+        sel = pq.read_table(
+            io.BytesIO(ctx.storage.read_bytes("selection.parquet")), filters=[("shard", "=", shard.id)]
+        ).to_pandas()
         name = self.out_name(ctx, shard)
         if sel.empty:
             ctx.output.remove(name)  # a stale file from an earlier selection must not linger
@@ -142,9 +160,15 @@ class WriteSelected(ShardStep[WriteStats]):
                 if row in wanted:
                     score, rank = wanted[row]
                     per_rule = scores.loc[row]
-                    records.append({**record, "score": float(score), "rank": int(rank),
-                                    "rule_scores": {r.id: _nan_to_none(per_rule[c]) for r, c in zip(rules, cols)},
-                                    "rated_by": label})
+                    records.append(
+                        {
+                            **record,
+                            "score": float(score),
+                            "rank": int(rank),
+                            "rule_scores": {r.id: _nan_to_none(per_rule[c]) for r, c in zip(rules, cols)},
+                            "rated_by": label,
+                        }
+                    )
         records.sort(key=lambda r: r["rank"])
         if ctx.cfg.output.format == "parquet":
             buf = io.BytesIO()
