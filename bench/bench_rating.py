@@ -32,6 +32,7 @@ from orthoselect.types import Document, Rule
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "openai/fake"
 KEY = "sk-bench-local"
+LITELLM_ARGS = {"model": MODEL, "api_key": KEY, "max_tokens": 16, "temperature": 0, "num_retries": 0, "max_retries": 0}
 WORDS = [
     "data",
     "quality",
@@ -135,16 +136,7 @@ def v_litellm_sequential(url, msgs, conc):
 
     ok = 0
     for m in msgs:
-        r = litellm.completion(
-            model=MODEL,
-            messages=m,
-            api_base=url,
-            api_key=KEY,
-            max_tokens=16,
-            temperature=0,
-            num_retries=0,
-            max_retries=0,
-        )
+        r = litellm.completion(messages=m, api_base=url, **LITELLM_ARGS)
         ok += bool(r.choices[0].message.content)
     return ok
 
@@ -174,16 +166,7 @@ def v_litellm_acompletion(url, msgs, conc):
 
         async def one(m):
             async with sem:
-                r = await litellm.acompletion(
-                    model=MODEL,
-                    messages=m,
-                    api_base=url,
-                    api_key=KEY,
-                    max_tokens=16,
-                    temperature=0,
-                    num_retries=0,
-                    max_retries=0,
-                )
+                r = await litellm.acompletion(messages=m, api_base=url, **LITELLM_ARGS)
                 return bool(r.choices[0].message.content)
 
         return sum(await asyncio.gather(*(one(m) for m in msgs)))

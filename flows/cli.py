@@ -341,13 +341,23 @@ def eval_command(
     """Compare every rule chooser, random r-subsets and all rules against ground-truth labels of the
     sample documents: MSE, Spearman, AUC, top-p precision, fidelity, rho, win rate; a table, JSON, plots."""
     from orthoselect.eval_report import eval_markdown
-    from orthoselect.evaluate import EvalInputError, run_eval
+    from orthoselect.evaluate import EvalInputError, EvalRequest, run_eval
 
     try:  # a run directory holds its config: its storage options reach the same bucket
         options = load_config(f"{run_dir.rstrip('/')}/config.yaml").storage.options
     except (ConfigError, OSError):
         options = {}
-    args = (run_dir, labels, out, k, id_field, label_field, random_subsets, top_fraction, options)
+    request = EvalRequest(
+        run_dir=run_dir,
+        labels=labels,
+        out=out,
+        k=k,
+        id_field=id_field,
+        label_field=label_field,
+        random_subsets=random_subsets,
+        top_fraction=top_fraction,
+        storage_options=options,
+    )
     outcome: dict[str, Any]
     try:
         if flow:
@@ -356,10 +366,9 @@ def eval_command(
 
             with prefect_api() as api:
                 console.print(f"Prefect API {api}")
-                evaluate_rules(*args)
-            outcome = {"files": [f"{(out or run_dir.rstrip('/') + '/eval')}/eval.md"]}
+                outcome = evaluate_rules(request)
         else:
-            outcome = run_eval(*args)
+            outcome = run_eval(request)
     except EvalInputError as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from None

@@ -21,6 +21,7 @@ from pathlib import PurePosixPath
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
 from scipy.stats import pearsonr, rankdata, spearmanr
 
 from orthoselect import rule_diagnostics as diag
@@ -300,37 +301,44 @@ def align(docs: list[str], scores: np.ndarray, labels: pd.Series) -> tuple[np.nd
     return scores[has], labels.reindex([d for d, h in zip(docs, has) if h]).to_numpy(dtype=float), counts
 
 
-def run_eval(
-    run_dir: str,
-    labels_url: str,
-    out_dir: str | None = None,
-    k: int | None = None,
-    id_field: str = "doc_id",
-    label_field: str = "label",
-    random_subsets: int = 1000,
-    top_fraction: float = 0.1,
-    storage_options: dict | None = None,
-) -> dict:
-    """Evaluate a run's rule choosers against a labels file and write the eval files into `out_dir`
-    (default: `<run_dir>/eval`). k, seed and the duplicate threshold default to the run's own."""
+class EvalRequest(BaseModel):
+    """What `orthoselect eval` compares, and where it writes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_dir: str = Field(..., description="The run directory (path or URL) whose sample was rated.")
+    labels: str = Field(..., description="Labels file (CSV, JSONL or Parquet): a document id and a label per row.")
+    out: str | None = Field(None, description="Where eval.json, eval.md and the PNG plots go; null: <run_dir>/eval.")
+    k: int | None = Field(None, ge=1, description="Rules per set; null: the run's r.")
+    id_field: str = Field("doc_id", description="The labels file's document-id column.")
+    label_field: str = Field("label", description="The labels file's label column (a number; two values: binary).")
+    random_subsets: int = Field(1000, ge=0, description="Random r-subsets compared with every chooser.")
+    top_fraction: float = Field(0.1, gt=0, le=1, description="Share kept by the top-p precision metric.")
+    storage_options: dict = Field(default_factory=dict, description="fsspec options for remote paths.")
+
+
+def run_eval(request: EvalRequest) -> dict:
+    """Evaluate a run's rule choosers against a labels file and write the eval files. k, seed and the
+    duplicate threshold default to the run's own. Returns the result, the coverage counts and the files."""
     from orthoselect.eval_report import write_eval
 
-    run = Storage(run_dir, storage_options or {})
+    r = request
+    run = Storage(r.run_dir, r.storage_options)
     docs, ids, _, scores = load_sample(run)
     previous = run.read_json("rule_selection.json", default={})
-    k = k or len(previous.get("chosen_ids", [])) or 10
+    k = r.k or len(previous.get("chosen_ids", [])) or 10
     if not 1 <= k <= len(ids):
         raise EvalInputError(f"k must be between 1 and the {len(ids)} rules, got {k}")
-    rows, y, counts = align(docs, scores, load_labels(labels_url, id_field, label_field, storage_options))
+    rows, y, counts = align(docs, scores, load_labels(r.labels, r.id_field, r.label_field, r.storage_options))
     result = evaluate(
         rows,
         ids,
         y,
         k,
         seed=int(previous.get("seed", 0)),
-        random_subsets=random_subsets,
-        top_fraction=top_fraction,
+        random_subsets=r.random_subsets,
+        top_fraction=r.top_fraction,
         duplicate_correlation=previous.get("duplicate_correlation", 0.8),
     )
-    out = Storage(out_dir or f"{run_dir.rstrip('/')}/eval", storage_options or {})
-    return {"result": result, "counts": counts, "files": write_eval(result, counts, labels_url, out)}
+    out = Storage(r.out or f"{r.run_dir.rstrip('/')}/eval", r.storage_options)
+    return {"result": result, "counts": counts, "files": write_eval(result, counts, r.labels, out)}

@@ -63,6 +63,8 @@ class Family:
         return self.rules - self.duplicate - self.noise - self.constant - self.irrelevant - self.contrarian
 
 
+SOME_JUNK = {"noise": 5, "constant": 4, "irrelevant": 4}  # a bit of each kind of junk
+
 FAMILIES = (
     Family("views", "views of the quality factors, a few near-duplicates, no junk", duplicate=10),
     Family("duplicates", "heavy duplication: 30 of 50 rules restate 20 criteria, no junk", duplicate=30),
@@ -71,80 +73,19 @@ FAMILIES = (
     Family("irrelevant", "12 high-variance rules about factors the truth ignores", duplicate=5, irrelevant=12),
     Family("contrarian", "5 contrarian and 5 noise rules", duplicate=5, noise=5, contrarian=5),
     Family("quirks", "rater quirks: coarse rounding, offsets, up to 15 % missing", duplicate=8, quirks=True),
-    Family(
-        "mixed",
-        "a bit of everything, with quirks",
-        duplicate=8,
-        noise=5,
-        constant=4,
-        irrelevant=4,
-        contrarian=2,
-        quirks=True,
-    ),
+    Family("mixed", "a bit of everything, with quirks", duplicate=8, contrarian=2, quirks=True, **SOME_JUNK),
 )
 
-HOLDOUT_FAMILIES = (
-    Family(
-        "junk_heavy",
-        "40 % junk of every kind, quirks",
-        duplicate=6,
-        noise=6,
-        constant=5,
-        irrelevant=6,
-        contrarian=3,
-        quirks=True,
-    ),
-    Family(
-        "wide",
-        "R = 100: views, duplicates and junk",
-        rules=100,
-        duplicate=20,
-        noise=10,
-        constant=8,
-        irrelevant=8,
-        contrarian=2,
-        quirks=True,
-    ),
-    Family(
-        "one_factor",
-        "the truth weighs one factor; 6 quality factors",
-        duplicate=8,
-        noise=6,
-        constant=4,
-        quality_factors=6,
-        truth_factors=(1, 1),
-    ),
-    Family(
-        "entangled",
-        "strongly correlated quality factors",
-        duplicate=8,
-        noise=5,
-        irrelevant=5,
-        factor_sharing=(0.5, 0.8),
-    ),
-    Family(
-        "small_sample",
-        "n = 300 rated documents",
-        duplicate=8,
-        noise=5,
-        constant=4,
-        irrelevant=4,
-        sample=300,
-        quirks=True,
-    ),
+HOLDOUT_FAMILIES = (  # positional: name, description, rules, duplicate, noise, constant, irrelevant, contrarian
+    Family("junk_heavy", "40 % junk of every kind, quirks", 50, 6, 6, 5, 6, 3, quirks=True),
+    Family("wide", "R = 100: views, duplicates and junk", 100, 20, 10, 8, 8, 2, quirks=True),
+    Family("one_factor", "the truth weighs one of 6 factors", 50, 8, 6, 4, quality_factors=6, truth_factors=(1, 1)),
+    Family("entangled", "strongly correlated quality factors", 50, 8, 5, irrelevant=5, factor_sharing=(0.5, 0.8)),
+    Family("small_sample", "n = 300 rated documents", duplicate=8, sample=300, quirks=True, **SOME_JUNK),
 )
-
 
 LIMIT_FAMILIES = (
-    Family(
-        "blind",
-        "the rule writer does not know what matters (attention 0): rules pick factors at random",
-        duplicate=8,
-        noise=5,
-        constant=4,
-        irrelevant=4,
-        attention=(0.0, 0.0),
-    ),
+    Family("blind", "rules blind to what matters (attention 0)", duplicate=8, attention=(0.0, 0.0), **SOME_JUNK),
 )
 
 

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from conftest import small_config
 from orthoselect.config import Config
-from orthoselect.evaluate import EvalInputError, align, evaluate, load_labels, run_eval, set_metrics
+from orthoselect.evaluate import EvalInputError, EvalRequest, align, evaluate, load_labels, run_eval, set_metrics
 from orthoselect.stages import RunContext, run_local
 
 
@@ -102,7 +102,8 @@ def corpus_labels(corpus_dir, path):
 
 def test_run_eval_on_a_run_directory_writes_table_json_and_plots(finished_run, corpus_dir, tmp_path):
     labels = corpus_labels(corpus_dir, tmp_path / "labels.csv")
-    outcome = run_eval(finished_run.cfg.run_dir, labels, out_dir=str(tmp_path / "eval"), random_subsets=100)
+    outcome = run_eval(EvalRequest(run_dir=finished_run.cfg.run_dir, labels=labels, out=str(tmp_path / "eval"),
+                                   random_subsets=100))
     assert outcome["counts"] == {"sample_docs": 300, "labelled": 300, "sample_without_label": 0,
                                  "labels_outside_sample": 900}
     result = json.loads((tmp_path / "eval" / "eval.json").read_text())

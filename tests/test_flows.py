@@ -73,12 +73,14 @@ def artifact_keys() -> set[str]:
 
 def test_rule_choice_and_eval_are_prefect_artifacts(pipeline_run, corpus_dir, tmp_path):
     from flows.evaluate import evaluate_rules
+    from orthoselect.evaluate import EvalRequest
     from test_evaluate import corpus_labels
 
     config = pipeline_run[0]
     assert {"orthoselect-chosen-rules", "orthoselect-rule-statistics", "orthoselect-fidelity-curve",
             "orthoselect-rule-choice", "orthoselect-report"} <= artifact_keys()
     labels = corpus_labels(corpus_dir, tmp_path / "labels.csv")
-    done = evaluate_rules(config["run_dir"], labels, out=str(tmp_path / "eval"), random_subsets=50)
+    done = evaluate_rules(EvalRequest(run_dir=config["run_dir"], labels=labels, out=str(tmp_path / "eval"),
+                                      random_subsets=50))
     assert done["counts"]["labelled"] == 300 and (tmp_path / "eval" / "eval_mse_vs_r.png").exists()
     assert {"orthoselect-eval", "orthoselect-eval-report"} <= artifact_keys()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from orthoselect.llm.limits import BudgetExhausted, Limiter
-from orthoselect.llm.transport import Completion, LLMError, Transport, rejects_response_format
+from orthoselect.llm.transport import Completion, LLMError, Request, Transport, rejects_response_format
 
 if TYPE_CHECKING:
     from orthoselect.llm.cost import Prices
@@ -315,11 +315,7 @@ class LLMClient:
         used = (0, 0.0)
         try:
             completion = await transport.complete(
-                call.messages,
-                max_tokens=call.max_tokens,
-                temperature=call.temperature,
-                timeout=self.timeout_s,
-                response_format=rf,
+                Request(call.messages, call.max_tokens, call.temperature, self.timeout_s, rf)
             )
             if call.limiter is not None:
                 used = (completion.tokens_in + completion.tokens_out, self._cost(completion))

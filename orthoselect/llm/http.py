@@ -12,6 +12,7 @@ import aiohttp
 from orthoselect.llm.transport import (
     Completion,
     LLMError,
+    Request,
     Transport,
     error_for_status,
     parse_retry_after,
@@ -61,20 +62,18 @@ class OpenAIHttpTransport(Transport):
         )
         return self._session
 
-    async def complete(
-        self,
-        messages: list[dict],
-        *,
-        max_tokens: int,
-        temperature: float,
-        timeout: float,
-        response_format: dict | None = None,
-    ) -> Completion:
+    async def complete(self, request: Request) -> Completion:
         session = self._session or self._open()
-        payload = {"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature}
-        if response_format is not None:
-            payload["response_format"] = response_format
+        payload = {
+            "model": self.model,
+            "messages": request.messages,
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+        }
+        if request.response_format is not None:
+            payload["response_format"] = request.response_format
         body = _dumps(payload)
+        timeout = request.timeout
         to = self._timeouts.get(timeout)
         if to is None:
             to = self._timeouts[timeout] = aiohttp.ClientTimeout(total=timeout)
@@ -107,7 +106,7 @@ class OpenAIHttpTransport(Transport):
             usage.get("completion_tokens") or 0,
             latency,
             1,
-            response_format is not None,
+            request.response_format is not None,
         )
 
     async def aclose(self) -> None:

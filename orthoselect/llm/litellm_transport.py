@@ -6,7 +6,15 @@ import gc
 import sys
 import time
 
-from orthoselect.llm.transport import Completion, LLMError, Transport, error_for_status, parse_retry_after, redact
+from orthoselect.llm.transport import (
+    Completion,
+    LLMError,
+    Request,
+    Transport,
+    error_for_status,
+    parse_retry_after,
+    redact,
+)
 
 _frozen = False
 
@@ -58,26 +66,18 @@ class LiteLLMTransport(Transport):
     def __repr__(self) -> str:
         return f"LiteLLMTransport(model={self.model!r}, api_base={self.api_base!r})"
 
-    async def complete(
-        self,
-        messages: list[dict],
-        *,
-        max_tokens: int,
-        temperature: float,
-        timeout: float,
-        response_format: dict | None = None,
-    ) -> Completion:
+    async def complete(self, request: Request) -> Completion:
         t0 = time.perf_counter()
-        extra = {"response_format": response_format} if response_format is not None else {}
+        extra = {"response_format": request.response_format} if request.response_format is not None else {}
         try:
             resp = await self._litellm.acompletion(
                 model=self.model,
-                messages=messages,
+                messages=request.messages,
                 api_base=self.api_base,
                 api_key=self._key,
-                max_tokens=max_tokens,
-                temperature=temperature,
-                timeout=timeout,
+                max_tokens=request.max_tokens,
+                temperature=request.temperature,
+                timeout=request.timeout,
                 num_retries=0,
                 max_retries=0,
                 **extra,
@@ -98,7 +98,7 @@ class LiteLLMTransport(Transport):
             getattr(usage, "completion_tokens", 0) or 0,
             latency,
             1,
-            response_format is not None,
+            request.response_format is not None,
         )
 
     def _map(self, e: Exception) -> LLMError | Completion:

@@ -16,6 +16,17 @@ _FATAL = {
 _REJECTED = {400: "bad request", 413: "request too large", 422: "request rejected as invalid"}
 
 
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One chat completion to send. `response_format` (OpenAI's) is sent as is when given."""
+
+    messages: list[dict]
+    max_tokens: int
+    temperature: float
+    timeout: float
+    response_format: dict | None = None
+
+
 @dataclass(slots=True)
 class Completion:
     text: str
@@ -109,16 +120,8 @@ class Transport(ABC):
     """Sends one chat completion. Implementations hold their connections and must be closed."""
 
     @abstractmethod
-    async def complete(
-        self,
-        messages: list[dict],
-        *,
-        max_tokens: int,
-        temperature: float,
-        timeout: float,
-        response_format: dict | None = None,
-    ) -> Completion:
-        """One answer, or LLMError. `response_format` (OpenAI's) is sent as is when given."""
+    async def complete(self, request: Request) -> Completion:
+        """One answer, or LLMError."""
 
     async def aclose(self) -> None:  # noqa: B027 - an optional hook: most transports hold nothing
         """Release connections."""

@@ -128,18 +128,7 @@ class SelectRules(RunStep[ChoiceStats]):
         ids = [r.id for r in rules]
         scores = score_matrix(ratings, ids)
         d = ctx.cfg.dpp
-        chosen = select_rules(
-            scores,
-            ids,
-            d.k,
-            kernel=d.kernel,
-            method=d.method,
-            samples=d.samples,
-            eps=d.eps,
-            duplicate_correlation=d.duplicate_correlation,
-            random_subsets=d.random_subsets,
-            seed=ctx.cfg.seed,
-        )
+        chosen = select_rules(scores, ids, d.k, seed=ctx.cfg.seed, **d.model_dump(exclude={"k"}))
         result = selection_record(chosen, rules, ratings)
         result["sample_docs"], result["sample_missing_share"] = int(scores.shape[0]), float(np.isnan(scores).mean())
         for warning in result["warnings"]:
