@@ -1,5 +1,5 @@
 """Benchmarks of the LLM layer (issue 4), against a loopback OpenAI-compatible server
-(tests/fake_llm_server.py) run as a separate process:
+(tests/support/fake_llm_server.py) run as a separate process:
 
 - limiter: requests/s achieved under a configured RPM, through a Governor in this process and through
   the run-wide Governor actor shared by 2 Dask worker processes, beside the same load with no limit;

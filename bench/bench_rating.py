@@ -1,4 +1,4 @@
-"""Rating throughput against a loopback OpenAI-compatible server (tests/fake_llm_server.py) run as a
+"""Rating throughput against a loopback OpenAI-compatible server (tests/support/fake_llm_server.py) run as a
 separate process, so its CPU does not share the client's GIL.
 
     .venv/bin/python bench/bench_rating.py [--latency-ms 100] [--n 3000] [--out bench/RESULTS_rating.md]
@@ -80,7 +80,7 @@ def start_server(latency_ms: float, mode: str, workers: int = 1) -> tuple[subpro
     proc = subprocess.Popen(
         [
             sys.executable,
-            str(ROOT / "tests" / "fake_llm_server.py"),
+            str(ROOT / "tests" / "support" / "fake_llm_server.py"),
             "--port",
             "0",
             "--workers",
@@ -318,7 +318,7 @@ def report(rows: list[dict], args) -> None:
     lines = [
         "## Rating throughput",
         "",
-        f"Loopback OpenAI-compatible server (`tests/fake_llm_server.py` in {procs}, separate from the "
+        f"Loopback OpenAI-compatible server (`tests/support/fake_llm_server.py` in {procs}, separate from the "
         f"client, `{args.server_mode}` answers) answering every request "
         f"{args.latency_ms:g} ms after it arrives; prompts are real rating prompts (documents of 80-400 words). "
         "`bound` = concurrency / latency. Client CPU = `time.process_time()` of the client process per request; "

@@ -1,28 +1,38 @@
-"""Shared fixtures. Unit tests need no server; integration tests start real parts on loopback:
-a Prefect API (the test harness), Dask clusters, and the LLM / S3 servers of their own modules."""
+"""Shared fixtures. Unit tests need no server; integration tests (marked `integration`) start real parts
+on loopback: a Prefect API (the test harness), Dask clusters, and the LLM / S3 servers of their own
+modules. The helpers the test modules share are in tests/support/."""
+
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # the test helper modules (fake_llm_server) and the flows/tasks packages
+from support import ROOT
+
+if TYPE_CHECKING:
+    from orthoselect.llm.cache import RequestCache
+
+sys.path.insert(0, str(ROOT))  # the flows/tasks packages
 
 _home = tempfile.mkdtemp(prefix="orthoselect-test-prefect-")
 os.environ.setdefault("PREFECT_HOME", _home)
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-import orthoselect.env  # noqa: E402,F401 - offline defaults before Prefect / litellm import
-import logging  # noqa: E402
+from flows.runtime import apply_defaults
+
+apply_defaults()  # offline defaults before Prefect / Dask / litellm are imported
 
 logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request lines
 
 
 @pytest.fixture(scope="session")
-def prefect_api():
+def prefect_api() -> Iterator[None]:
     """A real Prefect API for the session: the test harness (temporary SQLite DB, subprocess server)."""
     from prefect.testing.utilities import prefect_test_harness
 
@@ -31,7 +41,7 @@ def prefect_api():
 
 
 @pytest.fixture(scope="session")
-def corpus_dir(tmp_path_factory) -> Path:
+def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small sample corpus (real stdlib text with degraded variants), built once per session."""
     from orthoselect.corpus import build_corpus
 
@@ -40,29 +50,8 @@ def corpus_dir(tmp_path_factory) -> Path:
     return out
 
 
-def small_config(data: Path | str, run_dir: Path | str, **over) -> dict:
-    """A fast config over `data`: simulated rater, 24 rules, sample 300, k 6."""
-    cfg = {
-        "run_dir": str(run_dir),
-        "seed": 0,
-        "dataset": {"path": str(data)},
-        "rules": {"count": 24, "model": "simulated"},
-        "rating": {"model": "simulated", "sample_size": 300},
-        "dpp": {"k": 6, "random_subsets": 200},
-        "selection": {"mode": "top_k", "size": 100},
-        "cluster": {"n_workers": 2, "threads_per_worker": 1, "memory_limit": "2GiB"},
-    }
-    for dotted, value in over.items():
-        node = cfg
-        *parents, leaf = dotted.split("__")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return cfg
-
-
 @pytest.fixture(scope="session")
-def s3_endpoint():
+def s3_endpoint() -> Iterator[str]:
     """A real S3 API on loopback (moto in server mode) with a bucket `test-bucket`. The AWS environment
     is set before any Dask cluster starts, so worker processes inherit it."""
     from moto.server import ThreadedMotoServer
@@ -81,10 +70,11 @@ def s3_endpoint():
     server.stop()
 
 
-def upload(local: Path, url: str) -> None:
-    """Copy a local folder to an s3:// URL (the S3 endpoint comes from the environment)."""
-    import fsspec
+@pytest.fixture
+def request_cache(tmp_path: Path) -> Iterator[RequestCache]:
+    """An empty request cache (SQLite) of the test's own."""
+    from orthoselect.llm.cache import RequestCache
 
-    fs, path = fsspec.core.url_to_fs(url)
-    for f in sorted(local.iterdir()):
-        fs.put_file(str(f), f"{path}/{f.name}")
+    cache = RequestCache(str(tmp_path / "requests.sqlite"))
+    yield cache
+    cache.close()

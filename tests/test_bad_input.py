@@ -5,19 +5,18 @@ import gzip
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pandas as pd
 import pytest
 
-from conftest import small_config
 from orthoselect.config import Config, DatasetConfig
 from orthoselect.dataset import ShardError, discover_shards, read_batches
 from orthoselect.stages import RunContext, run_local
+from support.configs import small_config
+from support.net import free_port, responds, wait_for
 
 HUGE = ("A complete, informative paragraph about parsing configuration files in Python. " * 130_000)[:10_000_000]
 
@@ -97,20 +96,14 @@ def locked_s3(tmp_path):
     only. Separate process, because moto's auth switch is global to a process."""
     import boto3
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     admin = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=open(tmp_path / "moto.log", "wb"), stderr=subprocess.STDOUT, env={**os.environ, **admin})
+    with open(tmp_path / "moto.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **admin})
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_for(lambda: responds(f"{endpoint}/moto-api/data.json"), 30, "the moto server")
         kw = {"endpoint_url": endpoint, "aws_access_key_id": "testing", "aws_secret_access_key": "testing",
               "region_name": "us-east-1"}
         s3, iam = boto3.client("s3", **kw), boto3.client("iam", **kw)

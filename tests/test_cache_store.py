@@ -3,17 +3,16 @@ round trips, one concurrent batch per lookup, concurrent writer processes, error
 an outage costing misses and not the run, open_cache, and a LiteLLMRater served from it."""
 from __future__ import annotations
 
-import asyncio
 import errno
 import json
 import logging
 import multiprocessing
 import os
 import pickle
-import socket
-import threading
 import time
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import fsspec
 import pytest
@@ -23,7 +22,10 @@ from orthoselect.llm.cache import Cache, RequestCache, open_cache, request_key
 from orthoselect.llm.object_cache import ObjectStoreCache
 from orthoselect.raters.llm import LiteLLMRater
 from orthoselect.types import Document, Rule
-from fake_llm_server import FakeLLMServer
+from support.fake_llm_server import FakeLLMServer
+from support.net import free_port
+from support.s3 import s3_options
+from support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 
@@ -39,21 +41,17 @@ def record(i: int, text: str | None = None) -> dict:
             "finish_reason": "stop", "tokens_in": 10 + i, "tokens_out": 2}
 
 
-def s3_options(endpoint: str) -> dict:
-    return {"client_kwargs": {"endpoint_url": endpoint}}
-
-
 @pytest.fixture
 def s3_url(s3_endpoint) -> str:
     return f"s3://test-bucket/cache-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(params=["s3", "local"])
-def store(request, tmp_path) -> tuple[ObjectStoreCache, str]:
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[ObjectStoreCache, str]]:
     """An ObjectStoreCache on S3 or on a local folder, and its location as a URL/path."""
     if request.param == "s3":
         endpoint = request.getfixturevalue("s3_endpoint")
-        url = f"s3://test-bucket/cache-{uuid.uuid4().hex[:8]}"
+        url = request.getfixturevalue("s3_url")
         cache = ObjectStoreCache(url, s3_options(endpoint))
     else:
         url = str(tmp_path / "cache")
@@ -94,81 +92,11 @@ def test_round_trip_matches_request_cache(store, tmp_path):
 
 
 # --- one concurrent batch ----------------------------------------------------------------------------------
-class Proxy:
-    """A loopback TCP proxy to the S3 server that holds every client->server chunk for `delay_s` (a network
-    round trip), counts the connections open at once, and can go down (every connection cut, new ones
-    refused) and come back on the same port."""
-
-    def __init__(self, target_port: int, delay_s: float = 0.0) -> None:
-        self.target_port, self.delay_s = target_port, delay_s
-        self.port = self.open = self.peak = 0
-        self.writers: set = set()
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.up()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _call(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
-
-    def up(self) -> None:
-        self.server = self._call(asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True))
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    def down(self) -> None:
-        self._call(self._down())
-
-    def close(self) -> None:
-        self.down()
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=5)
-
-    async def _down(self) -> None:
-        self.server.close()
-        for w in self.writers:
-            w.close()
-        self.writers = set()
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        if tasks:
-            await asyncio.wait(tasks, timeout=5)
-
-    async def _handle(self, reader, writer) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            writer.close()
-            return
-        self.writers |= {writer, up_writer}
-        self.open += 1
-        self.peak = max(self.peak, self.open)
-
-        async def pump(src, dst, delay: float) -> None:
-            try:
-                while data := await src.read(65536):
-                    if delay:
-                        await asyncio.sleep(delay)
-                    dst.write(data)
-                    await dst.drain()
-            except OSError:
-                pass
-            finally:
-                dst.close()
-
-        try:
-            await asyncio.gather(pump(reader, up_writer, self.delay_s), pump(up_reader, writer, 0.0))
-        finally:
-            self.open -= 1
-
-
 def test_a_batch_of_500_is_one_concurrent_round(s3_endpoint, s3_url):
     """Through a proxy adding 0.1 s to each request, 500 one-at-a-time GETs take at least 50 s (and 100
     PUTs 10 s); a batch takes moto's own time (~7 ms a request on two cores) plus a few round trips."""
     delay, stored, n = 0.1, 100, 500
-    proxy = Proxy(int(s3_endpoint.rsplit(":", 1)[1]), delay)
+    proxy = TcpProxy(int(s3_endpoint.rsplit(":", 1)[1]), delay)
     cache = ObjectStoreCache(s3_url, s3_options(proxy.url))
     try:
         start = time.monotonic()
@@ -300,9 +228,7 @@ def test_caches_pickle_without_connections(s3_endpoint, s3_url, tmp_path):
 
 # --- an outage costs requests, not the run ------------------------------------------------------------------
 def test_endpoint_down_gives_misses_and_a_warning(s3_endpoint, s3_url, caplog):
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
+    closed = free_port()  # a port nothing listens on
     caplog.set_level(logging.WARNING, logger="orthoselect")
     dead = ObjectStoreCache(s3_url, s3_options(f"http://127.0.0.1:{closed}"))  # default retries and timeouts
     start = time.monotonic()
@@ -315,7 +241,7 @@ def test_endpoint_down_gives_misses_and_a_warning(s3_endpoint, s3_url, caplog):
 
 def test_a_store_that_goes_away_is_skipped_then_used_again(s3_endpoint, s3_url, caplog):
     caplog.set_level(logging.WARNING, logger="orthoselect")
-    proxy = Proxy(int(s3_endpoint.rsplit(":", 1)[1]))
+    proxy = TcpProxy(int(s3_endpoint.rsplit(":", 1)[1]))
     cache = ObjectStoreCache(s3_url, s3_options(proxy.url), retries=1, outage_cooldown_s=0.5)
     try:
         assert cache.put_many([record(1)]) == 1 and cache.get_many([key(1)]) == {key(1): record(1)}

@@ -1,30 +1,17 @@
 """The demo corpus: real stdlib text, mixed shard formats, a known variant mix, byte-identical rebuilds."""
-import gzip
-import json
 import random
 import re
 import sysconfig
 from collections import Counter
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from orthoselect.corpus import BOILERPLATE, MAX_CHARS, MIN_CHARS, build_corpus, degrade
+from support.corpus import read_shards
 
 N_DOCS, N_SHARDS = 600, 4
 COMMON_WORDS = {"the", "of", "and", "to", "is", "a", "in", "for", "this", "be"}
-
-
-def read_shards(files: list[str]) -> list[dict]:
-    records = []
-    for name in files:
-        if name.endswith(".jsonl.gz"):
-            with gzip.open(name, "rt", encoding="utf-8") as f:
-                records.extend(json.loads(line) for line in f)
-        else:
-            records.extend(pq.read_table(name).to_pylist())
-    return records
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ from functools import partial
 import cloudpickle
 import pytest
 
-from conftest import small_config
 from orthoselect.config import ClusterConfig, Config
 from orthoselect.stages import RunContext, execute
+from support.configs import small_config
 
 
 def test_a_shard_task_unpickles_without_prefect(tmp_path):

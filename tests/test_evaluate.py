@@ -6,10 +6,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from conftest import small_config
 from orthoselect.config import Config
 from orthoselect.evaluate import EvalInputError, EvalRequest, align, evaluate, load_labels, run_eval, set_metrics
 from orthoselect.stages import RunContext, run_local
+from support.configs import small_config
+from support.corpus import corpus_labels
 
 
 def test_set_metrics_on_a_hand_checkable_case():
@@ -89,15 +90,6 @@ def finished_run(corpus_dir, tmp_path_factory):
     ctx = RunContext(Config.model_validate(small_config(corpus_dir, run_dir)))
     run_local(ctx)
     return ctx
-
-
-def corpus_labels(corpus_dir, path):
-    from test_corpus import read_shards
-
-    docs = read_shards(sorted(str(p) for p in corpus_dir.glob("part-*")))
-    pd.DataFrame({"doc_id": [d["id"] for d in docs],
-                  "label": [int(d["variant"] == "clean") for d in docs]}).to_csv(path, index=False)
-    return str(path)
 
 
 def test_run_eval_on_a_run_directory_writes_table_json_and_plots(finished_run, corpus_dir, tmp_path):

@@ -10,20 +10,26 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, small_config, upload
-from fake_llm_server import FakeLLMServer
-from tcp_proxy import TcpProxy
 from orthoselect.config import Config
-from orthoselect.dataset import read_batches
 from orthoselect.prompts import rating_messages
 from orthoselect.raters.simulated import simulated_rules
 from orthoselect.stages import RunContext, run_local
+from support import ROOT
+from support.configs import FAST_DPP, llm_config, small_config
+from support.corpus import run_rules, run_texts
+from support.fake_llm_server import FakeLLMServer
+from support.net import free_port, wait_for
+from support.prefect_api import api_url
+from support.s3 import s3_options, upload
+from support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 MODEL = "fake-rater"
@@ -42,24 +48,19 @@ def rules_file(tmp_path_factory) -> Path:
     return path
 
 
-def slow_config(data, run_dir, url, rules_file, cache: Path, **over) -> dict:
+def slow_config(data: Path | str, run_dir: Path | str, url: str, rules_file: Path, cache: Path, **over: Any) -> dict:
     """Ratings over HTTP, slow enough (15 ms, 8 in flight) that a shard takes a few seconds."""
-    cfg = small_config(data, run_dir, **over)
-    cfg["rules"] = {"file": str(rules_file)}
-    cfg["rating"] = {"model": f"openai/{MODEL}", "api_base": url, "sample_size": 100, "concurrency": 8}
-    cfg["dpp"] = {"k": 5, "random_subsets": 100}
-    cfg["cache"] = {"path": str(cache)}
-    return cfg
+    return llm_config(data, run_dir, url, model=f"openai/{MODEL}", rules_file=rules_file, cache=cache, dpp=FAST_DPP,
+                      **over)
 
 
 @pytest.fixture(scope="module")
 def reference(corpus_dir, rules_file, tmp_path_factory) -> RunContext:
     """The same run, uninterrupted, with the in-process simulator: the server answers the simulator's
     scores, so every faulty run below must end with exactly this selection."""
-    cfg = small_config(corpus_dir, tmp_path_factory.mktemp("reference"))
+    cfg = small_config(corpus_dir, tmp_path_factory.mktemp("reference"), dpp=FAST_DPP)
     cfg["rules"] = {"file": str(rules_file)}
     cfg["rating"] = {"model": "simulated", "sample_size": 100}
-    cfg["dpp"] = {"k": 5, "random_subsets": 100}
     ctx = RunContext(Config.model_validate(cfg))
     run_local(ctx)
     return ctx
@@ -75,32 +76,17 @@ def same_selection(ctx: RunContext, reference: RunContext) -> None:
         assert list(a.id) == list(b.id) and list(a.score) == list(b.score)
 
 
-def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the run ended before {what}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def api_url() -> str:
-    from prefect.settings import PREFECT_API_URL
-
-    return PREFECT_API_URL.value()
-
-
 def test_kill_whole_run_then_resume(prefect_api, llm, corpus_dir, rules_file, reference, tmp_path):
     from flows.pipeline import orthoselect_pipeline
 
     config = slow_config(corpus_dir, tmp_path / "run", llm.url, rules_file, tmp_path / "cache.sqlite")
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     ctx = RunContext(Config.model_validate(config))
-    log = open(tmp_path / "run.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(tmp_path / "config.yaml"), "--no-progress"],
-                            cwd=ROOT, env={**os.environ, "PREFECT_API_URL": api_url()}, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    with open(tmp_path / "run.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", "run", str(tmp_path / "config.yaml"), "--no-progress"],
+            cwd=ROOT, env={**os.environ, "PREFECT_API_URL": api_url()}, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
     try:
         wait_for(lambda: len(ctx.completed_units("score")) >= 1, 240, "a first pool shard", proc)
     finally:
@@ -115,15 +101,15 @@ def test_kill_whole_run_then_resume(prefect_api, llm, corpus_dir, rules_file, re
         assert ctx.read_marker("score", unit) == marker
         shard = ctx.shard(unit)
         ratings = ctx.storage.read_parquet(f"pool_ratings/{unit}.parquet")
-        rules = {r["id"]: r["text"] for r in ctx.storage.read_json("rules.json")["rules"]}
-        texts = {i: t for b in read_batches(shard, ctx.cfg.dataset) for i, t in zip(b.ids, b.texts)}
+        rules, texts = run_rules(ctx), run_texts(ctx, [shard])
         for doc_id, rule_id in zip(ratings.doc_id, ratings.rule_id):  # ... and not one request paid twice
             assert llm.content_count(MODEL, rating_messages(rules[rule_id], texts[doc_id])) == 1
     same_selection(ctx, reference)
 
 
 def _start(cmd: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=dict(os.environ))
+    with open(log, "wb") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
 
 
 def test_real_cluster_on_s3_survives_a_killed_worker(prefect_api, s3_endpoint, llm, corpus_dir, rules_file,
@@ -135,7 +121,7 @@ def test_real_cluster_on_s3_survives_a_killed_worker(prefect_api, s3_endpoint, l
     from flows.pipeline import orthoselect_pipeline
 
     dask = str(Path(sys.executable).parent / "dask")
-    port = _free_port()
+    port = free_port()
     procs = [_start([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
                     tmp_path / "scheduler.log")]
     address = f"tcp://127.0.0.1:{port}"
@@ -172,15 +158,14 @@ def _busy(client) -> set[str]:
     return {w for w, keys in client.processing().items() if any(str(k).startswith("score-") for k in keys)}
 
 
-def _free_port() -> int:
-    import socket
+@pytest.fixture
+def s3_proxy(s3_endpoint: str) -> Iterator[TcpProxy]:
+    """The S3 endpoint behind a proxy that can take it away."""
+    with TcpProxy(int(s3_endpoint.rsplit(":", 1)[1])) as proxy:
+        yield proxy
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
-
-def test_s3_outage_fails_shards_into_the_ledger_then_retry_failed(prefect_api, s3_endpoint, llm, corpus_dir,
+def test_s3_outage_fails_shards_into_the_ledger_then_retry_failed(prefect_api, s3_proxy, llm, corpus_dir,
                                                                    rules_file, reference, tmp_path):
     """S3 goes away for several seconds while pool shards are scored (every connection cut, new ones
     refused). Retries with backoff do not outlast it here (storage.retries 1, no task retries), so
@@ -190,8 +175,8 @@ def test_s3_outage_fails_shards_into_the_ledger_then_retry_failed(prefect_api, s
     from orthoselect.ledger import open_failures, status
 
     upload(corpus_dir, "s3://test-bucket/outage/corpus")
-    proxy = TcpProxy(int(s3_endpoint.rsplit(":", 1)[1]))
-    options = {"client_kwargs": {"endpoint_url": proxy.url},
+    proxy = s3_proxy
+    options = {**s3_options(proxy.url),
                "config_kwargs": {"retries": {"max_attempts": 1}}}  # no hidden retries inside botocore
     config = slow_config("s3://test-bucket/outage/corpus", "s3://test-bucket/outage/run", llm.url, rules_file,
                          tmp_path / "cache.sqlite", storage={"options": options, "retries": 1},

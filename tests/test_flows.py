@@ -3,9 +3,11 @@ processes: the same results as the in-process library run, and a rerun that is a
 import pandas as pd
 import pytest
 
-from conftest import small_config
 from orthoselect.config import Config
 from orthoselect.stages import STAGES, RunContext, run_local
+from support.configs import small_config
+from support.corpus import corpus_labels
+from support.prefect_api import read_all
 
 pytestmark = pytest.mark.integration
 
@@ -61,12 +63,8 @@ def artifact_keys() -> set[str]:
     from prefect.client.orchestration import get_client
 
     async def read() -> set[str]:
-        keys, offset = set(), 0
         async with get_client() as client:
-            while page := await client.read_artifacts(limit=200, offset=offset):
-                keys |= {a.key for a in page if a.key}
-                offset += len(page)
-        return keys
+            return {a.key for a in await read_all(client.read_artifacts) if a.key}
 
     return asyncio.run(read())
 
@@ -74,7 +72,6 @@ def artifact_keys() -> set[str]:
 def test_rule_choice_and_eval_are_prefect_artifacts(pipeline_run, corpus_dir, tmp_path):
     from flows.evaluate import evaluate_rules
     from orthoselect.evaluate import EvalRequest
-    from test_evaluate import corpus_labels
 
     config = pipeline_run[0]
     assert {"orthoselect-chosen-rules", "orthoselect-rule-statistics", "orthoselect-fidelity-curve",

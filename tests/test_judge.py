@@ -5,19 +5,17 @@ from __future__ import annotations
 import contextlib
 import json
 import pickle
-from typing import Any
+from functools import partial
 
 import pytest
-from fake_llm_server import FakeLLMServer
 
-from orthoselect.config import RatingConfig
-from orthoselect.llm.cache import RequestCache, request_key
-from orthoselect.llm.client import LLMClient
+from orthoselect.llm.cache import request_key
 from orthoselect.parsing import ScoreParseError, parse_score
 from orthoselect.prompts import RATING_RESPONSE_FORMAT, TEMPLATE_VERSION, rating_messages
 from orthoselect.raters.judge import Judge, Messages, ScoreJudge
-from orthoselect.raters.llm import LiteLLMRater
 from orthoselect.types import RATING_COLUMNS, Document, Rating, Rule
+from support.fake_llm_server import FakeLLMServer
+from support.raters import http_rater
 
 RULES = [Rule("r1", "Clarity: the text is clear."), Rule("r2", "Code: the text contains code.")]
 DOCS = [Document(f"d{i}", f"Document {i}: a short text about foxes.") for i in range(4)]
@@ -67,38 +65,7 @@ class JsonLetterJudge(LetterJudge):
         return super().parse(answer)
 
 
-def rater(url: str, cache: RequestCache | None = None, judge: Judge | None = None, **over: Any) -> LiteLLMRater:
-    cfg = RatingConfig(
-        **{
-            "model": "openai/fake",
-            "api_base": url,
-            "transport": "http",
-            "concurrency": 4,
-            "max_retries": 1,
-            "timeout_s": 10,
-            **over,
-        }
-    )
-    client = LLMClient(
-        cfg.model,
-        cfg.api_base,
-        cfg.api_key_env,
-        cfg.transport,
-        cfg.concurrency,
-        cfg.timeout_s,
-        cfg.max_retries,
-        cfg.temperature,
-        backoff_base_s=0.01,
-        structured_output=cfg.structured_output,
-    )
-    return LiteLLMRater(cfg, cache, client=client, judge=judge)
-
-
-@pytest.fixture
-def cache(tmp_path):
-    c = RequestCache(str(tmp_path / "requests.sqlite"))
-    yield c
-    c.close()
+rater = partial(http_rater, concurrency=4, max_retries=1)
 
 
 def test_score_judge_is_todays_prompt_schema_and_parser():
@@ -124,10 +91,10 @@ def test_the_default_judge_keeps_todays_request_keys():
     ]
 
 
-def test_a_new_judge_is_one_class_plugged_into_the_rater(cache):
+def test_a_new_judge_is_one_class_plugged_into_the_rater(request_cache):
     judge = LetterJudge()
     with FakeLLMServer(mode="fixed", text="B") as srv:
-        with rater(srv.url, cache, judge=judge, structured_output="on") as r:
+        with rater(srv.url, request_cache, judge=judge, structured_output="on") as r:
             first = r.rate(PAIRS)
             bodies = list(srv.bodies)
             srv.reset_counts()

@@ -3,13 +3,14 @@ requests per minute and the requests in flight of every worker together within t
 (measured at the LLM server); a run that reaches its budget stops, persists, and resumes with a larger
 one without paying twice."""
 import json
+from pathlib import Path
 
 import pytest
 
-from conftest import small_config
-from fake_llm_server import FakeLLMServer
 from orthoselect.config import Config, RatingConfig
 from orthoselect.stages import RunContext
+from support.configs import FAST_DPP, llm_config
+from support.fake_llm_server import FakeLLMServer
 
 pytestmark = pytest.mark.integration
 
@@ -47,16 +48,10 @@ def test_limits_hold_across_worker_processes():
     assert 0.75 * rpm / 60 <= steady <= 1.1 * rpm / 60, f"{steady:.1f} requests/s for a limit of {rpm / 60:.0f}/s"
 
 
-def budget_config(data, run_dir, url, budget) -> dict:
+def budget_config(data: Path, run_dir: Path, url: str, budget: float) -> dict:
     price = {"input": 1.0, "output": 1.0}  # dollars per million tokens: ~$0.0004 a rating request
-    endpoint = {"model": "openai/priced", "api_base": url, "price_per_million_tokens": price}
-    cfg = small_config(data, run_dir)
-    cfg["rules"] = {**endpoint, "count": 16, "examples": 2}
-    cfg["rating"] = {**endpoint, "sample_size": 100, "concurrency": 8}
-    cfg["dpp"] = {"k": 5, "random_subsets": 100}
-    cfg["budget_usd"] = budget
-    cfg["cache"] = {"path": str(run_dir.parent / "cache.sqlite")}
-    return cfg
+    return llm_config(data, run_dir, url, model="openai/priced", endpoint={"price_per_million_tokens": price},
+                      dpp=FAST_DPP, budget_usd=budget)
 
 
 def test_budget_stops_the_run_and_a_larger_budget_resumes_it(prefect_api, corpus_dir, tmp_path):

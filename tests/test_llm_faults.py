@@ -10,27 +10,23 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import small_config
-from fake_llm_server import FakeLLMServer
 from orthoselect.config import Config
-from orthoselect.dataset import read_batches
 from orthoselect.raters.simulated import simulated_score
 from orthoselect.stages import RunContext
+from support.configs import FAST_DPP, llm_config
+from support.corpus import run_rules, run_texts
+from support.fake_llm_server import FakeLLMServer
+from support.prefect_api import read_all
 
 pytestmark = pytest.mark.integration
 KEY = "sk-live-DO-NOT-LEAK-7f3c9a1e5b"
 
 
-def llm_config(data, run_dir, url, **over) -> dict:
-    endpoint = {"model": "openai/faulty", "api_base": url, "api_key_env": "ORTHOSELECT_FAULTS_KEY",
-                "timeout_s": 1.0, "max_retries": 4}
-    cfg = small_config(data, run_dir, **over)
-    cfg["rules"] = {**endpoint, "count": 16, "examples": 2}
-    cfg["rating"] = {**endpoint, "sample_size": 100, "concurrency": 16}
-    cfg["dpp"] = {"k": 5, "random_subsets": 100}
-    cfg["selection"] = {"mode": "top_k", "size": 100, "min_rated_fraction": 0.6}
-    cfg["cache"] = {"path": str(Path(run_dir).parent / "cache.sqlite")}
-    return cfg
+def faulty_config(data: Path, run_dir: Path, url: str) -> dict:
+    """Rules and ratings from the faulty endpoint: short timeouts, a few retries, 60 % rated is enough."""
+    endpoint = {"api_key_env": "ORTHOSELECT_FAULTS_KEY", "timeout_s": 1.0, "max_retries": 4}
+    return llm_config(data, run_dir, url, model="openai/faulty", endpoint=endpoint, concurrency=16, dpp=FAST_DPP,
+                      selection={"mode": "top_k", "size": 100, "min_rated_fraction": 0.6})
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +41,7 @@ def faulty_run(prefect_api, corpus_dir, tmp_path_factory):
     try:
         with FakeLLMServer(api_key=KEY, rate_429=0.20, rate_500=0.025, rate_503=0.025, rate_timeout=0.02,
                            rate_garbage=0.05, timeout_sleep_s=3.0, retry_after="0") as server:
-            config = llm_config(corpus_dir, root / "run", server.url)
+            config = faulty_config(corpus_dir, root / "run", server.url)
             result = orthoselect_pipeline(config=config)
     finally:
         prefect_logger.setLevel(level)
@@ -89,8 +85,7 @@ def test_no_rating_is_a_silent_default(faulty_run):
     bad = ratings[ratings.status != "ok"]
     assert bad.score.isna().all() and (bad.reason.str.len() > 0).all()
     ok = ratings[ratings.status == "ok"]
-    rules = {r["id"]: r["text"] for r in ctx.storage.read_json("rules.json")["rules"]}
-    texts = {i: t for s in ctx.shards() for b in read_batches(s, ctx.cfg.dataset) for i, t in zip(b.ids, b.texts)}
+    rules, texts = run_rules(ctx), run_texts(ctx, ctx.shards())
     expected = [round(simulated_score(rules[r], texts[d], 0), 2) for d, r in zip(ok.doc_id, ok.rule_id)]
     assert list(ok.score) == pytest.approx(expected)  # every score is the server's real answer
 
@@ -107,18 +102,11 @@ def test_the_key_is_nowhere(faulty_run, capfd):
     captured = capfd.readouterr()
     assert KEY not in captured.out + captured.err
 
-    async def every(read) -> list:
-        found, offset = [], 0
-        while page := await read(limit=200, offset=offset):
-            found += page
-            offset += len(page)
-        return found
-
     async def api_text() -> str:
         async with get_client() as client:
-            logs = await every(client.read_logs)
-            artifacts = await every(client.read_artifacts)
-            runs = await every(client.read_flow_runs)
+            logs = await read_all(client.read_logs)
+            artifacts = await read_all(client.read_artifacts)
+            runs = await read_all(client.read_flow_runs)
         assert logs and runs
         return " ".join([entry.message for entry in logs] + [str(a.data) + str(a.description) for a in artifacts]
                         + [str(r.parameters) for r in runs])
@@ -132,7 +120,7 @@ def test_a_wrong_key_stops_the_run_without_showing_it(prefect_api, corpus_dir, t
     os.environ["ORTHOSELECT_FAULTS_KEY"] = KEY + "-wrong"
     try:
         with FakeLLMServer(api_key=KEY) as server:
-            config = llm_config(corpus_dir, tmp_path / "run", server.url)
+            config = faulty_config(corpus_dir, tmp_path / "run", server.url)
             with pytest.raises(Exception) as err:
                 orthoselect_pipeline(config=config)
             assert server.unauthorized > 0 and server.unauthorized < 20  # stopped at once, not per rating

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import small_config
-from fake_llm_server import FakeLLMServer
+from support.configs import llm_config
+from support.fake_llm_server import FakeLLMServer
 
 pytestmark = pytest.mark.integration
 
@@ -21,13 +21,11 @@ def llm_server():
     os.environ.pop("ORTHOSELECT_TEST_KEY", None)
 
 
-def llm_config(data, run_dir, url, cache_path, **over):
-    endpoint = {"model": "openai/fake-rater", "api_base": url, "api_key_env": "ORTHOSELECT_TEST_KEY"}
-    cfg = small_config(data, run_dir, **over)
-    cfg["rules"] = {**endpoint, "count": 24, "examples": 3}
-    cfg["rating"] = {**endpoint, "sample_size": 200, "concurrency": 16}
-    cfg["cache"] = {"path": str(cache_path)}
-    return cfg
+def pipeline_config(data: Path, run_dir: Path, url: str, cache_path: Path) -> dict:
+    """24 rules and a sample of 200 rated by the endpoint, 16 requests in flight."""
+    return llm_config(data, run_dir, url, model="openai/fake-rater", cache=cache_path,
+                      endpoint={"api_key_env": "ORTHOSELECT_TEST_KEY"}, rule_count=24, examples=3, sample_size=200,
+                      concurrency=16)
 
 
 def test_llm_pipeline_counts_match_and_reruns_are_free(prefect_api, llm_server, corpus_dir, tmp_path):
@@ -36,7 +34,7 @@ def test_llm_pipeline_counts_match_and_reruns_are_free(prefect_api, llm_server, 
     from orthoselect.stages import RunContext
 
     llm_server.reset_counts()
-    config = llm_config(corpus_dir, tmp_path / "run", llm_server.url, tmp_path / "cache.sqlite")
+    config = pipeline_config(corpus_dir, tmp_path / "run", llm_server.url, tmp_path / "cache.sqlite")
     first = orthoselect_pipeline(config=config)
     sent = llm_server.requests
     manifest = RunContext(Config.model_validate(config)).storage.read_json("manifest.json")
@@ -54,7 +52,7 @@ def test_llm_pipeline_counts_match_and_reruns_are_free(prefect_api, llm_server, 
     assert second["counts"] == first["counts"]
 
     # a fresh run directory sharing the request cache: ratings are served from the cache
-    again = llm_config(corpus_dir, tmp_path / "run2", llm_server.url, tmp_path / "cache.sqlite")
+    again = pipeline_config(corpus_dir, tmp_path / "run2", llm_server.url, tmp_path / "cache.sqlite")
     again["rules"] = {"file": str(_rules_file(tmp_path, config))}
     third = orthoselect_pipeline(config=again)
     assert llm_server.requests == sent, "ratings were requested again despite the shared cache"

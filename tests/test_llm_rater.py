@@ -5,17 +5,17 @@ import asyncio
 import glob
 import pickle
 import re
+from functools import partial
 
 import pytest
 
-from orthoselect.config import RatingConfig
 from orthoselect.llm.cache import RequestCache
-from orthoselect.llm.client import LLMClient
 from orthoselect.prompts import RATING_STRICT_SUFFIX, parse_rating_prompt
-from orthoselect.raters.llm import LiteLLMRater, RaterSetupError
+from orthoselect.raters.llm import RaterSetupError
 from orthoselect.raters.simulated import simulated_score
 from orthoselect.types import Document, Rule
-from fake_llm_server import FakeLLMServer
+from support.fake_llm_server import FakeLLMServer
+from support.raters import http_rater
 
 SECRET = "sk-test-SECRET-abcdef987654"
 RULES = [Rule("r1", "Clarity: the text is clear and well organised."),
@@ -27,19 +27,7 @@ DOCS = [Document(f"d{i}", f"Document {i}. " + "The quick brown fox jumps over th
 PAIRS = [(d, r) for d in DOCS for r in RULES]
 
 
-def rater(url: str, cache: RequestCache | None = None, **over) -> LiteLLMRater:
-    cfg = RatingConfig(**{"model": "openai/fake", "api_base": url, "transport": "http", "concurrency": 16,
-                          "max_retries": 3, "timeout_s": 10, **over})
-    client = LLMClient(cfg.model, cfg.api_base, cfg.api_key_env, cfg.transport, cfg.concurrency, cfg.timeout_s,
-                       cfg.max_retries, cfg.temperature, backoff_base_s=0.01, structured_output=cfg.structured_output)
-    return LiteLLMRater(cfg, cache, client=client)
-
-
-@pytest.fixture
-def cache(tmp_path):
-    c = RequestCache(str(tmp_path / "requests.sqlite"))
-    yield c
-    c.close()
+rater = partial(http_rater, concurrency=16, max_retries=3)
 
 
 def test_http_and_litellm_transports_give_identical_ratings():
@@ -53,16 +41,16 @@ def test_http_and_litellm_transports_give_identical_ratings():
     assert r_http.stats.requests == r_lite.stats.requests == len(PAIRS)
 
 
-def test_second_run_is_served_from_cache_with_zero_requests(cache):
+def test_second_run_is_served_from_cache_with_zero_requests(request_cache):
     with FakeLLMServer() as srv:
-        with rater(srv.url, cache) as r:
+        with rater(srv.url, request_cache) as r:
             first = r.rate(PAIRS)
             assert srv.requests == len(PAIRS)
             srv.reset_counts()
             second = r.rate(PAIRS)
             assert srv.requests == 0
             assert r.stats.cache_hits == len(PAIRS)
-        with rater(srv.url, cache) as r2:  # a new rater (e.g. a resumed run) sharing the cache file
+        with rater(srv.url, request_cache) as r2:  # a new rater (e.g. a resumed run) sharing the cache file
             third = r2.rate(PAIRS)
         assert srv.requests == 0
     assert [x.score for x in first] == [x.score for x in second] == [x.score for x in third]
@@ -70,8 +58,8 @@ def test_second_run_is_served_from_cache_with_zero_requests(cache):
     assert [x.prompt_hash for x in first] == [x.prompt_hash for x in second]
 
 
-def test_garbage_is_reasked_strictly_then_recorded_without_a_score(cache):
-    with FakeLLMServer(rate_garbage=1.0) as srv, rater(srv.url, cache, parse_retries=1) as r:
+def test_garbage_is_reasked_strictly_then_recorded_without_a_score(request_cache):
+    with FakeLLMServer(rate_garbage=1.0) as srv, rater(srv.url, request_cache, parse_retries=1) as r:
         out = r.rate(PAIRS[:4])
         bodies = list(srv.bodies)
     assert srv.requests == 8
@@ -79,16 +67,16 @@ def test_garbage_is_reasked_strictly_then_recorded_without_a_score(cache):
     assert all("no number" in x.reason or "unrecognised" in x.reason for x in out), out[0].reason
     assert sum(b["messages"][-1]["content"].endswith(RATING_STRICT_SUFFIX) for b in bodies) == 4
     assert r.stats.failures == 4 and r.stats.by_status == {"parse_error": 4}
-    assert len(cache) == 0  # failures are never cached
+    assert len(request_cache) == 0  # failures are never cached
 
 
-def test_strict_answer_is_cached_and_reused(cache):
+def test_strict_answer_is_cached_and_reused(request_cache):
     with FakeLLMServer(rate_garbage=0.5, seed=2) as srv:
-        with rater(srv.url, cache, parse_retries=3) as r:
+        with rater(srv.url, request_cache, parse_retries=3) as r:
             first = r.rate(PAIRS)
         assert any(x.attempts > 1 and x.status == "ok" for x in first)
         srv.reset_counts()
-        with rater(srv.url, cache, parse_retries=3) as r:
+        with rater(srv.url, request_cache, parse_retries=3) as r:
             second = r.rate(PAIRS)
     failed = [x for x in first if x.score is None]
     assert all(y.cached for x, y in zip(first, second) if x.score is not None)
@@ -97,26 +85,26 @@ def test_strict_answer_is_cached_and_reused(cache):
                                                                if x.score is not None]
 
 
-def test_truncated_json_and_length_are_failures(cache):
+def test_truncated_json_and_length_are_failures(request_cache):
     with FakeLLMServer(rate_truncated_json=0.5, rate_length=0.5, seed=5) as srv, \
-            rater(srv.url, cache, parse_retries=0) as r:
+            rater(srv.url, request_cache, parse_retries=0) as r:
         out = r.rate(PAIRS)
-    assert all(x.score is None for x in out) and len(cache) == 0
+    assert all(x.score is None for x in out) and len(request_cache) == 0
     cut = [x for x in out if "finish_reason=length" in x.reason]
     bad_json = [x for x in out if x.reason.startswith("bad json")]
     assert cut and bad_json and len(cut) + len(bad_json) == len(out)
 
 
-def test_errors_are_recorded_not_cached_and_retried_next_run(cache):
+def test_errors_are_recorded_not_cached_and_retried_next_run(request_cache):
     with FakeLLMServer(rate_500=1.0) as srv:
-        with rater(srv.url, cache, max_retries=1) as r:
+        with rater(srv.url, request_cache, max_retries=1) as r:
             out = r.rate(PAIRS[:5])
         assert srv.requests == 10
         assert all(x.score is None and x.status == "error" and "HTTP 500" in x.reason and x.attempts == 2
                    for x in out)
-        assert r.stats.retries == 5 and r.stats.failures == 5 and len(cache) == 0
+        assert r.stats.retries == 5 and r.stats.failures == 5 and len(request_cache) == 0
         srv.rates["500"] = 0.0
-        with rater(srv.url, cache) as r:
+        with rater(srv.url, request_cache) as r:
             again = r.rate(PAIRS[:5])
     assert all(x.status == "ok" and not x.cached for x in again)
 
@@ -128,16 +116,16 @@ def test_timeouts_become_failures_with_a_reason():
     assert all(x.score is None and x.status == "error" and "timeout" in x.reason and x.attempts == 2 for x in out)
 
 
-def test_mixed_faults_never_invent_a_score(cache):
+def test_mixed_faults_never_invent_a_score(request_cache):
     with FakeLLMServer(rate_429=0.1, rate_500=0.1, rate_503=0.05, rate_garbage=0.1, seed=7) as srv, \
-            rater(srv.url, cache, max_retries=4) as r:
+            rater(srv.url, request_cache, max_retries=4) as r:
         out = r.rate(PAIRS)
     truth = [simulated_score(rule.text, doc.text, 7) for doc, rule in PAIRS]  # the server seed
     assert all(x.score == t for x, t in zip(out, truth) if x.score is not None)
     assert all(x.reason for x in out if x.score is None)
     assert sum(r.stats.by_status.values()) == len(PAIRS)
     assert r.stats.requests == srv.requests and r.stats.retries > 0
-    assert len(cache) == sum(x.score is not None for x in out)
+    assert len(request_cache) == sum(x.score is not None for x in out)
 
 
 def test_wrong_key_stops_the_run_and_never_shows_the_key(monkeypatch, tmp_path):

@@ -4,18 +4,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import pickle
+from functools import partial
 
 import pytest
 
-from orthoselect.config import RatingConfig
-from orthoselect.llm.cache import RequestCache, request_key
+from orthoselect.llm.cache import request_key
 from orthoselect.llm.client import LLMClient
 from orthoselect.llm.limits import BudgetExhausted
 from orthoselect.prompts import RATING_RESPONSE_FORMAT, rating_messages
-from orthoselect.raters.llm import LiteLLMRater, RaterSetupError
+from orthoselect.raters.llm import RaterSetupError
 from orthoselect.raters.simulated import simulated_score
 from orthoselect.types import Document, Rule
-from fake_llm_server import FakeLLMServer
+from support.fake_llm_server import FakeLLMServer
+from support.raters import http_rater
 
 RULES = [Rule("r1", "Clarity: the text is clear and well organised."),
          Rule("r2", "Correctness: statements in the text are factually correct."),
@@ -30,12 +31,7 @@ def truth(seed: int = 0) -> list[float]:
     return [simulated_score(r.text, d.text, seed) for d, r in PAIRS]
 
 
-def make(url: str, cache: RequestCache | None = None, limiter=None, **over) -> LiteLLMRater:
-    cfg = RatingConfig(**{"model": "openai/fake", "api_base": url, "transport": "http", "concurrency": 8,
-                          "max_retries": 6, "timeout_s": 10, **over})
-    client = LLMClient(cfg.model, cfg.api_base, cfg.api_key_env, cfg.transport, cfg.concurrency, cfg.timeout_s,
-                       cfg.max_retries, cfg.temperature, backoff_base_s=0.01, structured_output=cfg.structured_output)
-    return LiteLLMRater(cfg, cache, client=client, limiter=limiter)
+make = partial(http_rater, concurrency=8, max_retries=6)
 
 
 class CountingLimiter:
@@ -58,13 +54,6 @@ class CountingLimiter:
 
     async def aclose(self) -> None:
         self.closed += 1
-
-
-@pytest.fixture
-def cache(tmp_path):
-    c = RequestCache(str(tmp_path / "requests.sqlite"))
-    yield c
-    c.close()
 
 
 # --- structured output ----------------------------------------------------------------------------
@@ -94,7 +83,7 @@ def test_litellm_transport_sends_response_format_when_asked_or_listed(mode, sent
     assert [x.score for x in out] == truth()[:4]
 
 
-def test_auto_falls_back_to_text_once_when_rejected(cache, caplog, monkeypatch):
+def test_auto_falls_back_to_text_once_when_rejected(request_cache, caplog, monkeypatch):
     from orthoselect.llm import client
 
     # endpoints known to accept response_format are remembered per process; an earlier test's fake
@@ -104,7 +93,7 @@ def test_auto_falls_back_to_text_once_when_rejected(cache, caplog, monkeypatch):
     with FakeLLMServer(reject_response_format=True, latency_ms=20) as srv:
         for n in (1, 2):  # each rater (client) finds out once, with a single request
             srv.reset_counts()
-            with make(srv.url, cache if n == 1 else None, structured_output="auto", concurrency=16) as r:
+            with make(srv.url, request_cache if n == 1 else None, structured_output="auto", concurrency=16) as r:
                 out = r.rate(PAIRS)
                 assert not r.client.structured_active
             assert srv.rejected_response_format == srv.response_format == 1
@@ -112,7 +101,7 @@ def test_auto_falls_back_to_text_once_when_rejected(cache, caplog, monkeypatch):
             assert [x.score for x in out] == truth() and all(x.status == "ok" for x in out)
             assert len([rec for rec in caplog.records if "response_format" in rec.getMessage()]) == n
         srv.reset_counts()
-        with make(srv.url, cache, structured_output="off") as r:  # the fallback's answers are text answers
+        with make(srv.url, request_cache, structured_output="off") as r:  # the fallback's answers are text answers
             again = r.rate(PAIRS)
         assert srv.requests == 0 and all(x.cached for x in again)
     assert [x.score for x in again] == [x.score for x in out]
@@ -139,16 +128,16 @@ def test_many_concurrent_requests_probe_with_one():
     assert sorted(c.attempts for c in out) == [1] * 39 + [2]
 
 
-def test_cache_keys_differ_between_structured_and_text(cache):
+def test_cache_keys_differ_between_structured_and_text(request_cache):
     params = {"max_tokens": 16, "temperature": 0.0}
     with FakeLLMServer() as srv:
-        with make(srv.url, cache, structured_output="on") as r:
+        with make(srv.url, request_cache, structured_output="on") as r:
             js = r.rate(PAIRS[:6])
-        with make(srv.url, cache, structured_output="off") as r:
+        with make(srv.url, request_cache, structured_output="off") as r:
             tx = r.rate(PAIRS[:6])
         assert srv.requests == 12 and not any(x.cached for x in js + tx)  # neither served for the other
         for mode, first in (("on", js), ("off", tx)):
-            with make(srv.url, cache, structured_output=mode) as r:
+            with make(srv.url, request_cache, structured_output=mode) as r:
                 again = r.rate(PAIRS[:6])
             assert all(x.cached for x in again) and [x.raw for x in again] == [x.raw for x in first]
         assert srv.requests == 12
@@ -160,9 +149,9 @@ def test_cache_keys_differ_between_structured_and_text(cache):
 
 
 # --- cost -----------------------------------------------------------------------------------------
-def test_cost_of_a_priced_model(cache):
+def test_cost_of_a_priced_model(request_cache):
     with FakeLLMServer(rate_garbage=0.2, rate_429=0.2, seed=6) as srv:
-        with make(srv.url, cache, price_per_million_tokens=PRICE) as r:
+        with make(srv.url, request_cache, price_per_million_tokens=PRICE) as r:
             out = r.rate(PAIRS)
             answers = srv.requests - srv.faults["429"]  # billed: every answer, usable or not; never a 429
         assert any(x.attempts > 1 for x in out) and srv.faults["garbage"] > 0
@@ -171,7 +160,7 @@ def test_cost_of_a_priced_model(cache):
             assert x.cost_usd == x.tokens_in * (PRICE["input"] / 1e6) + x.tokens_out * (PRICE["output"] / 1e6)
         assert r.stats.cost_usd == pytest.approx(sum(x.cost_usd for x in out), rel=1e-12) and r.stats.cost_usd > 0
         assert r.stats.cost_unknown == 0
-        with make(srv.url, cache, price_per_million_tokens=PRICE) as r:
+        with make(srv.url, request_cache, price_per_million_tokens=PRICE) as r:
             again = r.rate(PAIRS)
     cached = [x for x in again if x.cached]
     assert len(cached) == sum(x.score is not None for x in out)
@@ -179,14 +168,14 @@ def test_cost_of_a_priced_model(cache):
     assert r.stats.cost_usd == pytest.approx(sum(x.cost_usd for x in again if not x.cached), rel=1e-12)
 
 
-def test_cost_of_a_model_with_unknown_price(cache):
+def test_cost_of_a_model_with_unknown_price(request_cache):
     with FakeLLMServer(rate_500=0.2, seed=2) as srv:
-        with make(srv.url, cache) as r:
+        with make(srv.url, request_cache) as r:
             out = r.rate(PAIRS)
         assert r.prices.source == "unknown"
         assert all(x.cost_usd is None for x in out)
         assert r.stats.cost_unknown == r.stats.requests == srv.requests and r.stats.cost_usd == 0.0
-        with make(srv.url, cache) as r:
+        with make(srv.url, request_cache) as r:
             again = r.rate(PAIRS)
         assert r.stats.cost_unknown == r.stats.requests == 0
     assert all(x.cached and x.cost_usd == 0.0 for x in again)
@@ -211,17 +200,17 @@ def test_limiter_sees_one_acquire_and_one_release_per_request():
     assert [x.score for x in out] == truth(3)
 
 
-def test_budget_exhausted_stops_without_fake_ratings(cache):
+def test_budget_exhausted_stops_without_fake_ratings(request_cache):
     with FakeLLMServer(latency_ms=10) as srv:
         lim = CountingLimiter(budget=10)
-        with make(srv.url, cache, limiter=lim, concurrency=4) as r:
+        with make(srv.url, request_cache, limiter=lim, concurrency=4) as r:
             with pytest.raises(BudgetExhausted, match="10 of 36 pairs rated, 26 not rated") as info:
                 r.rate(PAIRS)
-        assert lim.closed == 1 and srv.requests == 10 and len(cache) == 10
+        assert lim.closed == 1 and srv.requests == 10 and len(request_cache) == 10
         partial = info.value.partial
         assert sum(x is not None for x in partial) == 10
         assert all(x.score == t for x, t in zip(partial, truth()) if x is not None)
-        with make(srv.url, cache, limiter=CountingLimiter()) as r:
+        with make(srv.url, request_cache, limiter=CountingLimiter()) as r:
             out = r.rate(PAIRS)
         assert srv.requests == len(PAIRS) and r.stats.cache_hits == 10 and r.stats.requests == 26
     assert [x.score for x in out] == truth()

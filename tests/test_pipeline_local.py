@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import small_config
 from orthoselect.config import Config
 from orthoselect.stages import STEPS, RunContext, run_local
+from support.configs import small_config
 
 
 def context(data, run_dir, **over) -> RunContext:

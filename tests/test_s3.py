@@ -5,9 +5,10 @@ import fsspec
 import pandas as pd
 import pytest
 
-from conftest import small_config, upload
 from orthoselect.config import Config
 from orthoselect.stages import RunContext, run_local
+from support.configs import small_config
+from support.s3 import s3_options, upload
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +20,7 @@ def s3_run(prefect_api, s3_endpoint, corpus_dir):
     upload(corpus_dir, "s3://test-bucket/corpus")
     config = small_config("s3://test-bucket/corpus", "s3://test-bucket/runs/a",
                           output={"path": "s3://test-bucket/out/a", "format": "jsonl"},
-                          storage={"options": {"client_kwargs": {"endpoint_url": s3_endpoint}}})
+                          storage={"options": s3_options(s3_endpoint)})
     first = orthoselect_pipeline(config=config)
     second = orthoselect_pipeline(config=config)
     return config, first, second

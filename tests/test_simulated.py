@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from orthoselect.corpus import build_corpus
-from test_corpus import read_shards
 from orthoselect.hashing import stable_hash
 from orthoselect.raters.base import Rater
 from orthoselect.raters.simulated import (
@@ -17,6 +16,7 @@ from orthoselect.raters.simulated import (
     simulated_score,
 )
 from orthoselect.types import Document, Rule
+from support.corpus import read_shards
 
 CLEAN_TEXT = ("Return a new list containing all items from the iterable in ascending order.\n\n"
               "A custom key function can be supplied to customise the sort order, and the reverse flag can "

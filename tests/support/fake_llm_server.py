@@ -1,7 +1,7 @@
 """A loopback OpenAI-compatible server for tests and benchmarks (aiohttp, so latency is an asyncio.sleep).
 
 In a test:      with FakeLLMServer(latency_ms=50, rate_429=0.1) as srv: url = srv.url   # ".../v1"
-As a process:   python tests/fake_llm_server.py --port 0 --latency-ms 100 [--workers 2]
+As a process:   python tests/support/fake_llm_server.py --port 0 --latency-ms 100 [--workers 2]
                 (prints the URL, serves until SIGTERM; --workers processes share the port, counts per process)
 
 Endpoints: POST /v1/chat/completions, GET /v1/models, GET /stats. `latency_ms` runs from a request's
@@ -29,10 +29,15 @@ import sys
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
+_loads: Callable[[bytes], Any]
+_dumps: Callable[[Any], bytes]
+_canon: Callable[[Any], bytes]  # the same bytes for equal objects, whatever their key order
 try:  # fast JSON keeps the server's own CPU out of client benchmarks
     import orjson
 
@@ -44,7 +49,7 @@ except ImportError:  # pragma: no cover
     _canon = lambda obj: json.dumps(obj, sort_keys=True).encode()  # noqa: E731
 
 if __package__ in (None, ""):  # run as a script: make `orthoselect` importable from the checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from orthoselect.prompts import parse_rating_prompt  # noqa: E402
 
@@ -69,7 +74,7 @@ class FakeLLMServer:
         self.reject_response_format = reject_response_format
         self.host, self.port, self.reuse_port = host, port, reuse_port
         self.bodies: deque[dict] = deque(maxlen=keep_bodies)  # the last request bodies, as received
-        self._simulated = None
+        self._simulated: Callable[[str, str, int], float] | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -126,7 +131,8 @@ class FakeLLMServer:
                 from orthoselect.raters.simulated import simulated_score
 
                 self._simulated = simulated_score
-            return f"{self._simulated(parsed[0], parsed[1], self.seed):.2f}"
+            score = self._simulated(parsed[0], parsed[1], self.seed)
+            return f"{score:.2f}"
         if "JSON list" in user:
             n = int(m.group(1)) if (m := _COUNT_RE.search(user)) else 5
             return json.dumps([f"Fake rule {i + 1}: the document satisfies fake property number {i + 1}."
@@ -228,45 +234,59 @@ class FakeLLMServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, backlog=1024, reuse_port=self.reuse_port or None)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
+        self.port = self._runner.addresses[0][1]
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
     def start(self) -> str:
-        """Serve from a background thread; returns the base URL (ending in /v1)."""
+        """Serve from a background thread; returns the base URL (ending in /v1). A server that cannot
+        listen (the port taken, a test not allowed to start servers) raises its error here."""
         ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
+        failed: list[Exception] = []
+        loop = self._loop = asyncio.new_event_loop()
 
         def serve() -> None:
-            asyncio.set_event_loop(self._loop)
-            self._loop.run_until_complete(self._start())
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self._start())
+            except Exception as e:  # noqa: BLE001 - raised again by start(), in the caller's thread
+                failed.append(e)
+                ready.set()
+                return
             ready.set()
-            self._loop.run_forever()
+            loop.run_forever()
 
         self._thread = threading.Thread(target=serve, name="fake-llm-server", daemon=True)
         self._thread.start()
         if not ready.wait(10):
             raise RuntimeError("fake LLM server did not start")
+        if failed:
+            self._thread.join(timeout=5)
+            self._loop = None
+            loop.close()
+            raise failed[0]
         return self.url
 
     def stop(self) -> None:
-        if self._loop is None:
+        loop, runner, thread = self._loop, self._runner, self._thread
+        if loop is None or runner is None or thread is None:
             return
+
         async def shutdown() -> None:
-            await self._runner.cleanup()
+            await runner.cleanup()
             tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
             for t in tasks:  # handlers still sleeping (timeout faults)
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
         try:
-            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=5)
-        except Exception:  # what is left is abandoned with the loop
+            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(timeout=5)
+        except Exception:  # noqa: BLE001 - shutting down: what is left is abandoned with the loop
             pass
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
         self._loop = None
 
     def __enter__(self) -> "FakeLLMServer":
@@ -319,7 +339,8 @@ def main(argv: list[str] | None = None) -> None:
             children.append(subprocess.Popen([sys.executable, __file__, *rest, "--port", str(srv.port),
                                               "--workers", "1", "--reuse-port"], stdout=subprocess.PIPE, text=True))
         for child in children:
-            child.stdout.readline()
+            if child.stdout is not None:  # always: stdout=PIPE
+                child.stdout.readline()
         print(srv.url, flush=True)
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

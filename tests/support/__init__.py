@@ -1,0 +1,15 @@
+"""Helpers shared by the test modules, each in one place (the pytest fixtures stay in tests/conftest.py):
+
+- configs:          run configs for tests (`small_config`, `llm_config` for an OpenAI-compatible endpoint)
+- fake_llm_server:  a loopback OpenAI-compatible server with injectable faults (also runnable as a script)
+- tcp_proxy:        a loopback TCP proxy that can take a service down and bring it back
+- net:              free ports, polling until something is true (`wait_for`), "does this URL answer"
+- corpus:           readers of corpus shards, labels from the corpus variants, a run's rules and texts
+- s3:               copying a folder to S3, storage options for an S3 endpoint
+- raters:           a LiteLLMRater over plain HTTP with fast retries, for the rater tests
+- prefect_api:      the Prefect API of the session, reading every page of a listing
+"""
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]  # the checkout
