@@ -1,6 +1,7 @@
 """Shared fixtures. Unit tests need no server; integration tests (marked `integration`) start real parts
 on loopback: a Prefect API (the test harness), Dask clusters, and the LLM / S3 servers of their own
-modules. The helpers the test modules share are in tests/support/."""
+modules. The helpers the test modules share are in tests/support/; support.guard fails a test that starts
+a server without the mark."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from support import ROOT
 if TYPE_CHECKING:
     from orthoselect.llm.cache import RequestCache
 
+pytest_plugins = ["pytester", "support.guard"]
 sys.path.insert(0, str(ROOT))  # the flows/tasks packages
 
 _home = tempfile.mkdtemp(prefix="orthoselect-test-prefect-")

@@ -124,6 +124,7 @@ def locked_s3(tmp_path):
         proc.wait(timeout=10)
 
 
+@pytest.mark.integration
 def test_an_object_the_credentials_cannot_read(locked_s3):
     cfg = DatasetConfig(path="s3://locked/data")
     ok, secret = discover_shards(cfg, locked_s3)

@@ -27,7 +27,6 @@ from support.net import free_port
 from support.s3 import s3_options
 from support.tcp_proxy import TcpProxy
 
-pytestmark = pytest.mark.integration
 
 SECRET = "sk-test-SECRET-cache-store-13579"
 
@@ -46,7 +45,7 @@ def s3_url(s3_endpoint) -> str:
     return f"s3://test-bucket/cache-{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture(params=["s3", "local"])
+@pytest.fixture(params=[pytest.param("s3", marks=pytest.mark.integration), "local"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[ObjectStoreCache, str]]:
     """An ObjectStoreCache on S3 or on a local folder, and its location as a URL/path."""
     if request.param == "s3":
@@ -92,6 +91,7 @@ def test_round_trip_matches_request_cache(store, tmp_path):
 
 
 # --- one concurrent batch ----------------------------------------------------------------------------------
+@pytest.mark.integration
 def test_a_batch_of_500_is_one_concurrent_round(s3_endpoint, s3_url):
     """Through a proxy adding 0.1 s to each request, 500 one-at-a-time GETs take at least 50 s (and 100
     PUTs 10 s); a batch takes moto's own time (~7 ms a request on two cores) plus a few round trips."""
@@ -113,6 +113,7 @@ def test_a_batch_of_500_is_one_concurrent_round(s3_endpoint, s3_url):
     assert proxy.peak >= 16  # many requests in flight at once, not one connection after another
 
 
+@pytest.mark.integration
 def test_a_store_refusing_conditional_writes_gets_plain_puts(s3_endpoint, s3_url, monkeypatch):
     cache = ObjectStoreCache(s3_url, {**s3_options(s3_endpoint), "default_block_size": 5 * 2**20 + 1})
     fs, _ = cache._filesystem()  # an s3fs instance of its own (options differ from the other tests')
@@ -139,6 +140,7 @@ def _writer(locations: list[tuple[str, dict]], who: str, order: list[int], barri
             assert cache.put_many(batch) == len(batch)
 
 
+@pytest.mark.integration
 def test_two_processes_writing_overlapping_keys(s3_endpoint, s3_url, tmp_path):
     locations = [(s3_url, s3_options(s3_endpoint)), (str(tmp_path / "cache"), {})]
     overlap = list(range(20, 80))  # both write these first, in the same order: the most contention
@@ -194,6 +196,7 @@ def test_an_incomplete_record_stores_nothing_as_in_request_cache(store, tmp_path
     sqlite.close()
 
 
+@pytest.mark.integration
 def test_failed_and_unparseable_answers_are_never_stored(s3_endpoint, s3_url):
     cache = ObjectStoreCache(s3_url, s3_options(s3_endpoint))
     pairs = [(Document(f"d{i}", f"Document {i}: some text."), Rule("r1", "Clarity: the text is clear."))
@@ -208,6 +211,7 @@ def test_failed_and_unparseable_answers_are_never_stored(s3_endpoint, s3_url):
 
 
 # --- pickling -----------------------------------------------------------------------------------------------
+@pytest.mark.integration
 def test_caches_pickle_without_connections(s3_endpoint, s3_url, tmp_path):
     options = {"key": "testing", "secret": SECRET, **s3_options(s3_endpoint)}
     cache = ObjectStoreCache(s3_url, options, retries=1, concurrency=8)
@@ -227,6 +231,7 @@ def test_caches_pickle_without_connections(s3_endpoint, s3_url, tmp_path):
 
 
 # --- an outage costs requests, not the run ------------------------------------------------------------------
+@pytest.mark.integration
 def test_endpoint_down_gives_misses_and_a_warning(s3_endpoint, s3_url, caplog):
     closed = free_port()  # a port nothing listens on
     caplog.set_level(logging.WARNING, logger="orthoselect")
@@ -239,6 +244,7 @@ def test_endpoint_down_gives_misses_and_a_warning(s3_endpoint, s3_url, caplog):
     assert any("1 answers not stored" in r.message for r in caplog.records)
 
 
+@pytest.mark.integration
 def test_a_store_that_goes_away_is_skipped_then_used_again(s3_endpoint, s3_url, caplog):
     caplog.set_level(logging.WARNING, logger="orthoselect")
     proxy = TcpProxy(int(s3_endpoint.rsplit(":", 1)[1]))
@@ -282,6 +288,7 @@ def test_open_cache_picks_the_store(tmp_path):
 
 
 # --- a rater served from the object store -------------------------------------------------------------------
+@pytest.mark.integration
 def test_rater_second_run_is_served_from_s3_with_zero_requests(s3_endpoint, s3_url, monkeypatch):
     monkeypatch.setenv("TEST_CACHE_STORE_KEY", SECRET)
     rules = [Rule("r1", "Clarity: the text is clear and well organised."),

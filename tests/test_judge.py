@@ -81,6 +81,7 @@ def test_score_judge_is_todays_prompt_schema_and_parser():
     assert e.value.reason == "no number"
 
 
+@pytest.mark.integration
 def test_the_default_judge_keeps_todays_request_keys():
     with FakeLLMServer() as srv, rater(srv.url, structured_output="off") as r:
         assert isinstance(r.judge, ScoreJudge)
@@ -91,6 +92,7 @@ def test_the_default_judge_keeps_todays_request_keys():
     ]
 
 
+@pytest.mark.integration
 def test_a_new_judge_is_one_class_plugged_into_the_rater(request_cache):
     judge = LetterJudge()
     with FakeLLMServer(mode="fixed", text="B") as srv:
@@ -112,6 +114,7 @@ def test_a_new_judge_is_one_class_plugged_into_the_rater(request_cache):
     ]
 
 
+@pytest.mark.integration
 def test_a_judges_unreadable_answer_is_reasked_with_its_strict_prompt():
     with FakeLLMServer(mode="fixed", text="maybe") as srv, rater(srv.url, judge=LetterJudge(), parse_retries=1) as r:
         out = r.rate(PAIRS[:3])
@@ -122,6 +125,7 @@ def test_a_judges_unreadable_answer_is_reasked_with_its_strict_prompt():
     assert sum(b["messages"][-1]["content"].endswith(LetterJudge.STRICT) for b in bodies) == 3
 
 
+@pytest.mark.integration
 def test_a_judges_response_format_is_what_the_request_carries():
     judge = JsonLetterJudge()
     with (
@@ -140,6 +144,7 @@ def test_a_judges_response_format_is_what_the_request_carries():
     assert out[0].prompt_hash == request_key("openai/fake", judge.messages(RULES[0].text, DOCS[0].text), params)
 
 
+@pytest.mark.integration
 def test_a_pickled_rater_keeps_its_judge():
     with FakeLLMServer() as srv, rater(srv.url, judge=LetterJudge()) as r:
         copy = pickle.loads(pickle.dumps(r))

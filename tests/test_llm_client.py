@@ -31,6 +31,7 @@ def server():
         yield srv
 
 
+@pytest.mark.integration
 def test_concurrency_really_overlaps():
     with FakeLLMServer(latency_ms=200, mode="fixed", text="0.5") as srv, \
             LLMClient("openai/fake", srv.url, transport="http", concurrency=20) as client:
@@ -42,6 +43,7 @@ def test_concurrency_really_overlaps():
     assert wall < 2.0, f"40 x 200 ms at concurrency 20 took {wall:.2f}s (sequential: 8 s, ideal: 0.4 s)"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("transport", ["http", "litellm"])
 def test_429_with_retry_after_is_retried(transport):
     with FakeLLMServer(mode="fixed", text="0.5", rate_429=0.4, retry_after="0", seed=1) as srv, \
@@ -53,6 +55,7 @@ def test_429_with_retry_after_is_retried(transport):
         assert srv.requests == 30 + srv.faults["429"]
 
 
+@pytest.mark.integration
 def test_retry_after_is_honoured():
     with FakeLLMServer(mode="fixed", rate_429=1.0, retry_after="0.3") as srv, \
             LLMClient("openai/fake", srv.url, transport="http", max_retries=2) as client:
@@ -64,6 +67,7 @@ def test_retry_after_is_honoured():
     assert srv.requests == 3
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("transport", ["http", "litellm"])
 def test_5xx_are_retried(transport):
     with FakeLLMServer(mode="fixed", text="0.5", rate_500=0.25, rate_503=0.25, seed=3) as srv, \
@@ -75,6 +79,7 @@ def test_5xx_are_retried(transport):
     assert client.retries == srv.faults["500"] + srv.faults["503"]
 
 
+@pytest.mark.integration
 def test_timeouts_are_retried_then_reported():
     with FakeLLMServer(mode="fixed", rate_timeout=1.0, timeout_sleep_s=5) as srv, \
             LLMClient("openai/fake", srv.url, transport="http", timeout_s=0.3, max_retries=1) as client:
@@ -84,6 +89,7 @@ def test_timeouts_are_retried_then_reported():
     assert info.value.retryable and "timeout" in str(info.value) and info.value.attempts == 2
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("transport", ["http", "litellm"])
 def test_401_is_fatal_and_never_shows_the_key(transport, monkeypatch):
     monkeypatch.setenv("TEST_WRONG_KEY", SECRET)
@@ -99,6 +105,7 @@ def test_401_is_fatal_and_never_shows_the_key(transport, monkeypatch):
         assert SECRET not in text
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("transport", ["http", "litellm"])
 def test_key_travels_only_in_the_header(transport, monkeypatch):
     monkeypatch.setenv("TEST_RIGHT_KEY", SECRET)
@@ -115,6 +122,7 @@ def test_missing_key_variable_is_a_clear_error(monkeypatch):
         LLMClient("openai/fake", "http://127.0.0.1:9/v1", "NO_SUCH_KEY_VAR")
 
 
+@pytest.mark.integration
 def test_auto_transport_and_served_model_name():
     with FakeLLMServer(mode="fixed") as srv:
         with LLMClient("hosted_vllm/meta-llama/Llama-3-8B", srv.url) as client:
@@ -129,6 +137,7 @@ def test_auto_transport_and_served_model_name():
     assert LLMClient("anthropic/claude-3-haiku").transport_kind == "litellm"
 
 
+@pytest.mark.integration
 def test_complete_sync_works_inside_a_running_loop(server):
     async def inside():
         with LLMClient("openai/fake", server.url) as client:
@@ -137,6 +146,7 @@ def test_complete_sync_works_inside_a_running_loop(server):
     assert asyncio.run(inside()).text == "0.42"
 
 
+@pytest.mark.integration
 def test_length_finish_is_returned_as_is():
     with FakeLLMServer(mode="fixed", rate_length=1.0) as srv, LLMClient("openai/fake", srv.url) as client:
         c = client.complete_sync(MSG, max_tokens=4)
@@ -186,6 +196,7 @@ def test_cache_is_safe_with_several_writing_processes(tmp_path):
     assert len(RequestCache(path)) == 3 * 20 * 50
 
 
+@pytest.mark.integration
 def test_a_forked_child_gets_its_own_loop(server):
     with LLMClient("openai/fake", server.url) as client:
         assert client.complete_sync(MSG, max_tokens=4).text == "0.42"  # the parent's loop thread now runs

@@ -17,6 +17,8 @@ from orthoselect.types import Document, Rule
 from support.fake_llm_server import FakeLLMServer
 from support.raters import http_rater
 
+pytestmark = pytest.mark.integration  # every test here talks to a loopback server
+
 SECRET = "sk-test-SECRET-abcdef987654"
 RULES = [Rule("r1", "Clarity: the text is clear and well organised."),
          Rule("r2", "Correctness: statements in the text are factually correct."),
