@@ -1,6 +1,7 @@
 """Bad input, end to end: every problem row is quarantined with its reason and counted in the
 manifest; an unreadable file fails its shard with an error naming the file (and line) into the ledger;
 nothing valid is lost; a 10 MB document is truncated for rating and kept whole in the output."""
+
 import gzip
 import json
 import os
@@ -11,26 +12,28 @@ import urllib.request
 
 import pandas as pd
 import pytest
+from support.configs import small_config
+from support.net import free_port, responds, wait_for
 
 from orthoselect.config import Config, DatasetConfig
 from orthoselect.dataset import ShardError, discover_shards, read_batches
 from orthoselect.stages import RunContext, run_local
-from support.configs import small_config
-from support.net import free_port, responds, wait_for
 
 HUGE = ("A complete, informative paragraph about parsing configuration files in Python. " * 130_000)[:10_000_000]
 
 
 def bad_rows_shard(path, duplicate_of: str) -> None:
-    rows = [json.dumps({"id": "fine-1", "text": "A short but clean document about reading files."}),
-            "{broken json",
-            json.dumps({"id": "no-text"}),
-            json.dumps({"id": "number", "text": 12345}),
-            json.dumps({"id": "blank", "text": "  \n "}),
-            json.dumps({"text": "no id at all"}),
-            json.dumps({"id": "fine-1", "text": "same id again"}),
-            json.dumps({"id": duplicate_of, "text": "an id another shard already has"}),
-            json.dumps({"id": "huge", "text": HUGE})]
+    rows = [
+        json.dumps({"id": "fine-1", "text": "A short but clean document about reading files."}),
+        "{broken json",
+        json.dumps({"id": "no-text"}),
+        json.dumps({"id": "number", "text": 12345}),
+        json.dumps({"id": "blank", "text": "  \n "}),
+        json.dumps({"text": "no id at all"}),
+        json.dumps({"id": "fine-1", "text": "same id again"}),
+        json.dumps({"id": duplicate_of, "text": "an id another shard already has"}),
+        json.dumps({"id": "huge", "text": HUGE}),
+    ]
     path.write_bytes(("\n".join(rows) + "\n").encode() + b'{"id": "latin1", "text": "caf\xe9"}\n')
 
 
@@ -39,15 +42,25 @@ def test_bad_rows_are_quarantined_and_a_huge_document_is_kept_whole(corpus_dir, 
     shutil.copytree(corpus_dir, data)
     first_id = pd.read_parquet(data / "part-00001.parquet").id.iloc[0]
     bad_rows_shard(data / "zz-bad.jsonl", duplicate_of=first_id)
-    cfg = small_config(data, tmp_path / "run", selection={"mode": "threshold", "threshold": 0.0},
-                       rating={"model": "simulated", "sample_size": 300, "max_doc_tokens": 512})
+    cfg = small_config(
+        data,
+        tmp_path / "run",
+        selection={"mode": "threshold", "threshold": 0.0},
+        rating={"model": "simulated", "sample_size": 300, "max_doc_tokens": 512},
+    )
     ctx = RunContext(Config.model_validate(cfg))
     m = run_local(ctx)
     c = m["counts"]
     assert c["quarantined"] == 7 and c["duplicates"] == 1
-    assert c["quarantine_reasons"] == {"invalid JSON": 1, "missing text field 'text'": 1,
-                                       "text field 'text' is not a string": 1, "empty text": 1,
-                                       "missing id field 'id'": 1, "duplicate id": 1, "invalid UTF-8": 1}
+    assert c["quarantine_reasons"] == {
+        "invalid JSON": 1,
+        "missing text field 'text'": 1,
+        "text field 'text' is not a string": 1,
+        "empty text": 1,
+        "missing id field 'id'": 1,
+        "duplicate id": 1,
+        "invalid UTF-8": 1,
+    }
     assert c["valid"] == 1200 + 3 and c["scored"] == 1200 + 2  # the cross-shard duplicate is not scored
     quarantine = [json.loads(line) for line in open(ctx.storage.path("quarantine/zz-bad.jsonl"))]
     assert [q["row"] for q in quarantine] == [2, 3, 4, 5, 6, 7, 10]
@@ -99,25 +112,45 @@ def locked_s3(tmp_path):
     port = free_port()
     admin = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
     with open(tmp_path / "moto.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **admin})
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **admin},
+        )
     endpoint = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: responds(f"{endpoint}/moto-api/data.json"), 30, "the moto server")
-        kw = {"endpoint_url": endpoint, "aws_access_key_id": "testing", "aws_secret_access_key": "testing",
-              "region_name": "us-east-1"}
+        kw = {
+            "endpoint_url": endpoint,
+            "aws_access_key_id": "testing",
+            "aws_secret_access_key": "testing",
+            "region_name": "us-east-1",
+        }
         s3, iam = boto3.client("s3", **kw), boto3.client("iam", **kw)
         s3.create_bucket(Bucket="locked")
         for key in ("ok", "secret"):
             s3.put_object(Bucket="locked", Key=f"data/{key}.jsonl", Body=json.dumps({"id": key, "text": key}).encode())
         iam.create_user(UserName="reader")
-        iam.put_user_policy(UserName="reader", PolicyName="read-ok", PolicyDocument=json.dumps({
-            "Version": "2012-10-17", "Statement": [
-                {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::locked"},
-                {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::locked/data/ok.jsonl"}]}))
+        iam.put_user_policy(
+            UserName="reader",
+            PolicyName="read-ok",
+            PolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::locked"},
+                        {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::locked/data/ok.jsonl"},
+                    ],
+                }
+            ),
+        )
         key = iam.create_access_key(UserName="reader")["AccessKey"]
-        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset-auth", data=b"0", method="POST",
-                                                      headers={"Content-Type": "text/plain"}))
+        urllib.request.urlopen(
+            urllib.request.Request(
+                f"{endpoint}/moto-api/reset-auth", data=b"0", method="POST", headers={"Content-Type": "text/plain"}
+            )
+        )
         yield {"key": key["AccessKeyId"], "secret": key["SecretAccessKey"], "client_kwargs": {"endpoint_url": endpoint}}
     finally:
         proc.terminate()

@@ -1,6 +1,7 @@
 """ObjectStoreCache (one JSON object per key on S3 or a folder) against a real S3 API (moto in server mode):
 round trips, one concurrent batch per lookup, concurrent writer processes, errors never stored, pickling,
 an outage costing misses and not the run, open_cache, and a LiteLLMRater served from it."""
+
 from __future__ import annotations
 
 import errno
@@ -16,17 +17,16 @@ from pathlib import Path
 
 import fsspec
 import pytest
+from support.fake_llm_server import FakeLLMServer
+from support.net import free_port
+from support.s3 import s3_options
+from support.tcp_proxy import TcpProxy
 
 from orthoselect.config import RatingConfig
 from orthoselect.llm.cache import Cache, RequestCache, open_cache, request_key
 from orthoselect.llm.object_cache import ObjectStoreCache
 from orthoselect.raters.llm import LiteLLMRater
 from orthoselect.types import Document, Rule
-from support.fake_llm_server import FakeLLMServer
-from support.net import free_port
-from support.s3 import s3_options
-from support.tcp_proxy import TcpProxy
-
 
 SECRET = "sk-test-SECRET-cache-store-13579"
 
@@ -36,8 +36,14 @@ def key(i: int) -> str:
 
 
 def record(i: int, text: str | None = None) -> dict:
-    return {"key": key(i), "model": "openai/fake", "text": text or f"0.{i % 10} naïve — 日本 {i}",
-            "finish_reason": "stop", "tokens_in": 10 + i, "tokens_out": 2}
+    return {
+        "key": key(i),
+        "model": "openai/fake",
+        "text": text or f"0.{i % 10} naïve — 日本 {i}",
+        "finish_reason": "stop",
+        "tokens_in": 10 + i,
+        "tokens_out": 2,
+    }
 
 
 @pytest.fixture
@@ -135,7 +141,7 @@ def _writer(locations: list[tuple[str, dict]], who: str, order: list[int], barri
     caches = [ObjectStoreCache(url, opts) for url, opts in locations]
     barrier.wait(timeout=60)
     for start in range(0, len(order), 20):
-        batch = [record(i, text=f"{who} {i}") for i in order[start:start + 20]]
+        batch = [record(i, text=f"{who} {i}") for i in order[start : start + 20]]
         for cache in caches:
             assert cache.put_many(batch) == len(batch)
 
@@ -199,11 +205,14 @@ def test_an_incomplete_record_stores_nothing_as_in_request_cache(store, tmp_path
 @pytest.mark.integration
 def test_failed_and_unparseable_answers_are_never_stored(s3_endpoint, s3_url):
     cache = ObjectStoreCache(s3_url, s3_options(s3_endpoint))
-    pairs = [(Document(f"d{i}", f"Document {i}: some text."), Rule("r1", "Clarity: the text is clear."))
-             for i in range(6)]
+    pairs = [
+        (Document(f"d{i}", f"Document {i}: some text."), Rule("r1", "Clarity: the text is clear.")) for i in range(6)
+    ]
     for fault, over in (({"rate_500": 1.0}, {"max_retries": 0}), ({"rate_garbage": 1.0}, {"parse_retries": 1})):
-        with FakeLLMServer(**fault) as srv, \
-                LiteLLMRater(RatingConfig(model="openai/fake", api_base=srv.url, **over), cache=cache) as r:
+        with (
+            FakeLLMServer(**fault) as srv,
+            LiteLLMRater(RatingConfig(model="openai/fake", api_base=srv.url, **over), cache=cache) as r,
+        ):
             out = r.rate(pairs)
         assert all(x.score is None and x.status in ("error", "parse_error") for x in out)
         assert srv.requests == len(pairs) * (1 + over.get("parse_retries", 0))
@@ -256,8 +265,7 @@ def test_a_store_that_goes_away_is_skipped_then_used_again(s3_endpoint, s3_url, 
         assert cache.put_many([record(2)]) == 0
         assert cache.get_many([key(1), key(2)]) == {}  # skipped while cooling down: no waiting
         assert time.monotonic() - start < 5
-        assert any("write failed" in r.message and "1 of 1 answers not stored" in r.message
-                   for r in caplog.records)
+        assert any("write failed" in r.message and "1 of 1 answers not stored" in r.message for r in caplog.records)
         proxy.up()
         time.sleep(0.5)
         assert cache.get_many([key(1), key(2)]) == {key(1): record(1)}
@@ -271,10 +279,16 @@ def test_a_store_that_goes_away_is_skipped_then_used_again(s3_endpoint, s3_url, 
 def test_open_cache_picks_the_store(tmp_path):
     folder = tmp_path / "shared"
     folder.mkdir()
-    cases = {str(tmp_path / "requests.sqlite"): RequestCache, str(tmp_path / "new" / "c.db"): RequestCache,
-             str(tmp_path / "plain-file"): RequestCache, f"file://{tmp_path}/x.sqlite": RequestCache,
-             str(folder): ObjectStoreCache, f"file://{folder}": ObjectStoreCache,
-             str(tmp_path / "to-be-made") + "/": ObjectStoreCache, "s3://bucket/prefix": ObjectStoreCache}
+    cases = {
+        str(tmp_path / "requests.sqlite"): RequestCache,
+        str(tmp_path / "new" / "c.db"): RequestCache,
+        str(tmp_path / "plain-file"): RequestCache,
+        f"file://{tmp_path}/x.sqlite": RequestCache,
+        str(folder): ObjectStoreCache,
+        f"file://{folder}": ObjectStoreCache,
+        str(tmp_path / "to-be-made") + "/": ObjectStoreCache,
+        "s3://bucket/prefix": ObjectStoreCache,
+    }
     for location, kind in cases.items():
         cache = open_cache(location)
         assert type(cache) is kind, location
@@ -291,10 +305,14 @@ def test_open_cache_picks_the_store(tmp_path):
 @pytest.mark.integration
 def test_rater_second_run_is_served_from_s3_with_zero_requests(s3_endpoint, s3_url, monkeypatch):
     monkeypatch.setenv("TEST_CACHE_STORE_KEY", SECRET)
-    rules = [Rule("r1", "Clarity: the text is clear and well organised."),
-             Rule("r2", "Code: the text contains working source code.")]
-    docs = [Document(f"d{i}", f"Document {i}. " + "The quick brown fox jumps over the lazy dog. " * (1 + i % 4))
-            for i in range(15)]
+    rules = [
+        Rule("r1", "Clarity: the text is clear and well organised."),
+        Rule("r2", "Code: the text contains working source code."),
+    ]
+    docs = [
+        Document(f"d{i}", f"Document {i}. " + "The quick brown fox jumps over the lazy dog. " * (1 + i % 4))
+        for i in range(15)
+    ]
     pairs = [(d, r) for d in docs for r in rules]
     with FakeLLMServer(api_key=SECRET) as server:
         cfg = RatingConfig(model="openai/fake", api_base=server.url, api_key_env="TEST_CACHE_STORE_KEY")

@@ -1,4 +1,5 @@
 """The config model: every option documented, bad configs fail before any work, naming the key."""
+
 from pathlib import Path
 
 import pytest
@@ -44,17 +45,20 @@ def test_minimal_config_gets_documented_defaults(tmp_path):
     assert cfg.output_path == str(tmp_path / "runs" / "default") + "/selected"
 
 
-@pytest.mark.parametrize("data, key", [
-    ({"dataset": {"path": "d"}, "rating": {"sample_sise": 10}}, "rating.sample_sise"),
-    ({"dataset": {"path": "d"}, "dpp": {"k": 0}}, "dpp.k"),
-    ({"dataset": {"path": "d"}, "dpp": {"kernel": "cosine"}}, "dpp.kernel"),
-    ({"dataset": {"path": "d"}, "selection": {"mode": "threshold"}}, "selection.threshold"),
-    ({"dataset": {"path": "d"}, "selection": {"mode": "token_budget"}}, "selection.token_budget"),
-    ({"dataset": {"path": "d"}, "selection": {"fraction": 2}}, "selection.fraction"),
-    ({"dataset": {"path": "d"}, "rules": {"count": 5}}, "cannot exceed rules.count"),
-    ({"rules": {"count": 5}}, "dataset"),
-    ({"dataset": {"path": "d"}, "seed": -1}, "seed"),
-])
+@pytest.mark.parametrize(
+    "data, key",
+    [
+        ({"dataset": {"path": "d"}, "rating": {"sample_sise": 10}}, "rating.sample_sise"),
+        ({"dataset": {"path": "d"}, "dpp": {"k": 0}}, "dpp.k"),
+        ({"dataset": {"path": "d"}, "dpp": {"kernel": "cosine"}}, "dpp.kernel"),
+        ({"dataset": {"path": "d"}, "selection": {"mode": "threshold"}}, "selection.threshold"),
+        ({"dataset": {"path": "d"}, "selection": {"mode": "token_budget"}}, "selection.token_budget"),
+        ({"dataset": {"path": "d"}, "selection": {"fraction": 2}}, "selection.fraction"),
+        ({"dataset": {"path": "d"}, "rules": {"count": 5}}, "cannot exceed rules.count"),
+        ({"rules": {"count": 5}}, "dataset"),
+        ({"dataset": {"path": "d"}, "seed": -1}, "seed"),
+    ],
+)
 def test_bad_config_names_the_key(tmp_path, data, key):
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, data))
@@ -80,4 +84,3 @@ def test_fingerprint_tracks_sections():
     b = Config.model_validate({"dataset": {"path": "d"}, "dpp": {"k": 5}})
     assert a.fingerprint("rating") == b.fingerprint("rating")
     assert a.fingerprint("dpp") != b.fingerprint("dpp") and a.fingerprint() != b.fingerprint()
-

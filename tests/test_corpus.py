@@ -1,4 +1,5 @@
 """The demo corpus: real stdlib text, mixed shard formats, a known variant mix, byte-identical rebuilds."""
+
 import random
 import re
 import sysconfig
@@ -6,9 +7,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from support.corpus import read_shards
 
 from orthoselect.corpus import BOILERPLATE, MAX_CHARS, MIN_CHARS, build_corpus, degrade
-from support.corpus import read_shards
 
 N_DOCS, N_SHARDS = 600, 4
 COMMON_WORDS = {"the", "of", "and", "to", "is", "a", "in", "for", "this", "be"}
@@ -56,13 +57,14 @@ def test_texts_are_real_stdlib_prose(built):
     with_english = sum(len(COMMON_WORDS & set(r["text"].lower().split())) >= 3 for r in clean)
     assert with_english > 0.8 * len(clean)
     assert summary["sources"] > 30
-    assert not any("#" == r["text"].lstrip()[:1] for r in clean), "comment markers should be stripped"
+    assert not any(r["text"].lstrip()[:1] == "#" for r in clean), "comment markers should be stripped"
 
 
 def test_degraded_variants_show_their_damage(built):
     records = built[2]
-    by_variant = {v: [r["text"] for r in records if r["variant"] == v] for v in
-                  ("boilerplate", "repeated", "truncated", "noisy")}
+    by_variant = {
+        v: [r["text"] for r in records if r["variant"] == v] for v in ("boilerplate", "repeated", "truncated", "noisy")
+    }
     assert all(sum(line in text for line in BOILERPLATE) >= 3 for text in by_variant["boilerplate"])
     for text in by_variant["repeated"]:
         lines = [line for line in text.splitlines() if line.strip()]
@@ -98,8 +100,10 @@ def test_bad_arguments_and_stale_shards(tmp_path):
         build_corpus(str(tmp_path / "c"), n_docs=30, n_shards=2)
 
 
-SAMPLE = ("Return the number of items in the container.\n\nThe count includes hidden items, "
-          "which are skipped by iteration.\nRaise ValueError when the container is closed.")
+SAMPLE = (
+    "Return the number of items in the container.\n\nThe count includes hidden items, "
+    "which are skipped by iteration.\nRaise ValueError when the container is closed."
+)
 
 
 @pytest.mark.parametrize("variant", ["clean", "boilerplate", "repeated", "truncated", "noisy"])

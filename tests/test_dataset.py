@@ -1,5 +1,6 @@
 """Shard discovery and validated reading: bad rows are quarantined with a reason, unreadable files
 raise an error naming the file and line; nothing valid is lost."""
+
 import gzip
 import json
 
@@ -131,8 +132,11 @@ def test_storage_retries_transient_errors_of_the_s3_stack_not_permanent_ones(mon
     from orthoselect import storage
 
     monkeypatch.setattr(storage.time, "sleep", lambda s: None)
-    for error in (aiohttp.ClientConnectionError("reset"), botocore.exceptions.EndpointConnectionError(
-            endpoint_url="http://127.0.0.1:1"), TimeoutError("slow")):
+    for error in (
+        aiohttp.ClientConnectionError("reset"),
+        botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:1"),
+        TimeoutError("slow"),
+    ):
         calls = []
 
         def flaky(error=error, calls=calls):

@@ -1,15 +1,16 @@
 """What reaches a Dask worker and how its processes are set up: library code only (never Prefect), and
 the LocalCluster's worker settings from `cluster` (profiler, malloc trim)."""
+
 import subprocess
 import sys
 from functools import partial
 
 import cloudpickle
 import pytest
+from support.configs import small_config
 
 from orthoselect.config import ClusterConfig, Config
 from orthoselect.stages import RunContext, execute
-from support.configs import small_config
 
 
 def test_a_shard_task_unpickles_without_prefect(tmp_path):
@@ -17,9 +18,11 @@ def test_a_shard_task_unpickles_without_prefect(tmp_path):
     (~1.3 s of imports per worker, and the Prefect settings of the flow process)."""
     ctx = RunContext(Config.model_validate(small_config(tmp_path / "data", tmp_path / "run")))
     payload = cloudpickle.dumps((partial(execute, "scan"), ctx))
-    check = ("import pickle, sys; fn, ctx = pickle.loads(sys.stdin.buffer.read()); "
-             "assert fn.args == ('scan',) and ctx.cfg.seed == 0; "
-             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('prefect', 'tasks', 'flows')))")
+    check = (
+        "import pickle, sys; fn, ctx = pickle.loads(sys.stdin.buffer.read()); "
+        "assert fn.args == ('scan',) and ctx.cfg.seed == 0; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('prefect', 'tasks', 'flows')))"
+    )
     out = subprocess.run([sys.executable, "-c", check], input=payload, capture_output=True, check=True)
     assert out.stdout.decode().strip() == "[]"
 
@@ -29,18 +32,33 @@ def _worker_settings(dask_worker):
 
     import dask
 
-    return (dask.config.get("distributed.worker.profile.enabled"), os.environ.get("MALLOC_TRIM_THRESHOLD_"),
-            dask.config.get("distributed.admin.tick.interval"), tuple(p.name for p in dask_worker.preloads))
+    return (
+        dask.config.get("distributed.worker.profile.enabled"),
+        os.environ.get("MALLOC_TRIM_THRESHOLD_"),
+        dask.config.get("distributed.admin.tick.interval"),
+        tuple(p.name for p in dask_worker.preloads),
+    )
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("options, expected", [
-    ({}, (False, None, "1s", ("orthoselect.stages",))),
-    ({"dask_config": {"distributed.worker.profile.enabled": True,
-                      "distributed": {"admin": {"tick": {"interval": "20ms"}},
-                                      "nanny": {"pre-spawn-environ": {"MALLOC_TRIM_THRESHOLD_": 65536}}}}},
-     (True, "65536", "20ms", ("orthoselect.stages",))),
-])
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        ({}, (False, None, "1s", ("orthoselect.stages",))),
+        (
+            {
+                "dask_config": {
+                    "distributed.worker.profile.enabled": True,
+                    "distributed": {
+                        "admin": {"tick": {"interval": "20ms"}},
+                        "nanny": {"pre-spawn-environ": {"MALLOC_TRIM_THRESHOLD_": 65536}},
+                    },
+                }
+            },
+            (True, "65536", "20ms", ("orthoselect.stages",)),
+        ),
+    ],
+)
 def test_local_cluster_worker_settings(options, expected):
     """Lean Dask defaults reach the LocalCluster's workers, the config's keys (dotted or nested) win, and
     the workers preloaded the library."""
@@ -78,8 +96,10 @@ def test_workers_of_a_flow_run_never_import_prefect(prefect_api, corpus_dir, tmp
     from flows.pipeline import run_stages, start_run
     from flows.runtime import dask_cluster
 
-    with dask_cluster(ClusterConfig(n_workers=2, threads_per_worker=1)) as address, \
-            Client(address, set_as_default=False) as client:
+    with (
+        dask_cluster(ClusterConfig(n_workers=2, threads_per_worker=1)) as address,
+        Client(address, set_as_default=False) as client,
+    ):
         config = small_config(corpus_dir, tmp_path / "run", cluster__address=address)
         run_stages(start_run(config), ["index_pool"])
         assert set(map(tuple, client.run(_imported_packages).values())) == {("orthoselect",)}

@@ -1,4 +1,5 @@
 """DPP rule selection: greedy MAP, exact k-DPP sampling, rho, kernels and select_rules."""
+
 import itertools
 import json
 import pickle
@@ -241,11 +242,19 @@ def test_pairwise_kernel_is_projected_to_psd():
     # Three rules rated on disjoint pairs of rows: the pairwise correlations are +1, +1 and -1,
     # which no PSD matrix has; the kernel clips the negative eigenvalue.
     nan = np.nan
-    s = np.array([
-        [1, 1, nan], [2, 2, nan], [3, 3, nan],
-        [1, nan, 1], [2, nan, 2], [3, nan, 3],
-        [nan, 1, 3], [nan, 2, 2], [nan, 3, 1],
-    ])
+    s = np.array(
+        [
+            [1, 1, nan],
+            [2, 2, nan],
+            [3, 3, nan],
+            [1, nan, 1],
+            [2, nan, 2],
+            [3, nan, 3],
+            [nan, 1, 3],
+            [nan, 2, 2],
+            [nan, 3, 1],
+        ]
+    )
     raw = pd.DataFrame(s).corr().to_numpy()
     assert np.linalg.eigvalsh(raw).min() < -0.5
     L, kept = build_kernel(s, "correlation", 1e-6)

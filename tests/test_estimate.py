@@ -1,5 +1,6 @@
 """The cost estimate: request counts of the two-stage design against the paper's R·N, token figures, dollars
 from configured, unknown and simulated prices, the budget verdict, and that it writes nothing."""
+
 from __future__ import annotations
 
 import gzip
@@ -23,9 +24,14 @@ PRICED = "openai/house-rater"  # neither: priced by the config
 
 
 def config(data: Path | str, run_dir: Path, **sections):
-    raw = {"run_dir": str(run_dir), "seed": 0, "dataset": {"path": str(data)},
-           "rules": {"model": "simulated", "count": 24}, "rating": {"model": "simulated", "sample_size": 300},
-           "dpp": {"k": 6}}
+    raw = {
+        "run_dir": str(run_dir),
+        "seed": 0,
+        "dataset": {"path": str(data)},
+        "rules": {"model": "simulated", "count": 24},
+        "rating": {"model": "simulated", "sample_size": 300},
+        "dpp": {"k": 6},
+    }
     for key, value in sections.items():
         raw[key] = raw[key] | value if isinstance(raw.get(key), dict) else value
     return load_config(raw)
@@ -66,9 +72,13 @@ def test_request_counts_match_the_cost_model(corpus_dir, tmp_path):
     assert {c["format"] for c in pool["per_shard"]} == {"jsonl", "parquet"}
     for name, rows in truth.items():
         assert by_shard[name.split(".")[0]]["rows"] == rows
-    assert est["rules"] == {"R": R, "r": r, "source": "simulated", "assumed": False,
-                            "mean_rule_tokens": pytest.approx(
-                                sum(map(count_tokens, simulated_rules(R, 0))) / R)}
+    assert est["rules"] == {
+        "R": R,
+        "r": r,
+        "source": "simulated",
+        "assumed": False,
+        "mean_rule_tokens": pytest.approx(sum(map(count_tokens, simulated_rules(R, 0))) / R),
+    }
     stages = est["stages"]
     assert est["sample_size"] == n
     assert stages["rules"]["requests"] == 0
@@ -98,8 +108,10 @@ def test_jsonl_rows_are_estimated_from_bytes_per_row_when_not_read_whole(tmp_pat
     data.mkdir()
     truth = {}
     for name in ("a.jsonl", "b.jsonl.gz", "c.jsonl.gz"):
-        rows = [json.dumps({"id": f"{name}-{i}", "text": "word " * rng.randint(40, 80)}) + "\n"
-                for i in range(3000 + 500 * len(truth))]
+        rows = [
+            json.dumps({"id": f"{name}-{i}", "text": "word " * rng.randint(40, 80)}) + "\n"
+            for i in range(3000 + 500 * len(truth))
+        ]
         payload = "".join(rows).encode()
         (data / name).write_bytes(gzip.compress(payload) if name.endswith(".gz") else payload)
         truth[name] = len(rows)
@@ -142,8 +154,13 @@ def test_per_request_tokens_equal_a_hand_count(corpus_dir, tmp_path):
     rule = "Clarity: The document explains its subject in plain, precise language."
     rules_file = tmp_path / "rules.txt"
     rules_file.write_text(rule + "\n")
-    cfg = config(corpus_dir, tmp_path / "run", rules={"file": str(rules_file)},
-                 rating={"max_doc_tokens": 40, "max_tokens": 16}, dpp={"k": 1})
+    cfg = config(
+        corpus_dir,
+        tmp_path / "run",
+        rules={"file": str(rules_file)},
+        rating={"max_doc_tokens": 40, "max_tokens": 16},
+        dpp={"k": 1},
+    )
     est = estimate(cfg, sample_docs=1)
 
     kept, cut = truncate_tokens(first_text(corpus_dir), 40)
@@ -166,17 +183,26 @@ def test_per_request_tokens_equal_a_hand_count(corpus_dir, tmp_path):
 
 
 def test_configured_prices_give_the_exact_dollar_product(corpus_dir, tmp_path):
-    cfg = config(corpus_dir, tmp_path / "run",
-                 rules={"model": "openai/rule-writer", "count": 24, "examples": 3, "example_chars": 500,
-                        "price_per_million_tokens": {"input": 3.0, "output": 15.0}},
-                 rating={"model": PRICED, "price_per_million_tokens": {"input": 0.5, "output": 2.0}})
+    cfg = config(
+        corpus_dir,
+        tmp_path / "run",
+        rules={
+            "model": "openai/rule-writer",
+            "count": 24,
+            "examples": 3,
+            "example_chars": 500,
+            "price_per_million_tokens": {"input": 3.0, "output": 15.0},
+        },
+        rating={"model": PRICED, "price_per_million_tokens": {"input": 0.5, "output": 2.0}},
+    )
     est = estimate(cfg, sample_docs=40)
     for name in ("rate_sample", "score_pool"):
         s = est["stages"][name]
         assert s["model"] == PRICED and s["price_source"] == "config"
         assert s["cost_usd"] == pytest.approx(s["input_tokens"] * 0.5e-6 + s["output_tokens"] * 2.0e-6, rel=1e-12)
-        assert s["cost_usd_max"] == pytest.approx(s["input_tokens"] * 0.5e-6 + s["output_tokens_max"] * 2.0e-6,
-                                                  rel=1e-12)
+        assert s["cost_usd_max"] == pytest.approx(
+            s["input_tokens"] * 0.5e-6 + s["output_tokens_max"] * 2.0e-6, rel=1e-12
+        )
         assert s["cost_usd"] > 0
     # rule generation: one request whose prompt holds the first sampled documents, 40 tokens a rule out
     gen = est["stages"]["rules"]
@@ -198,8 +224,9 @@ def test_configured_prices_give_the_exact_dollar_product(corpus_dir, tmp_path):
 
 
 def test_retry_allowance_adds_requests_and_their_tokens(corpus_dir, tmp_path):
-    cfg = config(corpus_dir, tmp_path / "run", rating={"model": PRICED,
-                                                       "price_per_million_tokens": {"input": 1, "output": 1}})
+    cfg = config(
+        corpus_dir, tmp_path / "run", rating={"model": PRICED, "price_per_million_tokens": {"input": 1, "output": 1}}
+    )
     plain, padded = estimate(cfg, sample_docs=20), estimate(cfg, sample_docs=20, retry_overhead=0.1)
     for name in ("rate_sample", "score_pool"):
         base = plain["stages"][name]["requests"]
@@ -245,8 +272,9 @@ def test_budget_fit_flag(corpus_dir, tmp_path):
 
     roomy = estimate(config(corpus_dir, tmp_path / "run", rating=prices, budget_usd=top * 2), sample_docs=20)
     assert roomy["fits_budget"] is True and roomy["fits_budget_max"] is True
-    between = estimate(config(corpus_dir, tmp_path / "run", rating=prices, budget_usd=(total + top) / 2),
-                       sample_docs=20)
+    between = estimate(
+        config(corpus_dir, tmp_path / "run", rating=prices, budget_usd=(total + top) / 2), sample_docs=20
+    )
     assert between["fits_budget"] is True and between["fits_budget_max"] is False
     tight = estimate(config(corpus_dir, tmp_path / "run", rating=prices, budget_usd=total / 2), sample_docs=20)
     assert tight["fits_budget"] is False

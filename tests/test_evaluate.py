@@ -1,16 +1,17 @@
 """`orthoselect eval`: numbers on a hand-checkable case, labels files, and a run directory end to end."""
+
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
+from support.configs import small_config
+from support.corpus import corpus_labels
 from typer.testing import CliRunner
 
 from orthoselect.config import Config
 from orthoselect.evaluate import EvalInputError, EvalRequest, align, evaluate, load_labels, run_eval, set_metrics
 from orthoselect.stages import RunContext, run_local
-from support.configs import small_config
-from support.corpus import corpus_labels
 
 
 def test_set_metrics_on_a_hand_checkable_case():
@@ -41,8 +42,14 @@ def test_evaluate_compares_every_chooser_with_random_and_all_rules():
     ids = [f"g{i}" for i in range(8)] + [f"j{i}" for i in range(4)]
     result = evaluate(s, ids, truth, k=4, random_subsets=200, seed=0)
     names = [c["chooser"] for c in result["choosers"]]
-    assert names == ["quality/greedy", "quality/sample", "correlation/greedy", "correlation/sample",
-                     "gram/greedy", "gram/sample"]
+    assert names == [
+        "quality/greedy",
+        "quality/sample",
+        "correlation/greedy",
+        "correlation/sample",
+        "gram/greedy",
+        "gram/sample",
+    ]
     default = result["choosers"][0]
     assert default["default"] and all(i.startswith("g") for i in default["chosen_ids"])
     assert default["win_rate"] > 0.9 and default["mse"] < result["random"]["mse"]["p50"]
@@ -94,10 +101,15 @@ def finished_run(corpus_dir, tmp_path_factory):
 
 def test_run_eval_on_a_run_directory_writes_table_json_and_plots(finished_run, corpus_dir, tmp_path):
     labels = corpus_labels(corpus_dir, tmp_path / "labels.csv")
-    outcome = run_eval(EvalRequest(run_dir=finished_run.cfg.run_dir, labels=labels, out=str(tmp_path / "eval"),
-                                   random_subsets=100))
-    assert outcome["counts"] == {"sample_docs": 300, "labelled": 300, "sample_without_label": 0,
-                                 "labels_outside_sample": 900}
+    outcome = run_eval(
+        EvalRequest(run_dir=finished_run.cfg.run_dir, labels=labels, out=str(tmp_path / "eval"), random_subsets=100)
+    )
+    assert outcome["counts"] == {
+        "sample_docs": 300,
+        "labelled": 300,
+        "sample_without_label": 0,
+        "labels_outside_sample": 900,
+    }
     result = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert result["k"] == 6 and result["binary_labels"] and len(result["choosers"]) == 6
     chosen = finished_run.storage.read_json("rule_selection.json")["chosen_ids"]
@@ -113,8 +125,10 @@ def test_eval_command(finished_run, corpus_dir, tmp_path):
 
     labels = corpus_labels(corpus_dir, tmp_path / "labels.csv")
     runner = CliRunner()
-    done = runner.invoke(app, ["eval", finished_run.cfg.run_dir, "--labels", labels, "--out", str(tmp_path / "e"),
-                               "--random-subsets", "50"])
+    done = runner.invoke(
+        app,
+        ["eval", finished_run.cfg.run_dir, "--labels", labels, "--out", str(tmp_path / "e"), "--random-subsets", "50"],
+    )
     assert done.exit_code == 0, done.output
     assert "OrthoSelect eval" in done.output and "written:" in done.output
     assert len(json.loads((tmp_path / "e" / "eval.json").read_text())["choosers"]) == 6

@@ -1,6 +1,7 @@
 """Faults on real parts: kill -9 of the whole run, a Dask worker killed mid-run on a cluster of
 separate processes, and an S3 outage. Ratings come over real HTTP from the loopback LLM server, which
 counts every request, so "no completed work is paid twice" is checked where the money is spent."""
+
 from __future__ import annotations
 
 import json
@@ -17,11 +18,6 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
-
-from orthoselect.config import Config
-from orthoselect.prompts import rating_messages
-from orthoselect.raters.simulated import simulated_rules
-from orthoselect.stages import RunContext, run_local
 from support import ROOT
 from support.configs import FAST_DPP, llm_config, small_config
 from support.corpus import run_rules, run_texts
@@ -30,6 +26,11 @@ from support.net import free_port, wait_for
 from support.prefect_api import api_url
 from support.s3 import s3_options, upload
 from support.tcp_proxy import TcpProxy
+
+from orthoselect.config import Config
+from orthoselect.prompts import rating_messages
+from orthoselect.raters.simulated import simulated_rules
+from orthoselect.stages import RunContext, run_local
 
 pytestmark = pytest.mark.integration
 MODEL = "fake-rater"
@@ -50,8 +51,9 @@ def rules_file(tmp_path_factory) -> Path:
 
 def slow_config(data: Path | str, run_dir: Path | str, url: str, rules_file: Path, cache: Path, **over: Any) -> dict:
     """Ratings over HTTP, slow enough (15 ms, 8 in flight) that a shard takes a few seconds."""
-    return llm_config(data, run_dir, url, model=f"openai/{MODEL}", rules_file=rules_file, cache=cache, dpp=FAST_DPP,
-                      **over)
+    return llm_config(
+        data, run_dir, url, model=f"openai/{MODEL}", rules_file=rules_file, cache=cache, dpp=FAST_DPP, **over
+    )
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +69,9 @@ def reference(corpus_dir, rules_file, tmp_path_factory) -> RunContext:
 
 
 def same_selection(ctx: RunContext, reference: RunContext) -> None:
-    pd.testing.assert_frame_equal(ctx.storage.read_parquet("selection.parquet"),
-                                  reference.storage.read_parquet("selection.parquet"))
+    pd.testing.assert_frame_equal(
+        ctx.storage.read_parquet("selection.parquet"), reference.storage.read_parquet("selection.parquet")
+    )
     out = sorted(ctx.output.list(""))
     assert out == sorted(reference.output.list(""))
     for name in out:
@@ -85,8 +88,12 @@ def test_kill_whole_run_then_resume(prefect_api, llm, corpus_dir, rules_file, re
     with open(tmp_path / "run.log", "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "flows.cli", "run", str(tmp_path / "config.yaml"), "--no-progress"],
-            cwd=ROOT, env={**os.environ, "PREFECT_API_URL": api_url()}, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            cwd=ROOT,
+            env={**os.environ, "PREFECT_API_URL": api_url()},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         wait_for(lambda: len(ctx.completed_units("score")) >= 1, 240, "a first pool shard", proc)
     finally:
@@ -112,8 +119,9 @@ def _start(cmd: list[str], log: Path) -> subprocess.Popen:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
 
 
-def test_real_cluster_on_s3_survives_a_killed_worker(prefect_api, s3_endpoint, llm, corpus_dir, rules_file,
-                                                     reference, tmp_path):
+def test_real_cluster_on_s3_survives_a_killed_worker(
+    prefect_api, s3_endpoint, llm, corpus_dir, rules_file, reference, tmp_path
+):
     """A `dask scheduler` and two `dask worker` processes, data on S3; one worker is killed with -9
     while pool shards are in flight. Dask re-runs its work elsewhere; the run completes unchanged."""
     from distributed import Client
@@ -122,25 +130,42 @@ def test_real_cluster_on_s3_survives_a_killed_worker(prefect_api, s3_endpoint, l
 
     dask = str(Path(sys.executable).parent / "dask")
     port = free_port()
-    procs = [_start([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-                    tmp_path / "scheduler.log")]
+    procs = [
+        _start(
+            [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            tmp_path / "scheduler.log",
+        )
+    ]
     address = f"tcp://127.0.0.1:{port}"
     try:
         for i in range(2):
-            procs.append(_start([dask, "worker", address, "--nthreads", "2", "--no-dashboard", "--name", f"w{i}"],
-                                tmp_path / f"worker{i}.log"))
+            procs.append(
+                _start(
+                    [dask, "worker", address, "--nthreads", "2", "--no-dashboard", "--name", f"w{i}"],
+                    tmp_path / f"worker{i}.log",
+                )
+            )
         with Client(address, timeout=60) as client:
             client.wait_for_workers(2, timeout=90)
             upload(corpus_dir, "s3://test-bucket/cluster/corpus")
-            config = slow_config("s3://test-bucket/cluster/corpus", "s3://test-bucket/cluster/run", llm.url, rules_file,
-                                 tmp_path / "cache.sqlite", cluster={"address": address},
-                                 output={"path": "s3://test-bucket/cluster/out"})
+            config = slow_config(
+                "s3://test-bucket/cluster/corpus",
+                "s3://test-bucket/cluster/run",
+                llm.url,
+                rules_file,
+                tmp_path / "cache.sqlite",
+                cluster={"address": address},
+                output={"path": "s3://test-bucket/cluster/out"},
+            )
             ctx = RunContext(Config.model_validate(config))
             result: dict = {}
             runner = threading.Thread(target=lambda: result.update(orthoselect_pipeline(config=config)), daemon=True)
             runner.start()
-            wait_for(lambda: ctx.storage.exists("rule_selection.json") and llm.requests > 0
-                     and _busy(client), 240, "pool scoring on the workers")
+            wait_for(
+                lambda: ctx.storage.exists("rule_selection.json") and llm.requests > 0 and _busy(client),
+                240,
+                "pool scoring on the workers",
+            )
             victim = next(iter(_busy(client)))
             os.kill(client.run(os.getpid, workers=[victim])[victim], signal.SIGKILL)
             runner.join(timeout=300)
@@ -165,8 +190,9 @@ def s3_proxy(s3_endpoint: str) -> Iterator[TcpProxy]:
         yield proxy
 
 
-def test_s3_outage_fails_shards_into_the_ledger_then_retry_failed(prefect_api, s3_proxy, llm, corpus_dir,
-                                                                   rules_file, reference, tmp_path):
+def test_s3_outage_fails_shards_into_the_ledger_then_retry_failed(
+    prefect_api, s3_proxy, llm, corpus_dir, rules_file, reference, tmp_path
+):
     """S3 goes away for several seconds while pool shards are scored (every connection cut, new ones
     refused). Retries with backoff do not outlast it here (storage.retries 1, no task retries), so
     shards fail into the ledger; `status` lists them; `retry-failed` re-runs only them and the run
@@ -176,11 +202,20 @@ def test_s3_outage_fails_shards_into_the_ledger_then_retry_failed(prefect_api, s
 
     upload(corpus_dir, "s3://test-bucket/outage/corpus")
     proxy = s3_proxy
-    options = {**s3_options(proxy.url),
-               "config_kwargs": {"retries": {"max_attempts": 1}}}  # no hidden retries inside botocore
-    config = slow_config("s3://test-bucket/outage/corpus", "s3://test-bucket/outage/run", llm.url, rules_file,
-                         tmp_path / "cache.sqlite", storage={"options": options, "retries": 1},
-                         cluster={"task_retries": 0}, output={"path": "s3://test-bucket/outage/out"})
+    options = {
+        **s3_options(proxy.url),
+        "config_kwargs": {"retries": {"max_attempts": 1}},
+    }  # no hidden retries inside botocore
+    config = slow_config(
+        "s3://test-bucket/outage/corpus",
+        "s3://test-bucket/outage/run",
+        llm.url,
+        rules_file,
+        tmp_path / "cache.sqlite",
+        storage={"options": options, "retries": 1},
+        cluster={"task_retries": 0},
+        output={"path": "s3://test-bucket/outage/out"},
+    )
     ctx = RunContext(Config.model_validate(config))
     outcome: dict = {}
 

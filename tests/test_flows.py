@@ -1,13 +1,14 @@
 """The Prefect flows on a real Prefect API (test harness) and a real Dask LocalCluster of worker
 processes: the same results as the in-process library run, and a rerun that is all `Cached`."""
+
 import pandas as pd
 import pytest
-
-from orthoselect.config import Config
-from orthoselect.stages import STAGES, RunContext, run_local
 from support.configs import small_config
 from support.corpus import corpus_labels
 from support.prefect_api import read_all
+
+from orthoselect.config import Config
+from orthoselect.stages import STAGES, RunContext, run_local
 
 pytestmark = pytest.mark.integration
 
@@ -29,8 +30,9 @@ def test_pipeline_flow_matches_in_process_run(pipeline_run, corpus_dir, tmp_path
     flow_ctx = RunContext(Config.model_validate(config))
     local = RunContext(Config.model_validate(small_config(corpus_dir, tmp_path / "local")))
     run_local(local)
-    pd.testing.assert_frame_equal(flow_ctx.storage.read_parquet("selection.parquet"),
-                                  local.storage.read_parquet("selection.parquet"))
+    pd.testing.assert_frame_equal(
+        flow_ctx.storage.read_parquet("selection.parquet"), local.storage.read_parquet("selection.parquet")
+    )
     assert first["chosen_rules"] == local.storage.read_json("manifest.json")["chosen_rules"]
 
 
@@ -74,10 +76,16 @@ def test_rule_choice_and_eval_are_prefect_artifacts(pipeline_run, corpus_dir, tm
     from orthoselect.evaluate import EvalRequest
 
     config = pipeline_run[0]
-    assert {"orthoselect-chosen-rules", "orthoselect-rule-statistics", "orthoselect-fidelity-curve",
-            "orthoselect-rule-choice", "orthoselect-report"} <= artifact_keys()
+    assert {
+        "orthoselect-chosen-rules",
+        "orthoselect-rule-statistics",
+        "orthoselect-fidelity-curve",
+        "orthoselect-rule-choice",
+        "orthoselect-report",
+    } <= artifact_keys()
     labels = corpus_labels(corpus_dir, tmp_path / "labels.csv")
-    done = evaluate_rules(EvalRequest(run_dir=config["run_dir"], labels=labels, out=str(tmp_path / "eval"),
-                                      random_subsets=50))
+    done = evaluate_rules(
+        EvalRequest(run_dir=config["run_dir"], labels=labels, out=str(tmp_path / "eval"), random_subsets=50)
+    )
     assert done["counts"]["labelled"] == 300 and (tmp_path / "eval" / "eval_mse_vs_r.png").exists()
     assert {"orthoselect-eval", "orthoselect-eval-report"} <= artifact_keys()

@@ -1,5 +1,6 @@
 """The run-wide governor: requests and tokens per minute, requests in flight and the budget, shared by
 every client; leases are batched; spend is persisted per attempt."""
+
 import asyncio
 import pickle
 import time
@@ -11,8 +12,9 @@ from orthoselect.llm.limits import BudgetExhausted
 from orthoselect.storage import Storage
 
 
-def drive(governor: Governor, clients: int, per_client: int, tokens: int = 100, cost: float = 0.0,
-          hold: float = 0.0) -> tuple[float, int]:
+def drive(
+    governor: Governor, clients: int, per_client: int, tokens: int = 100, cost: float = 0.0, hold: float = 0.0
+) -> tuple[float, int]:
     """Run `clients` concurrent clients each sending `per_client` requests; (seconds, max in flight)."""
     in_flight = peak = 0
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 
 import pytest
-
 from support.guard import ServerInUnmarkedTest, refuse_listening
 
 
@@ -32,7 +31,7 @@ def test_an_integration_test_can_listen() -> None:
             pass
 
 
-INNER_CONFTEST = '''
+INNER_CONFTEST = """
 import socket
 
 import pytest
@@ -52,9 +51,9 @@ def session_server():
 @pytest.fixture(scope="session")
 def prefect_api():
     yield  # stands for a server in another process
-'''
+"""
 
-INNER_TESTS = '''
+INNER_TESTS = """
 import socket
 import threading
 
@@ -89,7 +88,7 @@ def test_no_server():
 @pytest.mark.integration
 def test_marked_and_using_the_fixture(prefect_api):
     pass
-'''
+"""
 
 
 def test_the_guard_in_a_pytest_run_of_its_own(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -104,8 +103,10 @@ def test_the_guard_in_a_pytest_run_of_its_own(pytester: pytest.Pytester, monkeyp
     pytester.makepyfile(test_inner=INNER_TESTS)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rfE")
     result.assert_outcomes(passed=2, failed=1, errors=2)
-    result.stdout.fnmatch_lines_random([
-        "ERROR*test_a_session_server_first_started_by_an_unmarked_test*not marked integration but starts a server*",
-        "FAILED*test_a_server_thread_that_swallows_the_refusal*not marked integration but starts a server*",
-        "ERROR*test_a_server_in_another_process*not marked integration but uses the server fixture prefect_api*",
-    ])
+    result.stdout.fnmatch_lines_random(
+        [
+            "ERROR*test_a_session_server_first_started_by_an_unmarked_test*not marked integration but starts a server*",
+            "FAILED*test_a_server_thread_that_swallows_the_refusal*not marked integration but starts a server*",
+            "ERROR*test_a_server_in_another_process*not marked integration but uses the server fixture prefect_api*",
+        ]
+    )

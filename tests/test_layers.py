@@ -4,6 +4,7 @@
 
 The library never imports Prefect or Dask; inside it, only the run's status (ledger) reads the steps
 (`orthoselect.stages`) from outside them. A lower layer never imports a higher one."""
+
 import ast
 from pathlib import Path
 
@@ -32,21 +33,30 @@ def files(package: str) -> list[Path]:
 
 @pytest.mark.parametrize("layer", LAYERS)
 def test_no_layer_imports_a_higher_one(layer):
-    higher = set(LAYERS[LAYERS.index(layer) + 1:])
+    higher = set(LAYERS[LAYERS.index(layer) + 1 :])
     bad = [(str(f.relative_to(ROOT)), m) for f in files(layer) for m in imports(f) if m.split(".")[0] in higher]
     assert not bad, f"{layer} imports a higher layer: {bad}"
 
 
 def test_the_library_never_imports_prefect_or_dask():
-    bad = [(str(f.relative_to(ROOT)), m) for f in files("orthoselect") for m in imports(f)
-           if m.split(".")[0] in RUNTIME_PACKAGES]
+    bad = [
+        (str(f.relative_to(ROOT)), m)
+        for f in files("orthoselect")
+        for m in imports(f)
+        if m.split(".")[0] in RUNTIME_PACKAGES
+    ]
     assert not bad, f"orthoselect/ imports its runtime: {bad}"
 
 
 def test_only_the_run_status_reads_the_steps_from_outside_them():
-    bad = [(str(f.relative_to(ROOT)), m) for f in files("orthoselect") for m in imports(f)
-           if m.startswith("orthoselect.stages") and "stages" not in f.relative_to(ROOT).parts
-           and str(f.relative_to(ROOT)) not in STAGES_READERS]
+    bad = [
+        (str(f.relative_to(ROOT)), m)
+        for f in files("orthoselect")
+        for m in imports(f)
+        if m.startswith("orthoselect.stages")
+        and "stages" not in f.relative_to(ROOT).parts
+        and str(f.relative_to(ROOT)) not in STAGES_READERS
+    ]
     assert not bad, f"library modules below the steps import them: {bad}"
 
 

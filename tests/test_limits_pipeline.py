@@ -2,15 +2,16 @@
 requests per minute and the requests in flight of every worker together within the configured limits
 (measured at the LLM server); a run that reaches its budget stops, persists, and resumes with a larger
 one without paying twice."""
+
 import json
 from pathlib import Path
 
 import pytest
+from support.configs import FAST_DPP, llm_config
+from support.fake_llm_server import FakeLLMServer
 
 from orthoselect.config import Config, RatingConfig
 from orthoselect.stages import RunContext
-from support.configs import FAST_DPP, llm_config
-from support.fake_llm_server import FakeLLMServer
 
 pytestmark = pytest.mark.integration
 
@@ -22,9 +23,11 @@ def test_limits_hold_across_worker_processes():
     from tasks.runtime import ActorGovernor
 
     rpm, in_flight, per_worker = 3000, 6, 200  # 50 requests/s for the whole cluster
-    with FakeLLMServer(latency_ms=50) as server, \
-            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with (
+        FakeLLMServer(latency_ms=50) as server,
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
         governor = ActorGovernor(client.submit(Governor, rpm, None, in_flight, actor=True).result())
         cfg = RatingConfig(model="openai/fake", api_base=server.url, concurrency=16, structured_output="off")
 
@@ -33,13 +36,17 @@ def test_limits_hold_across_worker_processes():
             from orthoselect.types import Document, Rule
 
             rules = [Rule(f"r{j}", f"Rule {j}: the text is clear and useful, part {j}.") for j in range(4)]
-            docs = [Document(f"w{worker}-d{i}", f"Worker {worker} document {i} about parsing files.")
-                    for i in range(per_worker // 4)]
+            docs = [
+                Document(f"w{worker}-d{i}", f"Worker {worker} document {i} about parsing files.")
+                for i in range(per_worker // 4)
+            ]
             with LiteLLMRater(cfg, limiter=Permits(governor)) as rater:
                 return sum(r.status == "ok" for r in rater.rate([(d, r) for d in docs for r in rules]))
 
-        futures = [client.submit(rate, w, governor, workers=[addr], pure=False)
-                   for w, addr in enumerate(sorted(client.scheduler_info()["workers"]))]
+        futures = [
+            client.submit(rate, w, governor, workers=[addr], pure=False)
+            for w, addr in enumerate(sorted(client.scheduler_info()["workers"]))
+        ]
         assert [f.result() for f in futures] == [per_worker, per_worker]
     arrivals = sorted(server.arrivals)
     assert len(arrivals) == 2 * per_worker and server.max_in_flight <= in_flight
@@ -50,8 +57,15 @@ def test_limits_hold_across_worker_processes():
 
 def budget_config(data: Path, run_dir: Path, url: str, budget: float) -> dict:
     price = {"input": 1.0, "output": 1.0}  # dollars per million tokens: ~$0.0004 a rating request
-    return llm_config(data, run_dir, url, model="openai/priced", endpoint={"price_per_million_tokens": price},
-                      dpp=FAST_DPP, budget_usd=budget)
+    return llm_config(
+        data,
+        run_dir,
+        url,
+        model="openai/priced",
+        endpoint={"price_per_million_tokens": price},
+        dpp=FAST_DPP,
+        budget_usd=budget,
+    )
 
 
 def test_budget_stops_the_run_and_a_larger_budget_resumes_it(prefect_api, corpus_dir, tmp_path):

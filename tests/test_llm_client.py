@@ -1,4 +1,5 @@
 """LLMClient, transports and the request cache against a real loopback HTTP server (no mocks)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -6,11 +7,11 @@ import multiprocessing
 import time
 
 import pytest
+from support.fake_llm_server import FakeLLMServer
 
 from orthoselect.llm.cache import RequestCache, request_key
 from orthoselect.llm.client import LLMClient
 from orthoselect.llm.transport import LLMError
-from support.fake_llm_server import FakeLLMServer
 
 MSG = [{"role": "user", "content": "Say a number."}]
 SECRET = "sk-test-SECRET-0123456789"
@@ -20,7 +21,8 @@ def many(client: LLMClient, n: int, tag: str = "m") -> list:
     async def go():
         return await asyncio.gather(
             *(client.complete([{"role": "user", "content": f"{tag} {i}"}], max_tokens=8) for i in range(n)),
-            return_exceptions=True)
+            return_exceptions=True,
+        )
 
     return client.run_sync(go())
 
@@ -33,8 +35,10 @@ def server():
 
 @pytest.mark.integration
 def test_concurrency_really_overlaps():
-    with FakeLLMServer(latency_ms=200, mode="fixed", text="0.5") as srv, \
-            LLMClient("openai/fake", srv.url, transport="http", concurrency=20) as client:
+    with (
+        FakeLLMServer(latency_ms=200, mode="fixed", text="0.5") as srv,
+        LLMClient("openai/fake", srv.url, transport="http", concurrency=20) as client,
+    ):
         t0 = time.perf_counter()
         out = many(client, 40)
         wall = time.perf_counter() - t0
@@ -46,8 +50,10 @@ def test_concurrency_really_overlaps():
 @pytest.mark.integration
 @pytest.mark.parametrize("transport", ["http", "litellm"])
 def test_429_with_retry_after_is_retried(transport):
-    with FakeLLMServer(mode="fixed", text="0.5", rate_429=0.4, retry_after="0", seed=1) as srv, \
-            LLMClient("openai/fake", srv.url, transport=transport, concurrency=8, max_retries=8) as client:
+    with (
+        FakeLLMServer(mode="fixed", text="0.5", rate_429=0.4, retry_after="0", seed=1) as srv,
+        LLMClient("openai/fake", srv.url, transport=transport, concurrency=8, max_retries=8) as client,
+    ):
         out = many(client, 30)
         assert all(not isinstance(c, Exception) and c.text == "0.5" for c in out), out
         assert srv.faults["429"] > 0
@@ -57,8 +63,10 @@ def test_429_with_retry_after_is_retried(transport):
 
 @pytest.mark.integration
 def test_retry_after_is_honoured():
-    with FakeLLMServer(mode="fixed", rate_429=1.0, retry_after="0.3") as srv, \
-            LLMClient("openai/fake", srv.url, transport="http", max_retries=2) as client:
+    with (
+        FakeLLMServer(mode="fixed", rate_429=1.0, retry_after="0.3") as srv,
+        LLMClient("openai/fake", srv.url, transport="http", max_retries=2) as client,
+    ):
         t0 = time.perf_counter()
         with pytest.raises(LLMError) as info:
             client.complete_sync(MSG, max_tokens=4)
@@ -70,9 +78,12 @@ def test_retry_after_is_honoured():
 @pytest.mark.integration
 @pytest.mark.parametrize("transport", ["http", "litellm"])
 def test_5xx_are_retried(transport):
-    with FakeLLMServer(mode="fixed", text="0.5", rate_500=0.25, rate_503=0.25, seed=3) as srv, \
-            LLMClient("openai/fake", srv.url, transport=transport, concurrency=8, max_retries=10,
-                      backoff_base_s=0.01) as client:
+    with (
+        FakeLLMServer(mode="fixed", text="0.5", rate_500=0.25, rate_503=0.25, seed=3) as srv,
+        LLMClient(
+            "openai/fake", srv.url, transport=transport, concurrency=8, max_retries=10, backoff_base_s=0.01
+        ) as client,
+    ):
         out = many(client, 20)
     assert all(not isinstance(c, Exception) for c in out), out
     assert srv.faults["500"] + srv.faults["503"] > 0
@@ -81,8 +92,10 @@ def test_5xx_are_retried(transport):
 
 @pytest.mark.integration
 def test_timeouts_are_retried_then_reported():
-    with FakeLLMServer(mode="fixed", rate_timeout=1.0, timeout_sleep_s=5) as srv, \
-            LLMClient("openai/fake", srv.url, transport="http", timeout_s=0.3, max_retries=1) as client:
+    with (
+        FakeLLMServer(mode="fixed", rate_timeout=1.0, timeout_sleep_s=5) as srv,
+        LLMClient("openai/fake", srv.url, transport="http", timeout_s=0.3, max_retries=1) as client,
+    ):
         with pytest.raises(LLMError) as info:
             client.complete_sync(MSG, max_tokens=4)
         assert srv.requests == 2
@@ -93,8 +106,10 @@ def test_timeouts_are_retried_then_reported():
 @pytest.mark.parametrize("transport", ["http", "litellm"])
 def test_401_is_fatal_and_never_shows_the_key(transport, monkeypatch):
     monkeypatch.setenv("TEST_WRONG_KEY", SECRET)
-    with FakeLLMServer(mode="fixed", api_key="sk-the-right-one") as srv, \
-            LLMClient("openai/fake", srv.url, "TEST_WRONG_KEY", transport=transport, max_retries=3) as client:
+    with (
+        FakeLLMServer(mode="fixed", api_key="sk-the-right-one") as srv,
+        LLMClient("openai/fake", srv.url, "TEST_WRONG_KEY", transport=transport, max_retries=3) as client,
+    ):
         with pytest.raises(LLMError) as info:
             client.complete_sync(MSG, max_tokens=4)
         assert srv.requests == 1  # not retried
@@ -109,8 +124,10 @@ def test_401_is_fatal_and_never_shows_the_key(transport, monkeypatch):
 @pytest.mark.parametrize("transport", ["http", "litellm"])
 def test_key_travels_only_in_the_header(transport, monkeypatch):
     monkeypatch.setenv("TEST_RIGHT_KEY", SECRET)
-    with FakeLLMServer(mode="fixed", text="0.9", api_key=SECRET) as srv, \
-            LLMClient("openai/fake", srv.url, "TEST_RIGHT_KEY", transport=transport) as client:
+    with (
+        FakeLLMServer(mode="fixed", text="0.9", api_key=SECRET) as srv,
+        LLMClient("openai/fake", srv.url, "TEST_RIGHT_KEY", transport=transport) as client,
+    ):
         assert client.complete_sync(MSG, max_tokens=4).text == "0.9"
         assert srv.unauthorized == 0 and not srv.key_outside_header
         assert SECRET not in repr(client)
@@ -165,8 +182,10 @@ def test_request_key_is_content_addressed():
 
 def test_cache_roundtrip(tmp_path):
     cache = RequestCache(str(tmp_path / "c.sqlite"))
-    recs = [{"key": f"k{i}", "model": "m", "text": f"0.{i}", "finish_reason": "stop", "tokens_in": i,
-             "tokens_out": 1} for i in range(1200)]
+    recs = [
+        {"key": f"k{i}", "model": "m", "text": f"0.{i}", "finish_reason": "stop", "tokens_in": i, "tokens_out": 1}
+        for i in range(1200)
+    ]
     assert cache.put_many(recs) == 1200
     cache.put_many([{**recs[0], "text": "changed"}])  # a key keeps its first answer
     got = cache.get_many([f"k{i}" for i in range(0, 1300, 3)])
@@ -178,8 +197,17 @@ def test_cache_roundtrip(tmp_path):
 def _writer(path: str, start: int) -> None:
     cache = RequestCache(path)
     for b in range(20):
-        cache.put_many({"key": f"p{start}-{b}-{i}", "model": "m", "text": "0.5", "finish_reason": "stop",
-                        "tokens_in": 1, "tokens_out": 1} for i in range(50))
+        cache.put_many(
+            {
+                "key": f"p{start}-{b}-{i}",
+                "model": "m",
+                "text": "0.5",
+                "finish_reason": "stop",
+                "tokens_in": 1,
+                "tokens_out": 1,
+            }
+            for i in range(50)
+        )
     cache.close()
 
 

@@ -2,6 +2,7 @@
 Retry-After, 5 % 500/503, 2 % timeouts, 5 % garbage answers. The run completes; every request and fault
 the server counted is accounted for in the manifest; no rating is a silent default. Then the same with
 a key: the key appears in no log, artifact, cache file or output."""
+
 import asyncio
 import logging
 import os
@@ -9,14 +10,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from orthoselect.config import Config
-from orthoselect.raters.simulated import simulated_score
-from orthoselect.stages import RunContext
 from support.configs import FAST_DPP, llm_config
 from support.corpus import run_rules, run_texts
 from support.fake_llm_server import FakeLLMServer
 from support.prefect_api import read_all
+
+from orthoselect.config import Config
+from orthoselect.raters.simulated import simulated_score
+from orthoselect.stages import RunContext
 
 pytestmark = pytest.mark.integration
 KEY = "sk-live-DO-NOT-LEAK-7f3c9a1e5b"
@@ -25,8 +26,16 @@ KEY = "sk-live-DO-NOT-LEAK-7f3c9a1e5b"
 def faulty_config(data: Path, run_dir: Path, url: str) -> dict:
     """Rules and ratings from the faulty endpoint: short timeouts, a few retries, 60 % rated is enough."""
     endpoint = {"api_key_env": "ORTHOSELECT_FAULTS_KEY", "timeout_s": 1.0, "max_retries": 4}
-    return llm_config(data, run_dir, url, model="openai/faulty", endpoint=endpoint, concurrency=16, dpp=FAST_DPP,
-                      selection={"mode": "top_k", "size": 100, "min_rated_fraction": 0.6})
+    return llm_config(
+        data,
+        run_dir,
+        url,
+        model="openai/faulty",
+        endpoint=endpoint,
+        concurrency=16,
+        dpp=FAST_DPP,
+        selection={"mode": "top_k", "size": 100, "min_rated_fraction": 0.6},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +48,16 @@ def faulty_run(prefect_api, corpus_dir, tmp_path_factory):
     level = prefect_logger.level
     prefect_logger.setLevel(logging.INFO)  # every log line the run makes goes to the API, to be searched
     try:
-        with FakeLLMServer(api_key=KEY, rate_429=0.20, rate_500=0.025, rate_503=0.025, rate_timeout=0.02,
-                           rate_garbage=0.05, timeout_sleep_s=3.0, retry_after="0") as server:
+        with FakeLLMServer(
+            api_key=KEY,
+            rate_429=0.20,
+            rate_500=0.025,
+            rate_503=0.025,
+            rate_timeout=0.02,
+            rate_garbage=0.05,
+            timeout_sleep_s=3.0,
+            retry_after="0",
+        ) as server:
             config = faulty_config(corpus_dir, root / "run", server.url)
             result = orthoselect_pipeline(config=config)
     finally:
@@ -108,8 +125,11 @@ def test_the_key_is_nowhere(faulty_run, capfd):
             artifacts = await read_all(client.read_artifacts)
             runs = await read_all(client.read_flow_runs)
         assert logs and runs
-        return " ".join([entry.message for entry in logs] + [str(a.data) + str(a.description) for a in artifacts]
-                        + [str(r.parameters) for r in runs])
+        return " ".join(
+            [entry.message for entry in logs]
+            + [str(a.data) + str(a.description) for a in artifacts]
+            + [str(r.parameters) for r in runs]
+        )
 
     assert KEY not in asyncio.run(api_text())
 

@@ -1,10 +1,10 @@
 """The whole pipeline through the real HTTP path: rules and ratings from a loopback OpenAI-compatible
 server, on Prefect + a Dask LocalCluster. Requests are counted at the server, not by the client."""
+
 import os
 from pathlib import Path
 
 import pytest
-
 from support.configs import llm_config
 from support.fake_llm_server import FakeLLMServer
 
@@ -23,9 +23,18 @@ def llm_server():
 
 def pipeline_config(data: Path, run_dir: Path, url: str, cache_path: Path) -> dict:
     """24 rules and a sample of 200 rated by the endpoint, 16 requests in flight."""
-    return llm_config(data, run_dir, url, model="openai/fake-rater", cache=cache_path,
-                      endpoint={"api_key_env": "ORTHOSELECT_TEST_KEY"}, rule_count=24, examples=3, sample_size=200,
-                      concurrency=16)
+    return llm_config(
+        data,
+        run_dir,
+        url,
+        model="openai/fake-rater",
+        cache=cache_path,
+        endpoint={"api_key_env": "ORTHOSELECT_TEST_KEY"},
+        rule_count=24,
+        examples=3,
+        sample_size=200,
+        concurrency=16,
+    )
 
 
 def test_llm_pipeline_counts_match_and_reruns_are_free(prefect_api, llm_server, corpus_dir, tmp_path):

@@ -1,4 +1,5 @@
 """LiteLLMRater end to end against the loopback OpenAI-compatible server: real HTTP, no mocks."""
+
 from __future__ import annotations
 
 import asyncio
@@ -8,24 +9,32 @@ import re
 from functools import partial
 
 import pytest
+from support.fake_llm_server import FakeLLMServer
+from support.raters import http_rater
 
 from orthoselect.llm.cache import RequestCache
 from orthoselect.prompts import RATING_STRICT_SUFFIX, parse_rating_prompt
 from orthoselect.raters.llm import RaterSetupError
 from orthoselect.raters.simulated import simulated_score
 from orthoselect.types import Document, Rule
-from support.fake_llm_server import FakeLLMServer
-from support.raters import http_rater
 
 pytestmark = pytest.mark.integration  # every test here talks to a loopback server
 
 SECRET = "sk-test-SECRET-abcdef987654"
-RULES = [Rule("r1", "Clarity: the text is clear and well organised."),
-         Rule("r2", "Correctness: statements in the text are factually correct."),
-         Rule("r3", "Code: the text contains working source code.")]
-DOCS = [Document(f"d{i}", f"Document {i}. " + "The quick brown fox jumps over the lazy dog. " * (1 + i % 5)
-                 + ("def f(x):\n    return x * 2\n" if i % 3 == 0 else "A short closing line."))
-        for i in range(12)]
+RULES = [
+    Rule("r1", "Clarity: the text is clear and well organised."),
+    Rule("r2", "Correctness: statements in the text are factually correct."),
+    Rule("r3", "Code: the text contains working source code."),
+]
+DOCS = [
+    Document(
+        f"d{i}",
+        f"Document {i}. "
+        + "The quick brown fox jumps over the lazy dog. " * (1 + i % 5)
+        + ("def f(x):\n    return x * 2\n" if i % 3 == 0 else "A short closing line."),
+    )
+    for i in range(12)
+]
 PAIRS = [(d, r) for d in DOCS for r in RULES]
 
 
@@ -83,13 +92,16 @@ def test_strict_answer_is_cached_and_reused(request_cache):
     failed = [x for x in first if x.score is None]
     assert all(y.cached for x, y in zip(first, second) if x.score is not None)
     assert srv.requests <= 4 * len(failed)  # only the failed ratings are asked again
-    assert [x.score for x in first if x.score is not None] == [y.score for x, y in zip(first, second)
-                                                               if x.score is not None]
+    assert [x.score for x in first if x.score is not None] == [
+        y.score for x, y in zip(first, second) if x.score is not None
+    ]
 
 
 def test_truncated_json_and_length_are_failures(request_cache):
-    with FakeLLMServer(rate_truncated_json=0.5, rate_length=0.5, seed=5) as srv, \
-            rater(srv.url, request_cache, parse_retries=0) as r:
+    with (
+        FakeLLMServer(rate_truncated_json=0.5, rate_length=0.5, seed=5) as srv,
+        rater(srv.url, request_cache, parse_retries=0) as r,
+    ):
         out = r.rate(PAIRS)
     assert all(x.score is None for x in out) and len(request_cache) == 0
     cut = [x for x in out if "finish_reason=length" in x.reason]
@@ -102,8 +114,7 @@ def test_errors_are_recorded_not_cached_and_retried_next_run(request_cache):
         with rater(srv.url, request_cache, max_retries=1) as r:
             out = r.rate(PAIRS[:5])
         assert srv.requests == 10
-        assert all(x.score is None and x.status == "error" and "HTTP 500" in x.reason and x.attempts == 2
-                   for x in out)
+        assert all(x.score is None and x.status == "error" and "HTTP 500" in x.reason and x.attempts == 2 for x in out)
         assert r.stats.retries == 5 and r.stats.failures == 5 and len(request_cache) == 0
         srv.rates["500"] = 0.0
         with rater(srv.url, request_cache) as r:
@@ -112,15 +123,16 @@ def test_errors_are_recorded_not_cached_and_retried_next_run(request_cache):
 
 
 def test_timeouts_become_failures_with_a_reason():
-    with FakeLLMServer(rate_timeout=1.0, timeout_sleep_s=5) as srv, \
-            rater(srv.url, timeout_s=0.3, max_retries=1) as r:
+    with FakeLLMServer(rate_timeout=1.0, timeout_sleep_s=5) as srv, rater(srv.url, timeout_s=0.3, max_retries=1) as r:
         out = r.rate(PAIRS[:3])
     assert all(x.score is None and x.status == "error" and "timeout" in x.reason and x.attempts == 2 for x in out)
 
 
 def test_mixed_faults_never_invent_a_score(request_cache):
-    with FakeLLMServer(rate_429=0.1, rate_500=0.1, rate_503=0.05, rate_garbage=0.1, seed=7) as srv, \
-            rater(srv.url, request_cache, max_retries=4) as r:
+    with (
+        FakeLLMServer(rate_429=0.1, rate_500=0.1, rate_503=0.05, rate_garbage=0.1, seed=7) as srv,
+        rater(srv.url, request_cache, max_retries=4) as r,
+    ):
         out = r.rate(PAIRS)
     truth = [simulated_score(rule.text, doc.text, 7) for doc, rule in PAIRS]  # the server seed
     assert all(x.score == t for x, t in zip(out, truth) if x.score is not None)
@@ -184,6 +196,7 @@ def test_long_documents_are_truncated_once_and_recorded():
 
 def test_rate_works_from_a_thread_with_a_running_loop():
     with FakeLLMServer(mode="fixed", text="0.6") as srv, rater(srv.url) as r:
+
         async def inside():
             return r.rate(PAIRS[:6])
 

@@ -1,4 +1,5 @@
 """Structured output, cost per rating and the run-wide limiter, against the loopback server (no mocks)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -7,6 +8,8 @@ import pickle
 from functools import partial
 
 import pytest
+from support.fake_llm_server import FakeLLMServer
+from support.raters import http_rater
 
 from orthoselect.llm.cache import request_key
 from orthoselect.llm.client import LLMClient
@@ -15,16 +18,18 @@ from orthoselect.prompts import RATING_RESPONSE_FORMAT, rating_messages
 from orthoselect.raters.llm import RaterSetupError
 from orthoselect.raters.simulated import simulated_score
 from orthoselect.types import Document, Rule
-from support.fake_llm_server import FakeLLMServer
-from support.raters import http_rater
 
 pytestmark = pytest.mark.integration  # every test here talks to a loopback server
 
-RULES = [Rule("r1", "Clarity: the text is clear and well organised."),
-         Rule("r2", "Correctness: statements in the text are factually correct."),
-         Rule("r3", "Code: the text contains working source code.")]
-DOCS = [Document(f"d{i}", f"Document {i}. " + "The quick brown fox jumps over the lazy dog. " * (1 + i % 5))
-        for i in range(12)]
+RULES = [
+    Rule("r1", "Clarity: the text is clear and well organised."),
+    Rule("r2", "Correctness: statements in the text are factually correct."),
+    Rule("r3", "Code: the text contains working source code."),
+]
+DOCS = [
+    Document(f"d{i}", f"Document {i}. " + "The quick brown fox jumps over the lazy dog. " * (1 + i % 5))
+    for i in range(12)
+]
 PAIRS = [(d, r) for d in DOCS for r in RULES]
 PRICE = {"input": 1.5, "output": 4.0}  # dollars per million tokens
 
@@ -110,8 +115,7 @@ def test_auto_falls_back_to_text_once_when_rejected(request_cache, caplog, monke
 
 
 def test_on_does_not_fall_back():
-    with FakeLLMServer(reject_response_format=True) as srv, make(srv.url, structured_output="on",
-                                                                  concurrency=4) as r:
+    with FakeLLMServer(reject_response_format=True) as srv, make(srv.url, structured_output="on", concurrency=4) as r:
         with pytest.raises(RaterSetupError, match="not supported"):
             r.rate(PAIRS)
         assert srv.rejected_response_format == srv.requests
@@ -119,11 +123,19 @@ def test_on_does_not_fall_back():
 
 def test_many_concurrent_requests_probe_with_one():
     async def go(client):
-        return await asyncio.gather(*(client.complete([{"role": "user", "content": f"q{i}"}], max_tokens=4,
-                                                      response_format=RATING_RESPONSE_FORMAT) for i in range(40)))
+        return await asyncio.gather(
+            *(
+                client.complete(
+                    [{"role": "user", "content": f"q{i}"}], max_tokens=4, response_format=RATING_RESPONSE_FORMAT
+                )
+                for i in range(40)
+            )
+        )
 
-    with FakeLLMServer(mode="fixed", text="0.3", reject_response_format=True, latency_ms=30) as srv, \
-            LLMClient("openai/fake", srv.url, concurrency=20) as client:
+    with (
+        FakeLLMServer(mode="fixed", text="0.3", reject_response_format=True, latency_ms=30) as srv,
+        LLMClient("openai/fake", srv.url, concurrency=20) as client,
+    ):
         out = client.run_sync(go(client))
     assert srv.rejected_response_format == 1 and srv.requests == 41
     assert all(c.text == "0.3" and not c.structured for c in out)
@@ -145,8 +157,9 @@ def test_cache_keys_differ_between_structured_and_text(request_cache):
         assert srv.requests == 12
     for (doc, rule), a, b in zip(PAIRS, js, tx):
         messages = rating_messages(rule.text, doc.text)
-        assert a.prompt_hash == request_key("openai/fake", messages, {**params,
-                                                                      "response_format": RATING_RESPONSE_FORMAT})
+        assert a.prompt_hash == request_key(
+            "openai/fake", messages, {**params, "response_format": RATING_RESPONSE_FORMAT}
+        )
         assert b.prompt_hash == request_key("openai/fake", messages, params) != a.prompt_hash
 
 

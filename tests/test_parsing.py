@@ -1,4 +1,5 @@
 """The strict score parser: every accepted shape gives the exact score, every rejected one a reason."""
+
 import pytest
 
 from orthoselect.parsing import ScoreParseError, parse_score

@@ -1,4 +1,5 @@
 """The library's steps end to end, in process (no Prefect, no Dask): outputs, reproducibility, resume."""
+
 import json
 import shutil
 from pathlib import Path
@@ -6,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from support.configs import small_config
 
 from orthoselect.config import Config
 from orthoselect.stages import STEPS, RunContext, run_local
-from support.configs import small_config
 
 
 def context(data, run_dir, **over) -> RunContext:
@@ -34,8 +35,9 @@ def test_manifest_counts_and_diagnostics(finished):
     # the chosen rules reproduce the all-rule ranking better than almost every random 6-rule subset
     assert fidelity["fidelity"] > fidelity["random_fidelity"]["p95"] and fidelity["fidelity_percentile"] < 5
     choice = m["rule_choice"]
-    assert [r["id"] for r in sorted((r for r in choice["rules"] if r["pick"]), key=lambda r: r["pick"])] == \
-        [r["id"] for r in m["chosen_rules"]]
+    assert [r["id"] for r in sorted((r for r in choice["rules"] if r["pick"]), key=lambda r: r["pick"])] == [
+        r["id"] for r in m["chosen_rules"]
+    ]
     assert all(0 <= r["quality"] <= 1 and r["failure_rate"] == 0 for r in choice["rules"])
     assert choice["fidelity_curve"][-1]["r"] == 24 and 6 <= choice["fidelity_reference"] <= 24
     assert "fidelity" in ctx.storage.read_bytes("report.md").decode()
@@ -75,7 +77,9 @@ def test_rerun_does_nothing_and_same_seed_reproduces(finished, corpus_dir, tmp_p
     a = ctx.storage.read_parquet("selection.parquet")
     b = other.storage.read_parquet("selection.parquet")
     pd.testing.assert_frame_equal(a, b)
-    assert json.loads(ctx.storage.read_bytes("rule_selection.json")) == json.loads(other.storage.read_bytes("rule_selection.json"))
+    assert json.loads(ctx.storage.read_bytes("rule_selection.json")) == json.loads(
+        other.storage.read_bytes("rule_selection.json")
+    )
 
 
 def test_changed_shard_is_redone_alone(corpus_dir, tmp_path):
@@ -85,8 +89,10 @@ def test_changed_shard_is_redone_alone(corpus_dir, tmp_path):
     run_local(ctx)
 
     def stamps(step):
-        return {u: ctx.read_marker(step, u)["finished_at"] + ctx.read_marker(step, u)["key"]
-                for u in ctx.completed_units(step)}
+        return {
+            u: ctx.read_marker(step, u)["finished_at"] + ctx.read_marker(step, u)["key"]
+            for u in ctx.completed_units(step)
+        }
 
     before = {step: stamps(step) for step in ("scan", "rate", "dpp", "score", "write")}
     sampled = set(ctx.storage.read_parquet("sample.parquet").doc_id)
@@ -100,13 +106,25 @@ def test_changed_shard_is_redone_alone(corpus_dir, tmp_path):
     # the edited document is not in the sample: its shard is rescanned and rescored, its sample ratings
     # come out identical, so the DPP choice and every other shard's scores stand; the selection is the
     # same, so only the edited shard's output is rewritten (its text changed)
-    assert redone == {"scan": ["part-00001"], "rate": ["part-00001"], "dpp": [], "score": ["part-00001"],
-                      "write": ["part-00001"]}
+    assert redone == {
+        "scan": ["part-00001"],
+        "rate": ["part-00001"],
+        "dpp": [],
+        "score": ["part-00001"],
+        "write": ["part-00001"],
+    }
 
 
 def test_other_modes_and_kernels(corpus_dir, tmp_path):
-    ctx = context(corpus_dir, tmp_path / "run", dpp__kernel="gram", dpp__method="sample", dpp__samples=20,
-                  selection={"mode": "threshold", "threshold": 0.75}, output={"format": "jsonl"})
+    ctx = context(
+        corpus_dir,
+        tmp_path / "run",
+        dpp__kernel="gram",
+        dpp__method="sample",
+        dpp__samples=20,
+        selection={"mode": "threshold", "threshold": 0.75},
+        output={"format": "jsonl"},
+    )
     m = run_local(ctx)
     assert m["dpp"]["kernel"] == "gram" and len(m["chosen_rules"]) == 6
     rows = [json.loads(line) for n in ctx.output.list("") for line in open(ctx.output.path(n))]

@@ -1,4 +1,5 @@
 """The label-free rule quality behind the default `quality` kernel, and the fidelity diagnostics."""
+
 import inspect
 
 import numpy as np
@@ -58,9 +59,13 @@ def test_default_choice_leaves_every_junk_rule_out():
 def test_a_cluster_of_near_duplicates_earns_no_extra_quality_or_picks():
     rng = np.random.default_rng(2)
     a, b = rng.normal(size=N), rng.normal(size=N)
-    base = {"a1": a + 0.6 * rng.normal(size=N), "a2": a + 0.6 * rng.normal(size=N),
-            "b1": b + 0.6 * rng.normal(size=N), "b2": b + 0.6 * rng.normal(size=N),
-            "ab": a + b + 0.6 * rng.normal(size=N)}
+    base = {
+        "a1": a + 0.6 * rng.normal(size=N),
+        "a2": a + 0.6 * rng.normal(size=N),
+        "b1": b + 0.6 * rng.normal(size=N),
+        "b2": b + 0.6 * rng.normal(size=N),
+        "ab": a + b + 0.6 * rng.normal(size=N),
+    }
     s0, ids0 = np.column_stack(list(base.values())), list(base)
     q0, _, _ = quality_of(s0, ids0)
     # restate rule a1 four times: the same criterion with correlated rater noise
@@ -118,8 +123,11 @@ def test_redundancy_clusters_are_numbered_in_column_order():
 
 
 def test_select_rules_defaults_are_the_configs():
-    defaults = {name: p.default for name, p in inspect.signature(select_rules).parameters.items()
-                if p.default is not inspect.Parameter.empty}
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(select_rules).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
     config = DPPConfig().model_dump()
     for name, value in defaults.items():
         if name in config:

@@ -1,14 +1,15 @@
 """The whole pipeline with input shards, run directory and output on S3 (moto in server mode, a real
 S3 API on loopback), on Prefect + a Dask LocalCluster: same selection as on a local folder, atomic
 writes (no temporary keys left), task results persisted on S3, a rerun all Cached."""
+
 import fsspec
 import pandas as pd
 import pytest
+from support.configs import small_config
+from support.s3 import s3_options, upload
 
 from orthoselect.config import Config
 from orthoselect.stages import RunContext, run_local
-from support.configs import small_config
-from support.s3 import s3_options, upload
 
 pytestmark = pytest.mark.integration
 
@@ -18,9 +19,12 @@ def s3_run(prefect_api, s3_endpoint, corpus_dir):
     from flows.pipeline import orthoselect_pipeline
 
     upload(corpus_dir, "s3://test-bucket/corpus")
-    config = small_config("s3://test-bucket/corpus", "s3://test-bucket/runs/a",
-                          output={"path": "s3://test-bucket/out/a", "format": "jsonl"},
-                          storage={"options": s3_options(s3_endpoint)})
+    config = small_config(
+        "s3://test-bucket/corpus",
+        "s3://test-bucket/runs/a",
+        output={"path": "s3://test-bucket/out/a", "format": "jsonl"},
+        storage={"options": s3_options(s3_endpoint)},
+    )
     first = orthoselect_pipeline(config=config)
     second = orthoselect_pipeline(config=config)
     return config, first, second
@@ -32,11 +36,11 @@ def test_pipeline_on_s3_matches_local(s3_run, corpus_dir, tmp_path):
     on_s3 = RunContext(Config.model_validate(config))
     local = RunContext(Config.model_validate(small_config(corpus_dir, tmp_path / "local")))
     run_local(local)
-    pd.testing.assert_frame_equal(on_s3.storage.read_parquet("selection.parquet"),
-                                  local.storage.read_parquet("selection.parquet"))
+    pd.testing.assert_frame_equal(
+        on_s3.storage.read_parquet("selection.parquet"), local.storage.read_parquet("selection.parquet")
+    )
     shards = on_s3.storage.read_json("shards.json")["shards"]
-    assert all(s["url"].startswith("s3://test-bucket/corpus/") and s["fingerprint"].startswith("etag:")
-               for s in shards)
+    assert all(s["url"].startswith("s3://test-bucket/corpus/") and s["fingerprint"].startswith("etag:") for s in shards)
 
 
 def test_outputs_and_results_live_on_s3(s3_run):

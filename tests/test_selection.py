@@ -1,4 +1,5 @@
 """Final document selection: every mode, NaN handling, tie-breaks, gumbel and the summary."""
+
 import json
 import math
 
@@ -13,12 +14,14 @@ from orthoselect.selection import SelectionInputError, SelectionResult, select_d
 
 def frame(scores, tokens=None, ids=None) -> pd.DataFrame:
     n = len(scores)
-    return pd.DataFrame({
-        "doc_id": ids or [f"d{i}" for i in range(n)],
-        "shard": [f"s{i % 2}" for i in range(n)],
-        "score": np.asarray(scores, dtype=float),
-        "n_tokens": tokens if tokens is not None else [10] * n,
-    })
+    return pd.DataFrame(
+        {
+            "doc_id": ids or [f"d{i}" for i in range(n)],
+            "shard": [f"s{i % 2}" for i in range(n)],
+            "score": np.asarray(scores, dtype=float),
+            "n_tokens": tokens if tokens is not None else [10] * n,
+        }
+    )
 
 
 def chosen(result: SelectionResult) -> list[str]:
@@ -205,10 +208,16 @@ def test_bad_input_is_a_clear_value_error():
     assert issubclass(SelectionInputError, ValueError)
 
 
-@pytest.mark.parametrize("selection", [
-    {"mode": "top_k", "size": 37}, {"mode": "fraction", "fraction": 0.05}, {"mode": "threshold", "threshold": 0.7},
-    {"mode": "token_budget", "token_budget": 9000}, {"mode": "gumbel", "size": 40, "temperature": 0.5},
-])
+@pytest.mark.parametrize(
+    "selection",
+    [
+        {"mode": "top_k", "size": 37},
+        {"mode": "fraction", "fraction": 0.05},
+        {"mode": "threshold", "threshold": 0.7},
+        {"mode": "token_budget", "token_budget": 9000},
+        {"mode": "gumbel", "size": 40, "temperature": 0.5},
+    ],
+)
 def test_streaming_merge_equals_one_shot(selection):
     """Selecting shard by shard (keeping the best of candidates + next shard) with the pool's stats gives
     exactly the one-shot selection: what the rank step relies on to stay within shard-sized memory."""
@@ -216,8 +225,14 @@ def test_streaming_merge_equals_one_shot(selection):
 
     rng = np.random.default_rng(3)
     n = 1000
-    frame = pd.DataFrame({"doc_id": [f"d{i}" for i in range(n)], "shard": [f"s{i % 7}" for i in range(n)],
-                          "score": rng.integers(0, 40, n) / 40.0, "n_tokens": rng.integers(10, 500, n)})
+    frame = pd.DataFrame(
+        {
+            "doc_id": [f"d{i}" for i in range(n)],
+            "shard": [f"s{i % 7}" for i in range(n)],
+            "score": rng.integers(0, 40, n) / 40.0,
+            "n_tokens": rng.integers(10, 500, n),
+        }
+    )
     frame.loc[rng.random(n) < 0.05, "score"] = np.nan
     cfg = SelectionConfig(**selection)
     whole = select_documents(frame, cfg, seed=5).selected

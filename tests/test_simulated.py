@@ -1,9 +1,11 @@
 """The offline simulator: deterministic, bounded, and with the structure a DPP needs (clean text scores
 higher; some rules are near-duplicates, others nearly independent)."""
+
 import re
 
 import numpy as np
 import pytest
+from support.corpus import read_shards
 
 from orthoselect.corpus import build_corpus
 from orthoselect.hashing import stable_hash
@@ -16,13 +18,13 @@ from orthoselect.raters.simulated import (
     simulated_score,
 )
 from orthoselect.types import Document, Rule
-from support.corpus import read_shards
 
-CLEAN_TEXT = ("Return a new list containing all items from the iterable in ascending order.\n\n"
-              "A custom key function can be supplied to customise the sort order, and the reverse flag can "
-              "be set to request the result in descending order.")
-NOISY_TEXT = ("Ret§rn a n€w l|st c0nta¤ning a~l items fr@m th^ iter£ble in asc¥nd°ng ord±r. "
-              "Ã custom k€y fu|ction")
+CLEAN_TEXT = (
+    "Return a new list containing all items from the iterable in ascending order.\n\n"
+    "A custom key function can be supplied to customise the sort order, and the reverse flag can "
+    "be set to request the result in descending order."
+)
+NOISY_TEXT = "Ret§rn a n€w l|st c0nta¤ning a~l items fr@m th^ iter£ble in asc¥nd°ng ord±r. Ã custom k€y fu|ction"
 
 
 def make_rule(text: str) -> Rule:
@@ -76,10 +78,15 @@ def test_clean_documents_score_higher_on_most_rules(corpus, bank_scores):
     assert bank_scores[clean].mean() > bank_scores[~clean].mean() + 0.05
 
 
-@pytest.mark.parametrize("rule_name, variant", [
-    ("Clean characters", "noisy"), ("No repetition", "repeated"),
-    ("No boilerplate", "boilerplate"), ("Completeness", "truncated"),
-])
+@pytest.mark.parametrize(
+    "rule_name, variant",
+    [
+        ("Clean characters", "noisy"),
+        ("No repetition", "repeated"),
+        ("No boilerplate", "boilerplate"),
+        ("Completeness", "truncated"),
+    ],
+)
 def test_each_degradation_hits_its_rule(corpus, bank_scores, rule_name, variant):
     column = bank_scores[:, BANK_RULES.index(named(rule_name))]
     variants = np.array([r["variant"] for r in corpus])
@@ -162,8 +169,9 @@ def test_any_rule_text_is_scored_and_clusters():
     a, _ = rule_profile("Avoid repetition: the text never repeats lines.", 0)
     b, _ = rule_profile("No duplicates: duplicated passages are absent.", 5)
     assert np.corrcoef(a, b)[0, 1] > 0.8, "rules naming the same property load alike"
-    assert simulated_score("Garbled text: no corrupted characters.", CLEAN_TEXT, 0) > \
-        simulated_score("Garbled text: no corrupted characters.", NOISY_TEXT, 0)
+    assert simulated_score("Garbled text: no corrupted characters.", CLEAN_TEXT, 0) > simulated_score(
+        "Garbled text: no corrupted characters.", NOISY_TEXT, 0
+    )
     with pytest.raises(ValueError):
         simulated_score("   ", CLEAN_TEXT, 0)
 

@@ -1,4 +1,5 @@
 """The synthetic worlds behind bench/bench_choosers.py, and a small run of that benchmark's claim."""
+
 import numpy as np
 import pytest
 
@@ -24,6 +25,7 @@ def test_worlds_are_reproducible_and_shaped_as_their_family():
 def test_rule_kinds_behave_as_described():
     w = world(BY_NAME["mixed"], 0)
     kinds = np.array(w.kinds)
+
     def corr_truth_of(i):
         ok = ~np.isnan(w.pool_scores[:, i])
         x = w.pool_scores[ok, i]
@@ -57,8 +59,9 @@ def test_the_default_beats_random_rules_and_avoids_junk(family):
         chosen = select_rules(w.sample_scores, w.rule_ids, 10, random_subsets=0).chosen_index
         mse = subset_mse(w.pool_scores, w.pool_truth, chosen)
         rng = np.random.default_rng(seed)
-        rand = [subset_mse(w.pool_scores, w.pool_truth, rng.choice(len(w.rule_ids), 10, replace=False))
-                for _ in range(100)]
+        rand = [
+            subset_mse(w.pool_scores, w.pool_truth, rng.choice(len(w.rule_ids), 10, replace=False)) for _ in range(100)
+        ]
         wins.append(np.mean(np.array(rand) > mse))
         junk.append(w.junk[chosen].sum())
     assert np.mean(wins) >= 0.8 and np.mean(junk) < 0.5

@@ -16,6 +16,7 @@ content): a run is reproducible and a retry may succeed. With `api_key`, request
 Structured output: a request with a json_schema `response_format` gets the same answer as JSON,
 {"score": 0.63}; with `reject_response_format` it gets 400 "response_format json_schema is not supported"
 instead (counted in `rejected_response_format`, not in the content counts that drive faults)."""
+
 from __future__ import annotations
 
 import argparse
@@ -58,18 +59,44 @@ _COUNT_RE = re.compile(r"Write (\d+) distinct")
 
 
 class FakeLLMServer:
-    def __init__(self, *, latency_ms: float = 0.0, mode: str = "simulated", text: str = "0.5", seed: int = 0,
-                 rate_429: float = 0.0, rate_500: float = 0.0, rate_503: float = 0.0, rate_timeout: float = 0.0,
-                 rate_garbage: float = 0.0, rate_truncated_json: float = 0.0, rate_length: float = 0.0,
-                 rate_400: float = 0.0, rate_refused: float = 0.0,
-                 retry_after: str | None = "0", timeout_sleep_s: float = 30.0, api_key: str | None = None,
-                 reject_response_format: bool = False, keep_bodies: int = 200, host: str = "127.0.0.1",
-                 port: int = 0, reuse_port: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        latency_ms: float = 0.0,
+        mode: str = "simulated",
+        text: str = "0.5",
+        seed: int = 0,
+        rate_429: float = 0.0,
+        rate_500: float = 0.0,
+        rate_503: float = 0.0,
+        rate_timeout: float = 0.0,
+        rate_garbage: float = 0.0,
+        rate_truncated_json: float = 0.0,
+        rate_length: float = 0.0,
+        rate_400: float = 0.0,
+        rate_refused: float = 0.0,
+        retry_after: str | None = "0",
+        timeout_sleep_s: float = 30.0,
+        api_key: str | None = None,
+        reject_response_format: bool = False,
+        keep_bodies: int = 200,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        reuse_port: bool = False,
+    ) -> None:
         self.latency_s = latency_ms / 1000.0
         self.mode, self.text, self.seed = mode, text, seed
-        self.rates = {"429": rate_429, "500": rate_500, "503": rate_503, "400": rate_400, "timeout": rate_timeout,
-                      "garbage": rate_garbage, "truncated_json": rate_truncated_json, "length": rate_length,
-                      "refused": rate_refused}
+        self.rates = {
+            "429": rate_429,
+            "500": rate_500,
+            "503": rate_503,
+            "400": rate_400,
+            "timeout": rate_timeout,
+            "garbage": rate_garbage,
+            "truncated_json": rate_truncated_json,
+            "length": rate_length,
+            "refused": rate_refused,
+        }
         self.retry_after, self.timeout_sleep_s, self.api_key = retry_after, timeout_sleep_s, api_key
         self.reject_response_format = reject_response_format
         self.host, self.port, self.reuse_port = host, port, reuse_port
@@ -97,12 +124,19 @@ class FakeLLMServer:
         self.bodies.clear()
 
     def stats(self) -> dict:
-        return {"requests": self.requests, "ok": self.ok, "by_model": dict(self.by_model),
-                "faults": dict(self.faults), "unauthorized": self.unauthorized,
-                "response_format": self.response_format, "rejected_response_format": self.rejected_response_format,
-                "repeated": sum(n - 1 for n in self.by_content.values() if n > 1),
-                "distinct": len(self.by_content), "key_outside_header": self.key_outside_header,
-                "usage_tokens": self.usage_tokens}
+        return {
+            "requests": self.requests,
+            "ok": self.ok,
+            "by_model": dict(self.by_model),
+            "faults": dict(self.faults),
+            "unauthorized": self.unauthorized,
+            "response_format": self.response_format,
+            "rejected_response_format": self.rejected_response_format,
+            "repeated": sum(n - 1 for n in self.by_content.values() if n > 1),
+            "distinct": len(self.by_content),
+            "key_outside_header": self.key_outside_header,
+            "usage_tokens": self.usage_tokens,
+        }
 
     def content_count(self, model: str, messages: list[dict]) -> int:
         """How many times a request with exactly this model and messages arrived."""
@@ -135,8 +169,9 @@ class FakeLLMServer:
             return f"{score:.2f}"
         if "JSON list" in user:
             n = int(m.group(1)) if (m := _COUNT_RE.search(user)) else 5
-            return json.dumps([f"Fake rule {i + 1}: the document satisfies fake property number {i + 1}."
-                               for i in range(n)])
+            return json.dumps(
+                [f"Fake rule {i + 1}: the document satisfies fake property number {i + 1}." for i in range(n)]
+            )
         return self.text
 
     async def _chat(self, request: web.Request) -> web.Response:
@@ -180,8 +215,9 @@ class FakeLLMServer:
             self.response_format += 1
             if self.reject_response_format:
                 self.rejected_response_format += 1
-                return _error(400, "response_format json_schema is not supported by this model",
-                              "invalid_request_error"), None
+                return _error(
+                    400, "response_format json_schema is not supported by this model", "invalid_request_error"
+                ), None
         content = hashlib.sha256(_canon([model, messages])).hexdigest()[:16]
         self.by_content[content] += 1
         fault = self._fault(content, self.by_content[content])
@@ -209,11 +245,21 @@ class FakeLLMServer:
             self.ok += 1
         n_in = sum(len(str(m.get("content", ""))) for m in messages) // 4
         self.usage_tokens += n_in + 2
-        return web.Response(body=_dumps({
-            "id": f"chatcmpl-{self.requests}", "object": "chat.completion", "created": 0, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
-            "usage": {"prompt_tokens": n_in, "completion_tokens": 2, "total_tokens": n_in + 2}}),
-            content_type="application/json"), fault
+        return web.Response(
+            body=_dumps(
+                {
+                    "id": f"chatcmpl-{self.requests}",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": model,
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+                    ],
+                    "usage": {"prompt_tokens": n_in, "completion_tokens": 2, "total_tokens": n_in + 2},
+                }
+            ),
+            content_type="application/json",
+        ), fault
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})
@@ -289,7 +335,7 @@ class FakeLLMServer:
         thread.join(timeout=5)
         self._loop = None
 
-    def __enter__(self) -> "FakeLLMServer":
+    def __enter__(self) -> FakeLLMServer:
         self.start()
         return self
 
@@ -306,15 +352,17 @@ def _as_json(text: str) -> str:
 
 
 def _error(status: int, message: str, code: str, headers: dict | None = None) -> web.Response:
-    return web.json_response({"error": {"message": message, "type": code, "code": code}}, status=status,
-                             headers=headers)
+    return web.json_response(
+        {"error": {"message": message, "type": code, "code": code}}, status=status, headers=headers
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--port", type=int, default=0)
-    p.add_argument("--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT); "
-                   "counts are per process")
+    p.add_argument(
+        "--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT); counts are per process"
+    )
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--latency-ms", type=float, default=0.0)
     p.add_argument("--mode", choices=["simulated", "fixed"], default="simulated")
@@ -326,18 +374,31 @@ def main(argv: list[str] | None = None) -> None:
     for kind in FAULTS:
         p.add_argument(f"--rate-{kind.replace('_', '-')}", type=float, default=0.0)
     a = p.parse_args(argv)
-    srv = FakeLLMServer(latency_ms=a.latency_ms, mode=a.mode, text=a.text, seed=a.seed, api_key=a.api_key,
-                        retry_after=a.retry_after, reject_response_format=a.reject_response_format, port=a.port,
-                        reuse_port=a.workers > 1 or a.reuse_port,
-                        **{f"rate_{k}": getattr(a, f"rate_{k}") for k in FAULTS})
+    srv = FakeLLMServer(
+        latency_ms=a.latency_ms,
+        mode=a.mode,
+        text=a.text,
+        seed=a.seed,
+        api_key=a.api_key,
+        retry_after=a.retry_after,
+        reject_response_format=a.reject_response_format,
+        port=a.port,
+        reuse_port=a.workers > 1 or a.reuse_port,
+        **{f"rate_{k}": getattr(a, f"rate_{k}") for k in FAULTS},
+    )
     children: list[subprocess.Popen] = []
 
     async def serve() -> None:
         await srv._start()
         rest = list(argv if argv is not None else sys.argv[1:])
         for _ in range(a.workers - 1):  # the others bind the port the first one got
-            children.append(subprocess.Popen([sys.executable, __file__, *rest, "--port", str(srv.port),
-                                              "--workers", "1", "--reuse-port"], stdout=subprocess.PIPE, text=True))
+            children.append(
+                subprocess.Popen(
+                    [sys.executable, __file__, *rest, "--port", str(srv.port), "--workers", "1", "--reuse-port"],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            )
         for child in children:
             if child.stdout is not None:  # always: stdout=PIPE
                 child.stdout.readline()
