@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -62,7 +63,9 @@ def test_bad_rows_are_quarantined_and_a_huge_document_is_kept_whole(corpus_dir, 
         "invalid UTF-8": 1,
     }
     assert c["valid"] == 1200 + 3 and c["scored"] == 1200 + 2  # the cross-shard duplicate is not scored
-    quarantine = [json.loads(line) for line in open(ctx.storage.path("quarantine/zz-bad.jsonl"))]
+    quarantine = [
+        json.loads(line) for line in Path(ctx.storage.path("quarantine/zz-bad.jsonl")).read_text().splitlines()
+    ]
     assert [q["row"] for q in quarantine] == [2, 3, 4, 5, 6, 7, 10]
     assert all(q["file"].endswith("zz-bad.jsonl") and q["reason"] for q in quarantine)
     ratings = ctx.storage.read_parquet("pool_ratings/zz-bad.parquet")

@@ -13,6 +13,7 @@ import pickle
 import time
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import fsspec
@@ -66,7 +67,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Obje
 
 
 # --- round trip ----------------------------------------------------------------------------------------------
-def test_round_trip_matches_request_cache(store, tmp_path):
+def test_round_trip_matches_request_cache(store: tuple[ObjectStoreCache, str], tmp_path: Path) -> None:
     cache, url = store
     assert isinstance(cache, Cache) and len(cache) == 0 and cache.get_many([key(1)]) == {}
     records = [record(i) for i in range(20)]
@@ -208,9 +209,13 @@ def test_failed_and_unparseable_answers_are_never_stored(s3_endpoint, s3_url):
     pairs = [
         (Document(f"d{i}", f"Document {i}: some text."), Rule("r1", "Clarity: the text is clear.")) for i in range(6)
     ]
-    for fault, over in (({"rate_500": 1.0}, {"max_retries": 0}), ({"rate_garbage": 1.0}, {"parse_retries": 1})):
+    faulty = (
+        (partial(FakeLLMServer, rate_500=1.0), {"max_retries": 0}),
+        (partial(FakeLLMServer, rate_garbage=1.0), {"parse_retries": 1}),
+    )
+    for server, over in faulty:
         with (
-            FakeLLMServer(**fault) as srv,
+            server() as srv,
             LiteLLMRater(RatingConfig(model="openai/fake", api_base=srv.url, **over), cache=cache) as r,
         ):
             out = r.rate(pairs)
@@ -295,6 +300,7 @@ def test_open_cache_picks_the_store(tmp_path):
         cache.close()
     assert (tmp_path / "x.sqlite").exists()  # file:// stripped
     s3 = open_cache("s3://bucket/prefix", {"client_kwargs": {"endpoint_url": "http://127.0.0.1:1"}})
+    assert isinstance(s3, ObjectStoreCache)
     assert s3.storage_options == {"client_kwargs": {"endpoint_url": "http://127.0.0.1:1"}}
     local = open_cache(str(folder))
     local.put_many([record(5)])

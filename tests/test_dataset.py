@@ -3,6 +3,7 @@ raise an error naming the file and line; nothing valid is lost."""
 
 import gzip
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -137,7 +138,7 @@ def test_storage_retries_transient_errors_of_the_s3_stack_not_permanent_ones(mon
         botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:1"),
         TimeoutError("slow"),
     ):
-        calls = []
+        calls: list[int] = []
 
         def flaky(error=error, calls=calls):
             calls.append(1)
@@ -147,4 +148,4 @@ def test_storage_retries_transient_errors_of_the_s3_stack_not_permanent_ones(mon
 
         assert storage.with_retries(flaky, attempts=3, what="read") == "ok" and len(calls) == 3
     with pytest.raises(FileNotFoundError):
-        storage.with_retries(lambda: open("/nonexistent/x"), attempts=3, what="read")
+        storage.with_retries(lambda: Path("/nonexistent/x").read_bytes(), attempts=3, what="read")

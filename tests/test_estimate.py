@@ -106,7 +106,7 @@ def test_jsonl_rows_are_estimated_from_bytes_per_row_when_not_read_whole(tmp_pat
     rng = random.Random(7)
     data = tmp_path / "data"
     data.mkdir()
-    truth = {}
+    truth: dict[str, int] = {}
     for name in ("a.jsonl", "b.jsonl.gz", "c.jsonl.gz"):
         rows = [
             json.dumps({"id": f"{name}-{i}", "text": "word " * rng.randint(40, 80)}) + "\n"

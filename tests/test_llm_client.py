@@ -237,7 +237,9 @@ def test_a_forked_child_gets_its_own_loop(server):
 
 
 def test_connection_errors_are_retried_then_reported():
-    with LLMClient("openai/fake", "http://127.0.0.1:9/v1", max_retries=1, backoff_base_s=0.01) as client:
-        with pytest.raises(LLMError) as info:
-            client.complete_sync(MSG, max_tokens=4)
+    with (
+        LLMClient("openai/fake", "http://127.0.0.1:9/v1", max_retries=1, backoff_base_s=0.01) as client,
+        pytest.raises(LLMError) as info,
+    ):
+        client.complete_sync(MSG, max_tokens=4)
     assert info.value.retryable and "connection error" in str(info.value) and info.value.attempts == 2

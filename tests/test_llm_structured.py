@@ -17,7 +17,7 @@ from orthoselect.llm.limits import BudgetExhausted
 from orthoselect.prompts import RATING_RESPONSE_FORMAT, rating_messages
 from orthoselect.raters.llm import RaterSetupError
 from orthoselect.raters.simulated import simulated_score
-from orthoselect.types import Document, Rule
+from orthoselect.types import Document, Rating, Rule
 
 pytestmark = pytest.mark.integration  # every test here talks to a loopback server
 
@@ -32,6 +32,12 @@ DOCS = [
 ]
 PAIRS = [(d, r) for d in DOCS for r in RULES]
 PRICE = {"input": 1.5, "output": 4.0}  # dollars per million tokens
+
+
+def cost(rating: Rating) -> float:
+    """The cost of a rating by a priced model (known)."""
+    assert rating.cost_usd is not None, rating
+    return rating.cost_usd
 
 
 def truth(seed: int = 0) -> list[float]:
@@ -173,14 +179,14 @@ def test_cost_of_a_priced_model(request_cache):
         assert r.stats.tokens_out == 2 * answers  # the server bills 2 completion tokens per answer
         for x in out:
             assert x.cost_usd == x.tokens_in * (PRICE["input"] / 1e6) + x.tokens_out * (PRICE["output"] / 1e6)
-        assert r.stats.cost_usd == pytest.approx(sum(x.cost_usd for x in out), rel=1e-12) and r.stats.cost_usd > 0
+        assert r.stats.cost_usd == pytest.approx(sum(map(cost, out)), rel=1e-12) and r.stats.cost_usd > 0
         assert r.stats.cost_unknown == 0
         with make(srv.url, request_cache, price_per_million_tokens=PRICE) as r:
             again = r.rate(PAIRS)
     cached = [x for x in again if x.cached]
     assert len(cached) == sum(x.score is not None for x in out)
     assert all(x.cost_usd == 0.0 for x in cached)
-    assert r.stats.cost_usd == pytest.approx(sum(x.cost_usd for x in again if not x.cached), rel=1e-12)
+    assert r.stats.cost_usd == pytest.approx(sum(cost(x) for x in again if not x.cached), rel=1e-12)
 
 
 def test_cost_of_a_model_with_unknown_price(request_cache):
@@ -218,11 +224,13 @@ def test_limiter_sees_one_acquire_and_one_release_per_request():
 def test_budget_exhausted_stops_without_fake_ratings(request_cache):
     with FakeLLMServer(latency_ms=10) as srv:
         lim = CountingLimiter(budget=10)
-        with make(srv.url, request_cache, limiter=lim, concurrency=4) as r:
-            with pytest.raises(BudgetExhausted, match="10 of 36 pairs rated, 26 not rated") as info:
-                r.rate(PAIRS)
+        with (
+            make(srv.url, request_cache, limiter=lim, concurrency=4) as r,
+            pytest.raises(BudgetExhausted, match="10 of 36 pairs rated, 26 not rated") as info,
+        ):
+            r.rate(PAIRS)
         assert lim.closed == 1 and srv.requests == 10 and len(request_cache) == 10
-        partial = info.value.partial
+        partial = info.value.partial  # type: ignore[attr-defined]  # set by LiteLLMRater.rate, not declared
         assert sum(x is not None for x in partial) == 10
         assert all(x.score == t for x, t in zip(partial, truth()) if x is not None)
         with make(srv.url, request_cache, limiter=CountingLimiter()) as r:

@@ -118,7 +118,7 @@ def test_error_message_quotes_truncated_answer():
 
 def test_none_is_empty_and_other_types_are_type_errors():
     with pytest.raises(ScoreParseError) as info:
-        parse_score(None)
+        parse_score(None)  # type: ignore[arg-type]  # the wrong type on purpose: what a caller outside the types may pass
     assert info.value.reason == "empty"
     with pytest.raises(TypeError):
-        parse_score(0.5)
+        parse_score(0.5)  # type: ignore[arg-type]  # the wrong type on purpose: the TypeError under test

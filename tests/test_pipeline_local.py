@@ -88,18 +88,20 @@ def test_changed_shard_is_redone_alone(corpus_dir, tmp_path):
     ctx = context(data, tmp_path / "run")
     run_local(ctx)
 
-    def stamps(step):
-        return {
-            u: ctx.read_marker(step, u)["finished_at"] + ctx.read_marker(step, u)["key"]
-            for u in ctx.completed_units(step)
-        }
+    def stamp(step: str, unit: str) -> str:
+        marker = ctx.read_marker(step, unit)
+        assert marker is not None
+        return marker["finished_at"] + marker["key"]
+
+    def stamps(step: str) -> dict[str, str]:
+        return {u: stamp(step, u) for u in ctx.completed_units(step)}
 
     before = {step: stamps(step) for step in ("scan", "rate", "dpp", "score", "write")}
     sampled = set(ctx.storage.read_parquet("sample.parquet").doc_id)
     pq = data / "part-00001.parquet"
     df = pd.read_parquet(pq)
     row = next(i for i, doc_id in enumerate(df.id) if doc_id not in sampled)
-    df.loc[row, "text"] = df.loc[row, "text"] + " (edited)"
+    df.loc[row, "text"] = str(df.loc[row, "text"]) + " (edited)"
     df.to_parquet(pq)
     run_local(context(data, tmp_path / "run"))
     redone = {step: sorted(u for u in old if stamps(step)[u] != old[u]) for step, old in before.items()}
@@ -127,7 +129,7 @@ def test_other_modes_and_kernels(corpus_dir, tmp_path):
     )
     m = run_local(ctx)
     assert m["dpp"]["kernel"] == "gram" and len(m["chosen_rules"]) == 6
-    rows = [json.loads(line) for n in ctx.output.list("") for line in open(ctx.output.path(n))]
+    rows = [json.loads(line) for n in ctx.output.list("") for line in Path(ctx.output.path(n)).read_text().splitlines()]
     assert rows and all(r["score"] >= 0.75 for r in rows) and len(rows) == m["counts"]["selected"]
 
 

@@ -241,5 +241,6 @@ def test_streaming_merge_equals_one_shot(selection):
     for _, part in frame.groupby("shard"):
         merged = part if candidates is None else pd.concat([candidates, part])
         candidates = select_documents(merged, cfg, seed=5, pool=pool).selected.drop(columns="rank")
+    assert candidates is not None
     streamed = select_documents(candidates, cfg, seed=5, pool=pool).selected
     assert list(streamed.doc_id) == list(whole.doc_id) and len(whole) > 0

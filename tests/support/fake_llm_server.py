@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import re
@@ -327,10 +328,8 @@ class FakeLLMServer:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-        try:
+        with contextlib.suppress(Exception):  # shutting down: what is left is abandoned with the loop
             asyncio.run_coroutine_threadsafe(shutdown(), loop).result(timeout=5)
-        except Exception:  # noqa: BLE001 - shutting down: what is left is abandoned with the loop
-            pass
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=5)
         self._loop = None
