@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 from support.configs import small_config
 from support.corpus import corpus_labels
+from support.pipeline import run_twice
 from support.prefect_api import read_all
 
 from orthoselect.config import Config
@@ -15,12 +16,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def pipeline_run(prefect_api, corpus_dir, tmp_path_factory):
-    from flows.pipeline import orthoselect_pipeline
-
-    config = small_config(corpus_dir, tmp_path_factory.mktemp("flow-run"))
-    first = orthoselect_pipeline(config=config)
-    second = orthoselect_pipeline(config=config)
-    return config, first, second
+    return run_twice(small_config(corpus_dir, tmp_path_factory.mktemp("flow-run")))
 
 
 def test_pipeline_flow_matches_in_process_run(pipeline_run, corpus_dir, tmp_path):

@@ -9,8 +9,8 @@ import ast
 from pathlib import Path
 
 import pytest
+from support import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 LAYERS = ["orthoselect", "tasks", "flows", "deployments"]
 RUNTIME_PACKAGES = {"prefect", "prefect_dask", "dask", "distributed"}
 STAGES_READERS = {"orthoselect/ledger.py"}  # library modules above the steps
@@ -18,7 +18,7 @@ STAGES_READERS = {"orthoselect/ledger.py"}  # library modules above the steps
 
 def imports(path: Path) -> set[str]:
     """Every module a file imports, at any depth (function-level imports count too)."""
-    found = set()
+    found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
@@ -27,35 +27,28 @@ def imports(path: Path) -> set[str]:
     return found
 
 
-def files(package: str) -> list[Path]:
-    return sorted((ROOT / package).rglob("*.py"))
+def imported(package: str) -> list[tuple[str, str]]:
+    """(file relative to the checkout, module) for every import of every file of `package`."""
+    return [(str(f.relative_to(ROOT)), m) for f in sorted((ROOT / package).rglob("*.py")) for m in imports(f)]
 
 
 @pytest.mark.parametrize("layer", LAYERS)
 def test_no_layer_imports_a_higher_one(layer):
     higher = set(LAYERS[LAYERS.index(layer) + 1 :])
-    bad = [(str(f.relative_to(ROOT)), m) for f in files(layer) for m in imports(f) if m.split(".")[0] in higher]
+    bad = [(f, m) for f, m in imported(layer) if m.split(".")[0] in higher]
     assert not bad, f"{layer} imports a higher layer: {bad}"
 
 
 def test_the_library_never_imports_prefect_or_dask():
-    bad = [
-        (str(f.relative_to(ROOT)), m)
-        for f in files("orthoselect")
-        for m in imports(f)
-        if m.split(".")[0] in RUNTIME_PACKAGES
-    ]
+    bad = [(f, m) for f, m in imported("orthoselect") if m.split(".")[0] in RUNTIME_PACKAGES]
     assert not bad, f"orthoselect/ imports its runtime: {bad}"
 
 
 def test_only_the_run_status_reads_the_steps_from_outside_them():
     bad = [
-        (str(f.relative_to(ROOT)), m)
-        for f in files("orthoselect")
-        for m in imports(f)
-        if m.startswith("orthoselect.stages")
-        and "stages" not in f.relative_to(ROOT).parts
-        and str(f.relative_to(ROOT)) not in STAGES_READERS
+        (f, m)
+        for f, m in imported("orthoselect")
+        if m.startswith("orthoselect.stages") and "stages" not in Path(f).parts and f not in STAGES_READERS
     ]
     assert not bad, f"library modules below the steps import them: {bad}"
 

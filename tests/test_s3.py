@@ -6,6 +6,7 @@ import fsspec
 import pandas as pd
 import pytest
 from support.configs import small_config
+from support.pipeline import run_twice
 from support.s3 import s3_options, upload
 
 from orthoselect.config import Config
@@ -16,8 +17,6 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def s3_run(prefect_api, s3_endpoint, corpus_dir):
-    from flows.pipeline import orthoselect_pipeline
-
     upload(corpus_dir, "s3://test-bucket/corpus")
     config = small_config(
         "s3://test-bucket/corpus",
@@ -25,9 +24,7 @@ def s3_run(prefect_api, s3_endpoint, corpus_dir):
         output={"path": "s3://test-bucket/out/a", "format": "jsonl"},
         storage={"options": s3_options(s3_endpoint)},
     )
-    first = orthoselect_pipeline(config=config)
-    second = orthoselect_pipeline(config=config)
-    return config, first, second
+    return run_twice(config)
 
 
 def test_pipeline_on_s3_matches_local(s3_run, corpus_dir, tmp_path):

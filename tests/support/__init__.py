@@ -8,6 +8,7 @@
 - s3:               copying a folder to S3, storage options for an S3 endpoint
 - raters:           a LiteLLMRater over plain HTTP with fast retries, for the rater tests
 - prefect_api:      the Prefect API of the session, reading every page of a listing
+- pipeline:         the pipeline flow run twice (a run and its rerun)
 - guard:            the rule that only tests marked `integration` start servers
 """
 

@@ -6,7 +6,6 @@ from typing import Any
 
 from orthoselect.config import RatingConfig
 from orthoselect.llm.cache import Cache
-from orthoselect.llm.client import LLMClient
 from orthoselect.llm.limits import Limiter
 from orthoselect.raters.judge import Judge
 from orthoselect.raters.llm import LiteLLMRater
@@ -21,18 +20,8 @@ def http_rater(
     **over: Any,
 ) -> LiteLLMRater:
     """A rater of model `openai/fake` at `url` over plain HTTP (10 s timeout), `over` for any other rating
-    setting; its client backs off 0.01 s between retries instead of seconds."""
+    setting; its client retries after 0.01 s instead of the library's backoff of seconds."""
     cfg = RatingConfig(**{"model": "openai/fake", "api_base": url, "transport": "http", "timeout_s": 10, **over})
-    client = LLMClient(
-        cfg.model,
-        cfg.api_base,
-        cfg.api_key_env,
-        cfg.transport,
-        cfg.concurrency,
-        cfg.timeout_s,
-        cfg.max_retries,
-        cfg.temperature,
-        backoff_base_s=0.01,
-        structured_output=cfg.structured_output,
-    )
-    return LiteLLMRater(cfg, cache, client=client, judge=judge, limiter=limiter)
+    rater = LiteLLMRater(cfg, cache, limiter=limiter, judge=judge)
+    rater.client.backoff_base_s = 0.01
+    return rater
