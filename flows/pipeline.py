@@ -63,15 +63,17 @@ def _label(group: list[Shard]) -> str:
     return group[0].id if len(group) == 1 else f"{group[0].id}..{group[-1].id}"
 
 
-def _stopped(ctx: RunContext, e: StepFailed) -> StageFailed:
-    """The stage-level error for a failed step: a budget stop, or failed units to re-run."""
+def _stopped(ctx: RunContext, e: StepFailed, units: int | None = None) -> StageFailed:
+    """The stage-level error for a failed step (`units`: how many shards it ran on; None for a whole-run
+    step): a budget stop, or failed units to re-run."""
+    what = f"{len(e.failures)} of {units} shards" if units is not None else "the run"
     if e.budget_stopped:
         return BudgetStopped(
-            f"stopped by budget: budget_usd {ctx.cfg.budget_usd} is spent; {len(e.failures)} "
-            f"unit(s) of step {e.step!r} are unfinished. Rerun with a larger budget_usd to resume."
+            f"stopped by budget: budget_usd {ctx.cfg.budget_usd} is spent; {what} of step {e.step!r} "
+            "unfinished. Rerun with a larger budget_usd to resume."
         )
     return StageFailed(
-        f"step {e.step!r} failed on {len(e.failures)} unit(s) (recorded in "
+        f"step {e.step!r} failed on {what} (recorded in "
         f"{ctx.storage.url('ledger')}; `orthoselect retry-failed {ctx.cfg.run_dir}` re-runs them): "
         + "; ".join(f"{unit}: {f}" for unit, f in sorted(e.failures.items()))
     )
@@ -106,7 +108,7 @@ def _run_shard_step(
             failures.update({s.id: failure for s in group})
     get_run_logger().info("%s: %d units done (%d cached), %d failed", step.name, done, cached, len(failures))
     if failures:
-        raise _stopped(ctx, StepFailed(step.name, failures))
+        raise _stopped(ctx, StepFailed(step.name, failures), len(units))
     return {"shards": done, "cached": cached}
 
 

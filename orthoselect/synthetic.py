@@ -29,6 +29,7 @@ benchmark reports; `HOLDOUT_FAMILIES` were not looked at while the default choos
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import numpy as np
 
@@ -63,7 +64,13 @@ class Family:
         return self.rules - self.duplicate - self.noise - self.constant - self.irrelevant - self.contrarian
 
 
-SOME_JUNK = {"noise": 5, "constant": 4, "irrelevant": 4}  # a bit of each kind of junk
+class JunkCounts(TypedDict, total=False):
+    noise: int
+    constant: int
+    irrelevant: int
+
+
+SOME_JUNK: JunkCounts = {"noise": 5, "constant": 4, "irrelevant": 4}  # a bit of each kind of junk
 
 FAMILIES = (
     Family("views", "views of the quality factors, a few near-duplicates, no junk", duplicate=10),

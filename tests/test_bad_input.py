@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from support.configs import small_config
-from support.net import free_port, responds, wait_for
 
 from orthoselect.config import Config, DatasetConfig
 from orthoselect.dataset import ShardError, discover_shards, read_batches
 from orthoselect.stages import RunContext, run_local
+from support.configs import small_config
+from support.net import free_port, responds, wait_for
 
 HUGE = ("A complete, informative paragraph about parsing configuration files in Python. " * 130_000)[:10_000_000]
 

@@ -18,16 +18,16 @@ from pathlib import Path
 
 import fsspec
 import pytest
-from support.fake_llm_server import FakeLLMServer
-from support.net import free_port
-from support.s3 import s3_options
-from support.tcp_proxy import TcpProxy
 
 from orthoselect.config import RatingConfig
 from orthoselect.llm.cache import Cache, RequestCache, open_cache, request_key
 from orthoselect.llm.object_cache import ObjectStoreCache
 from orthoselect.raters.llm import LiteLLMRater
 from orthoselect.types import Document, Rule
+from support.fake_llm_server import FakeLLMServer
+from support.net import free_port
+from support.s3 import s3_options
+from support.tcp_proxy import TcpProxy
 
 SECRET = "sk-test-SECRET-cache-store-13579"
 

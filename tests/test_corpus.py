@@ -7,9 +7,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from support.corpus import read_shards
 
 from orthoselect.corpus import BOILERPLATE, MAX_CHARS, MIN_CHARS, build_corpus, degrade
+from support.corpus import read_shards
 
 N_DOCS, N_SHARDS = 600, 4
 COMMON_WORDS = {"the", "of", "and", "to", "is", "a", "in", "for", "this", "be"}

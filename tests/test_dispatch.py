@@ -7,10 +7,10 @@ from functools import partial
 
 import cloudpickle
 import pytest
-from support.configs import small_config
 
 from orthoselect.config import ClusterConfig, Config
 from orthoselect.stages import RunContext, execute
+from support.configs import small_config
 
 
 def test_a_shard_task_unpickles_without_prefect(tmp_path):

@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from support.configs import small_config
-from support.corpus import corpus_labels
 from typer.testing import CliRunner
 
 from orthoselect.config import Config
 from orthoselect.evaluate import EvalInputError, EvalRequest, align, evaluate, load_labels, run_eval, set_metrics
 from orthoselect.stages import RunContext, run_local
+from support.configs import small_config
+from support.corpus import corpus_labels
 
 
 def test_set_metrics_on_a_hand_checkable_case():

@@ -18,6 +18,11 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
+
+from orthoselect.config import Config
+from orthoselect.prompts import rating_messages
+from orthoselect.raters.simulated import simulated_rules
+from orthoselect.stages import RunContext, run_local
 from support import ROOT
 from support.configs import FAST_DPP, llm_config, small_config
 from support.corpus import run_rules, run_texts
@@ -26,11 +31,6 @@ from support.net import free_port, wait_for
 from support.prefect_api import api_url
 from support.s3 import s3_options, upload
 from support.tcp_proxy import TcpProxy
-
-from orthoselect.config import Config
-from orthoselect.prompts import rating_messages
-from orthoselect.raters.simulated import simulated_rules
-from orthoselect.stages import RunContext, run_local
 
 pytestmark = pytest.mark.integration
 MODEL = "fake-rater"

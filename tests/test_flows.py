@@ -3,13 +3,13 @@ processes: the same results as the in-process library run, and a rerun that is a
 
 import pandas as pd
 import pytest
+
+from orthoselect.config import Config
+from orthoselect.stages import STAGES, RunContext, run_local
 from support.configs import small_config
 from support.corpus import corpus_labels
 from support.pipeline import run_twice
 from support.prefect_api import read_all
-
-from orthoselect.config import Config
-from orthoselect.stages import STAGES, RunContext, run_local
 
 pytestmark = pytest.mark.integration
 

@@ -8,14 +8,14 @@ import pickle
 from functools import partial
 
 import pytest
-from support.fake_llm_server import FakeLLMServer
-from support.raters import http_rater
 
 from orthoselect.llm.cache import request_key
 from orthoselect.parsing import ScoreParseError, parse_score
 from orthoselect.prompts import RATING_RESPONSE_FORMAT, TEMPLATE_VERSION, rating_messages
 from orthoselect.raters.judge import Judge, Messages, ScoreJudge
 from orthoselect.types import RATING_COLUMNS, Document, Rating, Rule
+from support.fake_llm_server import FakeLLMServer
+from support.raters import http_rater
 
 RULES = [Rule("r1", "Clarity: the text is clear."), Rule("r2", "Code: the text contains code.")]
 DOCS = [Document(f"d{i}", f"Document {i}: a short text about foxes.") for i in range(4)]

@@ -9,6 +9,7 @@ import ast
 from pathlib import Path
 
 import pytest
+
 from support import ROOT
 
 LAYERS = ["orthoselect", "tasks", "flows", "deployments"]

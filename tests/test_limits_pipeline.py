@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from support.configs import FAST_DPP, llm_config
-from support.fake_llm_server import FakeLLMServer
 
 from orthoselect.config import Config, RatingConfig
 from orthoselect.stages import RunContext
+from support.configs import FAST_DPP, llm_config
+from support.fake_llm_server import FakeLLMServer
 
 pytestmark = pytest.mark.integration
 

@@ -7,11 +7,11 @@ import multiprocessing
 import time
 
 import pytest
-from support.fake_llm_server import FakeLLMServer
 
 from orthoselect.llm.cache import RequestCache, request_key
 from orthoselect.llm.client import LLMClient
 from orthoselect.llm.transport import LLMError
+from support.fake_llm_server import FakeLLMServer
 
 MSG = [{"role": "user", "content": "Say a number."}]
 SECRET = "sk-test-SECRET-0123456789"

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from support.configs import FAST_DPP, llm_config
-from support.corpus import run_rules, run_texts
-from support.fake_llm_server import FakeLLMServer
-from support.prefect_api import read_all
 
 from orthoselect.config import Config
 from orthoselect.raters.simulated import simulated_score
 from orthoselect.stages import RunContext
+from support.configs import FAST_DPP, llm_config
+from support.corpus import run_rules, run_texts
+from support.fake_llm_server import FakeLLMServer
+from support.prefect_api import read_all
 
 pytestmark = pytest.mark.integration
 KEY = "sk-live-DO-NOT-LEAK-7f3c9a1e5b"

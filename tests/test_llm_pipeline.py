@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from support.configs import llm_config
 from support.fake_llm_server import FakeLLMServer
 

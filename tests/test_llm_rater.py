@@ -10,14 +10,14 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from support.fake_llm_server import FakeLLMServer
-from support.raters import http_rater
 
 from orthoselect.llm.cache import RequestCache
 from orthoselect.prompts import RATING_STRICT_SUFFIX, parse_rating_prompt
 from orthoselect.raters.llm import RaterSetupError
 from orthoselect.raters.simulated import simulated_score
 from orthoselect.types import Document, Rule
+from support.fake_llm_server import FakeLLMServer
+from support.raters import http_rater
 
 pytestmark = pytest.mark.integration  # every test here talks to a loopback server
 

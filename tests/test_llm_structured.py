@@ -8,8 +8,6 @@ import pickle
 from functools import partial
 
 import pytest
-from support.fake_llm_server import FakeLLMServer
-from support.raters import http_rater
 
 from orthoselect.llm.cache import request_key
 from orthoselect.llm.client import LLMClient
@@ -18,6 +16,8 @@ from orthoselect.prompts import RATING_RESPONSE_FORMAT, rating_messages
 from orthoselect.raters.llm import RaterSetupError
 from orthoselect.raters.simulated import simulated_score
 from orthoselect.types import Document, Rating, Rule
+from support.fake_llm_server import FakeLLMServer
+from support.raters import http_rater
 
 pytestmark = pytest.mark.integration  # every test here talks to a loopback server
 
@@ -230,7 +230,8 @@ def test_budget_exhausted_stops_without_fake_ratings(request_cache):
         ):
             r.rate(PAIRS)
         assert lim.closed == 1 and srv.requests == 10 and len(request_cache) == 10
-        partial = info.value.partial  # type: ignore[attr-defined]  # set by LiteLLMRater.rate, not declared
+        partial = info.value.partial
+        assert partial is not None
         assert sum(x is not None for x in partial) == 10
         assert all(x.score == t for x, t in zip(partial, truth()) if x is not None)
         with make(srv.url, request_cache, limiter=CountingLimiter()) as r:

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from support.configs import small_config
 
 from orthoselect.config import Config
 from orthoselect.stages import STEPS, RunContext, run_local
+from support.configs import small_config
 
 
 def context(data, run_dir, **over) -> RunContext:

@@ -5,12 +5,12 @@ writes (no temporary keys left), task results persisted on S3, a rerun all Cache
 import fsspec
 import pandas as pd
 import pytest
-from support.configs import small_config
-from support.pipeline import run_twice
-from support.s3 import s3_options, upload
 
 from orthoselect.config import Config
 from orthoselect.stages import RunContext, run_local
+from support.configs import small_config
+from support.pipeline import run_twice
+from support.s3 import s3_options, upload
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,6 @@ import re
 
 import numpy as np
 import pytest
-from support.corpus import read_shards
 
 from orthoselect.corpus import build_corpus
 from orthoselect.hashing import stable_hash
@@ -18,6 +17,7 @@ from orthoselect.raters.simulated import (
     simulated_score,
 )
 from orthoselect.types import Document, Rule
+from support.corpus import read_shards
 
 CLEAN_TEXT = (
     "Return a new list containing all items from the iterable in ascending order.\n\n"

@@ -8,7 +8,12 @@ from typing import Protocol
 
 
 class BudgetExhausted(RuntimeError):
-    """The run's `budget_usd` is spent: no new request may be sent."""
+    """The run's `budget_usd` is spent: no new request may be sent. `partial` (set by a rater that
+    stopped midway) holds the ratings obtained, None for pairs not rated; `attempts`, the requests
+    sent before the stop."""
+
+    partial: list | None = None
+    attempts: int = 0
 
 
 class Limiter(Protocol):
