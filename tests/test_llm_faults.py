@@ -1,7 +1,9 @@
 """The whole pipeline against an LLM endpoint that misbehaves at realistic rates: 20 % 429 with
 Retry-After, 5 % 500/503, 2 % timeouts, 5 % garbage answers. The run completes; every request and fault
-the server counted is accounted for in the manifest; no rating is a silent default. Then the same with
-a key: the key appears in no log, artifact, cache file or output."""
+the server counted is accounted for in the manifest; no rating is a silent default. A rating the endpoint
+failed after the retries ("unavailable") fails its shard, which Prefect's task retries run again for the
+missing ratings only: so the manifest is checked over every attempt, and no answer is paid twice. Then
+the same with a key: the key appears in no log, artifact, cache file or output."""
 
 import asyncio
 import logging
@@ -12,6 +14,7 @@ import pandas as pd
 import pytest
 
 from orthoselect.config import Config
+from orthoselect.ledger import failures, open_failures
 from orthoselect.raters.simulated import simulated_score
 from orthoselect.stages import RunContext
 from support.configs import FAST_DPP, llm_config
@@ -81,16 +84,29 @@ def test_run_completes_and_every_request_is_accounted_for(faulty_run):
     faults = server["faults"]
     assert faults["429"] > 0 and faults["timeout"] > 0 and faults["garbage"] > 0
     calls = m["calls"]
-    sent = sum(calls[s]["requests"] for s in ("rules", "rate", "score"))
+    steps = ("rules", "rate", "score")
+    sent = sum(calls[s]["requests_all_attempts"] for s in steps)  # shards that failed once included
     assert sent == server["requests"], "the manifest's request count differs from the server's"
+    assert server["repeated_answers"] == 0, "a shard run again paid again for answers it had obtained"
+
+    # shards the endpoint failed (a rating still unavailable after the retries) ran again and completed
+    incomplete = [e for e in failures(ctx) if e["error"] == "RatingsIncomplete"]
+    assert all(e["step"] in ("rate", "score") and e["details"]["unavailable"] > 0 for e in incomplete)
+    assert not open_failures(ctx) and m["counts"]["attempts"] == 1
     ratings = _ratings(ctx)
-    rule_requests = calls["rules"]["requests"]
-    assert int(ratings.attempts.sum()) + rule_requests == server["requests"]
+    assert not (ratings.status == "unavailable").any(), "a shard completed with a rating the endpoint failed"
+
+    # the attempts that completed each shard: every request in a rating's attempts
+    completing = sum(calls[s]["requests"] for s in ("rate", "score"))
+    assert int(ratings.attempts.sum()) == completing
+    # every retryable fault was retried, or ended a rating as unavailable in an attempt that failed
     retryable = faults["429"] + faults.get("500", 0) + faults.get("503", 0) + faults["timeout"]
-    retries = sum(calls[s]["retries"] for s in ("rate", "score"))
-    exhausted = int((ratings.status == "error").sum())
-    assert retries + exhausted == retryable - calls["rules"].get("retries", 0)
+    retries = sum(calls[s]["retries_all_attempts"] for s in steps)
+    exhausted = sum(e["details"]["unavailable"] for e in incomplete)
+    assert retries + exhausted == retryable
+    # what failed for good (no usable answer after the strict re-ask) is counted and reported per rule
     failed = int((ratings.status != "ok").sum())
+    assert set(ratings.status[ratings.status != "ok"]) <= {"parse_error"}
     assert calls["rate"]["failed"] + calls["score"]["failed"] == failed
     assert m["rule_failures"] and sum(r["failed"] for r in m["rule_failures"]) == failed
 
