@@ -19,6 +19,7 @@ from flows.runtime import apply_defaults
 
 apply_defaults()  # the `orthoselect` command is an entry point: defaults before Prefect, Dask or litellm load
 
+from orthoselect import preflight
 from orthoselect.config import Config, ConfigError, load_config
 from orthoselect.stages import STAGES, RunContext, StepNotReady, shard_steps
 
@@ -45,10 +46,31 @@ def _overrides(pairs: list[str] | None) -> dict:
 
 def _load(config: Path, sets: list[str] | None) -> Config:
     try:
-        return load_config(config, _overrides(sets))
+        cfg = load_config(config, _overrides(sets))
     except ConfigError as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from None
+    return _checked(cfg)
+
+
+def _checked(cfg: Config) -> Config:
+    """`cfg` checked against its files (`preflight`), once: a config that cannot run exits 2 here, in one
+    line naming the key, before any Prefect API or Dask cluster starts; the run's start_run skips it."""
+    if preflight.checked(cfg):
+        return cfg
+    try:
+        warnings = preflight.preflight(cfg, remember=True)
+    except ConfigError as e:
+        _say(str(e), "red")
+        raise typer.Exit(2) from None
+    for warning in warnings:
+        _say(warning, "yellow")
+    return cfg
+
+
+def _say(line: str, style: str) -> None:
+    """One line as it is: not wrapped at the console's width, brackets in paths not read as markup."""
+    console.print(line, style=style, markup=False, highlight=False, soft_wrap=True)
 
 
 # --- progress ------------------------------------------------------------------------------------
@@ -90,6 +112,7 @@ def stage_progress(ctx: RunContext, stages: list[str]):
 
 def _run(cfg: Config, stages: list[str], show_progress: bool = True, only_failed: bool = False) -> None:
     """The parent flow for the whole pipeline, else the stage flows, under a Prefect API."""
+    _checked(cfg)  # a run directory's config (retry-failed) was not loaded by `_load`
     from flows.pipeline import BudgetStopped, StageFailed, orthoselect_pipeline, run_stages, start_run
     from flows.runtime import prefect_api
     from orthoselect.llm.governor import check_budget_prices

@@ -11,15 +11,18 @@ from flows.runtime import apply_defaults
 
 apply_defaults()  # an entry point (deployments, workers): defaults before Prefect, Dask or litellm load
 
+import logging
 from typing import Any, TypeVar, cast
 
 from prefect import flow, get_run_logger
+from prefect.exceptions import MissingContextError
 from prefect.futures import wait
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
 from flows.runtime import dask_cluster
+from orthoselect import preflight
 from orthoselect.config import Config, load_config
 from orthoselect.dataset import Shard
 from orthoselect.ledger import clear_stop, new_attempt, open_failures, record_stop
@@ -28,6 +31,7 @@ from tasks.runtime import Runtime, connect
 from tasks.steps import Failure, StepFailed, result_storage, run_step, shard_step
 
 V = TypeVar("V")
+log = logging.getLogger("orthoselect")
 
 
 class StageFailed(RuntimeError):
@@ -44,13 +48,26 @@ def _quoted(value: V) -> V:
 
 
 def start_run(config: Config | dict | str, overrides: dict | None = None) -> RunContext:
-    """The one context of a run: its config validated once (a Config is taken as it is) and one attempt id."""
+    """The one context of a run: its config validated once (a Config is taken as it is), checked against
+    its files (`preflight`, unless the entry point, e.g. the CLI, has just done it) and one attempt id.
+    Raises ConfigError naming the key before any work starts."""
     cfg = (
         config
         if isinstance(config, Config) and not overrides
         else load_config(config.model_dump(mode="json") if isinstance(config, Config) else config, overrides)
     )
+    if not preflight.consume(cfg):
+        for warning in preflight.preflight(cfg):
+            _warn(warning)
     return RunContext(cfg, attempt=new_attempt())
+
+
+def _warn(message: str) -> None:
+    """A warning in the flow run's log (the Prefect UI), or the library's log outside a flow run."""
+    try:
+        get_run_logger().warning("%s", message)
+    except MissingContextError:
+        log.warning("%s", message)
 
 
 def shard_groups(shards: list[Shard], max_tasks: int) -> list[list[Shard]]:

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from orthoselect.config import DatasetConfig
-from orthoselect.storage import filesystem, with_retries
+from orthoselect.storage import filesystem, transient_errors, with_retries
 
 JSONL_SUFFIXES = (".jsonl.gz", ".ndjson.gz", ".json.gz", ".jsonl", ".ndjson", ".json")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -82,10 +82,36 @@ def _fingerprint(fs, path: str, info: dict) -> str:
     return "blake2b:" + digest.hexdigest()
 
 
-def discover_shards(cfg: DatasetConfig, options: dict | None = None, retries: int = 3) -> list[Shard]:
-    """Every shard matched by `dataset.path` (folders are searched recursively), sorted by path."""
+def unreadable(url: str, error: BaseException) -> ShardError:
+    """The error for a shard file that cannot be opened or read at all."""
+    if isinstance(error, PermissionError):
+        why = "permission denied"
+    elif isinstance(error, FileNotFoundError):
+        why = "not found"
+    else:
+        why = f"{type(error).__name__}: {error}"
+    return ShardError(f"dataset.path: {url} cannot be read ({why})")
+
+
+@dataclass(frozen=True)
+class ShardFile:
+    """A file `dataset.path` matches, as listed (nothing of it read yet)."""
+
+    url: str
+    fs: Any
+    path: str
+    info: dict
+
+
+def list_shard_files(
+    cfg: DatasetConfig, options: dict | None = None, retries: int = 3
+) -> tuple[list[ShardFile], list[str]]:
+    """The .jsonl/.parquet files `dataset.path` matches, sorted by URL (folders are searched recursively),
+    and the patterns of a list that matched none. Lists only: no file is opened. Raises ShardError naming
+    the key when a path does not exist, cannot be listed, or nothing matches at all."""
     patterns = cfg.path if isinstance(cfg.path, list) else [cfg.path]
-    found: dict[str, tuple[Any, str, dict]] = {}
+    found: dict[str, ShardFile] = {}
+    unmatched: list[str] = []
     for pattern in patterns:
         fs, path = filesystem(pattern, options)
         protocol = pattern.split("://", 1)[0] + "://" if "://" in pattern else ""
@@ -97,24 +123,44 @@ def discover_shards(cfg: DatasetConfig, options: dict | None = None, retries: in
                 return fs.find(path, detail=True)
             return {path: fs.info(path)}
 
-        entries = with_retries(listing, retries, f"list {pattern}")
+        try:
+            entries = with_retries(listing, retries, f"list {pattern}")
+        except FileNotFoundError:
+            raise ShardError(f"dataset.path: {pattern!r} does not exist") from None
+        except PermissionError:
+            raise ShardError(f"dataset.path: {pattern!r} cannot be listed (permission denied)") from None
+        matched = 0
         for p, info in sorted(entries.items()):
             if info.get("type") != "directory" and _format_of(p, cfg.format):
-                found[protocol + p] = (fs, p, info)
+                found[protocol + p] = ShardFile(protocol + p, fs, p, info)
+                matched += 1
+        if not matched:
+            unmatched.append(pattern)
     if not found:
-        raise ShardError(f"dataset.path {cfg.path!r}: no .jsonl, .jsonl.gz or .parquet files found")
-    urls = sorted(found)
-    common = os.path.commonpath([found[u][1] for u in urls]) if len(urls) > 1 else os.path.dirname(found[urls[0]][1])
+        shown = patterns[0] if len(patterns) == 1 else patterns
+        kinds = {"parquet": ".parquet", "jsonl": ".jsonl"}.get(cfg.format, ".jsonl/.parquet")
+        raise ShardError(f"dataset.path: no {kinds} file matches {shown!r}")
+    return [found[u] for u in sorted(found)], unmatched
+
+
+def discover_shards(cfg: DatasetConfig, options: dict | None = None, retries: int = 3) -> list[Shard]:
+    """Every shard matched by `dataset.path` (folders are searched recursively), sorted by path, each with
+    its fingerprint (an ETag, else a hash of its content). A file that cannot be read raises ShardError."""
+    files, _ = list_shard_files(cfg, options, retries)
+    paths = [f.path for f in files]
+    common = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
     shards, used = [], set()
-    for url in urls:
-        fs, path, info = found[url]
-        rel = os.path.relpath(path, common)
+    for f in files:
+        rel = os.path.relpath(f.path, common)
         sid = re.sub(r"[^A-Za-z0-9._-]+", "_", _strip_suffix(rel).replace("/", "__"))
         if sid in used:  # a.jsonl beside a.parquet: keep the extension in the name
             sid = re.sub(r"[^A-Za-z0-9._-]+", "_", rel.replace("/", "__"))
         used.add(sid)
-        fp = with_retries(functools.partial(_fingerprint, fs, path, info), retries, f"fingerprint {url}")
-        shards.append(Shard(sid, url, _format_of(path, cfg.format) or "", int(info.get("size") or 0), fp))
+        try:
+            fp = with_retries(functools.partial(_fingerprint, f.fs, f.path, f.info), retries, f"fingerprint {f.url}")
+        except PermissionError as e:  # never transient: a task retry would only fail again
+            raise unreadable(f.url, e) from None
+        shards.append(Shard(sid, f.url, _format_of(f.path, cfg.format) or "", int(f.info.get("size") or 0), fp))
     return shards
 
 
@@ -188,6 +234,8 @@ def _parquet_batches(shard: Shard, cfg: DatasetConfig, options: dict | None) -> 
         try:
             pf = pq.ParquetFile(f)
         except (pa.ArrowInvalid, OSError) as e:
+            if _connection_error(e):  # the storage, not the file: worth retrying
+                raise
             raise ShardError(f"{shard.url}: not a readable Parquet file ({e})") from None
         schema = pf.schema_arrow
         needed = [cfg.text_field] + ([cfg.id_field] if cfg.id_field else [])
@@ -199,6 +247,11 @@ def _parquet_batches(shard: Shard, cfg: DatasetConfig, options: dict | None) -> 
             raise ShardError(f"{shard.url}: wrong schema: column {cfg.text_field!r} is {text_type}, expected string")
         for batch in pf.iter_batches(batch_size=cfg.batch_rows):
             yield batch.to_pylist()
+
+
+def _connection_error(error: BaseException) -> bool:
+    """An error of the connection to the storage (refused, reset, timed out), not of the file's content."""
+    return isinstance(error, tuple(t for t in transient_errors() if t is not OSError))
 
 
 def read_batches(shard: Shard, cfg: DatasetConfig, options: dict | None = None) -> Iterator[Batch]:

@@ -167,3 +167,19 @@ def test_an_object_the_credentials_cannot_read(locked_s3):
     assert [b.ids for b in read_batches(ok, cfg, locked_s3)] == [["ok"]]
     with pytest.raises(ShardError, match=r"s3://locked/data/secret.jsonl: access denied"):
         list(read_batches(secret, cfg, locked_s3))
+
+
+@pytest.mark.integration
+def test_preflight_finds_an_object_the_credentials_cannot_read(locked_s3, tmp_path):
+    """On S3 the check lists the objects and reads the first byte of each: a run does not start."""
+    from orthoselect.config import ConfigError
+    from orthoselect.preflight import preflight
+
+    cfg = Config.model_validate(
+        small_config("s3://locked/data", tmp_path / "run", storage={"options": locked_s3, "retries": 0})
+    )
+    with pytest.raises(ConfigError) as e:
+        preflight(cfg)
+    assert str(e.value) == "dataset.path: s3://locked/data/secret.jsonl cannot be read (permission denied)"
+    allowed = cfg.model_copy(update={"dataset": DatasetConfig(path="s3://locked/data/ok.jsonl")})
+    assert preflight(allowed) == []

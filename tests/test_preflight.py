@@ -1,0 +1,226 @@
+"""Configs that cannot run fail before any work: the preflight check (rules file against dpp.k, the
+simulated bank, the dataset's files), from the library and from the CLI (exit 2, one line naming the key,
+no Prefect API or Dask cluster started); it runs once per run; unreadable files found later are the
+dataset's ShardError; the step tasks do not retry what cannot be transient; a sample as large as the
+pool is said so, by the sample step and by `orthoselect estimate`."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import fsspec.implementations.local
+import pytest
+import yaml
+from typer.testing import CliRunner, Result
+
+from orthoselect import preflight as preflight_module
+from orthoselect.config import Config, ConfigError, DatasetConfig, load_config
+from orthoselect.dataset import ShardError, discover_shards
+from orthoselect.preflight import preflight
+from orthoselect.raters.simulated import BANK_RULES, simulated_rules
+from support.configs import small_config
+
+
+def write_data(folder: Path, shards: int = 3, docs: int = 20) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for s in range(shards):
+        rows = [
+            {"id": f"s{s}-d{i}", "text": f"Document {i} of shard {s} explains one thing clearly."} for i in range(docs)
+        ]
+        (folder / f"part-{s}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def write_rules(path: Path, count: int) -> Path:
+    path.write_text("".join(r + "\n" for r in simulated_rules(count, seed=0)))
+    return path
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    return write_data(tmp_path / "data")
+
+
+@pytest.fixture
+def deny(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Path], None]]:
+    """`deny(path)`: the file can be listed but not opened. chmod 000; as root, whom permission bits do
+    not stop, opening it through fsspec's local filesystem raises PermissionError as it would."""
+    denied: set[str] = set()
+    original = fsspec.implementations.local.LocalFileSystem._open
+
+    def _open(self: Any, path: str, *args: Any, **kwargs: Any) -> Any:
+        if os.path.abspath(self._strip_protocol(path)) in denied:
+            raise PermissionError(13, "Permission denied", path)
+        return original(self, path, *args, **kwargs)
+
+    if os.geteuid() == 0:
+        monkeypatch.setattr(fsspec.implementations.local.LocalFileSystem, "_open", _open)
+
+    def deny_(path: Path) -> None:
+        path.chmod(0)
+        denied.add(str(path.resolve()))
+
+    yield deny_
+    for p in denied:
+        Path(p).chmod(0o644)
+
+
+def config(data: Path | str, tmp_path: Path, **over: Any) -> Config:
+    return load_config(small_config(data, tmp_path / "run", **over))
+
+
+def count_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The run directories of the configs preflight checks the dataset of, from now on."""
+    calls: list[str] = []
+    check = preflight_module._check_dataset
+
+    def counted(cfg: Config) -> list[str]:
+        calls.append(cfg.run_dir)
+        return check(cfg)
+
+    monkeypatch.setattr(preflight_module, "_check_dataset", counted)
+    return calls
+
+
+# --- the library ----------------------------------------------------------------------------------
+def test_a_good_config_passes_and_warns_of_empty_files(data, tmp_path):
+    assert preflight(config(data, tmp_path)) == []
+    (data / "part-9.jsonl").write_text("")
+    [warning] = preflight(config(data, tmp_path))
+    assert warning == f"dataset.path: {data / 'part-9.jsonl'} is empty (0 bytes): its scan will fail"
+
+
+def test_more_rules_kept_than_the_rules_file_holds(data, tmp_path):
+    rules = write_rules(tmp_path / "rules.txt", 8)
+    with pytest.raises(ConfigError) as e:
+        preflight(config(data, tmp_path, rules={"file": str(rules)}, dpp={"k": 12}))
+    assert str(e.value) == f"dpp.k: 12 is more than the 8 rules in rules.file {rules}"
+    assert preflight(config(data, tmp_path, rules={"file": str(rules)}, dpp={"k": 8})) == []
+    with pytest.raises(ConfigError, match=r"^rules.file .*missing.txt: cannot read"):
+        preflight(config(data, tmp_path, rules={"file": str(tmp_path / "missing.txt")}))
+
+
+def test_more_simulated_rules_than_the_bank_holds(data, tmp_path):
+    with pytest.raises(ConfigError) as e:
+        preflight(config(data, tmp_path, rules={"count": len(BANK_RULES) + 1, "model": "simulated"}))
+    assert str(e.value).startswith(f"rules.count: {len(BANK_RULES) + 1} is more than the {len(BANK_RULES)} rules")
+
+
+def test_a_dataset_path_that_matches_nothing(data, tmp_path):
+    with pytest.raises(ConfigError) as e:
+        preflight(config(data / "*.parquet", tmp_path))
+    assert str(e.value) == f"dataset.path: no .jsonl/.parquet file matches '{data / '*.parquet'}'"
+    with pytest.raises(ConfigError, match=r"^dataset.path: '.*nowhere' does not exist$"):
+        preflight(config(tmp_path / "nowhere", tmp_path))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"^dataset.path: no .jsonl/.parquet file matches '.*empty'$"):
+        preflight(config(tmp_path / "empty", tmp_path))
+    # one pattern of a list matching nothing is a warning, not an error
+    [warning] = preflight(config(data, tmp_path, dataset__path=[str(data), str(tmp_path / "empty" / "*.jsonl")]))
+    assert warning == f"dataset.path: '{tmp_path / 'empty' / '*.jsonl'}' matches no .jsonl/.parquet file"
+
+
+def test_an_unreadable_shard(data, tmp_path, deny):
+    deny(data / "part-1.jsonl")
+    with pytest.raises(ConfigError) as e:
+        preflight(config(data, tmp_path))
+    assert str(e.value) == f"dataset.path: {data / 'part-1.jsonl'} cannot be read (permission denied)"
+    deny(data / "part-2.jsonl")
+    with pytest.raises(ConfigError, match=r"part-1.jsonl cannot be read \(permission denied\) \(and 1 more files\)$"):
+        preflight(config(data, tmp_path))
+
+
+def test_the_plan_step_names_an_unreadable_shard_as_a_shard_error(data, deny):
+    """Files can change after the check: the plan's fingerprinting raises the dataset's own error."""
+    deny(data / "part-1.jsonl")
+    with pytest.raises(ShardError, match=r"^dataset.path: .*part-1.jsonl cannot be read \(permission denied\)$"):
+        discover_shards(DatasetConfig(path=str(data)))
+    with pytest.raises(ShardError, match=r"^dataset.path: '.*nowhere' does not exist$"):
+        discover_shards(DatasetConfig(path=str(data / "nowhere")))
+
+
+def test_start_run_checks_unless_the_entry_point_just_did(data, tmp_path, monkeypatch):
+    from flows.pipeline import start_run
+
+    calls = count_checks(monkeypatch)
+    cfg = config(data, tmp_path)
+    start_run(cfg)  # a deployment: start_run is the boundary
+    assert len(calls) == 1
+    preflight(cfg, remember=True)  # the CLI, before the Prefect API
+    start_run(cfg)
+    assert len(calls) == 2  # not again
+    start_run(cfg)
+    assert len(calls) == 3  # the next run of the same config checks again
+    with pytest.raises(ConfigError, match="dataset.path"):
+        start_run(small_config(tmp_path / "nowhere", tmp_path / "run"))
+
+
+# --- the CLI ----------------------------------------------------------------------------------------
+@pytest.fixture
+def no_servers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command that starts a Prefect API or a Dask cluster fails the test."""
+    import flows.runtime
+
+    def refuse(*args: Any, **kwargs: Any) -> Iterator[str]:
+        raise AssertionError("a Prefect API or a Dask cluster was started")
+
+    monkeypatch.setattr(flows.runtime, "prefect_api", refuse)
+    monkeypatch.setattr(flows.runtime, "dask_cluster", refuse)
+
+
+def cli(tmp_path: Path, cfg: dict[str, Any], *args: str) -> tuple[Result, float]:
+    """`orthoselect <args> <config file of cfg>` (default: run --no-progress), and its seconds."""
+    from flows.cli import app
+
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    command = [*args, str(path)] if args else ["run", str(path), "--no-progress"]
+    started = time.perf_counter()
+    result = CliRunner().invoke(app, command)
+    return result, time.perf_counter() - started
+
+
+@pytest.mark.parametrize("command", [["run"], ["score-pool"], ["estimate"]])
+def test_bad_configs_exit_2_in_one_line_before_any_server(command, data, tmp_path, deny, no_servers):
+    rules = write_rules(tmp_path / "rules.txt", 8)
+    bad = {
+        f"dpp.k: 12 is more than the 8 rules in rules.file {rules}": small_config(
+            data, tmp_path / "run", rules={"file": str(rules)}, dpp={"k": 12}
+        ),
+        f"dataset.path: no .jsonl/.parquet file matches '{data / '*.parquet'}'": small_config(
+            data / "*.parquet", tmp_path / "run"
+        ),
+        f"dataset.path: {data / 'part-1.jsonl'} cannot be read (permission denied)": small_config(
+            data, tmp_path / "run"
+        ),
+    }
+    deny(data / "part-1.jsonl")
+    for message, cfg in bad.items():
+        result, seconds = cli(tmp_path, cfg, *command)
+        assert (result.exit_code, result.output) == (2, message + "\n"), result.output
+        assert seconds < 2, f"{message}: {seconds:.1f} s"
+
+
+def test_the_cli_checks_once_and_shows_warnings(data, tmp_path, monkeypatch, no_servers):
+    calls = count_checks(monkeypatch)
+    (data / "part-9.jsonl").write_text("")
+    result, _ = cli(tmp_path, small_config(data, tmp_path / "run"))
+    assert isinstance(result.exception, AssertionError)  # it went on to start the Prefect API (refused here)
+    assert result.output == f"dataset.path: {data / 'part-9.jsonl'} is empty (0 bytes): its scan will fail\n"
+    assert len(calls) == 1  # `_load` checked it; `_run` did not check it again
+    assert preflight_module.consume(config(data, tmp_path))  # and start_run would not either
+
+
+def test_retry_failed_checks_the_run_directorys_config(data, tmp_path, no_servers):
+    from flows.cli import app
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(small_config(data / "gone", run_dir)))
+    result = CliRunner().invoke(app, ["retry-failed", str(run_dir), "--no-progress"])
+    assert (result.exit_code, result.output) == (2, f"dataset.path: '{data / 'gone'}' does not exist\n")
