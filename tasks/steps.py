@@ -13,14 +13,20 @@ from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
+from prefect.client.schemas.objects import State
 from prefect.context import TaskRunContext
 from prefect.utilities.annotations import quote
 
-from orthoselect.dataset import Shard
+from orthoselect.config import ConfigError
+from orthoselect.dataset import Shard, ShardError
+from orthoselect.dpp_inference import DPPInputError, KernelRankError
 from orthoselect.hashing import stable_hash
 from orthoselect.ledger import record_failure
 from orthoselect.llm.limits import BudgetExhausted
+from orthoselect.raters.llm_run import RaterSetupError
+from orthoselect.rules import RulesError
 from orthoselect.stages import RUN_UNIT, STEPS, RunContext, StepNotReady, execute
+from orthoselect.stages.base import MissingOutput
 from tasks.artifacts import publish
 from tasks.runtime import Runtime
 
@@ -57,6 +63,38 @@ class StepFailed(RuntimeError):
     def budget_stopped(self) -> bool:
         """Every failure is the run's budget stop: nothing is broken, the budget is spent."""
         return bool(self.failures) and all(f.error == BudgetExhausted.__name__ for f in self.failures.values())
+
+
+# Errors that a retry of the same work cannot cure: the config, the input files or the rules are wrong,
+# the DPP cannot choose from these scores, a step broke its contract, the endpoint refuses every request.
+PERMANENT_ERRORS: tuple[type[Exception], ...] = (
+    ConfigError,
+    ShardError,
+    RulesError,
+    KernelRankError,
+    DPPInputError,
+    MissingOutput,
+    RaterSetupError,
+)
+_PERMANENT_NAMES = frozenset(e.__name__ for e in PERMANENT_ERRORS)
+
+
+def is_permanent(failure: Failure) -> bool:
+    """Whether a unit's failure (as recorded: the exception's class name) cannot be transient."""
+    return failure.error in _PERMANENT_NAMES
+
+
+def worth_retrying(task: Any, task_run: Any, state: State) -> bool:
+    """Prefect's retry condition of both step tasks: retry unless the failure cannot be transient. A
+    whole-run step's StepFailed carries the library's exception as its `__cause__`; a shard task's lists
+    its shards' failures by class name, and is retried when at least one of them may be transient (the
+    shards that finished are skipped by their markers)."""
+    error = state.data if isinstance(state.data, BaseException) else state.result(raise_on_failure=False)
+    if isinstance(error, StepFailed):
+        if isinstance(error.__cause__, PERMANENT_ERRORS):
+            return False
+        return not error.failures or not all(is_permanent(f) for f in error.failures.values())
+    return not isinstance(error, PERMANENT_ERRORS)
 
 
 def step_cache_key(context: TaskRunContext, parameters: dict) -> str | None:
@@ -99,6 +137,7 @@ def _try_number() -> int:
     name="run-step",
     retries=1,
     retry_delay_seconds=2,
+    retry_condition_fn=worth_retrying,
     cache_key_fn=step_cache_key,
     persist_result=True,
     task_run_name="{step_name}",
@@ -117,6 +156,7 @@ def run_step(step_name: str, ctx: RunContext, runtime: Runtime) -> dict:
     name="shard-step",
     retries=2,
     retry_delay_seconds=[2, 10],
+    retry_condition_fn=worth_retrying,
     cache_key_fn=step_cache_key,
     persist_result=True,
     task_run_name="{step_name}:{label}",

@@ -79,7 +79,7 @@ def test_bad_rows_are_quarantined_and_a_huge_document_is_kept_whole(corpus_dir, 
 @pytest.mark.integration
 def test_unreadable_files_fail_their_shards_into_the_ledger(prefect_api, corpus_dir, tmp_path):
     from flows.pipeline import StageFailed, orthoselect_pipeline
-    from orthoselect.ledger import open_failures, status
+    from orthoselect.ledger import failures, open_failures, status
 
     data = tmp_path / "data"
     shutil.copytree(corpus_dir, data)
@@ -87,10 +87,11 @@ def test_unreadable_files_fail_their_shards_into_the_ledger(prefect_api, corpus_
     whole = gzip.compress("".join(json.dumps({"id": f"c{i}", "text": "x " * 100}) + "\n" for i in range(400)).encode())
     (data / "cut.jsonl.gz").write_bytes(whole[: len(whole) // 2])
     pd.DataFrame({"id": ["w"], "body": ["no text column"]}).to_parquet(data / "wrong.parquet")
-    config = small_config(data, tmp_path / "run", cluster={"task_retries": 0, "n_workers": 1})
+    config = small_config(data, tmp_path / "run", cluster={"n_workers": 1})  # task retries as by default
     with pytest.raises(StageFailed, match="3 of 7 shards"):
         orthoselect_pipeline(config=config)
     ctx = RunContext(Config.model_validate(config))
+    assert [e["try"] for e in failures(ctx)] == [1, 1, 1]  # a ShardError is not retried: it cannot pass next time
     failed = open_failures(ctx)["scan"]
     assert sorted(failed) == ["cut", "empty", "wrong"]
     assert "empty.jsonl: empty file" in failed["empty"]["message"]

@@ -224,3 +224,45 @@ def test_retry_failed_checks_the_run_directorys_config(data, tmp_path, no_server
     (run_dir / "config.yaml").write_text(yaml.safe_dump(small_config(data / "gone", run_dir)))
     result = CliRunner().invoke(app, ["retry-failed", str(run_dir), "--no-progress"])
     assert (result.exit_code, result.output) == (2, f"dataset.path: '{data / 'gone'}' does not exist\n")
+
+
+# --- retries -----------------------------------------------------------------------------------------
+def failed_state(error: BaseException) -> Any:
+    from prefect.states import Failed
+
+    return Failed(data=error)
+
+
+def test_step_tasks_do_not_retry_what_cannot_be_transient():
+    from orthoselect.dataset import ShardError
+    from orthoselect.dpp_inference import KernelRankError
+    from orthoselect.rules import RulesError
+    from tasks.steps import RUN_UNIT, Failure, StepFailed, run_step, shard_step, worth_retrying
+
+    assert run_step.retry_condition_fn is worth_retrying
+    assert shard_step.with_options(retries=2).retry_condition_fn is worth_retrying
+
+    def whole_run(cause: Exception) -> StepFailed:
+        try:
+            raise StepFailed("dpp", {RUN_UNIT: Failure.of(cause)}) from cause
+        except StepFailed as e:
+            return e
+
+    def retried(error: BaseException) -> bool:
+        return worth_retrying(None, None, failed_state(error))
+
+    assert not retried(whole_run(KernelRankError(6, 3)))
+    assert not retried(whole_run(RulesError("only 3 distinct rules for dpp.k = 6")))
+    assert not retried(whole_run(ConfigError("dataset.path: ...")))
+    assert retried(whole_run(ConnectionError("S3 went away")))
+    # a whole-run failure that lost its __cause__ (pickled) is judged by its recorded class name
+    assert not retried(StepFailed("rules", {RUN_UNIT: Failure("RulesError", "no rules found")}))
+
+    unreadable = Failure.of(ShardError("dataset.path: part-1.jsonl cannot be read (permission denied)"))
+    outage = Failure("EndpointConnectionError", "Could not connect to the endpoint URL")
+    assert not retried(StepFailed("scan", {"part-1": unreadable}))
+    assert not retried(StepFailed("scan", {"part-1": unreadable, "part-2": Failure("MissingOutput", "no index")}))
+    assert retried(StepFailed("scan", {"part-1": unreadable, "part-2": outage}))  # part-2 may pass next time
+    assert retried(StepFailed("score", {"part-2": outage}))
+    assert retried(RuntimeError("the task itself crashed"))
+    assert not retried(ShardError("raised outside a step"))
