@@ -114,7 +114,7 @@ def _run(cfg: Config, stages: list[str], show_progress: bool = True, only_failed
     """The parent flow for the whole pipeline, else the stage flows, under a Prefect API."""
     _checked(cfg)  # a run directory's config (retry-failed) was not loaded by `_load`
     from flows.pipeline import BudgetStopped, StageFailed, orthoselect_pipeline, run_stages, start_run
-    from flows.runtime import prefect_api
+    from flows.runtime import GracefulStop, prefect_api
     from orthoselect.llm.governor import check_budget_prices
 
     try:
@@ -122,9 +122,10 @@ def _run(cfg: Config, stages: list[str], show_progress: bool = True, only_failed
     except ConfigError as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from None
-    with prefect_api() as api:
+    viewer = RunContext(cfg)  # reads markers for the progress bars; asks the workers to stop on SIGTERM
+    with prefect_api() as api, GracefulStop(viewer, announce=console.print) as stop:
         console.print(f"Prefect API {api} (UI at {api.removesuffix('/api')}); run dir {cfg.run_dir}")
-        with stage_progress(RunContext(cfg), stages) if show_progress else nullcontext():
+        with stage_progress(viewer, stages) if show_progress else nullcontext():
             try:
                 if stages == list(STAGES):
                     orthoselect_pipeline(config=cfg, only_failed=only_failed)
@@ -133,9 +134,21 @@ def _run(cfg: Config, stages: list[str], show_progress: bool = True, only_failed
             except BudgetStopped as e:
                 console.print(f"[yellow]{e}[/yellow]")
                 raise typer.Exit(3) from None
-            except StageFailed as e:
+            except (StageFailed, KeyboardInterrupt) as e:
+                if stop.requested or isinstance(e, KeyboardInterrupt):
+                    _interrupted(viewer)
                 console.print(f"[red]{e}[/red]")
                 raise typer.Exit(1) from None
+
+
+def _interrupted(ctx: RunContext) -> None:
+    """Mark the run stopped on request and say how to resume; exit code 130 (as for SIGINT)."""
+    from orthoselect.ledger import record_stop
+
+    message = "interrupted: stopped on request; rerun the same command to resume (finished work is kept)"
+    record_stop(ctx, "interrupted", message)
+    console.print(f"[yellow]{message}[/yellow]")
+    raise typer.Exit(130)
 
 
 def _print_summary(cfg: Config) -> None:
@@ -210,7 +223,7 @@ def status(
         print(json.dumps(report, indent=2))
         return
     table = Table("step", "shards", "done", "failed", "pending", "stale", title=f"status of {run_dir}")
-    stopped = report.pop("stopped")
+    stopped, last = report.pop("stopped"), report.pop("last_attempt")
     for step, r in report.items():
         table.add_row(
             step,
@@ -221,6 +234,9 @@ def status(
             str(len(r["stale"])),
         )
     Console().print(table)
+    if last:
+        note = f" ({last['note']})" if last.get("note") else ""
+        Console().print(f"last attempt {last['attempt']}: {last['outcome']} at {last['at']}{note}")
     if stopped:
         Console().print(f"[yellow]{stopped['message']}[/yellow]")
     for step, r in report.items():

@@ -25,7 +25,7 @@ from flows.runtime import dask_cluster
 from orthoselect import preflight
 from orthoselect.config import Config, load_config
 from orthoselect.dataset import Shard
-from orthoselect.ledger import clear_stop, new_attempt, open_failures, record_stop
+from orthoselect.ledger import clear_stop, new_attempt, open_failures, record_attempt, record_stop
 from orthoselect.stages import STAGES, STEPS, RunContext, ShardStep
 from tasks.runtime import Runtime, connect
 from tasks.steps import Failure, StepFailed, result_storage, run_step, shard_step
@@ -59,7 +59,9 @@ def start_run(config: Config | dict | str, overrides: dict | None = None) -> Run
     if not preflight.consume(cfg):
         for warning in preflight.preflight(cfg):
             _warn(warning)
-    return RunContext(cfg, attempt=new_attempt())
+    ctx = RunContext(cfg, attempt=new_attempt())
+    ctx.clear_stop_request()  # a stop asked of an earlier attempt does not stop this one
+    return ctx
 
 
 def _warn(message: str) -> None:
@@ -233,12 +235,18 @@ def orthoselect_pipeline(
         get_run_logger().info("re-running failed shards only: %s", only or "none are open")
     # the parent's heartbeat tells the server if the run dies; a subflow's own heartbeat thread costs
     # ~1 s at its exit (Prefect joins a thread that sleeps in 1 s steps), so subflows run without one
+    record_attempt(ctx, "started")
     try:
         with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
             results = run_stages(ctx, stages or list(STAGES), only)
     except BudgetStopped as e:
         record_stop(ctx, "budget", str(e))
+        record_attempt(ctx, "stopped by budget")
         raise
+    except BaseException:
+        record_attempt(ctx, "interrupted" if ctx.stop_requested() else "failed")
+        raise
+    record_attempt(ctx, "completed")
     clear_stop(ctx)
     cached = {
         step: r["cached"]

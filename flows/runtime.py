@@ -3,17 +3,21 @@ API (the one PREFECT_API_URL names, or a local `prefect server` started for the 
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from orthoselect import env
 from orthoselect.config import ClusterConfig
@@ -121,6 +125,7 @@ def prefect_api(home: str | None = None, startup_timeout: float = 120) -> Iterat
         env=env,
         stdout=logfile,
         stderr=subprocess.STDOUT,
+        preexec_fn=_die_with_parent,  # a killed command leaves no server behind
     )
     api_url = f"http://127.0.0.1:{port}/api"
     try:
@@ -146,3 +151,57 @@ def prefect_api(home: str | None = None, startup_timeout: float = 120) -> Iterat
         except subprocess.TimeoutExpired:
             server.kill()
         logfile.close()
+
+
+GRACE_S = 30.0  # after a stop request, how long a run may take to wind down before it is cut short
+
+
+class GracefulStop:
+    """SIGTERM or Ctrl-C (what schedulers, Kubernetes and people send) stop a run within seconds: the
+    first asks every worker to stop (`RunContext.request_stop`: no unit starts, no new request is sent,
+    answers in flight are stored) and lets the run wind down for up to `grace_s`; a second signal, or
+    the end of the grace, cuts it short (KeyboardInterrupt in the main thread, which closes the Dask
+    cluster and Prefect server this command started)."""
+
+    def __init__(self, ctx: Any, grace_s: float = GRACE_S, announce: Callable[[str], None] = print) -> None:
+        self.ctx, self.grace_s, self.announce = ctx, grace_s, announce
+        self.requested = False
+        self._timer: threading.Timer | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> GracefulStop:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested:  # a second signal: now
+            raise KeyboardInterrupt
+        self.requested = True
+        name = signal.Signals(signum).name
+        self.announce(f"{name}: stopping; no new requests, answers in flight are being saved (again to force)")
+        try:
+            self.ctx.request_stop(name)
+        except Exception as e:  # noqa: BLE001 - storage gone: stop hard instead
+            self.announce(f"could not ask the workers to stop ({type(e).__name__}: {e}); stopping now")
+            raise KeyboardInterrupt from None
+        self._timer = threading.Timer(self.grace_s, _thread.interrupt_main)
+        self._timer.daemon = True
+        self._timer.start()
+
+
+def _die_with_parent() -> None:
+    """In a child process: receive SIGTERM when the parent dies, even by SIGKILL (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass

@@ -152,6 +152,15 @@ class RatingConfig(LLMEndpoint):
         description="Requests in flight at once for the whole run, across every worker (each "
         "worker also keeps to `concurrency`). null: workers x concurrency.",
     )
+    max_failed_share: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="A shard whose share of ratings that failed for good (no usable answer after the strict "
+        "re-ask, refused, rejected by the endpoint) passes this fails, naming its worst rules, instead of "
+        "being scored with holes. Failures of the endpoint (no answer, 429/5xx after the retries) always "
+        "fail the shard: it is rated again, for the missing ratings only, by the next run.",
+    )
     flag_failure_rate: float = Field(
         0.05,
         ge=0,

@@ -31,6 +31,7 @@ def record_failure(ctx: RunContext, step: str, shard_id: str, error: BaseExcepti
         "attempt": str(ctx.attempt),
         "try": task_try,
         "at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+        "details": getattr(error, "details", None),  # e.g. ratings done and missing, for `status`
     }
     # a failure often comes from the storage itself being down: wait longer than a step would
     durable = Storage(ctx.storage.root, ctx.storage.options, retries=max(ctx.storage.retries, LEDGER_RETRIES))
@@ -100,6 +101,7 @@ def status(ctx: RunContext) -> dict[str, dict]:
             "errors": failed.get(name, {}),
         }
     report["stopped"] = stop_reason(ctx)
+    report["last_attempt"] = last_attempt(ctx)
     return report
 
 
@@ -122,3 +124,26 @@ def stop_reason(ctx: RunContext) -> dict | None:
 
 def clear_stop(ctx: RunContext) -> None:
     ctx.storage.remove("stopped.json")
+
+
+def record_attempt(ctx: RunContext, outcome: str) -> None:
+    """How this attempt on the run went: "started" when it begins, then "completed", "failed",
+    "stopped by budget" or "interrupted". An attempt still "started" was killed (or is running)."""
+    path = f"attempts/{ctx.attempt}.json"
+    entry = ctx.storage.read_json(path, default=None) or {
+        "attempt": ctx.attempt,
+        "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    entry.update(outcome=outcome, at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    ctx.storage.write_json(path, entry)
+
+
+def last_attempt(ctx: RunContext) -> dict | None:
+    """The latest attempt's record, with `note` saying what an unfinished one means."""
+    names = sorted(ctx.storage.list("attempts"))
+    if not names:
+        return None
+    entry = ctx.storage.read_json(f"attempts/{names[-1]}")
+    if entry.get("outcome") == "started":
+        entry["note"] = "did not finish: killed (SIGKILL, machine lost), or still running"
+    return entry

@@ -5,8 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal, TypedDict, Unpack
 
-RatingStatus = Literal["ok", "parse_error", "error", "refused"]
-FailureStatus = Literal["parse_error", "error", "refused"]
+RatingStatus = Literal["ok", "parse_error", "error", "refused", "unavailable"]
+# Final failures: "parse_error" (no usable answer after the strict re-ask), "refused" (content filter),
+# "error" (the endpoint rejected this request). "unavailable" is not final: the endpoint failed (no answer,
+# 429/5xx after the retries, or its breaker is open), and the rating is asked again on a later run.
+FailureStatus = Literal["parse_error", "error", "refused", "unavailable"]
+TRANSIENT_STATUSES = ("unavailable",)
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,16 @@ def s3_endpoint() -> Iterator[str]:
     server.stop()
 
 
+@pytest.fixture(autouse=True)
+def closed_breakers() -> Iterator[None]:
+    """Each test starts with every endpoint's circuit breaker closed: a loopback server of a later test
+    may reuse the port of one an earlier test took down."""
+    from orthoselect.llm.breaker import _BREAKERS
+
+    _BREAKERS.clear()
+    yield
+
+
 @pytest.fixture
 def request_cache(tmp_path: Path) -> Iterator[RequestCache]:
     """An empty request cache (SQLite) of the test's own."""

@@ -125,7 +125,10 @@ def test_errors_are_recorded_not_cached_and_retried_next_run(request_cache):
         with rater(srv.url, request_cache, max_retries=1) as r:
             out = r.rate(PAIRS[:5])
         assert srv.requests == 10
-        assert all(x.score is None and x.status == "error" and "HTTP 500" in x.reason and x.attempts == 2 for x in out)
+        # the endpoint's fault after the retries: not a final rating ("unavailable"), asked again next run
+        assert all(
+            x.score is None and x.status == "unavailable" and "HTTP 500" in x.reason and x.attempts == 2 for x in out
+        )
         assert r.stats.retries == 5 and r.stats.failures == 5 and len(request_cache) == 0
         srv.rates["500"] = 0.0
         with rater(srv.url, request_cache) as r:
@@ -136,7 +139,7 @@ def test_errors_are_recorded_not_cached_and_retried_next_run(request_cache):
 def test_timeouts_become_failures_with_a_reason():
     with FakeLLMServer(rate_timeout=1.0, timeout_sleep_s=5) as srv, rater(srv.url, timeout_s=0.3, max_retries=1) as r:
         out = r.rate(PAIRS[:3])
-    assert all(x.score is None and x.status == "error" and "timeout" in x.reason and x.attempts == 2 for x in out)
+    assert all(x.score is None and x.status == "unavailable" and "timeout" in x.reason and x.attempts == 2 for x in out)
 
 
 def test_mixed_faults_never_invent_a_score(request_cache):

@@ -14,6 +14,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from orthoselect.llm.breaker import EndpointUnreachable, StopRequested, breaker_for
 from orthoselect.llm.limits import BudgetExhausted, Limiter
 from orthoselect.llm.transport import Completion, LLMError, Request, Transport, rejects_response_format
 
@@ -180,6 +181,8 @@ class LLMClient:
         self._sem: asyncio.Semaphore | None = None
         self._runner: _LoopThread | None = None
         self._runner_lock = threading.Lock()
+        self.breaker = breaker_for(base or model)
+        self.stopping = False  # set when the run is asked to stop: no new request is sent
 
     def __repr__(self) -> str:
         return (
@@ -310,16 +313,29 @@ class LLMClient:
     async def _attempt(
         self, transport: Transport, call: _Call, rf: dict | None, probe: bool
     ) -> Completion | LLMError | None:
-        """Acquire from the limiter, send, release what was used: see `_send_once`."""
+        """Acquire from the limiter, send, release what was used: see `_send_once`. While the endpoint's
+        breaker is open nothing is sent: EndpointUnreachable is the answer (StopRequested once the run is
+        stopping)."""
+        if self.stopping:
+            return StopRequested()
+        try:
+            self.breaker.before()
+        except EndpointUnreachable as e:
+            return e
         await self._acquire(call)
         used = (0, 0.0)
         try:
             completion = await transport.complete(
                 Request(call.messages, call.max_tokens, call.temperature, self.timeout_s, rf)
             )
+            self.breaker.answered()
             if call.limiter is not None:
                 used = (completion.tokens_in + completion.tokens_out, self._cost(completion))
         except LLMError as e:
+            if e.unreachable:
+                self.breaker.no_answer(e.message)
+            else:
+                self.breaker.answered()
             if rf is not None and self.structured_output == "auto" and rejects_response_format(e):
                 self._structured_off(e)  # before the requests waiting on the probe look
                 self.retries += 1

@@ -84,9 +84,10 @@ class OpenAIHttpTransport(Transport):
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After") if status != 200 else None
         except TimeoutError:
-            raise LLMError(f"timeout after {timeout:g}s", retryable=True) from None
+            raise LLMError(f"timeout after {timeout:g}s", retryable=True, unreachable=True) from None
         except (aiohttp.ClientError, OSError) as e:
-            raise LLMError(redact(f"connection error: {type(e).__name__}: {e}", self._key), retryable=True) from None
+            message = redact(f"connection error: {type(e).__name__}: {e}", self._key)
+            raise LLMError(message, retryable=True, unreachable=True) from None
         latency = (time.perf_counter() - t0) * 1000.0
         if status != 200:
             if status == 400 and (b"content_filter" in raw or b"content_policy" in raw):

@@ -107,9 +107,9 @@ class LiteLLMTransport(Transport):
         if isinstance(e, lt.ContentPolicyViolationError):
             return Completion("", "content_filter", 0, 0, 0.0)
         if isinstance(e, lt.Timeout):
-            return LLMError(f"timeout: {detail[:300]}", retryable=True, status=408)
+            return LLMError(f"timeout: {detail[:300]}", retryable=True, status=408, unreachable=True)
         if isinstance(e, lt.APIConnectionError):
-            return LLMError(f"connection error: {detail[:300]}", retryable=True)
+            return LLMError(f"connection error: {detail[:300]}", retryable=True, unreachable=True)
         status = getattr(e, "status_code", None)
         if isinstance(e, lt.RateLimitError):
             status = 429

@@ -39,8 +39,11 @@ class Completion:
 
 
 class LLMError(Exception):
-    """A failed request. `retryable`: worth retrying (429, 5xx, connection, timeout); `fatal`: the setup
-    is wrong (401, 403, 404) and a run should stop rather than record thousands of failures."""
+    """A failed request. `retryable`: worth retrying now (429, 5xx, connection, timeout); `fatal`: the
+    setup is wrong (401, 403, 404) and a run should stop rather than record thousands of failures;
+    `unreachable`: no answer came at all (connection refused or reset, timeout); `transient`: the
+    endpoint, not the request, failed, so the rating is not final and must be asked again later
+    (default: what is retryable)."""
 
     def __init__(
         self,
@@ -50,6 +53,8 @@ class LLMError(Exception):
         status: int | None = None,
         retry_after: float | None = None,
         fatal: bool = False,
+        unreachable: bool = False,
+        transient: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -57,6 +62,8 @@ class LLMError(Exception):
         self.status = status
         self.retry_after = retry_after
         self.fatal = fatal
+        self.unreachable = unreachable
+        self.transient = retryable if transient is None else transient
         self.attempts = 1
 
     def __repr__(self) -> str:

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from orthoselect.config import SIMULATED, Config
 from orthoselect.llm.limits import Limiter
 from orthoselect.raters.base import Rater
 
 
-def make_rater(cfg: Config, cache_path: str | None = None, limiter: Limiter | None = None) -> Rater:
+def make_rater(
+    cfg: Config,
+    cache_path: str | None = None,
+    limiter: Limiter | None = None,
+    usage_sink: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Rater:
     """The rater the config asks for, with the request cache at `cache_path` (None: no cache), within
-    `limiter` (the run's LLM limits; None: none)."""
+    `limiter` (the run's LLM limits; None: none). An LLM rater reports what it sends to `usage_sink` and
+    sends nothing new once `should_stop()` says the run is stopping."""
     rating = cfg.rating
     if rating.model == SIMULATED:
         from orthoselect.raters.simulated import SimulatedRater
@@ -19,7 +28,7 @@ def make_rater(cfg: Config, cache_path: str | None = None, limiter: Limiter | No
     from orthoselect.raters.llm import LiteLLMRater
 
     cache = open_cache(cache_path, cfg.storage.options) if cache_path else None
-    return LiteLLMRater(rating, cache, limiter=limiter)
+    return LiteLLMRater(rating, cache, limiter=limiter, usage_sink=usage_sink, should_stop=should_stop)
 
 
 def rater_label(model: str) -> str:

@@ -11,11 +11,12 @@ carries the dollar cost of the requests billed for it; a Limiter may stop the ru
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from orthoselect.config import RatingConfig
 from orthoselect.llm.cache import Cache, request_key
+from orthoselect.llm.cache_writer import CacheWriter
 from orthoselect.llm.client import LLMClient
 from orthoselect.llm.cost import prices_for
 from orthoselect.llm.limits import BudgetExhausted, Limiter
@@ -23,7 +24,6 @@ from orthoselect.raters.base import Rater
 from orthoselect.raters.judge import Judge, ScoreJudge, ScoreParseError
 from orthoselect.raters.llm_run import (
     BREAKER,
-    FLUSH_EVERY,
     RAW_CHARS,
     Job,
     RaterSetupError,
@@ -33,7 +33,7 @@ from orthoselect.raters.llm_run import (
 from orthoselect.tokens import truncate_tokens
 from orthoselect.types import Document, Rating, Rule
 
-__all__ = ["BREAKER", "CHUNK", "FLUSH_EVERY", "RAW_CHARS", "LiteLLMRater", "RaterSetupError"]
+__all__ = ["BREAKER", "CHUNK", "RAW_CHARS", "LiteLLMRater", "RaterSetupError"]
 
 CHUNK = 256  # pairs prepared (truncated, keyed, looked up) at a time while earlier ones are in flight
 
@@ -44,7 +44,8 @@ Hits = list[tuple[int, Rating]]  # (index of the pair, its rating served from th
 class LiteLLMRater(Rater):
     """Rater over LLMClient (http or litellm transport) with an optional shared request cache and an
     optional run-wide Limiter (rate limits, budget: BudgetExhausted stops `rate`). `judge` is the rating
-    task it executes (ScoreJudge when None)."""
+    task it executes (ScoreJudge when None). Answers reach the cache within a second of arriving
+    (CacheWriter); `usage_sink`, when given, receives the rater's stats as often and at the end."""
 
     def __init__(
         self,
@@ -54,6 +55,8 @@ class LiteLLMRater(Rater):
         limiter: Limiter | None = None,
         *,
         judge: Judge | None = None,
+        usage_sink: Callable[[dict], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         super().__init__()
         self.cfg = cfg
@@ -67,6 +70,8 @@ class LiteLLMRater(Rater):
         # what `complete` is asked for; LLMClient decides whether the endpoint gets it (`structured`)
         self.response_format = self.judge.response_format if cfg.structured_output != "off" else None
         self.client = self._own_client(client, limiter)
+        self.usage_sink, self.should_stop = usage_sink, should_stop
+        self.writer = CacheWriter(cache, on_tick=self._tick)
 
     def _own_client(self, client: LLMClient | None, limiter: Limiter | None) -> LLMClient:
         """A client from the config, or the caller's given the limiter and prices it lacks."""
@@ -92,14 +97,45 @@ class LiteLLMRater(Rater):
     def __repr__(self) -> str:
         return f"LiteLLMRater({self.client!r}, cache={self.cache!r})"
 
-    def __getstate__(self) -> dict:  # the client (key, sockets, loop) is rebuilt where unpickled
-        return {"cfg": self.cfg, "cache": self.cache, "stats": self.stats, "limiter": self.limiter, "judge": self.judge}
+    def __getstate__(self) -> dict:  # the client (key, sockets, loop) and the writer are rebuilt where unpickled
+        return {
+            "cfg": self.cfg,
+            "cache": self.cache,
+            "stats": self.stats,
+            "limiter": self.limiter,
+            "judge": self.judge,
+            "usage_sink": self.usage_sink,
+            "should_stop": self.should_stop,
+        }
 
     def __setstate__(self, state: dict) -> None:
         LiteLLMRater.__init__(
-            self, state["cfg"], state["cache"], limiter=state.get("limiter"), judge=state.get("judge")
+            self,
+            state["cfg"],
+            state["cache"],
+            limiter=state.get("limiter"),
+            judge=state.get("judge"),
+            usage_sink=state.get("usage_sink"),
+            should_stop=state.get("should_stop"),
         )
         self.stats = state["stats"]
+
+    def _tick(self) -> None:
+        """Every second, from the writer's thread while ratings go on: stop sending when the run is
+        asked to stop, and hand the usage so far to the sink."""
+        if self.should_stop is not None and not self.client.stopping and self.should_stop():
+            self.client.stopping = True
+        if self.usage_sink is not None:
+            self._report_usage(self.usage_sink)
+
+    def _report_usage(self, sink: Callable[[dict], None]) -> None:
+        for _ in range(3):  # the event loop may be adding a status to by_status right now
+            try:
+                snapshot = self.stats.to_dict()
+            except RuntimeError:
+                continue
+            sink(snapshot)
+            return
 
     def params(self, structured: bool) -> dict[str, Any]:
         """The request parameters in a cache key: with the judge's response_format when it was sent."""
@@ -122,10 +158,11 @@ class LiteLLMRater(Rater):
         `partial` holds the ratings obtained, None for pairs not rated)."""
         out: list[Rating | None] = [None] * len(pairs)
         run = RatingRun(self, out)
+        self.writer.start()  # stores answers, reports usage and watches for a stop while this call runs
         try:
             await self._rate_all(pairs, run)
         finally:
-            run.flush()
+            await asyncio.to_thread(self.writer.flush)  # every answer of this call is stored
         if run.stopped is not None:
             raise self._budget_error(run) from run.stopped
         return out  # type: ignore[return-value]  # every pair was rated
@@ -238,9 +275,10 @@ class LiteLLMRater(Rater):
         return rating if rating is not None else self._cached_rating(job, found.get(strict))
 
     def close(self) -> None:
-        """Settle with the limiter, close the client's connections and release the cache's connection
-        (reopened if used again)."""
+        """Store what is left, settle with the limiter, close the client's connections and release the
+        cache's connection (reopened if used again)."""
         try:
+            self.writer.close()
             self.client.close()
         finally:
             if self.cache is not None:

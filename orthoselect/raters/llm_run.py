@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from orthoselect.raters.llm import LiteLLMRater
 
 RAW_CHARS = 500  # answer text kept in a Rating
-FLUSH_EVERY = 256  # answers buffered before one cache transaction
 BREAKER = 20  # non-retryable failures with no success at all: the request itself must be wrong
 
 
@@ -81,20 +80,14 @@ def count_cache_hits(stats: RaterStats, n: int) -> None:
 
 
 class RatingRun:
-    """The state of one `arate` call: results, pending cache writes, the circuit breaker, the budget stop."""
+    """The state of one `arate` call: results, the breaker on rejected requests, the budget stop."""
 
     def __init__(self, rater: LiteLLMRater, out: list[Rating | None]) -> None:
         self.rater, self.cfg, self.out, self.judge = rater, rater.cfg, out, rater.judge
         self.stats, self.client, self.cache, self.prices = rater.stats, rater.client, rater.cache, rater.prices
-        self.pending: list[dict] = []
         self.ok = 0
         self.rejected = 0
         self.stopped: BudgetExhausted | None = None
-
-    def flush(self) -> None:
-        if self.cache is not None and self.pending:
-            records, self.pending = self.pending, []
-            self.cache.put_many(records)
 
     async def worker(self, queue: asyncio.Queue[Job | None]) -> None:
         while (job := await queue.get()) is not None:
@@ -126,8 +119,8 @@ class RatingRun:
         for round_ in range(self.cfg.parse_retries + 1):
             messages = job.messages if round_ == 0 else self.judge.strict_messages(job.rule, job.text)
             answer = await self._request(messages, tally)
-            if isinstance(answer, LLMError):
-                return Failure("error", answer.message)
+            if isinstance(answer, LLMError):  # the endpoint's fault (after retries) is not final
+                return Failure("unavailable" if answer.transient else "error", answer.message)
             verdict = self._interpret(answer)
             if not isinstance(verdict, Failure):
                 self.ok += 1
@@ -175,11 +168,11 @@ class RatingRun:
             return Failure("parse_error", f"{e.reason}: {c.text[:80]!r}")
 
     def _keep(self, job: Job, first_round: bool, messages: Messages, c: Completion) -> None:
-        """Queue a usable answer for the cache under the key of the request really sent."""
+        """Hand a usable answer to the cache writer under the key of the request really sent."""
         rater = self.rater
         same = first_round and c.structured == job.structured
         key = job.key if same else request_key(rater.model, messages, rater.params(c.structured))
-        self.pending.append(
+        rater.writer.put(
             {
                 "key": key,
                 "model": rater.model,
@@ -189,8 +182,6 @@ class RatingRun:
                 "tokens_out": c.tokens_out,
             }
         )
-        if len(self.pending) >= FLUSH_EVERY:
-            self.flush()
 
     def _account(self, tally: Tally) -> float | None:
         """Add one pair's requests to the stats; its dollar cost (None at an unknown price)."""
@@ -234,7 +225,7 @@ class RatingRun:
             raise RaterSetupError(
                 f"{self.rater.model}: {e.message}{hint}. Stopping: every request would fail."
             ) from None
-        if not e.retryable:
+        if not e.retryable and not e.transient:  # rejected: the request itself is wrong (not an outage)
             self.rejected += 1
             if self.ok == 0 and self.rejected >= BREAKER:
                 raise RaterSetupError(

@@ -23,12 +23,13 @@ from typing import Any, ClassVar, Generic, TypeVar
 from orthoselect.artifacts import Artifact
 from orthoselect.dataset import Shard
 from orthoselect.hashing import stable_hash
-from orthoselect.stages.context import RUN_UNIT, RunContext, StepNotReady, run_limiter
+from orthoselect.stages.context import RUN_UNIT, RunContext, RunInterrupted, StepNotReady, run_limiter
 
 log = logging.getLogger("orthoselect")
 
 __all__ = [
     "RUN_UNIT",
+    "RunInterrupted",
     "Artifact",
     "MissingOutput",
     "RunContext",
@@ -141,6 +142,8 @@ class Step(ABC, Generic[U, T]):
         """Run unless done; returns the stats as stored in the marker. A step that is not `cacheable`
         always runs, and its key is taken after the run (its inputs are what it finds)."""
         started = time.perf_counter()  # the marker's `seconds`: the whole step, its done-check included
+        if ctx.stop_requested():
+            raise RunInterrupted(f"{self.name} {self.unit_id(unit)}: not started, the run was asked to stop")
         if self.cacheable:
             key = self.key(ctx, unit)
             marker = ctx.read_marker(self.name, self.unit_id(unit))

@@ -15,10 +15,15 @@ from orthoselect.dataset import Shard
 from orthoselect.storage import Storage, is_remote
 
 RUN_UNIT = "run"  # the unit name of whole-run steps
+STOP_FILE = "control/stop.json"  # written when the run is asked to stop (SIGTERM, Ctrl-C)
 
 
 class StepNotReady(RuntimeError):
     """An upstream step has not completed."""
+
+
+class RunInterrupted(RuntimeError):
+    """The run was asked to stop: this unit did not start, or stopped sending requests. A rerun resumes."""
 
 
 @dataclass
@@ -108,6 +113,17 @@ class RunContext:
 
     def completed_units(self, stage: str) -> list[str]:
         return [name.removesuffix(".json") for name in self.storage.list(f"_markers/{stage}")]
+
+    # --- stopping ------------------------------------------------------------------------------
+    def request_stop(self, reason: str) -> None:
+        """Ask every worker of the run to stop: no unit starts, raters send no new request."""
+        self.storage.write_json(STOP_FILE, {"reason": reason, "attempt": self.attempt})
+
+    def stop_requested(self) -> bool:
+        return self.storage.exists(STOP_FILE)
+
+    def clear_stop_request(self) -> None:
+        self.storage.remove(STOP_FILE)
 
 
 def run_limiter(ctx: RunContext):

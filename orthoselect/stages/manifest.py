@@ -10,6 +10,7 @@ from orthoselect import __version__
 from orthoselect.raters import rater_label
 from orthoselect.rule_report import rule_choice_markdown
 from orthoselect.stages.base import Artifact, RunContext, RunStep, ShardStep, Stats, Step
+from orthoselect.stages.tally import USAGE_FIELDS, usage_over_attempts
 
 
 def stage_stats(ctx: RunContext, steps: list[Step]) -> dict:
@@ -75,6 +76,12 @@ def build_manifest(ctx: RunContext) -> dict:
         s: {k: stages[s][k] for k in fields if k in stages[s]} for s in ("rules", "rate", "score") if stages.get(s)
     }
     calls["score"]["reused_from_sample"] = score.get("reused", 0)
+    usage, attempts = usage_over_attempts(ctx.storage)
+    for step, sent in usage.items():  # what was sent over every attempt, killed ones included
+        calls.setdefault(step, {}).update({f"{k}_all_attempts": v for k, v in sent.items()})
+    for c in calls.values():  # steps without usage logs (the simulator, rule generation): their markers
+        for k in USAGE_FIELDS:
+            c.setdefault(f"{k}_all_attempts", c.get(k, 0))
     return {
         "orthoselect_version": __version__,
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -109,6 +116,8 @@ def build_manifest(ctx: RunContext) -> dict:
             "rated": rank["n_rated"],
             "unrated": rank["n_unrated"],
             "selected": rank["n_selected"],
+            "truncated_for_rating": sum(stages[s].get("truncated_docs", 0) for s in rating_steps()),
+            "attempts": len(set(attempts) | set(ctx.storage.list("ledger")) | {ctx.attempt}),
         },
         "selection": rank,
         "calls": calls,
@@ -131,11 +140,13 @@ def spend_summary(ctx: RunContext, calls: dict) -> dict:
         ctx.governor.flush()  # so that this attempt's spend so far is on storage
     known = sum(c.get("cost_usd", 0.0) for c in calls.values())
     unknown = sum(c.get("cost_unknown", 0) for c in calls.values())
+    logged = sum(c.get("cost_usd_all_attempts", 0.0) for c in calls.values())
     return {
         "cost_usd": known,
         "unknown_requests": unknown,
         "complete": unknown == 0,
-        "spent_by_attempts_usd": spent_so_far(ctx.storage),
+        # the governor's ledger when the run has one (it sees every request, rules included), else the raters' logs
+        "spent_by_attempts_usd": spent_so_far(ctx.storage) or logged,
         "budget_usd": ctx.cfg.budget_usd,
     }
 
@@ -212,7 +223,8 @@ def render_report(m: dict) -> str:
         f"- shards {c['shards']}; rows read {c['rows_read']}; valid {c['valid']}; quarantined {c['quarantined']} "
         f"{c['quarantine_reasons'] or ''}; duplicate ids {c['duplicates']}",
         f"- sample rated against all rules: {c['sampled']}; pool scored: {c['scored']} "
-        f"(rated {c['rated']}, unrated {c['unrated']})",
+        f"(rated {c['rated']}, unrated {c['unrated']}); documents cut to rating.max_doc_tokens: "
+        f"{c['truncated_for_rating']}",
         f"- selected: **{c['selected']}** by `{sel['mode']}`; mean score pool {sel['score_mean_pool']:.4f} "
         f"-> selected {sel['score_mean_selected']:.4f}",
         "",
@@ -223,6 +235,8 @@ def render_report(m: dict) -> str:
         f"- {stage}: " + ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in calls.items())
         for stage, calls in m["calls"].items()
     ]
+    sent = sum(calls.get("requests_all_attempts", 0) for calls in m["calls"].values())
+    lines += [f"- sent over all {c['attempts']} attempts of the run: {sent} requests"]
     spend = m["spend"]
     paid = spend["spent_by_attempts_usd"]
     lines += [

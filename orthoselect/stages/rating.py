@@ -19,6 +19,7 @@ from orthoselect.raters.judge import ScoreJudge
 from orthoselect.stages.base import RunContext, ShardStep, Stats, run_limiter
 from orthoselect.stages.index import NO_TOTAL, sampled_documents, sampled_shards
 from orthoselect.stages.rules import load_chosen_rules, load_rules
+from orthoselect.stages.tally import Tally, UsageLog
 from orthoselect.tokens import count_tokens
 from orthoselect.types import RATING_COLUMNS, Document, Rating
 
@@ -63,9 +64,12 @@ def ratings_table(ratings: list[Rating]) -> pa.Table:
     return pa.Table.from_pydict(columns, schema=RATING_SCHEMA)
 
 
-def rater_for(ctx: RunContext) -> Rater:
-    """The run's rater, within the run's LLM limits, with its request cache when enabled."""
-    return make_rater(ctx.cfg, ctx.cache_path() if ctx.cfg.cache.enabled else None, run_limiter(ctx))
+def rater_for(ctx: RunContext, step: str, shard: Shard) -> Rater:
+    """The run's rater for one shard of a step: within the run's LLM limits, with its request cache when
+    enabled, reporting what it sends under the run's attempt."""
+    cache = ctx.cache_path() if ctx.cfg.cache.enabled else None
+    usage = UsageLog(ctx.storage, ctx.attempt, step, shard.id)
+    return make_rater(ctx.cfg, cache, run_limiter(ctx), usage, should_stop=ctx.stop_requested)
 
 
 @dataclass
@@ -86,6 +90,7 @@ class RatingStats(Stats):
     by_status: dict[str, int] = field(default_factory=dict)
     ratings_by_rule: dict[str, int] = field(default_factory=dict)
     failed_by_rule: dict[str, int] = field(default_factory=dict)
+    truncated_docs: int = 0  # documents cut to rating.max_doc_tokens before rating
     model: str = field(default="", metadata=NO_TOTAL)
     output_hash: str = field(default="", metadata=NO_TOTAL)
 
@@ -99,40 +104,6 @@ class ScoreStats(RatingStats):
     reused: int = 0
     duplicates_dropped: int = 0
     rules: int = field(default=0, metadata=NO_TOTAL)
-
-
-class Tally:
-    """Ratings made by a step, per rule: how many, how many failed (for the per-rule failure report)."""
-
-    def __init__(self) -> None:
-        self.by_rule: dict[str, int] = {}
-        self.failed_by_rule: dict[str, int] = {}
-
-    def add(self, ratings: list[Rating]) -> None:
-        for r in ratings:
-            self.by_rule[r.rule_id] = self.by_rule.get(r.rule_id, 0) + 1
-            if r.status != "ok":
-                self.failed_by_rule[r.rule_id] = self.failed_by_rule.get(r.rule_id, 0) + 1
-
-    def stats(self, rater: Rater) -> dict:
-        s = rater.stats.to_dict()
-        ratings = sum(self.by_rule.values())
-        return {
-            "ratings": ratings,
-            "failed": sum(self.failed_by_rule.values()),
-            "requests": s["requests"],
-            "cache_hits": s["cache_hits"],
-            "cache_misses": ratings - s["cache_hits"],
-            "tokens_in": s["tokens_in"],
-            "tokens_out": s["tokens_out"],
-            "retries": s["retries"],
-            "cost_usd": s["cost_usd"],
-            "cost_unknown": s.get("cost_unknown", 0),
-            "by_status": s["by_status"],
-            "ratings_by_rule": self.by_rule,
-            "failed_by_rule": self.failed_by_rule,
-            "model": rater.model,
-        }
 
 
 class RateSample(ShardStep[RatingStats]):
@@ -162,12 +133,14 @@ class RateSample(ShardStep[RatingStats]):
         wanted = set(sample.doc_id[sample.shard == shard.id])
         rules = load_rules(ctx)
         tables, docs, tally = [], 0, Tally()
-        with rater_for(ctx) as rater:
+        with rater_for(ctx, self.name, shard) as rater:
             for ids, texts in sampled_documents(ctx, shard, wanted):
                 ratings = rater.rate([(Document(i, t), rule) for i, t in zip(ids, texts) for rule in rules])
                 tally.add(ratings)
+                tally.check_transient(self.name, shard.id)  # the endpoint failed: stop, run again later
                 tables.append(ratings_table(ratings))
                 docs += len(ids)
+            tally.check(self.name, shard.id, ctx.cfg.rating.max_failed_share)
             stats = tally.stats(rater)
         table = pa.concat_tables(tables) if tables else RATING_SCHEMA.empty_table()
         ctx.storage.write_parquet(f"ratings/{shard.id}.parquet", table)
@@ -230,7 +203,7 @@ class ScorePool(ShardStep[ScoreStats]):
         totals = {"docs": 0, "rated": 0, "unrated": 0, "reused": 0, "duplicates_dropped": 0}
         tally = Tally()
         with (
-            rater_for(ctx) as rater,
+            rater_for(ctx, self.name, shard) as rater,
             ctx.storage.local_staging(f"scores/{shard.id}.parquet") as scores_tmp,
             ctx.storage.local_staging(f"pool_ratings/{shard.id}.parquet") as ratings_tmp,
             pq.ParquetWriter(scores_tmp, score_schema, compression="zstd") as scores_out,
@@ -255,6 +228,7 @@ class ScorePool(ShardStep[ScoreStats]):
                 totals["reused"] += int(np.isfinite(matrix).sum())
                 fresh = rater.rate(todo) if todo else []
                 tally.add(fresh)
+                tally.check_transient(self.name, shard.id)  # the endpoint failed: stop, run again later
                 for (d, j), rating in zip(where, fresh):
                     if rating.status == "ok":
                         matrix[d, j] = rating.score
@@ -274,5 +248,6 @@ class ScorePool(ShardStep[ScoreStats]):
                 totals["docs"] += len(docs)
                 totals["rated"] += int((n_rated > 0).sum())
                 totals["unrated"] += int((n_rated == 0).sum())
+            tally.check(self.name, shard.id, ctx.cfg.rating.max_failed_share)
             stats = tally.stats(rater)
         return ScoreStats.from_dict({**totals, **stats, "rules": len(rules)})

@@ -115,6 +115,7 @@ class FakeLLMServer:
         self.by_model: Counter = Counter()
         self.faults: Counter = Counter()
         self.by_content: Counter = Counter()  # request-content hash -> requests
+        self.answered: Counter = Counter()  # request-content hash -> usable answers sent (each one billed)
         self.unauthorized = 0
         self.response_format = 0  # requests that carried a json_schema response_format
         self.rejected_response_format = 0  # of those, answered 400 (reject_response_format)
@@ -134,6 +135,8 @@ class FakeLLMServer:
             "response_format": self.response_format,
             "rejected_response_format": self.rejected_response_format,
             "repeated": sum(n - 1 for n in self.by_content.values() if n > 1),
+            # usable answers to a prompt that had been answered before: what a client paid twice
+            "repeated_answers": sum(n - 1 for n in self.answered.values() if n > 1),
             "distinct": len(self.by_content),
             "key_outside_header": self.key_outside_header,
             "usage_tokens": self.usage_tokens,
@@ -244,6 +247,7 @@ class FakeLLMServer:
             text, finish = "", "content_filter"
         elif fault is None:
             self.ok += 1
+            self.answered[content] += 1
         n_in = sum(len(str(m.get("content", ""))) for m in messages) // 4
         self.usage_tokens += n_in + 2
         return web.Response(

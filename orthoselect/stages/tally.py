@@ -1,0 +1,156 @@
+"""What a rating step counts of its ratings, and when they fail the shard.
+
+Two kinds of failed rating. *Final*: the model answered and the answer stayed unusable after the strict
+re-ask, it refused (content filter), or the endpoint rejected that request: recorded as missing with its
+reason; a shard whose final failures pass `rating.max_failed_share` fails, naming the rules. *Transient*
+("unavailable"): the endpoint failed (no answer, 429/5xx after the retries, its breaker open): never
+final, the shard is not done. Either way the answers obtained are already in the request cache, so
+running the shard again asks only for the ratings still missing. Per-rule failure rates count final
+failures only, so an outage is never blamed on a rule."""
+
+from __future__ import annotations
+
+import uuid
+
+from orthoselect.raters import Rater
+from orthoselect.storage import Storage
+from orthoselect.types import TRANSIENT_STATUSES, Rating
+
+
+class RatingsIncomplete(RuntimeError):
+    """The endpoint failed some ratings of a shard; `details` counts them. Run the shard again."""
+
+    def __init__(self, step: str, shard: str, details: dict):
+        self.step, self.shard, self.details = step, shard, details
+        super().__init__(
+            f"{details['unavailable']} of {details['ratings']} ratings of {shard} not obtained ({details['reason']}); "
+            f"{details['ok']} answers are cached: `orthoselect retry-failed` or a rerun asks only for the missing ones"
+        )
+
+    def __reduce__(self):  # picklable across processes with its fields
+        return type(self), (self.step, self.shard, self.details)
+
+
+class TooManyFailedRatings(RuntimeError):
+    """Final failures (no usable answer after the re-ask, refused, rejected) pass rating.max_failed_share."""
+
+    def __init__(self, step: str, shard: str, details: dict):
+        self.step, self.shard, self.details = step, shard, details
+        worst = ", ".join(f"{rule} ({n})" for rule, n in details["worst_rules"])
+        super().__init__(
+            f"{details['failed']} of {details['ratings']} ratings of {shard} failed for good "
+            f"({details['failed_share']:.1%} > rating.max_failed_share {details['limit']:g}): {worst}; "
+            f"e.g. {details['reason']}. Check these rules' wording, the model, or rating.max_tokens"
+        )
+
+    def __reduce__(self):
+        return type(self), (self.step, self.shard, self.details)
+
+
+class Tally:
+    """Ratings made by a step on one shard: per rule how many and how many failed for good, the
+    transient failures, and the distinct documents that were truncated for rating."""
+
+    def __init__(self) -> None:
+        self.by_rule: dict[str, int] = {}
+        self.failed_by_rule: dict[str, int] = {}
+        self.ok = 0
+        self.unavailable = 0
+        self.unavailable_reason = ""
+        self.final_reason = ""
+        self.truncated: set[str] = set()
+
+    def add(self, ratings: list[Rating]) -> None:
+        for r in ratings:
+            self.by_rule[r.rule_id] = self.by_rule.get(r.rule_id, 0) + 1
+            if r.truncated:
+                self.truncated.add(r.doc_id)
+            if r.status == "ok":
+                self.ok += 1
+            elif r.status in TRANSIENT_STATUSES:
+                self.unavailable += 1
+                self.unavailable_reason = r.reason
+            else:
+                self.failed_by_rule[r.rule_id] = self.failed_by_rule.get(r.rule_id, 0) + 1
+                self.final_reason = r.reason
+
+    @property
+    def ratings(self) -> int:
+        return sum(self.by_rule.values())
+
+    def check_transient(self, step: str, shard: str) -> None:
+        """Raise RatingsIncomplete when the endpoint failed any rating so far."""
+        if self.unavailable:
+            details = {
+                "ratings": self.ratings,
+                "ok": self.ok,
+                "unavailable": self.unavailable,
+                "reason": self.unavailable_reason[:300],
+            }
+            raise RatingsIncomplete(step, shard, details)
+
+    def check(self, step: str, shard: str, max_failed_share: float) -> None:
+        """Raise when the shard's ratings are not complete, or too many failed for good."""
+        self.check_transient(step, shard)
+        failed = sum(self.failed_by_rule.values())
+        if self.ratings and failed / self.ratings > max_failed_share:
+            worst = sorted(self.failed_by_rule.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+            details = {
+                "ratings": self.ratings,
+                "failed": failed,
+                "failed_share": failed / self.ratings,
+                "limit": max_failed_share,
+                "worst_rules": worst,
+                "reason": self.final_reason[:300],
+            }
+            raise TooManyFailedRatings(step, shard, details)
+
+    def stats(self, rater: Rater) -> dict:
+        s = rater.stats.to_dict()
+        ratings = self.ratings
+        return {
+            "ratings": ratings,
+            "failed": sum(self.failed_by_rule.values()),
+            "requests": s["requests"],
+            "cache_hits": s["cache_hits"],
+            "cache_misses": ratings - s["cache_hits"],
+            "tokens_in": s["tokens_in"],
+            "tokens_out": s["tokens_out"],
+            "retries": s["retries"],
+            "cost_usd": s["cost_usd"],
+            "cost_unknown": s.get("cost_unknown", 0),
+            "by_status": s["by_status"],
+            "ratings_by_rule": self.by_rule,
+            "failed_by_rule": self.failed_by_rule,
+            "truncated_docs": len(self.truncated),
+            "model": rater.model,
+        }
+
+
+class UsageLog:
+    """Where a rater reports what it sent, every half second and at the end: `usage/<attempt>/<step>--<unit>--
+    <rater>.json`. The manifest sums these over every attempt, killed ones included."""
+
+    def __init__(self, storage: Storage, attempt: str, step: str, unit: str) -> None:
+        self.storage, self.attempt, self.step, self.unit = storage, attempt, step, unit
+        self.path = f"usage/{attempt}/{step}--{unit}--{uuid.uuid4().hex[:8]}.json"
+
+    def __call__(self, stats: dict) -> None:
+        self.storage.write_json(self.path, {"attempt": self.attempt, "step": self.step, "unit": self.unit, **stats})
+
+
+USAGE_FIELDS = ("requests", "retries", "tokens_in", "tokens_out", "cost_usd", "cost_unknown")
+
+
+def usage_over_attempts(storage: Storage) -> tuple[dict[str, dict], list[str]]:
+    """Per step, what the LLM raters sent over every attempt of the run (their usage logs), and the
+    attempts that sent anything."""
+    totals: dict[str, dict] = {}
+    attempts = storage.list("usage")
+    for attempt in attempts:
+        for name in storage.list(f"usage/{attempt}"):
+            log = storage.read_json(f"usage/{attempt}/{name}")
+            step = totals.setdefault(log["step"], dict.fromkeys(USAGE_FIELDS, 0))
+            for key in USAGE_FIELDS:
+                step[key] += log.get(key, 0)
+    return totals, attempts

@@ -1,0 +1,240 @@
+"""Never pay twice, never finish with holes (issue 12), in process and without servers: the circuit
+breaker, answers stored as they arrive, transient failures that fail the shard, usage logs summed over
+every attempt, and a stop request."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+
+import pandas as pd
+import pytest
+
+from orthoselect.config import Config, RatingConfig
+from orthoselect.llm.breaker import Breaker, EndpointUnreachable
+from orthoselect.llm.cache_writer import CacheWriter
+from orthoselect.raters.base import Rater
+from orthoselect.raters.llm import LiteLLMRater
+from orthoselect.stages import STEPS, RunContext, run_local
+from orthoselect.stages.context import RunInterrupted
+from orthoselect.stages.tally import RatingsIncomplete, Tally, TooManyFailedRatings, usage_over_attempts
+from orthoselect.types import Document, Rating, Rule
+from support.configs import small_config
+from support.net import free_port
+
+# --- the circuit breaker -------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_breaker_opens_after_attempts_in_a_row_without_an_answer_and_probes_after_the_cooldown():
+    clock = Clock()
+    b = Breaker("http://x", threshold=3, cooldown_s=10, clock=clock)
+    for _ in range(2):
+        b.before()
+        b.no_answer("connection refused")
+    b.answered()  # an answer of any kind resets the count
+    for _ in range(3):
+        b.before()
+        b.no_answer("connection refused")
+    with pytest.raises(EndpointUnreachable, match=r"endpoint unreachable: http://x \(3 attempts in a row"):
+        b.before()
+    clock.now = 10.0
+    b.before()  # the probe goes through ...
+    with pytest.raises(EndpointUnreachable):
+        b.before()  # ... alone
+    b.no_answer("still refused")  # and failing opens the breaker again at once
+    with pytest.raises(EndpointUnreachable):
+        b.before()
+    clock.now = 20.0
+    b.before()
+    b.answered()
+    b.before()
+    b.before()  # closed
+
+
+def test_a_dead_endpoint_fails_ratings_as_unavailable_after_a_bounded_number_of_attempts():
+    """Nothing listens on the port: the breaker stops the client after ten attempts without an answer,
+    instead of 200 pairs x 5 attempts with backoff."""
+    cfg = RatingConfig(
+        model="openai/fake",
+        api_base=f"http://127.0.0.1:{free_port()}/v1",
+        transport="http",
+        concurrency=8,
+        max_retries=4,
+    )
+    pairs = [(Document(f"d{i}", f"text {i}"), Rule("r1", "Rule: clear.")) for i in range(200)]
+    with LiteLLMRater(cfg) as rater:
+        rater.client.backoff_base_s = 0.01
+        out = rater.rate(pairs)
+    assert all(r.status == "unavailable" and r.score is None for r in out)
+    assert any("endpoint unreachable" in r.reason for r in out)
+    assert rater.client.requests <= 10 + 8  # the threshold, plus those already in flight when it opened
+    assert rater.stats.failures == 200
+
+
+# --- answers stored as they arrive ---------------------------------------------------------------
+
+
+class SlowCache:
+    """A cache that records each write and when it happened."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[dict]] = []
+        self.written = threading.Event()
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, dict]:
+        return {}
+
+    def put_many(self, records: Iterable[Mapping]) -> int:
+        batch = [dict(r) for r in records]
+        self.batches.append(batch)
+        self.written.set()
+        return len(batch)
+
+    def __len__(self) -> int:
+        return sum(map(len, self.batches))
+
+    def close(self) -> None:
+        pass
+
+
+def test_answers_reach_the_cache_soon_without_waiting_for_a_batch_or_the_end():
+    cache = SlowCache()
+    ticks = []
+    writer = CacheWriter(cache, max_delay_s=0.05, max_batch=1000, on_tick=lambda: ticks.append(1))
+    writer.put({"key": "a"})
+    assert cache.written.wait(timeout=30), "a lone answer was never stored"
+    assert cache.batches == [[{"key": "a"}]]
+    writer.put({"key": "b"})
+    writer.put({"key": "c"})
+    writer.flush()  # everything put so far is stored when flush returns
+    assert [r["key"] for batch in cache.batches for r in batch] == ["a", "b", "c"]
+    writer.close()
+    assert ticks  # the usage report ran at least at the flush
+
+
+def test_a_failing_cache_does_not_fail_the_ratings(caplog):
+    class Broken(SlowCache):
+        def put_many(self, records):
+            raise OSError("disk full")
+
+    writer = CacheWriter(Broken())
+    writer.put({"key": "a"})
+    writer.close()
+    assert "1 answers not stored (OSError: disk full)" in caplog.text
+
+
+# --- transient and final failures of a shard ------------------------------------------------------
+
+
+def rating(rule: str, status: str, doc: str = "d", reason: str = "") -> Rating:
+    if status == "ok":
+        return Rating.ok(doc, rule, 0.5)
+    return Rating.failed(doc, rule, status, reason or status)  # type: ignore[arg-type]
+
+
+def test_the_tally_fails_a_shard_on_transient_failures_and_on_too_many_final_ones():
+    t = Tally()
+    t.add([rating("r1", "ok"), rating("r2", "parse_error", reason="bad json")])
+    t.check("rate", "part-0", max_failed_share=0.5)  # 1 of 2 final failures: not above 50 %
+    with pytest.raises(TooManyFailedRatings, match=r"1 of 2 ratings of part-0 failed for good .*r2 \(1\)"):
+        t.check("rate", "part-0", max_failed_share=0.2)
+    t.add([rating("r1", "unavailable", reason="endpoint unreachable: http://x")])
+    with pytest.raises(RatingsIncomplete, match=r"1 of 3 ratings of part-0 not obtained \(endpoint unreachable"):
+        t.check_transient("rate", "part-0")
+    assert t.failed_by_rule == {"r2": 1}  # an outage is never counted against a rule
+    import pickle
+
+    err = pickle.loads(
+        pickle.dumps(RatingsIncomplete("rate", "part-0", {"ratings": 3, "ok": 1, "unavailable": 1, "reason": "x"}))
+    )
+    assert err.details["unavailable"] == 1 and "part-0" in str(err)
+
+
+class FlakyRater(Rater):
+    """Rates like a model would, except that the pairs of `down_rules` are unavailable."""
+
+    model = "flaky"
+
+    def __init__(self, down_rules: set[str]) -> None:
+        super().__init__()
+        self.down = down_rules
+
+    def rate(self, pairs):
+        return [
+            Rating.failed(d.id, r.id, "unavailable", "HTTP 503 after 5 attempts")
+            if r.id in self.down
+            else Rating.ok(d.id, r.id, 0.5, truncated=d.id.endswith("0"))
+            for d, r in pairs
+        ]
+
+
+def test_a_shard_with_unavailable_ratings_is_not_done_and_a_rerun_completes_it(corpus_dir, tmp_path, monkeypatch):
+    ctx = RunContext(Config.model_validate(small_config(corpus_dir, tmp_path / "run")))
+    run_local(ctx, ("index_pool", "generate_rules"))
+    rules = [r["id"] for r in ctx.storage.read_json("rules.json")["rules"]]
+    step = STEPS["rate"]
+    shard = step.units(ctx)[0]
+    import orthoselect.stages.rating as rating_module
+
+    monkeypatch.setattr(rating_module, "make_rater", lambda *a, **k: FlakyRater({rules[0]}))
+    with pytest.raises(RatingsIncomplete, match="not obtained"):
+        step(ctx, shard)
+    assert not ctx.storage.exists(f"ratings/{shard.id}.parquet") and ctx.read_marker("rate", shard.id) is None
+    monkeypatch.setattr(rating_module, "make_rater", lambda *a, **k: FlakyRater(set()))
+    stats = step(ctx, shard)
+    assert stats["failed"] == 0 and stats["truncated_docs"] > 0
+    assert len(pd.read_parquet(ctx.storage.path(f"ratings/{shard.id}.parquet"))) == stats["ratings"]
+
+
+# --- every attempt counted --------------------------------------------------------------------------
+
+
+def test_usage_logs_of_every_attempt_add_up(tmp_path):
+    from orthoselect.stages.tally import UsageLog
+    from orthoselect.storage import Storage
+
+    storage = Storage(str(tmp_path))
+    first, again = UsageLog(storage, "a1", "score", "part-0"), UsageLog(storage, "a1", "score", "part-0")
+    first({"requests": 5, "tokens_in": 50, "cost_usd": 0.5})
+    first({"requests": 7, "tokens_in": 70, "cost_usd": 0.7})  # a later report replaces the earlier one
+    again({"requests": 3, "tokens_in": 30, "cost_usd": 0.3})  # a Prefect retry of the same shard
+    UsageLog(storage, "a2", "score", "part-0")({"requests": 2, "tokens_in": 20, "cost_usd": 0.2})
+    UsageLog(storage, "a2", "rate", "part-1")({"requests": 1})
+    totals, attempts = usage_over_attempts(storage)
+    assert attempts == ["a1", "a2"]
+    assert totals["score"]["requests"] == 12 and totals["score"]["tokens_in"] == 120
+    assert totals["score"]["cost_usd"] == pytest.approx(1.2) and totals["rate"]["requests"] == 1
+
+
+# --- a stop request ---------------------------------------------------------------------------------
+
+
+def test_a_stop_request_starts_no_unit_and_a_new_run_clears_it(corpus_dir, tmp_path):
+    from flows.pipeline import start_run
+
+    config = small_config(corpus_dir, tmp_path / "run")
+    ctx = RunContext(Config.model_validate(config))
+    ctx.request_stop("SIGTERM")
+    with pytest.raises(RunInterrupted, match="not started"):
+        STEPS["plan"](ctx)
+    assert start_run(config).stop_requested() is False
+
+
+def test_a_rater_asked_to_stop_sends_nothing_new():
+    stop = threading.Event()
+    stop.set()
+    cfg = RatingConfig(model="openai/fake", api_base=f"http://127.0.0.1:{free_port()}/v1", transport="http")
+    pairs = [(Document(f"d{i}", "t"), Rule("r1", "Rule: clear.")) for i in range(50)]
+    with LiteLLMRater(cfg, should_stop=stop.is_set) as rater:
+        rater.client.stopping = rater.should_stop()  # what the writer's first tick does within a second
+        out = rater.rate(pairs)
+    assert rater.client.requests == 0
+    assert all(r.status == "unavailable" and "asked to stop" in r.reason for r in out)
