@@ -26,7 +26,8 @@ from orthoselect.llm.limits import BudgetExhausted
 from orthoselect.raters.llm_run import RaterSetupError
 from orthoselect.rules import RulesError
 from orthoselect.stages import RUN_UNIT, STEPS, RunContext, StepNotReady, execute
-from orthoselect.stages.base import MissingOutput
+from orthoselect.stages.base import MissingOutput, RunInterrupted
+from orthoselect.stages.tally import TooManyFailedRatings
 from tasks.artifacts import publish
 from tasks.runtime import Runtime
 
@@ -75,6 +76,8 @@ PERMANENT_ERRORS: tuple[type[Exception], ...] = (
     DPPInputError,
     MissingOutput,
     RaterSetupError,
+    TooManyFailedRatings,  # final failures: the same prompts would fail again
+    RunInterrupted,  # not an error of the unit: the run was asked to stop, a rerun resumes it
 )
 _PERMANENT_NAMES = frozenset(e.__name__ for e in PERMANENT_ERRORS)
 
