@@ -116,6 +116,7 @@ def estimate(cfg: Config, sample_docs: int = 200, retry_overhead: float = 0.0) -
 
     # stages
     n = min(cfg.rating.sample_size, N)
+    sample_is_pool = N > 0 and cfg.rating.sample_size >= N  # the sample would be the whole pool: R·N
     rating_prices = prices_for(cfg.rating.model, cfg.rating.price_per_million_tokens)
     stages = {
         "rules": _rules_stage(cfg, rule_source, texts, retry_overhead),
@@ -177,6 +178,7 @@ def estimate(cfg: Config, sample_docs: int = 200, retry_overhead: float = 0.0) -
             "output_tokens_max": out_max,
         },
         "sample_size": n,
+        "sample_is_pool": sample_is_pool,
         "stages": stages,
         "total": total,
         "paper_baseline": paper,
@@ -340,6 +342,13 @@ def render_estimate(est: dict) -> str:
             + (" (assumed)" if rules["assumed"] else f" ({rules['source']})")
             + "."
         ),
+    ]
+    if est.get("sample_is_pool"):
+        lines.append(
+            "- **Warning: the sample is the whole pool** (rating.sample_size >= N): every document would be "
+            "rated against all R rules, as the paper's baseline below; lower rating.sample_size to rate a sample."
+        )
+    lines += [
         (
             f"- Per rating request: {per['template_tokens']:.1f} template + {per['rule_tokens']:.1f} rule + "
             f"{per['doc_tokens']:.1f} document = {per['input_tokens']:.1f} input tokens; output "

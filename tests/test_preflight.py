@@ -7,6 +7,7 @@ pool is said so, by the sample step and by `orthoselect estimate`."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ from orthoselect.config import Config, ConfigError, DatasetConfig, load_config
 from orthoselect.dataset import ShardError, discover_shards
 from orthoselect.preflight import preflight
 from orthoselect.raters.simulated import BANK_RULES, simulated_rules
+from orthoselect.stages import RunContext, run_local
 from support.configs import small_config
 
 
@@ -266,3 +268,33 @@ def test_step_tasks_do_not_retry_what_cannot_be_transient():
     assert retried(StepFailed("score", {"part-2": outage}))
     assert retried(RuntimeError("the task itself crashed"))
     assert not retried(ShardError("raised outside a step"))
+
+
+# --- a sample as large as the pool ------------------------------------------------------------------
+def test_a_sample_as_large_as_the_pool_is_said_so(data, tmp_path, caplog):
+    from orthoselect.stages import STEPS
+
+    ctx = RunContext(config(data, tmp_path, rating={"model": "simulated", "sample_size": 60}))  # 3 x 20 docs
+    with caplog.at_level(logging.WARNING, logger="orthoselect"):
+        run_local(ctx, stages=("index_pool",))
+    stats = STEPS["sample"].read_stats(ctx, None)
+    assert stats.sample_is_pool and stats.sampled == stats.pool == 60
+    assert "rating.sample_size 60 is at least the pool's 60 documents" in caplog.text
+    [artifact] = STEPS["sample"].artifacts(ctx, stats.to_dict())
+    assert "**Warning**: rating.sample_size 60" in str(artifact.data)
+
+    smaller = RunContext(config(data, tmp_path / "b", rating={"model": "simulated", "sample_size": 59}))
+    run_local(smaller, stages=("index_pool",))
+    assert not STEPS["sample"].read_stats(smaller, None).sample_is_pool
+
+
+def test_estimate_says_the_sample_is_the_pool(data, tmp_path, no_servers):
+    cfg = small_config(data, tmp_path / "run", rating={"model": "simulated", "sample_size": 5000})
+    result, _ = cli(tmp_path, cfg, "estimate")
+    assert result.exit_code == 0, result.output
+    assert "Warning: the sample is the whole pool" in result.output
+    result, _ = cli(tmp_path, cfg, "estimate", "--json")
+    assert json.loads(result.output[result.output.index("{") :])["sample_is_pool"] is True
+    cfg["rating"]["sample_size"] = 30
+    result, _ = cli(tmp_path, cfg, "estimate")
+    assert result.exit_code == 0 and "whole pool" not in result.output

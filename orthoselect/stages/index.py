@@ -18,7 +18,7 @@ import pandas as pd
 from orthoselect.config_files import dump_config
 from orthoselect.dataset import Shard, discover_shards, read_batches
 from orthoselect.hashing import frame_hash, stable_hash
-from orthoselect.stages.base import Artifact, RunContext, RunStep, ShardStep, Stats
+from orthoselect.stages.base import Artifact, RunContext, RunStep, ShardStep, Stats, log
 
 NO_TOTAL = {"total": False}
 
@@ -120,6 +120,9 @@ class SampleStats(Stats):
     duplicates: int = 0
     sample_per_shard: dict[str, int] = field(default_factory=dict)  # the shards stage 2 rates
     output_hash: str = ""
+    # rating.sample_size >= the pool: every document is in the sample, so stage 2 rates the whole pool
+    # against all R rules (the paper's R x N) and the DPP saves nothing
+    sample_is_pool: bool = field(default=False, metadata=NO_TOTAL)
 
 
 class DrawSample(RunStep[SampleStats]):
@@ -173,23 +176,31 @@ class DrawSample(RunStep[SampleStats]):
             best = pd.DataFrame({"doc_id": [], "shard": [], "row": [], "key": [], "order": []})
         sample = best.sort_values(["order", "row"])
         ctx.storage.write_parquet("sample.parquet", sample[["doc_id", "shard", "row", "key"]])
-        return SampleStats(
+        stats = SampleStats(
             pool=pool,
             sampled=len(sample),
             duplicates=len(duplicates),
             output_hash=stable_hash([frame_hash(sample[["doc_id", "shard"]]), frame_hash(duplicates)]),
             sample_per_shard={str(k): int(v) for k, v in sample.shard.value_counts().sort_index().items()},
+            sample_is_pool=pool > 0 and n >= pool,
         )
+        if stats.sample_is_pool:
+            log.warning("%s", sample_is_pool_warning(n, pool))
+        return stats
 
     def artifacts(self, ctx: RunContext, stats: dict) -> list[Artifact]:
-        return [
-            Artifact(
-                "orthoselect-sample",
-                "markdown",
-                f"Pool {stats['pool']} documents; sample {stats['sampled']}; duplicate ids {stats['duplicates']}",
-                "Sample drawn for rule selection",
-            )
-        ]
+        text = f"Pool {stats['pool']} documents; sample {stats['sampled']}; duplicate ids {stats['duplicates']}"
+        if stats.get("sample_is_pool"):
+            text += "\n\n**Warning**: " + sample_is_pool_warning(ctx.cfg.rating.sample_size, stats["pool"])
+        return [Artifact("orthoselect-sample", "markdown", text, "Sample drawn for rule selection")]
+
+
+def sample_is_pool_warning(sample_size: int, pool: int) -> str:
+    return (
+        f"rating.sample_size {sample_size:,} is at least the pool's {pool:,} documents: the whole pool is the "
+        "sample and is rated against all R rules (R x N requests, nothing saved by choosing r rules); lower "
+        "rating.sample_size to rate a sample"
+    )
 
 
 SCAN, SAMPLE = ScanShard(), DrawSample()
