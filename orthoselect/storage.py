@@ -148,13 +148,23 @@ class Storage:
         def put() -> None:
             self.fs.makedirs(os.path.dirname(final), exist_ok=True)
             self.fs.pipe_file(tmp, data)
-            self.fs.mv(tmp, final)
+            self._publish(tmp, final)
 
         try:
             self._io("write", put)
         finally:
             if self._quiet_exists(tmp):
                 self._quiet_rm(tmp)
+
+    def _publish(self, tmp: str, final: str) -> None:
+        """The written temporary file becomes the target: renamed on a local disk, copied on an object
+        store (where a move is a copy, then a delete). The caller removes the temporary object quietly:
+        once the copy has landed the write has happened, and an outage that cuts the delete must not
+        report it as failed (a step would be recorded failed after its completion marker)."""
+        if is_remote(self.root):
+            self.fs.copy(tmp, final)
+        else:
+            self.fs.mv(tmp, final)
 
     def write_json(self, rel: str, obj: Any) -> None:
         self.write_bytes(rel, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
@@ -181,9 +191,13 @@ class Storage:
             def put() -> None:
                 self.fs.makedirs(os.path.dirname(final), exist_ok=True)
                 self.fs.put_file(tmp, part)
-                self.fs.mv(part, final)
+                self._publish(part, final)
 
-            self._io("upload", put)
+            try:
+                self._io("upload", put)
+            finally:
+                if self._quiet_exists(part):
+                    self._quiet_rm(part)
         finally:
             os.unlink(tmp)
 

@@ -149,3 +149,25 @@ def test_storage_retries_transient_errors_of_the_s3_stack_not_permanent_ones(mon
         assert storage.with_retries(flaky, attempts=3, what="read") == "ok" and len(calls) == 3
     with pytest.raises(FileNotFoundError):
         storage.with_retries(lambda: Path("/nonexistent/x").read_bytes(), attempts=3, what="read")
+
+
+def test_a_write_that_landed_is_not_failed_by_its_cleanup(monkeypatch):
+    """On an object store a write is a copy of a temporary object, then its delete: an outage that cuts
+    the delete must not report the landed write as failed (its step would be recorded failed after its
+    completion marker)."""
+    import uuid
+
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    from orthoselect import storage
+
+    def cut(self, path, *args, **kwargs):
+        raise ConnectionError("the network went away")
+
+    monkeypatch.setattr(MemoryFileSystem, "rm", cut)
+    store = storage.Storage(f"memory://{uuid.uuid4().hex}", retries=0)
+    store.write_json("_markers/score/part-1.json", {"key": "k"})
+    assert store.read_json("_markers/score/part-1.json") == {"key": "k"}
+    monkeypatch.setattr(MemoryFileSystem, "copy", cut)
+    with pytest.raises(ConnectionError):  # a write that did not land still fails
+        store.write_json("_markers/score/part-2.json", {"key": "k"})
