@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -191,12 +190,16 @@ def s3_proxy(s3_endpoint: str) -> Iterator[TcpProxy]:
 
 
 def test_s3_outage_fails_shards_into_the_ledger_then_retry_failed(
-    prefect_api, s3_proxy, llm, corpus_dir, rules_file, reference, tmp_path
+    prefect_api, s3_endpoint, s3_proxy, llm, corpus_dir, rules_file, reference, tmp_path, monkeypatch
 ):
-    """S3 goes away for several seconds while pool shards are scored (every connection cut, new ones
-    refused). Retries with backoff do not outlast it here (storage.retries 1, no task retries), so
-    shards fail into the ledger; `status` lists them; `retry-failed` re-runs only them and the run
-    ends exactly as an uninterrupted one."""
+    """S3 goes away (every connection cut, new ones refused) once pool scoring has written its first
+    shard to S3 (shards are scored one at a time, so the next one has a whole shard's scoring still to
+    do), and stays away until every shard not scored by then has failed: with storage.retries 1 and no
+    task retries nothing outlasts it, so they fail into the ledger, whose writes wait for S3 to come back.
+    `status` lists them; `retry-failed` re-runs only them and the run ends exactly as an uninterrupted one.
+    The outage is timed by the run's own progress, not by a clock: how many shards fail depends on the
+    machine's speed, what the product guarantees does not."""
+    import tasks.steps
     from flows.pipeline import StageFailed, orthoselect_pipeline
     from orthoselect.ledger import open_failures, status
 
@@ -213,10 +216,21 @@ def test_s3_outage_fails_shards_into_the_ledger_then_retry_failed(
         rules_file,
         tmp_path / "cache.sqlite",
         storage={"options": options, "retries": 1},
-        cluster={"task_retries": 0},
+        cluster__task_retries=0,
+        cluster__n_workers=1,  # of 1 thread: one shard at a time
         output={"path": "s3://test-bucket/outage/out"},
     )
-    ctx = RunContext(Config.model_validate(config))
+    ctx = RunContext(Config.model_validate(config))  # through the proxy, as the run sees S3
+    behind = RunContext(Config.model_validate({**config, "storage": {"options": s3_options(s3_endpoint)}}))
+    failing: set[str] = set()  # score shards whose failure the run is recording (the flow runs in this process)
+    record_failure = tasks.steps.record_failure
+
+    def recording(ctx: RunContext, step: str, shard_id: str, error: BaseException, task_try: int = 1) -> dict:
+        if step == "score":
+            failing.add(shard_id)
+        return record_failure(ctx, step, shard_id, error, task_try)
+
+    monkeypatch.setattr(tasks.steps, "record_failure", recording)
     outcome: dict = {}
 
     def run() -> None:
@@ -225,22 +239,29 @@ def test_s3_outage_fails_shards_into_the_ledger_then_retry_failed(
         except Exception as e:  # noqa: BLE001
             outcome["error"] = e
 
-    llm.reset_counts()
     runner = threading.Thread(target=run, daemon=True)
     runner.start()
-    sample_requests = 100 * 16
-    wait_for(lambda: llm.requests > sample_requests + 200, 240, "pool scoring to start")
-    proxy.down()  # while the first shards are being rated: they fail writing, the next ones reading
-    time.sleep(8)
-    proxy.up()
+    wait_for(lambda: ctx.completed_units("score"), 300, "a first pool shard scored on S3")
+    proxy.down()
+    try:
+        shards = {s.id for s in behind.shards()}  # S3 itself, behind the proxy, stays readable to the test
+        wait_for(
+            lambda: set(behind.completed_units("score")) | failing == shards or not runner.is_alive(),
+            120,
+            "every shard not scored before the outage to fail",
+        )
+        assert failing, "the outage did not land mid-stage: every shard was scored before it"
+    finally:
+        proxy.up()  # the ledger writes, waiting with backoff, go through; the run fails
     runner.join(timeout=300)
     assert isinstance(outcome.get("error"), StageFailed), outcome
     failed = open_failures(ctx)
-    assert failed.get("score"), "no failed shard was recorded"
+    assert set(failed.get("score", {})) == failing  # every failed shard is in the ledger
     entry = next(iter(failed["score"].values()))
     assert entry["error"] and entry["message"] and entry["attempt"] and entry["try"] == 1
     report = status(ctx)
     assert sorted(report["score"]["failed"]) == sorted(failed["score"])
+    assert set(report["score"]["done"]) | set(report["score"]["failed"]) == shards
     done_before = {u: ctx.read_marker("score", u) for u in report["score"]["done"]}
 
     # the CLI, as a user would: status, then retry-failed (against this session's Prefect API)
