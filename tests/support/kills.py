@@ -1,0 +1,112 @@
+"""Kill -9 of a whole run at a chosen moment of its rating: `orthoselect run` as a process group of its own
+(the CLI, its Dask cluster, every request in flight), killed with SIGKILL once the LLM server in its own
+process (support.llm_process) has served a given number of requests. Shared by tests/test_kill_loop.py and
+bench/bench_kill.py."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from support import ROOT
+from support.llm_process import LLMProcess
+from support.net import wait_for
+
+FLUSH_WINDOW_S = 0.5  # answers reach the request cache within this (orthoselect.llm.cache_writer.MAX_DELAY_S)
+
+
+def run_command(config: Path) -> list[str]:
+    """`orthoselect run CONFIG`, as a user starts it."""
+    return [sys.executable, "-m", "flows.cli", "run", str(config), "--no-progress"]
+
+
+def start(config: Path, log: Path, env: dict[str, str]) -> subprocess.Popen:
+    """The run as its own process group, its output (appended) in `log`."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            run_command(config), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def run_to_completion(config: Path, log: Path, env: dict[str, str], timeout: float = 600) -> float:
+    """Run (or rerun) to the end; its wall seconds. AssertionError with the log's tail when it fails."""
+    started = time.monotonic()
+    proc = start(config, log, env)
+    try:
+        code = proc.wait(timeout=timeout)
+    finally:
+        kill_group(proc)
+    assert code == 0, f"the run exited with {code}:\n{log.read_text()[-3000:]}"
+    return time.monotonic() - started
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL to the run's whole process group, and wait until every process of it is gone."""
+    with contextlib.suppress(ProcessLookupError):  # the group is gone already
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    def gone() -> bool:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_for(gone, 30, "every process of the killed run to exit")
+
+
+@dataclass
+class Kill:
+    """One kill -9 and what the server had seen when it was sent."""
+
+    target: int  # the run was to be killed once the server had served this many requests
+    requests: int  # requests served when the kill was sent (the poll that triggered it)
+    in_flight: int  # requests the server was answering at that moment (billed, the answer not yet received)
+    answered_window: int  # usable answers the server sent in the FLUSH_WINDOW_S before the kill
+    throughput: float  # requests per second over the second before the kill
+    seconds: float  # from the start of the run to the kill
+    finished_first: bool = False  # the run ended before it served `target` requests: not killed
+
+    def bound(self, capacity: int) -> int:
+        """What a kill may cost at most by design: every request in flight (`capacity`: workers x
+        concurrency) plus one flush window's answers (those the server sent in the FLUSH_WINDOW_S before
+        the kill; a second's average throughput would understate a window in which rating speeds up)."""
+        return capacity + self.answered_window
+
+
+def kill_at(llm: LLMProcess, config: Path, log: Path, env: dict[str, str], target: int, poll_s: float = 0.01) -> Kill:
+    """Start the run, and SIGKILL its process group once `llm` has served `target` requests."""
+    started = time.monotonic()
+    proc = start(config, log, env)
+    samples: deque[tuple[float, int, int]] = deque()  # (time, requests, answered) of the last 2 s
+    try:
+        while True:
+            s = llm.stats()
+            now = time.monotonic()
+            samples.append((now, s["requests"], s["answered"]))
+            while samples[0][0] < now - 2.0:
+                samples.popleft()
+            if s["requests"] >= target:
+                kill_group(proc)
+                break
+            if proc.poll() is not None:
+                return Kill(target, s["requests"], 0, 0, 0.0, now - started, finished_first=True)
+            time.sleep(poll_s)
+    finally:
+        kill_group(proc)
+
+    def at(ago: float) -> tuple[float, int, int]:  # the last sample at least `ago` seconds before the kill
+        return next((x for x in reversed(samples) if x[0] <= now - ago), samples[0])
+
+    t1, r1, _ = at(1.0)
+    _, _, a_window = at(FLUSH_WINDOW_S)
+    rate = (s["requests"] - r1) / (now - t1) if now > t1 else 0.0
+    return Kill(target, s["requests"], s["in_flight"], s["answered"] - a_window, rate, now - started)
