@@ -114,7 +114,7 @@ def _run(cfg: Config, stages: list[str], show_progress: bool = True, only_failed
     """The parent flow for the whole pipeline, else the stage flows, under a Prefect API."""
     _checked(cfg)  # a run directory's config (retry-failed) was not loaded by `_load`
     from flows.pipeline import BudgetStopped, StageFailed, orthoselect_pipeline, run_stages, start_run
-    from flows.runtime import GracefulStop, prefect_api
+    from flows.runtime import GracefulStop, off_main_thread, prefect_api
     from orthoselect.llm.governor import check_budget_prices
 
     try:
@@ -128,9 +128,9 @@ def _run(cfg: Config, stages: list[str], show_progress: bool = True, only_failed
         with stage_progress(viewer, stages) if show_progress else nullcontext():
             try:
                 if stages == list(STAGES):
-                    orthoselect_pipeline(config=cfg, only_failed=only_failed)
+                    off_main_thread(lambda: orthoselect_pipeline(config=cfg, only_failed=only_failed))
                 else:
-                    run_stages(start_run(cfg), stages)
+                    off_main_thread(lambda: run_stages(start_run(cfg), stages))
             except BudgetStopped as e:
                 console.print(f"[yellow]{e}[/yellow]")
                 raise typer.Exit(3) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import _thread
 import contextlib
+import contextvars
 import logging
 import os
 import signal
@@ -17,7 +18,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from orthoselect import env
 from orthoselect.config import ClusterConfig
@@ -153,6 +154,8 @@ def prefect_api(home: str | None = None, startup_timeout: float = 120) -> Iterat
         logfile.close()
 
 
+T = TypeVar("T")
+
 GRACE_S = 30.0  # after a stop request, how long a run may take to wind down before it is cut short
 
 
@@ -205,3 +208,26 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+
+
+def off_main_thread(fn: Callable[[], T]) -> T:
+    """`fn()` in a worker thread (with this thread's context: the Prefect API settings) while the main
+    thread waits, so that SIGTERM and SIGINT reach GracefulStop: a flow run in the main thread installs
+    Prefect's own SIGTERM handler, which crashes the run instead of letting it wind down. A forced stop
+    (KeyboardInterrupt in the main thread) leaves the worker thread behind, to die with the process."""
+    context = contextvars.copy_context()
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = context.run(fn)
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread as is
+            outcome["error"] = e
+
+    thread = threading.Thread(target=target, name="orthoselect-run", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.2)  # signal handlers run in the main thread between these waits
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]

@@ -30,13 +30,8 @@ from support.runs import reference_run, same_selection, write_rules
 pytestmark = pytest.mark.integration
 STOP_WITHIN_S = 30.0  # from SIGTERM to the command's exit
 QUIET_AFTER_S = 2.0  # no request reaches the endpoint later than this after SIGTERM
-# Prefect's flow engine replaces the SIGTERM handler for the duration of a flow run (capture_sigterm in
-# prefect/utilities/engine): the command's GracefulStop handler, installed before the flow starts, never
-# sees the signal; Prefect raises TerminationSignal in the flow (a crash), and the command exits with 1.
-PREFECT_BRIDGE = (
-    "library bug: Prefect's SIGTERM bridge (capture_sigterm) replaces flows.runtime.GracefulStop's handler while "
-    "the flow runs; the run crashes with prefect.exceptions.TerminationSignal and exits 1, not 'interrupted'/130"
-)
+# the command runs its flow off the main thread (flows.runtime.off_main_thread): in the main thread,
+# Prefect's flow engine would replace the SIGTERM handler (capture_sigterm) and crash the run
 API_LINE = re.compile(r"Prefect API http://127\.0\.0\.1:(\d+)/api")
 
 
@@ -76,7 +71,7 @@ def alive(p: psutil.Process) -> bool:
     "signum",
     [
         pytest.param(signal.SIGINT, id="SIGINT"),
-        pytest.param(signal.SIGTERM, id="SIGTERM", marks=pytest.mark.xfail(strict=True, reason=PREFECT_BRIDGE)),
+        pytest.param(signal.SIGTERM, id="SIGTERM"),
     ],
 )
 def test_a_stop_signal_ends_the_run_within_seconds_and_a_rerun_resumes(
