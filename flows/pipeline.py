@@ -25,7 +25,14 @@ from flows.runtime import dask_cluster
 from orthoselect import preflight
 from orthoselect.config import Config, load_config
 from orthoselect.dataset import Shard
-from orthoselect.ledger import clear_stop, new_attempt, open_failures, record_attempt, record_stop
+from orthoselect.ledger import (
+    clear_stop,
+    new_attempt,
+    open_failures,
+    record_attempt,
+    record_resolved,
+    record_stop,
+)
 from orthoselect.stages import STAGES, STEPS, RunContext, ShardStep
 from tasks.runtime import Runtime, connect
 from tasks.steps import Failure, StepFailed, result_storage, run_step, shard_step
@@ -105,6 +112,7 @@ def _run_shard_step(
     units = step.units(ctx)
     if only is not None:
         units = [u for u in units if u.id in set(only)]
+    failed_before = open_failures(ctx).get(step.name, {})
     task = shard_step.with_options(result_storage=storage, retries=ctx.cfg.cluster.task_retries)
     # quote(): Prefect must not walk the context (config + shard list) for every task it submits
     futures = [
@@ -118,6 +126,8 @@ def _run_shard_step(
         if future.state.is_completed():
             done += len(group)
             cached += len(group) if future.state.name == "Cached" else 0
+            for shard in (s for s in group if s.id in failed_before):
+                record_resolved(ctx, step.name, shard.id)
             continue
         error = future.state.result(raise_on_failure=False)
         if isinstance(error, StepFailed):

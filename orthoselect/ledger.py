@@ -39,12 +39,25 @@ def record_failure(ctx: RunContext, step: str, shard_id: str, error: BaseExcepti
     return entry
 
 
+def record_resolved(ctx: RunContext, step: str, shard_id: str) -> None:
+    """A shard that had failed completed in this attempt (run, or found done: a marker can land even
+    when the write that made it was reported failed): its failure is closed."""
+    entry = {
+        "shard": shard_id,
+        "step": step,
+        "resolved": True,
+        "attempt": str(ctx.attempt),
+        "at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+    }
+    ctx.storage.write_json(f"ledger/{ctx.attempt}/{step}--{shard_id}--resolved.json", entry)
+
+
 def _when(stamp: str) -> dt.datetime:
     return dt.datetime.fromisoformat(stamp)
 
 
-def failures(ctx: RunContext) -> list[dict]:
-    """Every recorded failure, oldest first."""
+def _entries(ctx: RunContext) -> list[dict]:
+    """Every ledger entry (failures and resolutions), oldest first."""
     entries = []
     for attempt in ctx.storage.list("ledger"):
         for name in ctx.storage.list(f"ledger/{attempt}"):
@@ -52,16 +65,23 @@ def failures(ctx: RunContext) -> list[dict]:
     return sorted(entries, key=lambda e: e["at"])
 
 
+def failures(ctx: RunContext) -> list[dict]:
+    """Every recorded failure, oldest first."""
+    return [e for e in _entries(ctx) if not e.get("resolved")]
+
+
 def open_failures(ctx: RunContext) -> dict[str, dict[str, dict]]:
-    """{step: {shard: latest failure}} for shards of today's manifest not completed since they last
-    failed (a shard removed from the dataset is no longer failed)."""
+    """{step: {shard: latest failure}} for shards of today's manifest neither completed nor resolved
+    since they last failed (a shard removed from the dataset is no longer failed)."""
     current = {s.id for s in ctx.shards()} | {"run"}
     latest: dict[tuple[str, str], dict] = {}
-    for entry in failures(ctx):
+    for entry in _entries(ctx):
         if entry["shard"] in current:
             latest[(entry["step"], entry["shard"])] = entry
     open_: dict[str, dict[str, dict]] = {}
     for (step, shard), entry in latest.items():
+        if entry.get("resolved"):
+            continue
         marker = ctx.read_marker(step, shard)
         if marker is None or _when(marker["finished_at"]) < _when(entry["at"]):
             open_.setdefault(step, {})[shard] = entry

@@ -94,8 +94,8 @@ def worth_retrying(task: Any, task_run: Any, state: State) -> bool:
     shards that finished are skipped by their markers)."""
     error = state.data if isinstance(state.data, BaseException) else state.result(raise_on_failure=False)
     if isinstance(error, StepFailed):
-        if isinstance(error.__cause__, PERMANENT_ERRORS):
-            return False
+        if isinstance(error.__cause__, PERMANENT_ERRORS) or error.budget_stopped:
+            return False  # a budget stop is not retried either: the budget will still be spent
         return not error.failures or not all(is_permanent(f) for f in error.failures.values())
     return not isinstance(error, PERMANENT_ERRORS)
 
