@@ -234,7 +234,7 @@ def test_a_rater_asked_to_stop_sends_nothing_new():
     cfg = RatingConfig(model="openai/fake", api_base=f"http://127.0.0.1:{free_port()}/v1", transport="http")
     pairs = [(Document(f"d{i}", "t"), Rule("r1", "Rule: clear.")) for i in range(50)]
     with LiteLLMRater(cfg, should_stop=stop.is_set) as rater:
-        rater.client.stopping = rater.should_stop()  # what the writer's first tick does within a second
+        rater.client.stopping = stop.is_set()  # what the writer's first tick does within half a second
         out = rater.rate(pairs)
     assert rater.client.requests == 0
     assert all(r.status == "unavailable" and "asked to stop" in r.reason for r in out)
