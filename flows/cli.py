@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -123,6 +124,7 @@ def _run(cfg: Config, stages: list[str], show_progress: bool = True, only_failed
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from None
     viewer = RunContext(cfg)  # reads markers for the progress bars; asks the workers to stop on SIGTERM
+    stopped = ""  # "asked": the run wound down after a stop request; "forced": it was cut short
     with prefect_api() as api, GracefulStop(viewer, announce=console.print) as stop:
         console.print(f"Prefect API {api} (UI at {api.removesuffix('/api')}); run dir {cfg.run_dir}")
         with stage_progress(viewer, stages) if show_progress else nullcontext():
@@ -134,20 +136,31 @@ def _run(cfg: Config, stages: list[str], show_progress: bool = True, only_failed
             except BudgetStopped as e:
                 console.print(f"[yellow]{e}[/yellow]")
                 raise typer.Exit(3) from None
-            except (StageFailed, KeyboardInterrupt) as e:
-                if stop.requested or isinstance(e, KeyboardInterrupt):
-                    _interrupted(viewer)
-                console.print(f"[red]{e}[/red]")
-                raise typer.Exit(1) from None
+            except StageFailed as e:
+                if not stop.requested:
+                    console.print(f"[red]{e}[/red]")
+                    raise typer.Exit(1) from None
+                stopped = "asked"
+            except KeyboardInterrupt:
+                stopped = "forced"
+    if stopped:  # the Prefect server this command started is down now
+        _interrupted(viewer, hard=stopped == "forced")
 
 
-def _interrupted(ctx: RunContext) -> None:
-    """Mark the run stopped on request and say how to resume; exit code 130 (as for SIGINT)."""
-    from orthoselect.ledger import record_stop
+def _interrupted(ctx: RunContext, hard: bool) -> None:
+    """Mark the run stopped on request under its last attempt, say how to resume, exit with 130 (as for
+    SIGINT). `hard`: the run was cut short and threads of it may still wait on a gone cluster: exit now."""
+    from dataclasses import replace
+
+    from orthoselect.ledger import last_attempt, record_stop
 
     message = "interrupted: stopped on request; rerun the same command to resume (finished work is kept)"
-    record_stop(ctx, "interrupted", message)
+    last = last_attempt(ctx)
+    record_stop(replace(ctx, attempt=last["attempt"]) if last else ctx, "interrupted", message)
     console.print(f"[yellow]{message}[/yellow]")
+    if hard:
+        console.file.flush()
+        os._exit(130)
     raise typer.Exit(130)
 
 

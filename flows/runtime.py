@@ -55,7 +55,7 @@ def dask_cluster(cfg: ClusterConfig) -> Iterator[str]:
     from distributed import LocalCluster
 
     # preload: each worker imports the library while the cluster starts, both at once, instead of in
-    # its first task
+    # its first task; and ignores the terminal's Ctrl-C, dies with the command (flows/worker_setup.py)
     with (
         dask.config.set(cfg.dask_config),
         LocalCluster(
@@ -64,7 +64,7 @@ def dask_cluster(cfg: ClusterConfig) -> Iterator[str]:
             processes=True,
             memory_limit=cfg.memory_limit,
             dashboard_address=None,
-            preload=["orthoselect.stages"],
+            preload=["orthoselect.stages", str(Path(__file__).with_name("worker_setup.py"))],
         ) as cluster,
     ):
         yield cluster.scheduler_address
@@ -127,6 +127,7 @@ def prefect_api(home: str | None = None, startup_timeout: float = 120) -> Iterat
         stdout=logfile,
         stderr=subprocess.STDOUT,
         preexec_fn=_die_with_parent,  # a killed command leaves no server behind
+        start_new_session=True,  # the terminal's Ctrl-C goes to the command, which stops the server itself
     )
     api_url = f"http://127.0.0.1:{port}/api"
     try:

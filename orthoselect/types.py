@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal, TypedDict, Unpack
 
-RatingStatus = Literal["ok", "parse_error", "error", "refused", "unavailable"]
+RatingStatus = Literal["ok", "parse_error", "error", "refused", "unavailable", "unreachable"]
 # Final failures: "parse_error" (no usable answer after the strict re-ask), "refused" (content filter),
-# "error" (the endpoint rejected this request). "unavailable" is not final: the endpoint failed (no answer,
-# 429/5xx after the retries, or its breaker is open), and the rating is asked again on a later run.
-FailureStatus = Literal["parse_error", "error", "refused", "unavailable"]
-TRANSIENT_STATUSES = ("unavailable",)
+# "error" (the endpoint rejected this request). Not final, asked again on a later run: "unavailable" (the
+# endpoint failed: no answer or 429/5xx after the retries, or the run was stopping) and "unreachable"
+# (the endpoint's circuit breaker is open: it answered nothing to many attempts in a row).
+FailureStatus = Literal["parse_error", "error", "refused", "unavailable", "unreachable"]
+TRANSIENT_STATUSES = ("unavailable", "unreachable")
 
 
 @dataclass(frozen=True)

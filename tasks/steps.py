@@ -27,7 +27,7 @@ from orthoselect.raters.llm_run import RaterSetupError
 from orthoselect.rules import RulesError
 from orthoselect.stages import RUN_UNIT, STEPS, RunContext, StepNotReady, execute
 from orthoselect.stages.base import MissingOutput, RunInterrupted
-from orthoselect.stages.tally import TooManyFailedRatings
+from orthoselect.stages.tally import EndpointDown, TooManyFailedRatings
 from tasks.artifacts import publish
 from tasks.runtime import Runtime
 
@@ -77,6 +77,7 @@ PERMANENT_ERRORS: tuple[type[Exception], ...] = (
     MissingOutput,
     RaterSetupError,
     TooManyFailedRatings,  # final failures: the same prompts would fail again
+    EndpointDown,  # the breaker is open for its cooldown: a retry now fails the same way
     RunInterrupted,  # not an error of the unit: the run was asked to stop, a rerun resumes it
 )
 _PERMANENT_NAMES = frozenset(e.__name__ for e in PERMANENT_ERRORS)

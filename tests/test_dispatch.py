@@ -29,6 +29,7 @@ def test_a_shard_task_unpickles_without_prefect(tmp_path):
 
 def _worker_settings(dask_worker):
     import os
+    import signal
 
     import dask
 
@@ -36,7 +37,8 @@ def _worker_settings(dask_worker):
         dask.config.get("distributed.worker.profile.enabled"),
         os.environ.get("MALLOC_TRIM_THRESHOLD_"),
         dask.config.get("distributed.admin.tick.interval"),
-        tuple(p.name for p in dask_worker.preloads),
+        tuple(os.path.basename(p.name) for p in dask_worker.preloads),
+        signal.getsignal(signal.SIGINT) == signal.SIG_IGN,  # a terminal's Ctrl-C is the command's to handle
     )
 
 
@@ -44,7 +46,7 @@ def _worker_settings(dask_worker):
 @pytest.mark.parametrize(
     "options, expected",
     [
-        ({}, (False, None, "1s", ("orthoselect.stages",))),
+        ({}, (False, None, "1s", ("orthoselect.stages", "worker_setup.py"), True)),
         (
             {
                 "dask_config": {
@@ -55,13 +57,13 @@ def _worker_settings(dask_worker):
                     },
                 }
             },
-            (True, "65536", "20ms", ("orthoselect.stages",)),
+            (True, "65536", "20ms", ("orthoselect.stages", "worker_setup.py"), True),
         ),
     ],
 )
 def test_local_cluster_worker_settings(options, expected):
-    """Lean Dask defaults reach the LocalCluster's workers, the config's keys (dotted or nested) win, and
-    the workers preloaded the library."""
+    """Lean Dask defaults reach the LocalCluster's workers, the config's keys (dotted or nested) win, the
+    workers preloaded the library, and they ignore SIGINT (flows/worker_setup.py)."""
     from distributed import Client
 
     from flows.runtime import dask_cluster

@@ -94,7 +94,7 @@ def test_outage_fails_the_run_fast_then_retry_failed_pays_nothing_twice(
         assert sorted(score["done"] + score["failed"]) == sorted(s.id for s in ctx.shards())
         for entry in score["errors"].values():
             details = entry["details"]
-            assert entry["error"] == "RatingsIncomplete", entry
+            assert entry["error"] == "EndpointDown", entry  # not retried: the breaker is open for its cooldown
             assert details["unavailable"] > 0 and details["ok"] + details["unavailable"] <= details["ratings"]
             assert "endpoint unreachable" in entry["message"] or "connection" in details["reason"], entry
         for shard in score["done"]:  # shards scored before the outage: no rating failed, none blamed on a rule
@@ -111,7 +111,7 @@ def test_outage_fails_the_run_fast_then_retry_failed_pays_nothing_twice(
         assert listed["failed"] == score["failed"]
         assert all(listed["errors"][s]["details"]["unavailable"] > 0 for s in score["failed"])
         text = cli.invoke(app, ["status", config["run_dir"]])
-        assert text.exit_code == 0 and all(f"score {s}: RatingsIncomplete" in text.output for s in score["failed"])
+        assert text.exit_code == 0 and all(f"score {s}: EndpointDown" in text.output for s in score["failed"])
 
         # the endpoint is back on the same port: retry-failed asks only for what is missing
         server.start()

@@ -17,7 +17,13 @@ from orthoselect.raters.base import Rater
 from orthoselect.raters.llm import LiteLLMRater
 from orthoselect.stages import STEPS, RunContext, run_local
 from orthoselect.stages.context import RunInterrupted
-from orthoselect.stages.tally import RatingsIncomplete, Tally, TooManyFailedRatings, usage_over_attempts
+from orthoselect.stages.tally import (
+    EndpointDown,
+    RatingsIncomplete,
+    Tally,
+    TooManyFailedRatings,
+    usage_over_attempts,
+)
 from orthoselect.types import Document, Rating, Rule
 from support.configs import small_config
 from support.net import free_port
@@ -73,8 +79,8 @@ def test_a_dead_endpoint_fails_ratings_as_unavailable_after_a_bounded_number_of_
     with LiteLLMRater(cfg) as rater:
         rater.client.backoff_base_s = 0.01
         out = rater.rate(pairs)
-    assert all(r.status == "unavailable" and r.score is None for r in out)
-    assert any("endpoint unreachable" in r.reason for r in out)
+    assert all(r.status in ("unavailable", "unreachable") and r.score is None for r in out)
+    assert any(r.status == "unreachable" and "endpoint unreachable" in r.reason for r in out)
     assert rater.client.requests <= 10 + 8  # the threshold, plus those already in flight when it opened
     assert rater.stats.failures == 200
 
@@ -146,9 +152,13 @@ def test_the_tally_fails_a_shard_on_transient_failures_and_on_too_many_final_one
     t.check("rate", "part-0", max_failed_share=0.5)  # 1 of 2 final failures: not above 50 %
     with pytest.raises(TooManyFailedRatings, match=r"1 of 2 ratings of part-0 failed for good .*r2 \(1\)"):
         t.check("rate", "part-0", max_failed_share=0.2)
-    t.add([rating("r1", "unavailable", reason="endpoint unreachable: http://x")])
-    with pytest.raises(RatingsIncomplete, match=r"1 of 3 ratings of part-0 not obtained \(endpoint unreachable"):
+    t.add([rating("r1", "unavailable", reason="HTTP 503 after 5 attempts")])
+    with pytest.raises(RatingsIncomplete, match=r"1 of 3 ratings of part-0 not obtained \(HTTP 503") as info:
         t.check_transient("rate", "part-0")
+    assert not isinstance(info.value, EndpointDown)  # Prefect may retry it at once
+    t.add([rating("r1", "unreachable", reason="endpoint unreachable: http://x")])
+    with pytest.raises(EndpointDown, match=r"2 of 4 ratings of part-0 not obtained \(endpoint unreachable"):
+        t.check_transient("rate", "part-0")  # not retried now: the breaker is open for its cooldown
     assert t.failed_by_rule == {"r2": 1}  # an outage is never counted against a rule
     import pickle
 

@@ -11,6 +11,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from orthoselect.llm.breaker import EndpointUnreachable
 from orthoselect.llm.cache import request_key
 from orthoselect.llm.limits import BudgetExhausted
 from orthoselect.llm.transport import Completion, LLMError
@@ -120,7 +121,11 @@ class RatingRun:
             messages = job.messages if round_ == 0 else self.judge.strict_messages(job.rule, job.text)
             answer = await self._request(messages, tally)
             if isinstance(answer, LLMError):  # the endpoint's fault (after retries) is not final
-                return Failure("unavailable" if answer.transient else "error", answer.message)
+                if not answer.transient:
+                    return Failure("error", answer.message)
+                return Failure(
+                    "unreachable" if isinstance(answer, EndpointUnreachable) else "unavailable", answer.message
+                )
             verdict = self._interpret(answer)
             if not isinstance(verdict, Failure):
                 self.ok += 1

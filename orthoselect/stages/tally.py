@@ -31,6 +31,11 @@ class RatingsIncomplete(RuntimeError):
         return type(self), (self.step, self.shard, self.details)
 
 
+class EndpointDown(RatingsIncomplete):
+    """The endpoint's circuit breaker opened: it answered nothing to many attempts in a row. Retrying the
+    shard at once would fail the same way; the next run (or `retry-failed`) probes it first."""
+
+
 class TooManyFailedRatings(RuntimeError):
     """Final failures (no usable answer after the re-ask, refused, rejected) pass rating.max_failed_share."""
 
@@ -56,6 +61,7 @@ class Tally:
         self.failed_by_rule: dict[str, int] = {}
         self.ok = 0
         self.unavailable = 0
+        self.unreachable = 0
         self.unavailable_reason = ""
         self.final_reason = ""
         self.truncated: set[str] = set()
@@ -69,6 +75,7 @@ class Tally:
                 self.ok += 1
             elif r.status in TRANSIENT_STATUSES:
                 self.unavailable += 1
+                self.unreachable += r.status == "unreachable"
                 self.unavailable_reason = r.reason
             else:
                 self.failed_by_rule[r.rule_id] = self.failed_by_rule.get(r.rule_id, 0) + 1
@@ -87,7 +94,7 @@ class Tally:
                 "unavailable": self.unavailable,
                 "reason": self.unavailable_reason[:300],
             }
-            raise RatingsIncomplete(step, shard, details)
+            raise (EndpointDown if self.unreachable else RatingsIncomplete)(step, shard, details)
 
     def check(self, step: str, shard: str, max_failed_share: float) -> None:
         """Raise when the shard's ratings are not complete, or too many failed for good."""
