@@ -32,6 +32,7 @@ bench: install
 	$(BIN)/python bench/bench_orchestration.py --shards 200 --docs-per-shard 100 1000 --max-tasks 8 --repeat 3
 	$(BIN)/python bench/bench_llm_layer.py
 	$(BIN)/python bench/bench_choosers.py --out bench/RESULTS_choosers.md
+	$(BIN)/python bench/bench_kill.py --kills 20 --out bench/RESULTS_kill.md
 
 clean:
 	rm -rf $(VENV) demo runs *.egg-info
