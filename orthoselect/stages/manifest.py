@@ -1,5 +1,6 @@
-"""The run manifest (`manifest.json`) and its human summary (`report.md`), built only from what the
-stages persisted: markers, rule files and the selection."""
+"""The run manifest (`manifest.json`) and its human summary (`report.md`, and `report.html` with the plots:
+`orthoselect.html_report`), built only from what the stages persisted: markers, rule files, the scores and
+the selection."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from orthoselect import __version__
+from orthoselect.html_report import location, write_html_report
 from orthoselect.raters import rater_label
 from orthoselect.rule_report import rule_choice_markdown
 from orthoselect.stages.base import Artifact, RunContext, RunStep, ShardStep, Stats, Step
@@ -36,7 +38,8 @@ class WriteManifest(RunStep[ManifestStats]):
 
     name = "manifest"
     stage = "select_data"
-    writes = ("manifest.json", "report.md")
+    version = 2  # 2: report.html
+    writes = ("manifest.json", "report.md", "report.html")
     stats_type = ManifestStats
 
     def inputs(self, ctx: RunContext, unit: None) -> dict:
@@ -46,10 +49,12 @@ class WriteManifest(RunStep[ManifestStats]):
         manifest = build_manifest(ctx)
         ctx.storage.write_json("manifest.json", manifest)
         ctx.storage.write_text("report.md", render_report(manifest))
+        write_html_report(ctx.storage, manifest)
         return ManifestStats(selected=manifest["counts"]["selected"])
 
     def artifacts(self, ctx: RunContext, stats: dict) -> list[Artifact]:
-        return [Artifact("orthoselect-report", "markdown", ctx.storage.read_bytes("report.md").decode(), "Run report")]
+        report = ctx.storage.read_bytes("report.md").decode() + f"\nHTML report: `{location(ctx.storage)}`\n"
+        return [Artifact("orthoselect-report", "markdown", report, "Run report")]
 
 
 def build_manifest(ctx: RunContext) -> dict:
