@@ -430,11 +430,22 @@ def eval_command(
 
 
 @app.command()
-def report(run_dir: Annotated[str, typer.Argument(help="Run directory (path or URL).")]) -> None:
-    """Print a finished run's report."""
+def report(
+    run_dir: Annotated[str, typer.Argument(help="Run directory (path or URL).")],
+    html: Annotated[bool, typer.Option("--html", help="Print where report.html is (written if missing).")] = False,
+) -> None:
+    """Print a finished run's report, or with --html the location of its HTML report with the plots."""
+    from orthoselect.html_report import ReportMissing, report_html, report_markdown
     from orthoselect.storage import Storage
 
-    Console().print(Markdown(Storage(run_dir).read_bytes("report.md").decode()))
+    try:
+        if html:
+            print(report_html(Storage(run_dir)))
+        else:
+            Console().print(Markdown(report_markdown(Storage(run_dir))))
+    except ReportMissing as e:
+        console.print(str(e), style="red", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
 @app.command("config-template")
