@@ -12,7 +12,7 @@ from flows.runtime import apply_defaults
 apply_defaults()  # an entry point (deployments, workers): defaults before Prefect, Dask or litellm load
 
 import logging
-from typing import Any, TypeVar, cast
+from typing import Annotated, Any, TypeVar, cast
 
 from prefect import flow, get_run_logger
 from prefect.exceptions import MissingContextError
@@ -20,6 +20,7 @@ from prefect.futures import wait
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
+from pydantic import BeforeValidator, WithJsonSchema
 
 from flows.runtime import dask_cluster
 from orthoselect import preflight
@@ -227,17 +228,69 @@ def run_stages(ctx: RunContext, stages: list[str], only: dict[str, list[str]] | 
             ctx.governor = None
 
 
-@flow(name="orthoselect-pipeline", log_prints=True)
+def stage_name(name: Any) -> str:
+    """A stage as the pipeline's `stages` parameter takes it: the name the UI shows (`score-pool`) or
+    the module's (`score_pool`); an unknown name fails at once, naming the valid ones."""
+    stage = str(name).strip().replace("-", "_")
+    if stage not in STAGES:
+        valid = ", ".join(s.replace("_", "-") for s in STAGES)
+        raise ValueError(f"unknown stage {name!r}; the stages are {valid} (or with underscores)")
+    return stage
+
+
+# the Run form offers both spellings (the deployment's parameter schema is enforced by the server)
+StageName = Annotated[
+    str,
+    BeforeValidator(stage_name),
+    WithJsonSchema({"type": "string", "enum": [s.replace("_", "-") for s in STAGES] + list(STAGES)}),
+]
+
+
+def pipeline_run_name() -> str:
+    """A pipeline run's name: its config file's name (or its run directory's), then the stages it runs
+    unless all, and whether it re-runs failed shards only, e.g. `nightly [score-pool]`."""
+    from prefect.runtime import flow_run
+
+    try:
+        params = flow_run.parameters or {}
+        config, config_path = params.get("config"), params.get("config_path")
+        if config_path:
+            name = str(config_path).rstrip("/").rsplit("/", 1)[-1].removesuffix(".yaml").removesuffix(".yml")
+        else:
+            run_dir = config.run_dir if isinstance(config, Config) else (config or {}).get("run_dir")
+            run_dir = (params.get("overrides") or {}).get("run_dir", run_dir)
+            name = str(run_dir).rstrip("/").rsplit("/", 1)[-1] if run_dir else "orthoselect"
+        extras = [str(s).replace("_", "-") for s in params.get("stages") or []]
+        if params.get("only_failed"):
+            extras.append("failed shards")
+        return f"{name} [{', '.join(extras)}]" if extras else name
+    except Exception:  # noqa: BLE001 - a name must never fail a run
+        return "orthoselect"
+
+
+@flow(name="orthoselect-pipeline", log_prints=True, flow_run_name=pipeline_run_name)
 def orthoselect_pipeline(
     config_path: str | None = None,
     config: Config | dict | None = None,
-    overrides: dict | None = None,
-    stages: list[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    stages: list[StageName] | None = None,
     only_failed: bool = False,
 ) -> dict:
-    """The whole pipeline. Give a YAML `config_path` (as a deployment does) or a `config`;
-    `overrides` maps dotted keys to values. Finished work is skipped, so rerunning resumes.
-    `only_failed`: shard steps with failures in the run's ledger re-run only those shards."""
+    """The whole pipeline, or some of its stages. Finished work is skipped, so rerunning resumes.
+
+    Args:
+        config_path: The run's YAML config: a path (relative to the worker's working directory) or a
+            URL (s3://bucket/configs/nightly.yaml). A deployment sets it; `orthoselect
+            config-template` lists every option.
+        config: The config itself, instead of config_path (what the CLI passes).
+        overrides: Dotted config keys and their values, applied over the config, e.g.
+            {"rating.concurrency": 32, "budget_usd": 50}.
+        stages: Run only these stages, in this order (empty: all): index-pool, generate-rules,
+            rate-sample, select-rules, score-pool, select-data (underscores work too). The stages
+            before them must have completed for this config.
+        only_failed: Re-run only the shards recorded as failed in the run's ledger (what `orthoselect
+            retry-failed` does), then finish the stages after them.
+    """
     ctx = start_run(config_path if config_path else config or {}, overrides)
     only = None
     if only_failed:
