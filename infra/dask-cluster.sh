@@ -2,8 +2,8 @@
 # A real Dask cluster on this machine: one scheduler and N worker processes, each a separate process
 # (what a Kubernetes or Slurm deployment runs, one per pod or job). Point a run at it with
 #   cluster: {address: tcp://127.0.0.1:8786}
-# Workers must reach the Prefect API and the storage: export PREFECT_API_URL (and AWS_* / AWS_ENDPOINT_URL
-# for S3) before starting them.
+# Workers run library code only and never need the Prefect API (PREFECT_API_URL); they need the storage:
+# export AWS_* / AWS_ENDPOINT_URL for S3 before starting them.
 set -euo pipefail
 source "$(dirname "$0")/dask-worker-env.sh"  # the worker settings OrthoSelect's LocalCluster uses
 BIN="${VENV:-.venv}/bin"
