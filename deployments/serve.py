@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 
 from prefect import serve
+from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
 
 from flows.pipeline import orthoselect_pipeline
@@ -30,7 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cron", help="cron schedule, e.g. '0 2 * * *'; none: runs only when triggered")
     ap.add_argument("--timezone", default="UTC", help="IANA time zone the cron is read in, e.g. Europe/Berlin")
     args = ap.parse_args(argv)
-    deployment = orthoselect_pipeline.to_deployment(
+    deployment = RunnerDeployment.from_flow(
+        orthoselect_pipeline,
         name=args.name,
         parameters={"config_path": args.config},
         tags=["orthoselect"],
