@@ -3,6 +3,8 @@ is generated from these descriptions (`orthoselect config-template`)."""
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -93,8 +95,8 @@ class LLMEndpoint(Section):
     price_per_million_tokens: Prices | None = Field(
         None,
         description="Dollar prices per million input and output tokens, for models litellm's bundled "
-        "cost map does not know (self-hosted endpoints: 0). null: litellm's map; a model it does not know "
-        "is reported with unknown cost, never zero.",
+        "cost map does not know (self-hosted endpoints: {input: 0, output: 0}). null: litellm's map; a "
+        "model it does not know is reported with unknown cost, never zero.",
     )
 
 
@@ -351,10 +353,24 @@ class Config(Section):
     def output_path(self) -> str:
         return self.output.path or f"{self.run_dir.rstrip('/')}/selected"
 
+    @property
+    def run_name(self) -> str:
+        return run_name(self.run_dir)
+
     def fingerprint(self, *sections: str) -> str:
         """Hash of the named sections (all when none): the part of the config a result depends on."""
         data = self.model_dump(mode="json")
         return stable_hash({s: data[s] for s in sections} if sections else data)
+
+
+def run_name(run_dir: str) -> str:
+    """A run's short name in the Prefect UI (flow-run names, artifact keys): the run directory's last part
+    in lowercase letters, digits and dashes, and a hash of its whole URL (two `runs/demo` on different
+    buckets differ; a local folder is named by its absolute path)."""
+    if is_local(run_dir):
+        run_dir = os.path.abspath(run_dir.removeprefix("file://"))
+    last = run_dir.rstrip("/").rsplit("/", 1)[-1].lower()
+    return f"{re.sub(r'[^a-z0-9]+', '-', last).strip('-')[:40] or 'run'}-{stable_hash(run_dir, 6)}"
 
 
 class ConfigError(ValueError):

@@ -138,7 +138,7 @@ def estimate(cfg: Config, sample_docs: int = 200, retry_overhead: float = 0.0) -
         if stage["cost_usd"] is None:
             notes.append(
                 f"Stage {name}: no price known for {stage['model']!r}; set price_per_million_tokens "
-                "(0 for a self-hosted model) to price it."
+                "({input: 0, output: 0} for a self-hosted model) to price it."
             )
     if structured:
         notes.append(

@@ -193,7 +193,8 @@ def check_budget_prices(cfg) -> None:
         if not prices_for(section.model, section.price_per_million_tokens).known:
             raise ConfigError(
                 f"budget_usd is set but the price of {name}.model {section.model!r} is unknown to "
-                f"litellm's cost map: set {name}.price_per_million_tokens (0 for a self-hosted model)"
+                f"litellm's cost map: set {name}.price_per_million_tokens "
+                "({input: 0, output: 0} for a self-hosted model)"
             )
 
 
