@@ -9,6 +9,7 @@ apply_defaults()  # an entry point (deployments, workers): defaults before Prefe
 
 from prefect import flow
 
+from orthoselect.config import run_name
 from orthoselect.eval_report import eval_artifacts
 from orthoselect.evaluate import EvalRequest, run_eval
 from tasks.artifacts import publish
@@ -19,5 +20,5 @@ def evaluate_rules(request: EvalRequest) -> dict:
     """Every chooser, random r-subsets and all rules against the labels of the run's sample documents;
     eval.json, eval.md and two PNG plots are written, and the comparison is published as artifacts."""
     outcome = run_eval(request)
-    publish(eval_artifacts({**outcome, "labels": request.labels}))
+    publish(eval_artifacts({**outcome, "labels": request.labels}), run_name(request.run_dir))
     return {"files": outcome["files"], "counts": outcome["counts"]}

@@ -35,6 +35,9 @@ from orthoselect.ledger import (
     record_stop,
 )
 from orthoselect.stages import STAGES, STEPS, RunContext, ShardStep
+from orthoselect.stages.shown import failed_shards_artifact, run_artifacts
+from tasks.artifacts import publish
+from tasks.progress import UPDATE_SECONDS, StepProgress
 from tasks.runtime import Runtime, connect
 from tasks.steps import Failure, StepFailed, result_storage, run_step, shard_step
 
@@ -115,31 +118,64 @@ def _run_shard_step(
         units = [u for u in units if u.id in set(only)]
     failed_before = open_failures(ctx).get(step.name, {})
     task = shard_step.with_options(result_storage=storage, retries=ctx.cfg.cluster.task_retries)
+    progress = StepProgress(ctx, step, units)
     # quote(): Prefect must not walk the context (config + shard list) for every task it submits
-    futures = [
-        (g, task.submit(step.name, _quoted(ctx), _quoted(runtime), g, _label(g)))
+    futures = {
+        task.submit(step.name, _quoted(ctx), _quoted(runtime), g, _label(g)): g
         for g in shard_groups(units, ctx.cfg.cluster.max_tasks_per_step)
-    ]
-    wait([f for _, f in futures])
+    }
     done = cached = 0
     failures: dict[str, Failure] = {}
-    for group, future in futures:
-        if future.state.is_completed():
-            done += len(group)
-            cached += len(group) if future.state.name == "Cached" else 0
-            for shard in (s for s in group if s.id in failed_before):
+    pending = set(futures)
+    while pending:
+        finished, pending = wait(list(pending), timeout=UPDATE_SECONDS)
+        for future in finished:
+            future.wait()  # its final state, not the API's view of it (which can lag)
+            group = futures[future]
+            group_failures = _group_failures(future, group)
+            failures.update(group_failures)
+            is_cached = future.state.name == "Cached"
+            done += len(group) - len(group_failures)  # a failed task run's healthy shards are done too
+            cached += len(group) if is_cached else 0
+            for shard in (s for s in group if s.id in failed_before and s.id not in group_failures):
                 record_resolved(ctx, step.name, shard.id)
-            continue
-        error = future.state.result(raise_on_failure=False)
-        if isinstance(error, StepFailed):
-            failures.update(error.failures)
-        else:  # the task itself crashed: every unit of its group is unfinished
-            failure = Failure.of(error) if isinstance(error, BaseException) else Failure("Crashed", str(error))
-            failures.update({s.id: failure for s in group})
+            progress.task_done((s.id for s in group), {u: str(f) for u, f in group_failures.items()}, is_cached)
+        progress.update()
+    progress.close()
     get_run_logger().info("%s: %d units done (%d cached), %d failed", step.name, done, cached, len(failures))
     if failures:
+        show_failed_shards(ctx)
         raise _stopped(ctx, StepFailed(step.name, failures), len(units))
     return {"shards": done, "cached": cached}
+
+
+def show_run(ctx: RunContext) -> None:
+    """The run's artifacts on the parent flow run, however far it got: what its completed whole-run steps
+    show (rules, plots, report, usage) and its failed shards."""
+    try:
+        publish(run_artifacts(ctx, open_failures(ctx)), ctx.cfg.run_name)
+    except Exception as e:  # noqa: BLE001 - storage or API down: the run's outcome stands
+        get_run_logger().warning("the run's artifacts not shown (%s: %s)", type(e).__name__, e)
+
+
+def show_failed_shards(ctx: RunContext) -> None:
+    """The failed-shards artifact of the current flow run: what failed and how to re-run only that."""
+    try:
+        publish([failed_shards_artifact(ctx, open_failures(ctx))], ctx.cfg.run_name)
+    except Exception as e:  # noqa: BLE001 - storage down: the error the step raises says what failed
+        get_run_logger().warning("failed shards not shown (%s: %s)", type(e).__name__, e)
+
+
+def _group_failures(future: Any, group: list[Shard]) -> dict[str, Failure]:
+    """The failed shards of a finished task run: those its StepFailed names, or all of them when the task
+    run itself crashed."""
+    if future.state.is_completed():
+        return {}
+    error = future.state.result(raise_on_failure=False)
+    if isinstance(error, StepFailed):
+        return dict(error.failures)
+    failure = Failure.of(error) if isinstance(error, BaseException) else Failure("Crashed", str(error))
+    return {s.id: failure for s in group}
 
 
 def _run_stage(stage: str, ctx: RunContext, runtime: Runtime, only: dict[str, list[str]] | None) -> dict[str, Any]:
@@ -161,7 +197,21 @@ def _run_stage(stage: str, ctx: RunContext, runtime: Runtime, only: dict[str, li
     return results
 
 
-STAGE_OPTIONS: dict[str, Any] = {"log_prints": True, "validate_parameters": False}
+def stage_run_name() -> str:
+    """A stage flow run's name: the stage and its run (Config.run_name), e.g. `rate-sample: demo-3f2a1c`."""
+    from prefect.context import FlowRunContext
+
+    run = FlowRunContext.get()
+    flow_name = run.flow.name if run is not None and run.flow is not None else "orthoselect-stage"
+    try:
+        ctx = run.parameters["ctx"]  # type: ignore[union-attr,index]
+        ctx = ctx.unquote() if isinstance(ctx, quote) else ctx
+        return f"{flow_name}: {ctx.cfg.run_name}"
+    except Exception:  # noqa: BLE001 - a name must never fail a run
+        return flow_name
+
+
+STAGE_OPTIONS: dict[str, Any] = {"log_prints": True, "validate_parameters": False, "flow_run_name": stage_run_name}
 
 
 @flow(name="index-pool", **STAGE_OPTIONS)
@@ -305,12 +355,17 @@ def orthoselect_pipeline(
     except BudgetStopped as e:
         record_stop(ctx, "budget", str(e))
         record_attempt(ctx, "stopped by budget")
+        show_run(ctx)
         raise
-    except BaseException:
-        record_attempt(ctx, "interrupted" if ctx.stop_requested() else "failed")
+    except BaseException as e:
+        stopping = ctx.stop_requested()
+        record_attempt(ctx, "interrupted" if stopping else "failed")
+        if isinstance(e, Exception) and not stopping:  # a run asked to stop exits without more work
+            show_run(ctx)
         raise
     record_attempt(ctx, "completed")
     clear_stop(ctx)
+    show_run(ctx)
     cached = {
         step: r["cached"]
         for stage in results.values()

@@ -10,6 +10,6 @@ from typing import Any, Literal
 @dataclass
 class Artifact:
     key: str
-    kind: Literal["table", "markdown"]
-    data: Any  # a list of row dicts for a table, text for markdown
+    kind: Literal["table", "markdown", "link"]
+    data: Any  # a list of row dicts for a table, text for markdown, a URL for a link
     description: str = ""

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from orthoselect import plots
 from orthoselect.dpp import LOW_QUALITY
+from orthoselect.rule_report import num, pct
 from orthoselect.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,19 @@ class ScoreCounts:
     selected: np.ndarray = field(default_factory=lambda: np.zeros(len(plots.SCORE_EDGES) - 1, dtype=np.int64))
     unrated: int = 0
 
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k).tolist() for k in ("edges", "pool", "selected")} | {"unrated": self.unrated}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ScoreCounts:
+        arrays = {
+            k: np.asarray(data[k], dtype=float if k == "edges" else np.int64) for k in ("edges", "pool", "selected")
+        }
+        return cls(**arrays, unrated=int(data["unrated"]))
+
+
+SCORE_COUNTS = "score_counts.json"  # the run's binned scores, written with the report (the histograms' data)
+
 
 def _score_batches(storage: Storage, rel: str) -> Iterator[np.ndarray]:
     """The `score` column of a parquet file of the run, a record batch at a time (null: NaN)."""
@@ -79,14 +93,6 @@ def read_score_counts(storage: Storage) -> ScoreCounts:
 # --- formatting -------------------------------------------------------------------------------------
 def _e(value: object) -> str:
     return html.escape(str(value))
-
-
-def _num(value: float | None, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1f} %"
 
 
 def _cell(value: object) -> str:
@@ -164,12 +170,12 @@ def _choice(sel: dict, sample_docs: int | None) -> list[str]:
         f"<h2>Is the choice better than chance? (label-free, on {docs})</h2>",
         "<ul>",
         f"<li>fidelity, the Spearman correlation of the chosen rules' mean score with the mean of {ref}: "
-        f"<b>{_num(sel.get('fidelity'))}</b>; random {k}-rule subsets: median {_num(rnd_f.get('p50'))} "
-        f"(p5 {_num(rnd_f.get('p5'))}, p95 {_num(rnd_f.get('p95'))}); random subsets at least as faithful: "
-        f"<b>{_pct(sel.get('fidelity_percentile'))}</b></li>",
-        f"<li>orthogonality rho = ||C - I||_F / r: chosen {_num(sel['rho_chosen'], 4)}, all rules "
-        f"{_num(sel['rho_all'], 4)}, random median {_num(rnd_r.get('p50'), 4)}; random subsets at least as "
-        f"orthogonal: {_pct(sel.get('percentile'))} (a diagnostic only: a noise rule is perfectly orthogonal)</li>",
+        f"<b>{num(sel.get('fidelity'))}</b>; random {k}-rule subsets: median {num(rnd_f.get('p50'))} "
+        f"(p5 {num(rnd_f.get('p5'))}, p95 {num(rnd_f.get('p95'))}); random subsets at least as faithful: "
+        f"<b>{pct(sel.get('fidelity_percentile'))}</b></li>",
+        f"<li>orthogonality rho = ||C - I||_F / r: chosen {num(sel['rho_chosen'], 4)}, all rules "
+        f"{num(sel['rho_all'], 4)}, random median {num(rnd_r.get('p50'), 4)}; random subsets at least as "
+        f"orthogonal: {pct(sel.get('percentile'))} (a diagnostic only: a noise rule is perfectly orthogonal)</li>",
         "</ul>",
         _figure(
             "fidelity curve",
@@ -329,11 +335,14 @@ def render_html(manifest: dict, selection: dict, correlation_csv: str, scores: S
 
 
 def write_html_report(storage: Storage, manifest: dict | None = None) -> str:
-    """Write `report.html` into a finished run's directory from what it persisted; returns its location."""
+    """Write `report.html` into a finished run's directory from what it persisted, and the binned scores
+    it plots (`score_counts.json`); returns the report's location."""
     manifest = manifest if manifest is not None else storage.read_json("manifest.json")
     selection = storage.read_json("rule_selection.json", manifest["rule_choice"])
     correlation = storage.read_bytes("correlation.csv").decode() if storage.exists("correlation.csv") else ""
-    storage.write_text(HTML_REPORT, render_html(manifest, selection, correlation, read_score_counts(storage)))
+    scores = read_score_counts(storage)
+    storage.write_json(SCORE_COUNTS, scores.to_dict())
+    storage.write_text(HTML_REPORT, render_html(manifest, selection, correlation, scores))
     return location(storage)
 
 

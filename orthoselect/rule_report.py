@@ -7,11 +7,13 @@ from __future__ import annotations
 from orthoselect.dpp import LOW_QUALITY
 
 
-def _pct(value: float | None) -> str:
+def pct(value: float | None) -> str:
+    """A percentage (already in percent) for reports; n/a when unknown."""
     return "n/a" if value is None else f"{value:.1f} %"
 
 
-def _num(value: float | None, digits: int = 3) -> str:
+def num(value: float | None, digits: int = 3) -> str:
+    """A number for reports; n/a when unknown."""
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
@@ -26,9 +28,9 @@ def rule_table(rows: list[dict], with_pick: bool) -> list[str]:
         failed = row.get("failure_rate")
         lines.append(
             ("| " + str(row["pick"]) + " " if with_pick else "")
-            + f"| `{row['id']}` {_cell(row.get('text', ''))} | {_num(row['quality'])} | "
-            f"{_num(row['agreement'], 2)} | {row['cluster'] if row['cluster'] is not None else '-'} | "
-            f"{_num(row['sd'], 3)} | {'n/a' if failed is None else f'{100 * failed:.1f} %'} |"
+            + f"| `{row['id']}` {_cell(row.get('text', ''))} | {num(row['quality'])} | "
+            f"{num(row['agreement'], 2)} | {row['cluster'] if row['cluster'] is not None else '-'} | "
+            f"{num(row['sd'], 3)} | {'n/a' if failed is None else f'{100 * failed:.1f} %'} |"
         )
     return lines
 
@@ -39,7 +41,7 @@ def curve_line(curve: list[dict], marks: int = 8) -> str:
         return "n/a"
     step = max(1, len(curve) // marks)
     points = curve[::step] + ([curve[-1]] if (len(curve) - 1) % step else [])
-    return " · ".join(f"r={p['r']} {_num(p['fidelity'], 2)} ({_num(p['random_p50'], 2)})" for p in points)
+    return " · ".join(f"r={p['r']} {num(p['fidelity'], 2)} ({num(p['random_p50'], 2)})" for p in points)
 
 
 def _reference(sel: dict, total: int) -> str:
@@ -65,13 +67,13 @@ def rule_choice_markdown(sel: dict, sample_docs: int | None = None) -> list[str]
         "",
         f"- fidelity, the Spearman correlation of the chosen rules' mean score with the mean of "
         f"{_reference(sel, total)}: "
-        f"**{_num(sel.get('fidelity'))}**; random {k}-rule subsets: median {_num(rnd_f.get('p50'))} "
-        f"(p5 {_num(rnd_f.get('p5'))}, p95 {_num(rnd_f.get('p95'))}); random subsets at least as faithful: "
-        f"**{_pct(sel.get('fidelity_percentile'))}**",
+        f"**{num(sel.get('fidelity'))}**; random {k}-rule subsets: median {num(rnd_f.get('p50'))} "
+        f"(p5 {num(rnd_f.get('p5'))}, p95 {num(rnd_f.get('p95'))}); random subsets at least as faithful: "
+        f"**{pct(sel.get('fidelity_percentile'))}**",
         f"- fidelity by number of rules, in pick order (random median): {curve_line(sel.get('fidelity_curve', []))}",
-        f"- orthogonality rho = ||C - I||_F / r: chosen {_num(sel['rho_chosen'], 4)}, all rules "
-        f"{_num(sel['rho_all'], 4)}, random median {_num(rnd_r.get('p50'), 4)}; random subsets at least as "
-        f"orthogonal: {_pct(sel.get('percentile'))} (a diagnostic only: a noise rule is perfectly orthogonal)",
+        f"- orthogonality rho = ||C - I||_F / r: chosen {num(sel['rho_chosen'], 4)}, all rules "
+        f"{num(sel['rho_all'], 4)}, random median {num(rnd_r.get('p50'), 4)}; random subsets at least as "
+        f"orthogonal: {pct(sel.get('percentile'))} (a diagnostic only: a noise rule is perfectly orthogonal)",
     ]
     if sel.get("warnings"):
         lines += ["", "### Warnings", ""] + [f"- {w}" for w in sel["warnings"]]

@@ -152,7 +152,7 @@ def run_step(step_name: str, ctx: RunContext, runtime: Runtime) -> dict:
     if isinstance(stats, BaseException):
         record_failure(ctx, step_name, RUN_UNIT, stats, _try_number())
         raise StepFailed(step_name, {RUN_UNIT: Failure.of(stats)}) from stats
-    publish(STEPS[step_name].artifacts(ctx, stats))
+    publish(STEPS[step_name].artifacts(ctx, stats), ctx.cfg.run_name)
     return stats
 
 

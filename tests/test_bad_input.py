@@ -19,6 +19,7 @@ from orthoselect.dataset import ShardError, discover_shards, read_batches
 from orthoselect.stages import RunContext, run_local
 from support.configs import small_config
 from support.net import free_port, responds, wait_for
+from support.prefect_api import latest_artifact
 
 HUGE = ("A complete, informative paragraph about parsing configuration files in Python. " * 130_000)[:10_000_000]
 
@@ -87,10 +88,19 @@ def test_unreadable_files_fail_their_shards_into_the_ledger(prefect_api, corpus_
     whole = gzip.compress("".join(json.dumps({"id": f"c{i}", "text": "x " * 100}) + "\n" for i in range(400)).encode())
     (data / "cut.jsonl.gz").write_bytes(whole[: len(whole) // 2])
     pd.DataFrame({"id": ["w"], "body": ["no text column"]}).to_parquet(data / "wrong.parquet")
-    config = small_config(data, tmp_path / "run", cluster={"n_workers": 1})  # task retries as by default
+    # task retries as by default; two task runs for 7 shards, each holding good and bad ones
+    config = small_config(data, tmp_path / "run", cluster={"n_workers": 1, "max_tasks_per_step": 2})
     with pytest.raises(StageFailed, match="3 of 7 shards"):
         orthoselect_pipeline(config=config)
     ctx = RunContext(Config.model_validate(config))
+    # the UI: every shard's state (a failed task run's good shards are done), the failed ones to retry
+    table = latest_artifact(f"orthoselect-shards-scan-{ctx.cfg.run_name}")
+    states = {row["shard"]: row["state"] for row in json.loads(table.data)}
+    assert sorted(s for s, state in states.items() if state == "failed") == ["cut", "empty", "wrong"]
+    assert len(states) == 7 and list(states.values()).count("done") == 4
+    assert "7 shards: 4 done, 3 failed" in table.description
+    shown = latest_artifact(f"orthoselect-failed-shards-{ctx.cfg.run_name}")
+    assert "**3 failed**" in shown.data and "| scan | wrong | ShardError |" in shown.data
     assert [e["try"] for e in failures(ctx)] == [1, 1, 1]  # a ShardError is not retried: it cannot pass next time
     failed = open_failures(ctx)["scan"]
     assert sorted(failed) == ["cut", "empty", "wrong"]
@@ -100,10 +110,12 @@ def test_unreadable_files_fail_their_shards_into_the_ledger(prefect_api, corpus_
     assert status(ctx)["scan"]["failed"] == ["cut", "empty", "wrong"]
     assert len(status(ctx)["scan"]["done"]) == 4  # the good shards were scanned and stay done
 
+    scanned = {shard: ctx.read_marker("scan", shard) for shard in status(ctx)["scan"]["done"]}
     for name in ("empty.jsonl", "cut.jsonl.gz", "wrong.parquet"):
         (data / name).unlink()
     result = orthoselect_pipeline(config=config)
-    assert result["counts"]["selected"] == 100 and result["cached_shards"]["scan"] == 4
+    assert result["counts"]["selected"] == 100
+    assert {shard: ctx.read_marker("scan", shard) for shard in scanned} == scanned  # skipped, not redone
     assert not status(RunContext(Config.model_validate(config)))["scan"]["failed"]  # fresh: the shard list changed
 
 

@@ -27,7 +27,7 @@ from support.configs import FAST_DPP, llm_config, small_config
 from support.corpus import run_rules, run_texts
 from support.fake_llm_server import FakeLLMServer
 from support.net import free_port, wait_for
-from support.prefect_api import api_url
+from support.prefect_api import api_url, latest_artifact
 from support.s3 import s3_options, upload
 from support.tcp_proxy import TcpProxy
 
@@ -257,6 +257,13 @@ def test_s3_outage_fails_shards_into_the_ledger_then_retry_failed(
     assert isinstance(outcome.get("error"), StageFailed), outcome
     failed = open_failures(ctx)
     assert set(failed.get("score", {})) == failing  # every failed shard is in the ledger
+    shown = latest_artifact(f"orthoselect-failed-shards-{ctx.cfg.run_name}")  # on the parent run, in the UI
+    assert shown is not None and f"**{len(failing)} failed**" in shown.data
+    assert all(f"| score | {shard} |" in shown.data for shard in failing)
+    assert f"`orthoselect retry-failed {config['run_dir']}`" in shown.data and "only_failed: true" in shown.data
+    table = latest_artifact(f"orthoselect-shards-score-{ctx.cfg.run_name}")  # every shard, whatever its group
+    states = {row["shard"]: row["state"] for row in json.loads(table.data)}
+    assert states == {s.id: "failed" if s.id in failing else "done" for s in behind.shards()}, states
     entry = next(iter(failed["score"].values()))
     assert entry["error"] and entry["message"] and entry["attempt"] and entry["try"] == 1
     report = status(ctx)

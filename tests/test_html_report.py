@@ -50,8 +50,10 @@ def test_every_run_writes_report_html_beside_report_md(finished):
     assert "http://" not in page and "https://" not in page  # self-contained: nothing to fetch
     for rule in m["chosen_rules"]:
         assert html.escape(rule["text"]) in page
-    (artifact,) = STEPS["manifest"].artifacts(ctx, {})
-    assert f"HTML report: `{ctx.storage.path('report.html')}`" in artifact.data
+    shown = {a.key: a for a in STEPS["manifest"].artifacts(ctx, {})}
+    assert f"HTML report: `{ctx.storage.path('report.html')}`" in shown["orthoselect-report"].data
+    link = shown["orthoselect-report-html"]
+    assert link.kind == "link" and link.data.startswith("file://")
 
 
 def test_score_counts_are_the_histogram_of_every_score(finished):

@@ -12,6 +12,7 @@ from orthoselect.html_report import location, write_html_report
 from orthoselect.raters import rater_label
 from orthoselect.rule_report import rule_choice_markdown
 from orthoselect.stages.base import Artifact, RunContext, RunStep, ShardStep, Stats, Step
+from orthoselect.stages.shown import run_end_artifacts
 from orthoselect.stages.tally import USAGE_FIELDS, usage_over_attempts
 
 
@@ -54,14 +55,19 @@ class WriteManifest(RunStep[ManifestStats]):
 
     def artifacts(self, ctx: RunContext, stats: dict) -> list[Artifact]:
         report = ctx.storage.read_bytes("report.md").decode() + f"\nHTML report: `{location(ctx.storage)}`\n"
-        return [Artifact("orthoselect-report", "markdown", report, "Run report")]
+        return [
+            Artifact("orthoselect-report", "markdown", report, "Run report"),
+            *run_end_artifacts(ctx.storage, ctx.storage.read_json("manifest.json")),
+        ]
 
 
 def build_manifest(ctx: RunContext) -> dict:
     from orthoselect.stages import STEPS  # the registry imports this module
 
+    ctx = ctx.frozen_markers()  # the markers are read once, for the stats, failures and timings
     cfg = ctx.cfg
     stages = stage_stats(ctx, list(STEPS.values()))
+    by_shard = shard_ratings(ctx)
     rules = ctx.storage.read_json("rules.json")
     chosen = ctx.storage.read_json("rule_selection.json")
     scan, score, rank = stages["scan"], stages["score"], stages["rank"]
@@ -128,7 +134,9 @@ def build_manifest(ctx: RunContext) -> dict:
         "calls": calls,
         "spend": spend_summary(ctx, calls),
         "rule_failures": rule_failures(ctx, stages),
-        "shard_failure_rates": shard_failure_rates(ctx),
+        "shard_failure_rates": shard_failure_rates(by_shard),
+        "shard_failures": [row for row in by_shard if row["failed"]],
+        "timings": step_timings(ctx, [s for s in STEPS.values() if s.name != WriteManifest.name]),
         "stages": stages,
         "shards": [s.to_dict() for s in ctx.shards()],
     }
@@ -175,6 +183,11 @@ def rule_failures(ctx: RunContext, stages: dict) -> list[dict]:
             total[rule] = total.get(rule, 0) + n
         for rule, n in stages[stage].get("failed_by_rule", {}).items():
             failed[rule] = failed.get(rule, 0) + n
+    by_status: dict[str, dict[str, int]] = {}
+    for stage in rating_steps():
+        for key, n in stages[stage].get("failed_by_status_rule", {}).items():
+            status, rule = key.split(":", 1)
+            by_status.setdefault(rule, {})[status] = by_status.get(rule, {}).get(status, 0) + n
     limit = ctx.cfg.rating.flag_failure_rate
     rows = [
         {
@@ -182,6 +195,7 @@ def rule_failures(ctx: RunContext, stages: dict) -> list[dict]:
             "text": texts.get(rule, ""),
             "ratings": n,
             "failed": failed.get(rule, 0),
+            "by_status": by_status.get(rule, {}),
             "failure_rate": failed.get(rule, 0) / n,
             "flagged": failed.get(rule, 0) / n > limit,
         }
@@ -191,19 +205,60 @@ def rule_failures(ctx: RunContext, stages: dict) -> list[dict]:
     return sorted(rows, key=lambda r: (-r["failure_rate"], r["id"]))
 
 
-def shard_failure_rates(ctx: RunContext) -> dict[str, float]:
-    """Share of failed ratings per shard (stages 2 and 4), for shards with any ratings."""
-    rates = {}
-    for shard in ctx.shards():
-        n = failed = 0
-        for stage in rating_steps():
+def shard_ratings(ctx: RunContext) -> list[dict]:
+    """Per rating step and shard with ratings: how many, how many failed, and the failed ones' statuses."""
+    rows = []
+    for stage in rating_steps():
+        for shard in ctx.shards():
             marker = ctx.read_marker(stage, shard.id)
-            if marker:
-                n += marker["stats"].get("ratings", 0)
-                failed += marker["stats"].get("failed", 0)
-        if n:
-            rates[shard.id] = failed / n
-    return rates
+            stats = marker["stats"] if marker else {}
+            if stats.get("ratings"):
+                statuses = {k: n for k, n in stats.get("by_status", {}).items() if k != "ok"}
+                rows.append(
+                    {
+                        "step": stage,
+                        "shard": shard.id,
+                        "ratings": stats["ratings"],
+                        "failed": stats.get("failed", 0),
+                        **statuses,
+                    }
+                )
+    return rows
+
+
+def step_timings(ctx: RunContext, steps: list[Step]) -> dict[str, dict]:
+    """Per step: its units' seconds added up (`busy_seconds`), and the wall time from the first unit's start
+    to the last unit's end among those run by the latest attempt that ran any (`wall_seconds`)."""
+    timings = {}
+    for step in steps:
+        units = ctx.completed_units(step.name) if isinstance(step, ShardStep) else ["run"]
+        markers = [m for m in (ctx.read_marker(step.name, u) for u in units) if m]
+        if not markers:
+            continue
+        latest = max(m["attempt"] for m in markers)
+        spans = [
+            (dt.datetime.fromisoformat(m["finished_at"]), float(m["seconds"]))
+            for m in markers
+            if m["attempt"] == latest
+        ]
+        start = min(end - dt.timedelta(seconds=seconds) for end, seconds in spans)
+        timings[step.name] = {
+            "units": len(markers),
+            "busy_seconds": round(sum(float(m["seconds"]) for m in markers), 3),
+            "wall_seconds": round((max(end for end, _ in spans) - start).total_seconds(), 3),
+            "attempt": latest,
+        }
+    return timings
+
+
+def shard_failure_rates(rows: list[dict]) -> dict[str, float]:
+    """Share of failed ratings per shard (stages 2 and 4 together), from `shard_ratings`."""
+    totals: dict[str, list[int]] = {}
+    for row in rows:
+        n_failed = totals.setdefault(row["shard"], [0, 0])
+        n_failed[0] += row["ratings"]
+        n_failed[1] += row["failed"]
+    return {shard: failed / n for shard, (n, failed) in totals.items()}
 
 
 def _dollars(value: float, unknown: int) -> str:

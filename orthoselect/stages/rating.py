@@ -90,6 +90,7 @@ class RatingStats(Stats):
     by_status: dict[str, int] = field(default_factory=dict)
     ratings_by_rule: dict[str, int] = field(default_factory=dict)
     failed_by_rule: dict[str, int] = field(default_factory=dict)
+    failed_by_status_rule: dict[str, int] = field(default_factory=dict)  # "parse_error:<rule id>" -> count
     truncated_docs: int = 0  # documents cut to rating.max_doc_tokens before rating
     model: str = field(default="", metadata=NO_TOTAL)
     output_hash: str = field(default="", metadata=NO_TOTAL)

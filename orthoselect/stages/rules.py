@@ -13,10 +13,11 @@ from orthoselect.config import SIMULATED
 from orthoselect.dpp import RuleSelection, select_rules
 from orthoselect.hashing import stable_hash
 from orthoselect.rule_quality import score_matrix
-from orthoselect.rule_report import rule_choice_markdown
+from orthoselect.rule_report import num, pct, rule_choice_markdown
 from orthoselect.rules import RulesError, generate_rules, load_rules_file, rules_from_json, rules_to_json
 from orthoselect.stages.base import Artifact, RunContext, RunStep, Stats, log, run_limiter
 from orthoselect.stages.index import example_texts, sampled_shards
+from orthoselect.stages.shown import rule_plot_artifacts
 from orthoselect.types import Rule
 
 
@@ -170,8 +171,9 @@ def _rounded(row: dict, keys: tuple[str, ...]) -> dict:
 
 
 def rule_choice_artifacts(sel: dict, correlation_csv: str) -> list[Artifact]:
-    """The chosen rules, every rule's statistics, the fidelity curve and the evidence summary."""
-    fid, rnd = sel.get("fidelity"), (sel.get("random_fidelity") or {}).get("p50")
+    """The chosen rules with the set's fidelity and rho beside random subsets, every candidate rule's
+    quality diagnostics, the fidelity curve, the evidence summary and the plots."""
+    rnd_f, rnd_r = (sel.get("random_fidelity") or {}).get("p50"), (sel.get("random_rhos") or {}).get("p50")
     chosen = sorted((r for r in sel["rules"] if r.get("pick")), key=lambda r: r["pick"])
     return [
         Artifact(
@@ -181,11 +183,13 @@ def rule_choice_artifacts(sel: dict, correlation_csv: str) -> list[Artifact]:
                 {"pick": r["pick"], **_rounded(r, ("id", "text", "quality", "cluster", "sd", "failure_rate"))}
                 for r in chosen
             ],
-            f"fidelity {fid if fid is None else round(fid, 3)} (random subsets' median "
-            f"{rnd if rnd is None else round(rnd, 3)}); {len(sel['warnings'])} warnings",
+            f"fidelity {num(sel.get('fidelity'))} (random subsets' median {num(rnd_f)}; random subsets at least "
+            f"as faithful: {pct(sel.get('fidelity_percentile'))}); rho {num(sel.get('rho_chosen'), 4)} (all "
+            f"rules {num(sel.get('rho_all'), 4)}, random median {num(rnd_r, 4)}; random subsets at least as "
+            f"orthogonal: {pct(sel.get('percentile'))}); {len(sel['warnings'])} warnings",
         ),
         Artifact(
-            "orthoselect-rule-statistics",
+            "orthoselect-candidate-rules",
             "table",
             [
                 _rounded(r, ("id", "text", "quality", "agreement", "cluster", "sd", "missing", "failure_rate", "pick"))
@@ -206,10 +210,5 @@ def rule_choice_artifacts(sel: dict, correlation_csv: str) -> list[Artifact]:
             "\n".join(rule_choice_markdown(sel, sel.get("sample_docs"))),
             "Why these rules",
         ),
-        Artifact(
-            "orthoselect-rule-correlation",
-            "markdown",
-            "```\n" + correlation_csv + "```",
-            "Pearson correlation of the rules' sample scores",
-        ),
+        *rule_plot_artifacts(sel, correlation_csv),
     ]

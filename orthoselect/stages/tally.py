@@ -59,6 +59,7 @@ class Tally:
     def __init__(self) -> None:
         self.by_rule: dict[str, int] = {}
         self.failed_by_rule: dict[str, int] = {}
+        self.failed_by_status_rule: dict[str, int] = {}  # "parse_error:<rule id>" -> count
         self.ok = 0
         self.unavailable = 0
         self.unreachable = 0
@@ -79,6 +80,8 @@ class Tally:
                 self.unavailable_reason = r.reason
             else:
                 self.failed_by_rule[r.rule_id] = self.failed_by_rule.get(r.rule_id, 0) + 1
+                key = f"{r.status}:{r.rule_id}"
+                self.failed_by_status_rule[key] = self.failed_by_status_rule.get(key, 0) + 1
                 self.final_reason = r.reason
 
     @property
@@ -129,6 +132,7 @@ class Tally:
             "by_status": s["by_status"],
             "ratings_by_rule": self.by_rule,
             "failed_by_rule": self.failed_by_rule,
+            "failed_by_status_rule": self.failed_by_status_rule,
             "truncated_docs": len(self.truncated),
             "model": rater.model,
         }

@@ -22,3 +22,22 @@ async def read_all(read: Callable[..., Awaitable[Sequence[T]]], page: int = 200)
     while batch := await read(limit=page, offset=len(found)):
         found += batch
     return found
+
+
+def read_everything(listing: str) -> list:
+    """Every item of one client listing by name (`read_artifacts`, `read_flow_runs`), from sync code."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    async def read() -> list:
+        async with get_client() as client:
+            return await read_all(getattr(client, listing))
+
+    return asyncio.run(read())
+
+
+def latest_artifact(key: str):
+    """The newest artifact under `key`, or None."""
+    found = [a for a in read_everything("read_artifacts") if a.key == key]
+    return max(found, key=lambda a: a.created) if found else None
