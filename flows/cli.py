@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,22 +13,21 @@ import typer
 import yaml
 from rich.console import Console
 from rich.markdown import Markdown
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from flows.runtime import apply_defaults
 
 apply_defaults()  # the `orthoselect` command is an entry point: defaults before Prefect, Dask or litellm load
 
+from flows.progress import console, stage_progress
 from orthoselect import preflight
 from orthoselect.config import Config, ConfigError, load_config
-from orthoselect.stages import STAGES, RunContext, StepNotReady, shard_steps
+from orthoselect.stages import STAGES, RunContext
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="OrthoSelect: select fine-tuning data with LLM-written rules thinned by a DPP.",
 )
-console = Console(stderr=True)
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML config (see examples/config.full.yaml).", exists=True)]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a key: --set rating.sample_size=500")]
@@ -72,43 +70,6 @@ def _checked(cfg: Config) -> Config:
 def _say(line: str, style: str) -> None:
     """One line as it is: not wrapped at the console's width, brackets in paths not read as markup."""
     console.print(line, style=style, markup=False, highlight=False, soft_wrap=True)
-
-
-# --- progress ------------------------------------------------------------------------------------
-@contextmanager
-def stage_progress(ctx: RunContext, stages: list[str]):
-    """Bars per shard step, fed by polling the completion markers (works for any cluster)."""
-    progress = Progress(
-        TextColumn("{task.description:<12}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    )
-    steps = [step for step in shard_steps() if step.stage in stages]
-    bars: dict[str, TaskID] = {}
-    stop = threading.Event()
-
-    def poll() -> None:
-        while not stop.wait(0.5):
-            for step in steps:
-                try:
-                    total = len(step.units(ctx))
-                except (FileNotFoundError, StepNotReady):  # the step before has not run yet
-                    continue
-                if step.name not in bars:
-                    bars[step.name] = progress.add_task(step.name, total=total)
-                progress.update(bars[step.name], total=total, completed=len(ctx.completed_units(step.name)))
-
-    thread = threading.Thread(target=poll, daemon=True)
-    with progress:
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
 
 
 def _run(cfg: Config, stages: list[str], show_progress: bool = True, only_failed: bool = False) -> None:
@@ -280,25 +241,12 @@ def sample_data(
     """Write the sample corpus: Python standard-library docstrings and comments, with degraded variants."""
     from orthoselect.corpus import build_corpus
 
-    summary = build_corpus(str(out), n_docs=docs, n_shards=shards, seed=seed)
+    try:
+        summary = build_corpus(str(out), n_docs=docs, n_shards=shards, seed=seed)
+    except ValueError as e:  # e.g. more documents than the standard library yields
+        console.print(f"[red]sample-data: {e}[/red]")
+        raise typer.Exit(2) from None
     console.print(json.dumps({k: v for k, v in summary.items() if k != "files"}, indent=2))
-
-
-DEMO_CONFIG = {
-    "run_dir": "run",
-    "seed": 0,
-    "dataset": {"path": "data", "id_field": "id", "text_field": "text"},
-    "task": {"description": "Answer programming questions about the Python standard library accurately."},
-    "data": {
-        "description": "Docstrings and comments of Python's standard library, some degraded by "
-        "boilerplate, repetition, truncation and character noise."
-    },
-    "rules": {"count": 50, "model": "simulated"},
-    "rating": {"model": "simulated", "sample_size": 1000},
-    "dpp": {"k": 10},
-    "selection": {"mode": "fraction", "fraction": 0.1},
-    "output": {"format": "parquet"},
-}
 
 
 @app.command()
@@ -309,6 +257,8 @@ def demo(
 ) -> None:
     """Write the sample corpus and a config into FOLDER, run the pipeline with the offline simulated
     rater, and print the chosen rules, rho and the selection."""
+    from flows.demo import DEMO_CONFIG, demo_summary
+
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / "data").exists():
         sample_data(folder / "data", docs=docs, shards=shards, seed=0)
@@ -320,62 +270,7 @@ def demo(
         )
     console.print(f"[bold]Demo[/bold]: {config_file} (offline simulated rater, local Dask cluster)")
     run(config_file)
-    cfg = load_config(config_file)
-    pool = _demo_pool(cfg)
-    _demo_rules(cfg)
-    selected = _demo_selected(cfg)
-    share = lambda df: (df.variant == "clean").mean()  # noqa: E731
-    console.print(
-        f"clean documents: {share(pool):.1%} of the pool -> {share(selected):.1%} of the selection "
-        f"({len(selected)} of {len(pool)} kept)"
-    )
-    labels = folder / "labels.csv"
-    pool.assign(label=(pool.variant == "clean").astype(int))[["id", "label"]].rename(columns={"id": "doc_id"}).to_csv(
-        labels, index=False
-    )
-    console.print(
-        f"ground truth for eval (1 = clean, 0 = degraded): {labels}\n"
-        f"  compare every rule chooser against it: orthoselect eval {cfg.run_dir} --labels {labels}"
-    )
-
-
-def _demo_pool(cfg: Config):
-    import pandas as pd
-
-    def read(f: Path) -> pd.DataFrame:
-        return pd.read_json(f, lines=True) if f.suffix == ".gz" else pd.read_parquet(f)
-
-    return pd.concat([read(f) for f in sorted(Path(str(cfg.dataset.path)).glob("part-*"))])
-
-
-def _demo_selected(cfg: Config):
-    import pandas as pd
-
-    from orthoselect.storage import Storage
-
-    out = Storage(cfg.output_path)
-    return pd.concat([pd.read_parquet(out.url(n)) for n in out.list("") if n.endswith(".parquet")])
-
-
-def _demo_rules(cfg: Config) -> None:
-    """The chosen rules with their quality, and how faithfully they reproduce all rules' ranking."""
-    sel = RunContext(cfg).storage.read_json("rule_selection.json")
-    console.print(
-        f"chosen rules ({sel['kernel']} kernel), quality q = share of the rule's variance the other "
-        "rules' consensus explains:"
-    )
-    for n, rule in enumerate(sel["chosen_rules"], 1):
-        console.print(f"  {n:2d}. q={rule['quality']:.2f}  {rule['text'][:90]}")
-    rnd = sel["random_fidelity"]
-    from orthoselect.dpp import LOW_QUALITY
-
-    reference = sel.get("fidelity_reference", len(sel["rules"]))
-    console.print(
-        f"fidelity to the ranking of {reference} of the {len(sel['rules'])} rules (q >= {LOW_QUALITY:g}): "
-        f"{sel['fidelity']:.3f} (random "
-        f"{len(sel['chosen_ids'])}-rule subsets: median {rnd['p50']:.3f}; "
-        f"{sel['fidelity_percentile']:.1f} % of them at least as faithful)"
-    )
+    demo_summary(load_config(config_file), folder)
 
 
 @app.command("eval")

@@ -56,18 +56,27 @@ def dask_cluster(cfg: ClusterConfig) -> Iterator[str]:
 
     # preload: each worker imports the library while the cluster starts, both at once, instead of in
     # its first task; and ignores the terminal's Ctrl-C, dies with the command (flows/worker_setup.py)
-    with (
-        dask.config.set(cfg.dask_config),
-        LocalCluster(
-            n_workers=cfg.n_workers,
-            threads_per_worker=cfg.threads_per_worker,
-            processes=True,
-            memory_limit=cfg.memory_limit,
-            dashboard_address=None,
-            preload=["orthoselect.stages", str(Path(__file__).with_name("worker_setup.py"))],
-        ) as cluster,
-    ):
-        yield cluster.scheduler_address
+    with dask.config.set(cfg.dask_config):
+        with phase(f"starting a local Dask cluster of {cfg.n_workers} worker processes"):
+            cluster = LocalCluster(
+                n_workers=cfg.n_workers,
+                threads_per_worker=cfg.threads_per_worker,
+                processes=True,
+                memory_limit=cfg.memory_limit,
+                dashboard_address=None,
+                preload=["orthoselect.stages", str(Path(__file__).with_name("worker_setup.py"))],
+            )
+        with cluster:
+            yield cluster.scheduler_address
+
+
+@contextmanager
+def phase(what: str) -> Iterator[None]:
+    """Say that `what` started and, when it is done, how long it took (the CLI prints these lines)."""
+    started = time.perf_counter()
+    log.info("%s ...", what)
+    yield
+    log.info("%s: ready in %.1f s", what, time.perf_counter() - started)
 
 
 def _free_port() -> int:

@@ -1,0 +1,77 @@
+"""What the `orthoselect` command shows: errors a user can cause in one line, log lines printed above the
+progress bars instead of through them, each bar timed from when its step can start, the Dask start-up."""
+
+import io
+import logging
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.progress import _ready, logs_through
+from orthoselect.config import Config
+from orthoselect.stages import RunContext, run_local, shard_steps
+from support.configs import small_config
+
+
+def one_line_error(args: list[str], code: int) -> str:
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    return result.output
+
+
+def test_sample_data_it_cannot_write_is_one_line(tmp_path):
+    out = one_line_error(["sample-data", str(tmp_path / "data"), "--docs", "5", "--shards", "10"], 2)
+    assert out.strip() == "sample-data: n_shards (10) cannot exceed n_docs (5)"
+
+
+def test_an_unknown_stage_is_a_usage_error(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("run_dir: run\n")
+    out = one_line_error(["score-poll", str(config)], 2)
+    assert "No such command 'score-poll'" in out
+
+
+def test_prefect_log_lines_print_through_the_progress_console():
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    logger = logging.getLogger("orthoselect.test-cli")
+    handler = PrefectConsoleHandler()
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        text = io.StringIO()
+        out = Console(file=text, width=200)
+        with logs_through(out):
+            logger.warning("shown above the bars")
+        assert "shown above the bars" in text.getvalue()
+        assert handler.console is not out  # given back after the block
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_a_bar_starts_when_the_step_before_it_has_completed(corpus_dir, tmp_path):
+    ctx = RunContext(Config.model_validate(small_config(corpus_dir, tmp_path / "run")))
+    scan, rate, score = (step for step in shard_steps() if step.name in ("scan", "rate", "score"))
+    run_local(ctx, ("index_pool",))
+    assert _ready(ctx, scan) and not _ready(ctx, rate)  # rate waits for the rules
+    run_local(ctx, ("generate_rules",))
+    assert _ready(ctx, rate) and not _ready(ctx, score)  # score waits for the DPP's choice
+    run_local(ctx, ("rate_sample", "select_rules"))
+    assert _ready(ctx, score)
+
+
+@pytest.mark.integration
+def test_starting_the_dask_cluster_is_said_with_its_time(caplog):
+    from flows.runtime import dask_cluster
+    from orthoselect.config import ClusterConfig
+
+    caplog.set_level(logging.INFO, logger="orthoselect")
+    with dask_cluster(ClusterConfig(n_workers=1)):
+        pass
+    lines = [r.getMessage() for r in caplog.records if "local Dask cluster" in r.getMessage()]
+    assert lines[0] == "starting a local Dask cluster of 1 worker processes ..."
+    assert lines[1].startswith("starting a local Dask cluster of 1 worker processes: ready in ")
