@@ -20,7 +20,7 @@ apply_defaults()  # the `orthoselect` command is an entry point: defaults before
 
 from flows.progress import console, stage_progress
 from orthoselect import preflight
-from orthoselect.config import Config, ConfigError, load_config
+from orthoselect.config import Config, ConfigError, load_config, parse_override
 from orthoselect.stages import STAGES, RunContext
 
 app = typer.Typer(
@@ -30,16 +30,25 @@ app = typer.Typer(
 )
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML config (see examples/config.full.yaml).", exists=True)]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a key: --set rating.sample_size=500")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Override a key: --set rating.sample_size=500. The value is read against the option's type: "
+        "text for a text option (off stays off), YAML 1.2 otherwise (true/false, numbers, [lists], null).",
+    ),
+]
 
 
 def _overrides(pairs: list[str] | None) -> dict:
+    """{dotted key: value} of `--set key=value` pairs, each value read by `parse_override` (ConfigError
+    naming the key when it cannot be read)."""
     out = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep:
             raise typer.BadParameter(f"--set {pair!r}: expected key=value")
-        out[key.strip()] = yaml.safe_load(value)
+        out[key.strip()] = parse_override(key.strip(), value)
     return out
 
 

@@ -1,9 +1,12 @@
 """Config files: reading them from a path or any fsspec URL, dotted overrides, relative paths, and
-writing a config back out. The model itself is `orthoselect.config`."""
+writing a config back out; YAML 1.2 values for overrides given as text. The model itself is
+`orthoselect.config`."""
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,50 @@ def read_text(where: str) -> str:
 
     with fsspec.open(where, "rt") as f:
         return f.read()
+
+
+class Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with the plain scalars of the YAML 1.2 core schema instead of YAML 1.1's:
+    only true/false (any case as the spec lists: true, True, TRUE) are booleans, so `off`, `on`, `no`,
+    `yes`, `y`, `n` stay strings; ints are decimal, 0o octal or 0x hex (`0755` is 755, `1_000` and
+    `1:30` are strings); floats include `1e5`, `.inf`, `.nan`; null is null, Null, NULL, ~ or nothing;
+    no timestamps (`2024-01-01` is a string), no `<<` merge keys."""
+
+
+Yaml12Loader.yaml_implicit_resolvers = {}
+_CORE_SCHEMA = (  # (tag, pattern, first characters), YAML 1.2 spec 10.3.2
+    ("null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", list("tTfF")),
+    ("int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", list("-+0123456789")),
+    (
+        "float",
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        list("-+.0123456789"),
+    ),
+)
+for _tag, _pattern, _first in _CORE_SCHEMA:
+    Yaml12Loader.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(_pattern), _first)
+
+
+def _yaml12_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    text = str(loader.construct_scalar(node))
+    return int(text[2:], 8) if text.startswith("0o") else int(text[2:], 16) if text.startswith("0x") else int(text)
+
+
+def _yaml12_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
+    text = str(loader.construct_scalar(node)).lower()
+    if text.lstrip("+-") == ".inf":
+        return -math.inf if text.startswith("-") else math.inf
+    return math.nan if text == ".nan" else float(text)
+
+
+Yaml12Loader.add_constructor("tag:yaml.org,2002:int", _yaml12_int)
+Yaml12Loader.add_constructor("tag:yaml.org,2002:float", _yaml12_float)
+
+
+def load_yaml12(text: str) -> Any:
+    """`text` read as YAML 1.2 (core schema, see Yaml12Loader). Raises yaml.YAMLError."""
+    return yaml.load(text, Loader=Yaml12Loader)  # a SafeLoader subclass: no Python objects
 
 
 def set_dotted(raw: dict, dotted: str, value: Any) -> None:

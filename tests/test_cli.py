@@ -75,3 +75,31 @@ def test_starting_the_dask_cluster_is_said_with_its_time(caplog):
     lines = [r.getMessage() for r in caplog.records if "local Dask cluster" in r.getMessage()]
     assert lines[0] == "starting a local Dask cluster of 1 worker processes ..."
     assert lines[1].startswith("starting a local Dask cluster of 1 worker processes: ready in ")
+
+
+def test_set_values_are_read_against_the_options_type():
+    from flows.cli import _overrides
+
+    sets = ["rating.structured_output=off", "cache.enabled=no", "dpp.k=3", "task.description=123", "x.y=[1, on]"]
+    assert _overrides(sets) == {
+        "rating.structured_output": "off",
+        "cache.enabled": False,
+        "dpp.k": 3,
+        "task.description": "123",
+        "x.y": [1, "on"],
+    }
+
+
+@pytest.mark.parametrize(
+    "pair, message",
+    [
+        ("rating.sample_sise=500", "rating.sample_sise: Extra inputs are not permitted"),
+        ("rating.structured_output=maybe", "rating.structured_output: Input should be"),
+        ("rating.sample_size=[1,", "rating.sample_size='[1,': not valid YAML"),
+    ],
+)
+def test_a_bad_set_value_names_the_key(tmp_path, pair, message):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"run_dir: {tmp_path / 'run'}\ndataset: {{path: {tmp_path / 'data'}}}\n")
+    out = one_line_error(["estimate", str(config), "--set", pair], 2)
+    assert message in " ".join(out.split())  # the console may wrap the line

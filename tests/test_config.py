@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orthoselect.config import Config, ConfigError, load_config
+from orthoselect.config import Config, ConfigError, load_config, option_type, parse_override
 from orthoselect.config_doc import documented_yaml
+from orthoselect.config_files import load_yaml12
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,3 +85,102 @@ def test_fingerprint_tracks_sections():
     b = Config.model_validate({"dataset": {"path": "d"}, "dpp": {"k": 5}})
     assert a.fingerprint("rating") == b.fingerprint("rating")
     assert a.fingerprint("dpp") != b.fingerprint("dpp") and a.fingerprint() != b.fingerprint()
+
+
+# --- overrides given as text (--set key=value) ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key, text, value",
+    [
+        ("rating.structured_output", "off", "off"),  # YAML 1.1 (yaml.safe_load) made it False: rejected
+        ("rating.structured_output", "on", "on"),
+        ("rating.structured_output", " auto ", "auto"),
+        ("cache.enabled", "true", True),
+        ("cache.enabled", "false", False),
+        ("cache.enabled", "no", False),  # a bool option takes YAML 1.1's words, as the config file does
+        ("cache.enabled", "Yes", True),
+        ("cache.enabled", "off", False),
+        ("rating.sample_size", "500", 500),
+        ("budget_usd", "2.5", 2.5),
+        ("rating.rpm", "null", None),
+        ("dataset.path", "[a.jsonl, b.jsonl]", ["a.jsonl", "b.jsonl"]),
+        ("dataset.path", "data/*.jsonl", "data/*.jsonl"),
+        ("task.description", "123", "123"),  # a string option keeps digits as text
+        ("task.description", "Code #1: keep it whole", "Code #1: keep it whole"),  # no comment, no mapping
+        ("task.description", "'quoted text'", "quoted text"),
+        ("dataset.id_field", "123", "123"),
+        ("dataset.id_field", "null", None),  # str | None: null is None
+        ("run_dir", "2024-01-01", "2024-01-01"),  # YAML 1.1 read a date
+        ("rating.price_per_million_tokens", "{input: 0, output: 0.5}", {"input": 0, "output": 0.5}),
+        ("storage.options", "{anon: off, retries: 3}", {"anon": "off", "retries": 3}),  # YAML 1.2 inside
+        ("cluster.dask_config.distributed.worker.profile.enabled", "false", False),
+        ("cluster.dask_config.distributed.admin.tick.interval", "20ms", "20ms"),
+    ],
+)
+def test_override_text_is_read_against_the_options_type(key, text, value):
+    parsed = parse_override(key, text)
+    assert parsed == value and type(parsed) is type(value)
+
+
+def test_overrides_from_text_validate(tmp_path):
+    sets = {"rating.structured_output": "off", "cache.enabled": "no", "dpp.k": "3", "task.description": "42"}
+    cfg = load_config(write(tmp_path, {"dataset": {"path": "d"}}), {k: parse_override(k, t) for k, t in sets.items()})
+    assert cfg.rating.structured_output == "off" and cfg.cache.enabled is False
+    assert cfg.dpp.k == 3 and cfg.task.description == "42"
+
+
+@pytest.mark.parametrize(
+    "key, text, message",
+    [
+        ("cache.enabled", "maybe", "cache.enabled: Input should be a valid boolean"),
+        ("rating.structured_output", "true", "rating.structured_output: Input should be"),  # True, not 'true'
+        ("rating.sample_size", "many", "rating.sample_size: Input should be a valid integer"),
+        ("rating.sample_sise", "500", "rating.sample_sise: Extra inputs are not permitted"),  # unknown key
+        ("ratings.sample_size", "500", "ratings: Extra inputs are not permitted"),
+    ],
+)
+def test_bad_override_text_names_the_key(tmp_path, key, text, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, {"dataset": {"path": "d"}}), {key: parse_override(key, text)})
+    assert message in str(err.value)
+
+
+def test_override_text_that_is_not_yaml_names_the_key():
+    with pytest.raises(ConfigError, match=r"rating.sample_size='\[1,': not valid YAML"):
+        parse_override("rating.sample_size", "[1,")
+    assert parse_override("task.description", "[unclosed: text") == "[unclosed: text"  # text stays text
+
+
+def test_option_types_by_dotted_key():
+    assert option_type("rating.sample_size") is int and option_type("cache.enabled") is bool
+    assert option_type("rating.price_per_million_tokens.input") is float  # inside an optional section
+    assert option_type("cluster.dask_config.distributed.worker.profile.enabled") is not None  # free-form: Any
+    assert option_type("rating.sample_sise") is None and option_type("bogus.key") is None
+    assert option_type("run_dir.x") is None
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("off", "off"),
+        ("yes", "yes"),
+        ("y", "y"),
+        ("True", True),
+        ("FALSE", False),
+        ("0755", 755),  # YAML 1.1: octal 493
+        ("0o17", 15),
+        ("0x1F", 31),
+        ("1_000", "1_000"),  # YAML 1.1: 1000
+        ("1:30", "1:30"),  # YAML 1.1: sexagesimal 90
+        ("1e5", 100000.0),  # YAML 1.1 (PyYAML): a string
+        ("-.inf", float("-inf")),
+        ("~", None),
+        ("", None),
+        ("[1, off, {a: no}]", [1, "off", {"a": "no"}]),
+    ],
+)
+def test_yaml12_core_schema(text, value):
+    parsed = load_yaml12(text)
+    assert parsed == value and type(parsed) is type(value)
+    assert yaml.safe_load("off") is False  # the config file's loader is unchanged
