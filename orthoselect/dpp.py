@@ -238,7 +238,12 @@ def select_rules(
     if k > rank:
         detail = f"; {len(kept)} of {len(ids)} rules vary over {s.shape[0]} documents"
         if dropped:
-            detail += f", {len(dropped)} constant rules were dropped: {', '.join(dropped)}"
+            detail += f", {len(dropped)} constant rules were dropped: {diag.listed(dropped)}" + (
+                " (constant rules are the cause: one score for every document, from a rater that does not "
+                "discriminate or rules about something the sample lacks)"
+                if k > len(kept)
+                else ""
+            )
         raise KernelRankError(k, rank, detail)
     L = base + eps * np.eye(len(kept))
     tiebreak = np.array([uint64_key("dpp-tie", seed, ids[i]) for i in kept], dtype=float)
@@ -257,7 +262,7 @@ def select_rules(
         chosen_index=chosen,
         **evidence,
         rules=_rule_rows(s, ids, kept, quality, chosen),
-        warnings=_warnings(ids, kept, quality, local, evidence, kernel),
+        warnings=_warnings(ids, kept, quality, local, evidence, kernel, dropped),
         dropped_constant=dropped,
         rank=rank,
         logdet=float(np.linalg.slogdet(L[np.ix_(local, local)])[1]),
@@ -342,8 +347,13 @@ def _rule_rows(s, ids, kept, quality: RuleQuality, chosen: list[int]) -> list[di
     return rows
 
 
-def _warnings(ids, kept, quality: RuleQuality, local, evidence: dict, kernel: str) -> list[str]:
+def _warnings(ids, kept, quality: RuleQuality, local, evidence: dict, kernel: str, dropped: list[str]) -> list[str]:
     out = []
+    if dropped:
+        out.append(
+            f"{len(dropped)} rules are constant on the sample (one score for every document, or fewer than 2 "
+            f"ratings) and were left out: {diag.listed(dropped)}"
+        )
     low = [f"{ids[kept[i]]} (q={quality.quality[i]:.3f})" for i in local if quality.quality[i] < LOW_QUALITY]
     if low:
         out.append(

@@ -18,10 +18,13 @@ class KernelRankError(ValueError):
 
     def __init__(self, k: int, rank: int, detail: str = ""):
         self.k, self.rank, self.detail = k, rank, detail
-        super().__init__(
-            f"cannot choose k={k} rules: the kernel has numerical rank {rank}{detail}. "
+        remedy = (
             f"Lower dpp.k to at most {rank}, use more diverse rules, or rate a larger sample."
+            if rank
+            else "No rule varies: a lower dpp.k cannot help; check the ratings (a rater that gives one answer "
+            "everywhere makes every rule constant), use more diverse rules, or rate a larger sample."
         )
+        super().__init__(f"cannot choose k={k} rules: the kernel has numerical rank {rank}{detail}. {remedy}")
 
     def __reduce__(self):  # picklable across processes (Dask, Prefect) despite the custom __init__
         return type(self), (self.k, self.rank, self.detail)

@@ -7,14 +7,149 @@
   others (noise, near-constant, contrarian; `dpp.LOW_QUALITY`), which no one wants reproduced. The
   sample has every rule's rating, so this says how well r rules reproduce the ranking that the rule
   set would give, at r/R of the pool's rating cost.
+
+Before any of this, `check_rater_discriminates` looks at the sample's ratings themselves: a rater that
+gives one answer everywhere (a weak model answering 0.5 to every prompt) makes the rules constant, and
+the rule choice fails naming the rater, not the DPP's kernel rank.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 from scipy.stats import rankdata
+
+from orthoselect.dpp_inference import DPPInputError
+
+SAME_ANSWER_SHARE = 0.95
+"""When this share or more of the sample's successful ratings are one same score, the rater does not
+discriminate: the rule choice fails (RaterNotDiscriminating) before the DPP, whose rank error would say
+only that the rules are constant. A rater that reads documents gives a spread of scores over the rules
+and documents of a sample; a weak model answered 0.5 to every prompt (issue 14)."""
+
+SHOWN_ANSWERS = 3
+"""Raw answers quoted in RaterNotDiscriminating's message."""
+
+
+class RaterNotDiscriminating(DPPInputError):
+    """The sample's ratings cannot tell documents apart: one score dominates them, or fewer rules than
+    dpp.k vary at all. Not transient: rating the same prompts again gives the same answers."""
+
+    def __init__(self, message: str, spread: dict | None = None):
+        self.spread = spread or {}
+        super().__init__(message)
+
+    def __reduce__(self):  # picklable across processes (Dask, Prefect) with its spread
+        return type(self), (str(self), self.spread)
+
+
+@dataclass
+class RaterSpread:
+    """How much the sample's successful ratings vary. `top_share`: share of them equal to `top_score`,
+    the most common score (rounded to 6 decimals); rules `varying` (2+ distinct scores), `constant` (one
+    score on every document it rated) and `unrated` (no successful rating); `answers`: the most common
+    raw answers that gave the top score, shortened and quoted, each with how often it was given."""
+
+    ratings: int
+    top_score: float | None
+    top_share: float
+    varying: list[str]
+    constant: list[str]
+    unrated: list[str]
+    answers: list[str] = field(default_factory=list)
+
+    @property
+    def rules(self) -> int:
+        return len(self.varying) + len(self.constant) + len(self.unrated)
+
+
+def rater_spread(ratings: pd.DataFrame, rule_ids: Sequence[str], answers: int = SHOWN_ANSWERS) -> RaterSpread:
+    """The spread of long-form ratings (doc_id, rule_id, score, status, and `raw` for the answers) over
+    the rules `rule_ids`; only ratings with status ok and a score count."""
+    ok = ratings[(ratings.status == "ok") & ratings.score.notna()]
+    rounded = ok.score.astype(float).round(6)
+    distinct = rounded.groupby(ok.rule_id).nunique()
+    varying = [r for r in rule_ids if distinct.get(r, 0) >= 2]
+    constant = [r for r in rule_ids if distinct.get(r, 0) == 1]
+    unrated = [r for r in rule_ids if distinct.get(r, 0) == 0]
+    if not len(ok):
+        return RaterSpread(0, None, 0.0, varying, constant, unrated)
+    counts = rounded.value_counts()
+    top = float(counts.index[0])
+    shown: list[str] = []
+    if "raw" in ok.columns:  # the most common answers that read as the top score, with their counts
+        common = ok.raw[rounded == top].fillna("").astype(str).value_counts().head(answers)
+        shown = [f"{_shortened(str(raw))} ({n})" for raw, n in common.items()]
+    return RaterSpread(len(ok), top, float(counts.iloc[0] / len(ok)), varying, constant, unrated, shown)
+
+
+def _shortened(text: str, chars: int = 60) -> str:
+    flat = " ".join(text.split())
+    return repr(flat if len(flat) <= chars else flat[: chars - 1] + "…")
+
+
+def check_rater_discriminates(
+    ratings: pd.DataFrame, rule_ids: Sequence[str], k: int, model: str = "", share: float = SAME_ANSWER_SHARE
+) -> RaterSpread:
+    """The spread of the sample's ratings (`rater_spread`); raises RaterNotDiscriminating when `share`
+    or more of the successful ratings are one score, or when fewer than k rules vary. Some constant rules
+    among enough varying ones are fine: the DPP leaves them out (`dropped_constant`, and a warning)."""
+    spread = rater_spread(ratings, rule_ids)
+    if not spread.ratings or (spread.top_share < share and len(spread.varying) >= k):
+        return spread
+    ids = spread.constant + spread.unrated
+    top = f"{spread.top_score:g}"
+    of = f"of the {spread.ratings} successful sample ratings"
+    by = f" (model {model})" if model else ""
+    constant = f"rules constant on the sample: {len(ids)} of {spread.rules}" + (
+        f" ({listed(ids)})" if 0 < len(ids) < spread.rules else ""
+    )
+    if spread.unrated:
+        constant += f", {len(spread.unrated)} of them without a successful rating"
+    if spread.top_share >= share:
+        head = f"the rater does not discriminate: {_percent(spread.top_share)} {of} are {top}{by}; {constant}"
+    else:
+        head = (
+            f"the rater does not discriminate on enough rules: {len(spread.varying)} of {spread.rules} rules "
+            f"vary on the sample, fewer than dpp.k = {k}; {constant}; the most common score, {top}, is "
+            f"{_percent(spread.top_share)} {of}{by}"
+        )
+    answers = f". Raw answers: {', '.join(spread.answers)}" if spread.answers else ""
+    remedy = (
+        ". Try a stronger rating.model, a finer answer scale (0-10) or logprob-weighted scores (a judge in "
+        "orthoselect/raters/judge.py), or a larger rating.sample_size"
+        + (
+            f"; or replace the constant rules, or lower dpp.k to at most {len(spread.varying)}"
+            if spread.top_share < share and spread.varying
+            else "; a lower dpp.k cannot help"
+        )
+        + "."
+    )
+    detail = {
+        "ratings": spread.ratings,
+        "top_score": spread.top_score,
+        "top_share": spread.top_share,
+        "rules": spread.rules,
+        "varying": len(spread.varying),
+        "constant": spread.constant,
+        "unrated": spread.unrated,
+        "answers": spread.answers,
+        "model": model,
+    }
+    raise RaterNotDiscriminating(head + answers + remedy, detail)
+
+
+def _percent(share: float) -> str:
+    """Whole percent, rounded down: 100 % only when every one is."""
+    return f"{np.floor(share * 100 + 1e-9):.0f} %"
+
+
+def listed(ids: Sequence[str], most: int = 10) -> str:
+    """`ids` joined with commas, the first `most` of them and how many more."""
+    return ", ".join(ids[:most]) + (f" and {len(ids) - most} more" if len(ids) > most else "")
 
 
 def rho(corr: np.ndarray) -> float:

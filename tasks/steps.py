@@ -24,6 +24,7 @@ from orthoselect.hashing import stable_hash
 from orthoselect.ledger import record_failure
 from orthoselect.llm.limits import BudgetExhausted
 from orthoselect.raters.llm_run import RaterSetupError
+from orthoselect.rule_diagnostics import RaterNotDiscriminating
 from orthoselect.rules import RulesError
 from orthoselect.stages import RUN_UNIT, STEPS, RunContext, StepNotReady, execute
 from orthoselect.stages.base import MissingOutput, RunInterrupted
@@ -74,6 +75,7 @@ PERMANENT_ERRORS: tuple[type[Exception], ...] = (
     RulesError,
     KernelRankError,
     DPPInputError,
+    RaterNotDiscriminating,  # the same prompts get the same answers: a stronger rater is needed
     MissingOutput,
     RaterSetupError,
     TooManyFailedRatings,  # final failures: the same prompts would fail again

@@ -12,6 +12,7 @@ import pandas as pd
 from orthoselect.config import SIMULATED
 from orthoselect.dpp import RuleSelection, select_rules
 from orthoselect.hashing import stable_hash
+from orthoselect.rule_diagnostics import RaterNotDiscriminating, check_rater_discriminates
 from orthoselect.rule_quality import score_matrix
 from orthoselect.rule_report import num, pct, rule_choice_markdown
 from orthoselect.rules import RulesError, generate_rules, load_rules_file, rules_from_json, rules_to_json
@@ -119,16 +120,14 @@ class SelectRules(RunStep[ChoiceStats]):
 
     def run(self, ctx: RunContext, unit: None) -> ChoiceStats:
         rules = load_rules(ctx)
-        ratings = pd.concat(
-            [
-                ctx.storage.read_parquet(f"ratings/{s}.parquet", ["doc_id", "rule_id", "score", "status"])
-                for s in sampled_shards(ctx)
-            ],
-            ignore_index=True,
-        )
+        ratings = _sample_ratings(ctx)
         ids = [r.id for r in rules]
-        scores = score_matrix(ratings, ids)
         d = ctx.cfg.dpp
+        try:  # a rater that gives one answer everywhere is named as the cause, before the DPP's rank error
+            check_rater_discriminates(ratings, ids, d.k, ctx.cfg.rating.model)
+        except RaterNotDiscriminating:  # again with the raw answers, read only for the message
+            check_rater_discriminates(_sample_ratings(ctx, "raw"), ids, d.k, ctx.cfg.rating.model)
+        scores = score_matrix(ratings, ids)
         chosen = select_rules(scores, ids, d.k, seed=ctx.cfg.seed, **d.model_dump(exclude={"k"}))
         result = selection_record(chosen, rules, ratings)
         result["sample_docs"], result["sample_missing_share"] = int(scores.shape[0]), float(np.isnan(scores).mean())
@@ -151,6 +150,14 @@ class SelectRules(RunStep[ChoiceStats]):
         return rule_choice_artifacts(
             ctx.storage.read_json("rule_selection.json"), ctx.storage.read_bytes("correlation.csv").decode()
         )
+
+
+def _sample_ratings(ctx: RunContext, *extra: str) -> pd.DataFrame:
+    """The sample's ratings (doc_id, rule_id, score, status and the `extra` columns), every shard."""
+    columns = ["doc_id", "rule_id", "score", "status", *extra]
+    return pd.concat(
+        [ctx.storage.read_parquet(f"ratings/{s}.parquet", columns) for s in sampled_shards(ctx)], ignore_index=True
+    )
 
 
 def selection_record(chosen: RuleSelection, rules: list[Rule], ratings: pd.DataFrame) -> dict:
