@@ -94,6 +94,21 @@ class LLMEndpoint(Section):
         4, ge=0, description="Retries of one request after 429, 5xx, connection errors and timeouts."
     )
     temperature: float = Field(0.0, ge=0, description="Sampling temperature; 0 is greedy, as in the paper.")
+    structured_output: Literal["auto", "json_schema", "json_object", "guided", "off", "on"] = Field(
+        "auto",
+        description="How answers are asked for as JSON (a rating {score}, the rules {rules: [...]}). `auto`: "
+        "the first request of a run finds out, trying OpenAI's `json_schema`, then llama.cpp's "
+        "`json_object` with a schema, then vLLM's `guided` (guided_json), else plain text read by the "
+        "strict parser; the result is kept in the run directory (structured_output/) and the manifest. "
+        "Or name the dialect; `off`: plain text; `on`: json_schema. Part of every request's key.",
+    )
+
+    @field_validator("structured_output", mode="before")
+    @classmethod
+    def _yaml11_switch(cls, value: object) -> object:
+        """`structured_output: off` in a YAML file arrives as False (YAML 1.1), `on` as True."""
+        return {False: "off", True: "on"}.get(value, value) if isinstance(value, bool) else value
+
     price_per_million_tokens: Prices | None = Field(
         None,
         description="Dollar prices per million input and output tokens, for models litellm's bundled "
@@ -135,14 +150,8 @@ class RatingConfig(LLMEndpoint):
     parse_retries: int = Field(
         1,
         ge=0,
-        description="Re-asks, with a stricter prompt, after an answer that does not parse; then "
-        "the rating is recorded as missing with its reason.",
-    )
-    structured_output: Literal["auto", "on", "off"] = Field(
-        "auto",
-        description="Ask for a JSON-schema answer {score: number}. `auto`: where the provider "
-        "supports it (OpenAI-compatible endpoints; litellm models it lists), falling back to text with the "
-        "strict parser if the endpoint rejects it; `on`: always; `off`: plain text.",
+        description="Re-asks, with a stricter prompt and 4x max_tokens, after an answer that does not "
+        "parse or was cut at max_tokens; then the rating is recorded as missing with its reason.",
     )
     rpm: int | None = Field(
         None, gt=0, description="Requests per minute for the whole run, across every Dask worker. null: no limit."

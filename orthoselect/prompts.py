@@ -54,7 +54,22 @@ Write {count} distinct data-quality rules that a document should satisfy to be g
 the target task. Mix general text-quality rules with rules specific to the task. Each rule is one sentence
 of the form "Name: description". Make the rules as different from each other as you can.
 
-Answer with a JSON list of {count} strings and nothing else."""
+Answer with JSON of the form {{"rules": [...]}} holding a JSON list of {count} strings, and nothing else."""
+
+# Structured output of rule generation (a JSON object: OpenAI's strict schemas need one at the top).
+RULES_RESPONSE_FORMAT = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "rules",
+        "schema": {
+            "type": "object",
+            "properties": {"rules": {"type": "array", "items": {"type": "string"}}},
+            "required": ["rules"],
+            "additionalProperties": False,
+        },
+        "strict": True,
+    },
+}
 
 _DOC_BLOCK = re.compile(r"<document (?P<tag>[0-9a-f]{8})>\n(?P<doc>.*)\n</document (?P=tag)>", re.S)
 _RULE_LINE = re.compile(r"\ARule: (?P<rule>.*?)\n", re.S)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.progress import _ready, logs_through
 from orthoselect.config import Config
-from orthoselect.stages import RunContext, run_local, shard_steps
+from orthoselect.stages import STEPS, RunContext, run_local, shard_steps
 from support.configs import small_config
 
 
@@ -59,6 +59,8 @@ def test_a_bar_starts_when_the_step_before_it_has_completed(corpus_dir, tmp_path
     run_local(ctx, ("index_pool",))
     assert _ready(ctx, scan) and not _ready(ctx, rate)  # rate waits for the rules
     run_local(ctx, ("generate_rules",))
+    assert not _ready(ctx, rate)  # rate waits for the endpoint's structured-output dialect
+    STEPS["dialect"](ctx)
     assert _ready(ctx, rate) and not _ready(ctx, score)  # score waits for the DPP's choice
     run_local(ctx, ("rate_sample", "select_rules"))
     assert _ready(ctx, score)

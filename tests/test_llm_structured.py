@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import pickle
 from functools import partial
 
 import pytest
 
 from orthoselect.llm.cache import request_key
-from orthoselect.llm.client import LLMClient
 from orthoselect.llm.limits import BudgetExhausted
 from orthoselect.prompts import RATING_RESPONSE_FORMAT, rating_messages
 from orthoselect.raters.llm import RaterSetupError
@@ -69,8 +66,8 @@ class CountingLimiter:
         self.closed += 1
 
 
-# --- structured output ----------------------------------------------------------------------------
-@pytest.mark.parametrize("mode", ["on", "auto"])
+# --- structured output (negotiating the dialect: tests/test_dialects.py) -------------------------------
+@pytest.mark.parametrize("mode", ["on", "json_schema"])
 def test_structured_answers_parse_and_equal_text_scores(mode):
     with FakeLLMServer(rate_garbage=0.1, seed=4) as srv:
         with make(srv.url, structured_output=mode) as r:
@@ -88,75 +85,30 @@ def test_structured_answers_parse_and_equal_text_scores(mode):
     assert not any(x.raw.startswith("{") for x in tx)
 
 
-@pytest.mark.parametrize("mode,sent", [("on", True), ("auto", False)])
-def test_litellm_transport_sends_response_format_when_asked_or_listed(mode, sent):
+@pytest.mark.parametrize("mode,sent", [("json_schema", True), ("off", False)])
+def test_litellm_transport_sends_response_format_when_asked(mode, sent):
     with FakeLLMServer() as srv, make(srv.url, transport="litellm", structured_output=mode) as r:
         out = r.rate(PAIRS[:4])
-        assert srv.response_format == (4 if sent else 0)  # litellm does not list openai/fake
+        assert srv.response_format == (4 if sent else 0)
     assert [x.score for x in out] == truth()[:4]
 
 
-def test_auto_falls_back_to_text_once_when_rejected(request_cache, caplog, monkeypatch):
-    from orthoselect.llm import client
-
-    # endpoints known to accept response_format are remembered per process; an earlier test's fake
-    # server on the same (reused) port must not count as this one
-    monkeypatch.setattr(client, "_RF_ACCEPTED", set())
-    caplog.set_level(logging.WARNING, logger="orthoselect.llm.client")
-    with FakeLLMServer(reject_response_format=True, latency_ms=20) as srv:
-        for n in (1, 2):  # each rater (client) finds out once, with a single request
-            srv.reset_counts()
-            with make(srv.url, request_cache if n == 1 else None, structured_output="auto", concurrency=16) as r:
-                out = r.rate(PAIRS)
-                assert not r.client.structured_active
-            assert srv.rejected_response_format == srv.response_format == 1
-            assert srv.requests == len(PAIRS) + 1 == r.stats.requests
-            assert [x.score for x in out] == truth() and all(x.status == "ok" for x in out)
-            assert len([rec for rec in caplog.records if "response_format" in rec.getMessage()]) == n
-        srv.reset_counts()
-        with make(srv.url, request_cache, structured_output="off") as r:  # the fallback's answers are text answers
-            again = r.rate(PAIRS)
-        assert srv.requests == 0 and all(x.cached for x in again)
-    assert [x.score for x in again] == [x.score for x in out]
-
-
-def test_on_does_not_fall_back():
+def test_a_named_dialect_the_endpoint_rejects_fails_at_once():
     with FakeLLMServer(reject_response_format=True) as srv, make(srv.url, structured_output="on", concurrency=4) as r:
         with pytest.raises(RaterSetupError, match="not supported"):
             r.rate(PAIRS)
-        assert srv.rejected_response_format == srv.requests
-
-
-def test_many_concurrent_requests_probe_with_one():
-    async def go(client):
-        return await asyncio.gather(
-            *(
-                client.complete(
-                    [{"role": "user", "content": f"q{i}"}], max_tokens=4, response_format=RATING_RESPONSE_FORMAT
-                )
-                for i in range(40)
-            )
-        )
-
-    with (
-        FakeLLMServer(mode="fixed", text="0.3", reject_response_format=True, latency_ms=30) as srv,
-        LLMClient("openai/fake", srv.url, concurrency=20) as client,
-    ):
-        out = client.run_sync(go(client))
-    assert srv.rejected_response_format == 1 and srv.requests == 41
-    assert all(c.text == "0.3" and not c.structured for c in out)
-    assert sorted(c.attempts for c in out) == [1] * 39 + [2]
+        assert srv.rejected_response_format == srv.requests and r.client.retries == 0
 
 
 def test_cache_keys_differ_between_structured_and_text(request_cache):
     params = {"max_tokens": 16, "temperature": 0.0}
     with FakeLLMServer() as srv:
-        with make(srv.url, request_cache, structured_output="on") as r:
+        with make(srv.url, request_cache, structured_output="json_schema") as r:
             js = r.rate(PAIRS[:6])
         with make(srv.url, request_cache, structured_output="off") as r:
             tx = r.rate(PAIRS[:6])
         assert srv.requests == 12 and not any(x.cached for x in js + tx)  # neither served for the other
-        for mode, first in (("on", js), ("off", tx)):
+        for mode, first in (("json_schema", js), ("off", tx)):
             with make(srv.url, request_cache, structured_output=mode) as r:
                 again = r.rate(PAIRS[:6])
             assert all(x.cached for x in again) and [x.raw for x in again] == [x.raw for x in first]
@@ -206,10 +158,10 @@ def test_cost_of_a_model_with_unknown_price(request_cache):
 def test_limiter_sees_one_acquire_and_one_release_per_request():
     lim = CountingLimiter()
     with FakeLLMServer(rate_429=0.2, rate_500=0.1, reject_response_format=True, seed=3) as srv:
-        r = make(srv.url, limiter=lim, price_per_million_tokens=PRICE)
-        out = r.rate(PAIRS)
+        r = make(srv.url, limiter=lim, price_per_million_tokens=PRICE, structured_output="auto")
+        out = r.rate(PAIRS)  # negotiating: json_schema, json_object and guided rejected, then text
         failed = srv.faults["429"] + srv.faults["500"] + srv.rejected_response_format
-        assert srv.faults["429"] > 0 and srv.rejected_response_format == 1
+        assert srv.faults["429"] > 0 and srv.rejected_response_format == 3 and r.dialect == "text"
         assert len(lim.acquired) == len(lim.released) == srv.requests == r.stats.requests
         r.close()
         r.close()

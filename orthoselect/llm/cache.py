@@ -20,7 +20,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from orthoselect.storage import is_remote
 
@@ -42,6 +42,11 @@ def request_key(model: str, messages: list[dict], params: dict) -> str:
         ensure_ascii=False,
     )
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def answer_record(key: str, model: str, answer: Any) -> dict:
+    """A usable answer (a transport's Completion) as the cache stores it under its request's key."""
+    return {"key": key, "model": model, **{f: getattr(answer, f) for f in _FIELDS if f != "model"}}
 
 
 class RequestCache:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import random
 import threading
@@ -15,13 +14,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from orthoselect.llm.breaker import EndpointUnreachable, StopRequested, breaker_for
+from orthoselect.llm.dialects import encode, rejects_format
 from orthoselect.llm.limits import BudgetExhausted, Limiter
-from orthoselect.llm.transport import Completion, LLMError, Request, Transport, rejects_response_format
+from orthoselect.llm.transport import Completion, LLMError, Request, Transport
 
 if TYPE_CHECKING:
     from orthoselect.llm.cost import Prices
 
-log = logging.getLogger(__name__)
 
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 30.0
@@ -31,9 +30,6 @@ RETRY_AFTER_CAP_S = 120.0
 _FAST_PROVIDERS = {"openai": "https://api.openai.com/v1", "hosted_vllm": None, "custom_openai": None}
 # OpenAI-compatible in litellm's list but with their own auth flows: left to litellm.
 _SPECIAL_AUTH = {"github_copilot", "chatgpt", "azure_ai", "litellm_proxy"}
-# (transport, api_base, model) that answered a response_format request in this process: later clients
-# of the same endpoint skip the one-request probe. Rejections are not remembered beyond their client.
-_RF_ACCEPTED: set[tuple] = set()
 
 
 def resolve_endpoint(model: str, api_base: str | None) -> tuple[str, str, str | None, bool, str | None]:
@@ -78,12 +74,14 @@ class Secret:
 
 @dataclass(slots=True)
 class _Call:
-    """One `complete` call across its attempts: the request, the limiter's estimate of one, requests sent."""
+    """One `complete` call across its attempts: the request (its structured-output fields encoded for the
+    dialect), the limiter's estimate of one, requests sent."""
 
     messages: list[dict]
     max_tokens: int
     temperature: float
     response_format: dict | None
+    extra_body: dict | None
     limiter: Limiter | None = None
     est_tokens: int = 0
     est_cost: float = 0.0
@@ -131,9 +129,9 @@ class LLMClient:
     """Chat completions against one model. `complete` is async; `complete_sync` and `run_sync` serve sync
     callers through a private event-loop thread. Counts `requests` sent and `retries`.
 
-    `limiter` (run-wide rate limits and budget) is asked before every request. `structured_output` says
-    whether a `response_format` passed to `complete` is sent: `on` always, `off` never, `auto` where the
-    transport supports it, switched off for the rest of the client when the endpoint rejects it."""
+    `limiter` (run-wide rate limits and budget) is asked before every request. A `response_format` passed to
+    `complete` is sent in the structured-output dialect named with it (llm/dialects.py); an endpoint that
+    refuses it answers a non-retryable LLMError at once (`rejects_format`), never a retried 5xx."""
 
     def __init__(
         self,
@@ -148,7 +146,6 @@ class LLMClient:
         seed: int = 0,
         backoff_base_s: float = BACKOFF_BASE_S,
         *,
-        structured_output: Literal["auto", "on", "off"] = "auto",
         limiter: Limiter | None = None,
         prices: Prices | None = None,
     ) -> None:
@@ -169,11 +166,6 @@ class LLMClient:
         self.retries = 0
         self.limiter, self.prices = limiter, prices
         self._unsettled = False  # permits taken from the limiter since it was last settled
-        self.structured_output = structured_output
-        self._rf_key = (transport, base, served)
-        self._rf_send: bool | None = None  # decided on first use (litellm's model list needs litellm)
-        self._rf_gate: asyncio.Event | None = None  # set once the first response_format request finished
-        self._rf_probing = False
         self._key = Secret(key)
         self._rng = random.Random(seed)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -206,19 +198,6 @@ class LLMClient:
 
         return LiteLLMTransport(self.model, self.api_base, self._key.reveal())
 
-    @property
-    def structured_active(self) -> bool:
-        """Whether a `response_format` passed to `complete` is sent now (it is part of a request's key)."""
-        if self._rf_send is None:
-            mode = self.structured_output
-            if mode == "auto" and self.transport_kind == "litellm":
-                from orthoselect.llm.litellm_transport import supports_response_format
-
-                self._rf_send = supports_response_format(self.model)
-            else:
-                self._rf_send = mode != "off"
-        return self._rf_send
-
     def _bind(self) -> tuple[Transport, asyncio.Semaphore]:
         """Transport and semaphore of the running loop (sessions cannot cross event loops)."""
         loop = asyncio.get_running_loop()
@@ -228,13 +207,6 @@ class LLMClient:
                 asyncio.run_coroutine_threadsafe(old.aclose(), old_loop)
             self._loop, self._transport = loop, self._make_transport()
             self._sem = asyncio.Semaphore(self.concurrency)
-            if (
-                self.structured_output == "auto"
-                and self.structured_active
-                and self._rf_key not in _RF_ACCEPTED
-                and (self._rf_gate is None or not self._rf_gate.is_set())
-            ):
-                self._rf_gate, self._rf_probing = asyncio.Event(), False  # the first request finds out
         assert self._transport is not None and self._sem is not None  # set together with self._loop
         return self._transport, self._sem
 
@@ -250,20 +222,20 @@ class LLMClient:
         max_tokens: int,
         temperature: float | None = None,
         response_format: dict | None = None,
+        dialect: str = "json_schema",
     ) -> Completion:
-        """One answer. Retryable errors (429, 5xx, connection, timeout) are retried up to max_retries
-        times with exponential backoff and full jitter, or after Retry-After when the server sends it.
+        """One answer; with `response_format` (OpenAI's json_schema form) asked for in `dialect`.
+        Retryable errors (429, 5xx, connection, timeout) are retried up to max_retries times with
+        exponential backoff and full jitter, or after Retry-After when the server sends it.
         BudgetExhausted from the limiter propagates."""
         transport, sem = self._bind()
-        call = self._call(messages, max_tokens, temperature, response_format)
+        call = self._call(messages, max_tokens, temperature, encode(dialect, response_format))
         attempt = 0
         while True:
             async with sem:
                 answer = await self._send_once(transport, call)
             if isinstance(answer, Completion):
                 return answer
-            if answer is None:  # the endpoint rejected response_format: the same request again as text, at once
-                continue
             if not answer.retryable or attempt >= self.max_retries:
                 answer.attempts = call.sent
                 raise answer
@@ -273,60 +245,47 @@ class LLMClient:
             await asyncio.sleep(delay)
 
     def _call(
-        self, messages: list[dict], max_tokens: int, temperature: float | None, response_format: dict | None
+        self,
+        messages: list[dict],
+        max_tokens: int,
+        temperature: float | None,
+        structured: tuple[dict | None, dict | None],
     ) -> _Call:
         """A `complete` call; the limiter's estimate of one request: prompt chars / 4 + max_tokens, priced."""
         temp = self.temperature if temperature is None else temperature
-        call = _Call(messages, max_tokens, temp, response_format, limiter=self.limiter)
+        call = _Call(messages, max_tokens, temp, structured[0], structured[1], limiter=self.limiter)
         if call.limiter is not None:
             prompt = sum(len(c) if isinstance(c := m.get("content") or "", str) else len(str(c)) for m in messages) // 4
             call.est_tokens = prompt + max_tokens
             call.est_cost = (self.prices.cost(prompt, max_tokens) if self.prices is not None else None) or 0.0
         return call
 
-    async def _send_once(self, transport: Transport, call: _Call) -> Completion | LLMError | None:
-        """One request (within the semaphore): a Completion, the LLMError to retry or raise, or None when
-        the endpoint rejected response_format and the request is to be sent again as text."""
-        rf, probe_gate = await self._response_format_now(call.response_format)
-        try:
-            return await self._attempt(transport, call, rf, probe=probe_gate is not None)
-        except BudgetExhausted as e:
-            e.attempts = call.sent  # type: ignore[attr-defined]  # requests sent before the budget stopped this one
-            raise
-        finally:
-            if probe_gate is not None:
-                probe_gate.set()
-
-    async def _response_format_now(self, response_format: dict | None) -> tuple[dict | None, asyncio.Event | None]:
-        """The response_format to send now and, when this request is the one probing whether the endpoint
-        takes it (structured_output "auto"), the gate to open once it finished. The others wait for it."""
-        rf = response_format if response_format is not None and self.structured_active else None
-        gate = self._rf_gate
-        if rf is None or gate is None or gate.is_set():
-            return rf, None
-        if self._rf_probing:  # another request is finding out whether the endpoint takes it
-            await gate.wait()
-            return (response_format if self._rf_send else None), None
-        self._rf_probing = True
-        return rf, gate
-
-    async def _attempt(
-        self, transport: Transport, call: _Call, rf: dict | None, probe: bool
-    ) -> Completion | LLMError | None:
-        """Acquire from the limiter, send, release what was used: see `_send_once`. While the endpoint's
-        breaker is open nothing is sent: EndpointUnreachable is the answer (StopRequested once the run is
-        stopping)."""
+    async def _send_once(self, transport: Transport, call: _Call) -> Completion | LLMError:
+        """One request (within the semaphore): its Completion, or the LLMError to retry or raise. While the
+        endpoint's breaker is open nothing is sent: EndpointUnreachable is the answer (StopRequested once
+        the run is stopping). The limiter is asked before and told what was used after."""
         if self.stopping:
             return StopRequested()
         try:
             self.breaker.before()
         except EndpointUnreachable as e:
             return e
-        await self._acquire(call)
+        try:
+            await self._acquire(call)
+        except BudgetExhausted as e:
+            e.attempts = call.sent  # type: ignore[attr-defined]  # requests sent before the budget stopped this one
+            raise
         used = (0, 0.0)
         try:
             completion = await transport.complete(
-                Request(call.messages, call.max_tokens, call.temperature, self.timeout_s, rf)
+                Request(
+                    call.messages,
+                    call.max_tokens,
+                    call.temperature,
+                    self.timeout_s,
+                    call.response_format,
+                    call.extra_body,
+                )
             )
             self.breaker.answered()
             if call.limiter is not None:
@@ -336,14 +295,10 @@ class LLMClient:
                 self.breaker.no_answer(e.message)
             else:
                 self.breaker.answered()
-            if rf is not None and self.structured_output == "auto" and rejects_response_format(e):
-                self._structured_off(e)  # before the requests waiting on the probe look
-                self.retries += 1
-                return None
+            if (call.response_format is not None or call.extra_body is not None) and rejects_format(e):
+                e.retryable = e.transient = False  # the request is wrong for this endpoint, not the endpoint down
             return e
         else:
-            if probe:
-                _RF_ACCEPTED.add(self._rf_key)
             completion.attempts = call.sent
             return completion
         finally:
@@ -367,16 +322,6 @@ class LLMClient:
     def _cost(self, c: Completion) -> float:
         cost = self.prices.cost(c.tokens_in, c.tokens_out) if self.prices is not None else None
         return cost or 0.0
-
-    def _structured_off(self, err: LLMError) -> None:
-        if self._rf_send:
-            self._rf_send = False
-            log.warning(
-                "%s: the endpoint does not accept response_format (json_schema): asking for plain-text "
-                "answers from now on (%s)",
-                self.model,
-                err.message[:200],
-            )
 
     def run_sync(self, coro: Coroutine) -> Any:
         """Run a coroutine on the client's private loop thread and return its result."""

@@ -72,6 +72,8 @@ class OpenAIHttpTransport(Transport):
         }
         if request.response_format is not None:
             payload["response_format"] = request.response_format
+        if request.extra_body:
+            payload.update(request.extra_body)
         body = _dumps(payload)
         timeout = request.timeout
         to = self._timeouts.get(timeout)
@@ -107,7 +109,7 @@ class OpenAIHttpTransport(Transport):
             usage.get("completion_tokens") or 0,
             latency,
             1,
-            request.response_format is not None,
+            request.structured,
         )
 
     async def aclose(self) -> None:

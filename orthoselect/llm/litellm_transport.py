@@ -45,14 +45,6 @@ def _quiet_litellm():
     return litellm
 
 
-def supports_response_format(model: str) -> bool:
-    """litellm's word on whether `model` accepts a JSON-schema response_format (False when unsure)."""
-    try:
-        return bool(_quiet_litellm().supports_response_schema(model))
-    except Exception:  # noqa: BLE001 - unknown models raise
-        return False
-
-
 class LiteLLMTransport(Transport):
     """litellm.acompletion with num_retries=0 and max_retries=0; its exceptions become LLMError."""
 
@@ -68,7 +60,9 @@ class LiteLLMTransport(Transport):
 
     async def complete(self, request: Request) -> Completion:
         t0 = time.perf_counter()
-        extra = {"response_format": request.response_format} if request.response_format is not None else {}
+        extra: dict = {"response_format": request.response_format} if request.response_format is not None else {}
+        if request.extra_body:
+            extra["extra_body"] = request.extra_body
         try:
             resp = await self._litellm.acompletion(
                 model=self.model,
@@ -98,7 +92,7 @@ class LiteLLMTransport(Transport):
             getattr(usage, "completion_tokens", 0) or 0,
             latency,
             1,
-            request.response_format is not None,
+            request.structured,
         )
 
     def _map(self, e: Exception) -> LLMError | Completion:

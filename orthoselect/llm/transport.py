@@ -18,13 +18,20 @@ _REJECTED = {400: "bad request", 413: "request too large", 422: "request rejecte
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One chat completion to send. `response_format` (OpenAI's) is sent as is when given."""
+    """One chat completion to send. `response_format` is sent as is when given; `extra_body` fields are
+    added to the request body (vLLM's guided_json)."""
 
     messages: list[dict]
     max_tokens: int
     temperature: float
     timeout: float
     response_format: dict | None = None
+    extra_body: dict | None = None
+
+    @property
+    def structured(self) -> bool:
+        """Whether the request asks for a JSON-schema answer, in any dialect."""
+        return self.response_format is not None or self.extra_body is not None
 
 
 @dataclass(slots=True)
@@ -35,7 +42,7 @@ class Completion:
     tokens_out: int
     latency_ms: float
     attempts: int = 1  # requests sent for it, retries included (set by LLMClient)
-    structured: bool = False  # the request carried response_format (a JSON-schema answer was asked for)
+    structured: bool = False  # the request asked for a JSON-schema answer (Request.structured)
 
 
 class LLMError(Exception):
@@ -104,17 +111,6 @@ def parse_retry_after(value: str | None) -> float | None:
         return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
     except (TypeError, ValueError, IndexError):
         return None
-
-
-_RF_MARKERS = ("response_format", "response format", "json_schema", "not supported", "unsupported", "structured output")
-
-
-def rejects_response_format(err: LLMError) -> bool:
-    """A 400/422 whose message says the endpoint does not accept response_format / json_schema."""
-    if err.status not in (400, 422):
-        return False
-    text = err.message.lower()
-    return any(m in text for m in _RF_MARKERS)
 
 
 def strip_provider(model: str) -> str:

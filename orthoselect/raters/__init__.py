@@ -15,10 +15,12 @@ def make_rater(
     limiter: Limiter | None = None,
     usage_sink: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    dialect: str | None = None,
 ) -> Rater:
     """The rater the config asks for, with the request cache at `cache_path` (None: no cache), within
-    `limiter` (the run's LLM limits; None: none). An LLM rater reports what it sends to `usage_sink` and
-    sends nothing new once `should_stop()` says the run is stopping."""
+    `limiter` (the run's LLM limits; None: none). An LLM rater reports what it sends to `usage_sink`,
+    sends nothing new once `should_stop()` says the run is stopping, and asks in the structured-output
+    `dialect` (None: the config's, negotiated with its first request when `auto`)."""
     rating = cfg.rating
     if rating.model == SIMULATED:
         from orthoselect.raters.simulated import SimulatedRater
@@ -28,7 +30,7 @@ def make_rater(
     from orthoselect.raters.llm import LiteLLMRater
 
     cache = open_cache(cache_path, cfg.storage.options) if cache_path else None
-    return LiteLLMRater(rating, cache, limiter=limiter, usage_sink=usage_sink, should_stop=should_stop)
+    return LiteLLMRater(rating, cache, limiter=limiter, usage_sink=usage_sink, should_stop=should_stop, dialect=dialect)
 
 
 def rater_label(model: str) -> str:

@@ -5,23 +5,28 @@ default); the rater only executes it. Per pair: truncate the document (once per 
 the judge build the prompt, look its key up in the request cache (here), send the misses, let the judge
 parse the answer, re-ask with the judge's stricter prompt when an answer does not parse, and record a
 failure with its reason when nothing usable comes back (raters/llm_run.py). Never a default score. Answers
-are asked for in the judge's response_format where the endpoint takes one (its key says so); each rating
-carries the dollar cost of the requests billed for it; a Limiter may stop the run on budget."""
+are asked for in the judge's response_format, in the structured-output dialect of the run (given, named by
+`structured_output`, or negotiated with the first pair: `negotiate`); the dialect, max_tokens and the
+prompts are in every request's key. A re-ask gets REASK_TOKENS times max_tokens. Each rating carries the
+dollar cost of the requests billed for it; a Limiter may stop the run on budget."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from orthoselect.config import RatingConfig
-from orthoselect.llm.cache import Cache, request_key
+from orthoselect.llm.cache import Cache, answer_record, request_key
 from orthoselect.llm.cache_writer import CacheWriter
 from orthoselect.llm.client import LLMClient
 from orthoselect.llm.cost import prices_for
+from orthoselect.llm.dialects import PROBE_ORDER, TEXT, fixed_dialect, honours, request_fields
 from orthoselect.llm.limits import BudgetExhausted, Limiter
+from orthoselect.llm.transport import LLMError
 from orthoselect.raters.base import Rater
-from orthoselect.raters.judge import Judge, ScoreJudge, ScoreParseError
+from orthoselect.raters.judge import Judge, Messages, ScoreJudge, ScoreParseError
 from orthoselect.raters.llm_run import (
     BREAKER,
     RAW_CHARS,
@@ -35,7 +40,10 @@ from orthoselect.types import Document, Rating, Rule
 
 __all__ = ["BREAKER", "CHUNK", "RAW_CHARS", "LiteLLMRater", "RaterSetupError"]
 
+log = logging.getLogger(__name__)
+
 CHUNK = 256  # pairs prepared (truncated, keyed, looked up) at a time while earlier ones are in flight
+REASK_TOKENS = 4  # a re-ask (after a cut or unreadable answer) may use this many times rating.max_tokens
 
 Pairs = Sequence[tuple[Document, Rule]]
 Hits = list[tuple[int, Rating]]  # (index of the pair, its rating served from the cache)
@@ -45,7 +53,9 @@ class LiteLLMRater(Rater):
     """Rater over LLMClient (http or litellm transport) with an optional shared request cache and an
     optional run-wide Limiter (rate limits, budget: BudgetExhausted stops `rate`). `judge` is the rating
     task it executes (ScoreJudge when None). Answers reach the cache within a second of arriving
-    (CacheWriter); `usage_sink`, when given, receives the rater's stats as often and at the end."""
+    (CacheWriter); `usage_sink`, when given, receives the rater's stats as often and at the end.
+    `dialect`: the structured-output dialect to ask in (llm/dialects.py); None: `cfg.structured_output`'s,
+    negotiated with the first pair rated when that is `auto`."""
 
     def __init__(
         self,
@@ -57,6 +67,7 @@ class LiteLLMRater(Rater):
         judge: Judge | None = None,
         usage_sink: Callable[[dict], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        dialect: str | None = None,
     ) -> None:
         super().__init__()
         self.cfg = cfg
@@ -65,10 +76,16 @@ class LiteLLMRater(Rater):
         self.limiter = limiter
         self.judge: Judge = judge if judge is not None else ScoreJudge()
         self.prices = prices_for(cfg.model, cfg.price_per_million_tokens)
-        self._text_params: dict[str, Any] = {"max_tokens": cfg.max_tokens, "temperature": cfg.temperature}
-        self._json_params = {**self._text_params, "response_format": self.judge.response_format}
-        # what `complete` is asked for; LLMClient decides whether the endpoint gets it (`structured`)
-        self.response_format = self.judge.response_format if cfg.structured_output != "off" else None
+        self.response_format = self.judge.response_format  # in OpenAI's form; sent in `dialect`
+        self.dialect: str | None = None
+        self.negotiation: dict | None = None  # what negotiating the dialect found (`negotiate`)
+        self._probed: dict[str, dict] = {}  # key -> the negotiation's usable answer, served once like a cached one
+        self._probed_served = 0
+        self._renegotiate = False  # negotiating failed: plain text for this `rate`, try again on the next
+        self._params: tuple[dict[str, Any], dict[str, Any]] = ({}, {})
+        if self.response_format is None:
+            dialect = TEXT
+        self.set_dialect(dialect if dialect is not None else fixed_dialect(cfg.structured_output))
         self.client = self._own_client(client, limiter)
         self.usage_sink, self.should_stop = usage_sink, should_stop
         self.writer = CacheWriter(cache, on_tick=self._tick)
@@ -86,7 +103,6 @@ class LiteLLMRater(Rater):
                 cfg.timeout_s,
                 cfg.max_retries,
                 cfg.temperature,
-                structured_output=cfg.structured_output,
                 limiter=limiter,
                 prices=self.prices,
             )
@@ -106,6 +122,7 @@ class LiteLLMRater(Rater):
             "judge": self.judge,
             "usage_sink": self.usage_sink,
             "should_stop": self.should_stop,
+            "dialect": self.dialect,
         }
 
     def __setstate__(self, state: dict) -> None:
@@ -117,6 +134,7 @@ class LiteLLMRater(Rater):
             judge=state.get("judge"),
             usage_sink=state.get("usage_sink"),
             should_stop=state.get("should_stop"),
+            dialect=state.get("dialect"),
         )
         self.stats = state["stats"]
 
@@ -137,14 +155,84 @@ class LiteLLMRater(Rater):
             sink(snapshot)
             return
 
-    def params(self, structured: bool) -> dict[str, Any]:
-        """The request parameters in a cache key: with the judge's response_format when it was sent."""
-        return self._json_params if structured else self._text_params
+    def set_dialect(self, dialect: str | None) -> None:
+        """Ask in `dialect` from now on (None: negotiate it with the next pair rated)."""
+        self.dialect = dialect
+        cfg = self.cfg
+        first = self._first_params(dialect or TEXT)
+        self._params = (first, {**first, "max_tokens": cfg.max_tokens * REASK_TOKENS})
 
-    @property
-    def structured(self) -> bool:
-        """Whether requests sent now ask for a JSON-schema answer (it decides their cache keys)."""
-        return self.response_format is not None and self.client.structured_active
+    def max_tokens(self, reask: bool = False) -> int:
+        """Completion tokens for a first request, or for a re-ask (REASK_TOKENS times more)."""
+        return self._params[reask]["max_tokens"]
+
+    def params(self, reask: bool = False) -> dict[str, Any]:
+        """The request parameters in a cache key: max_tokens, temperature, the dialect's structured fields."""
+        return self._params[reask]
+
+    def negotiate(self, doc: Document, rule: Rule) -> dict:
+        """`anegotiate` for sync callers."""
+        return self.client.run_sync(self._negotiate_now(doc, rule))
+
+    async def _negotiate_now(self, doc: Document, rule: Rule) -> dict:
+        self.writer.start()
+        try:
+            return await self.anegotiate(doc, rule)
+        finally:
+            await asyncio.to_thread(self.writer.flush)
+
+    async def anegotiate(self, doc: Document, rule: Rule) -> dict:
+        """Find the dialect the endpoint honours by rating (doc, rule) in each (llm/dialects.py), and
+        use it from now on. The requests count in the rater's stats; a usable answer is kept (cache, and
+        served to the next `rate` of that pair). Returns the record: dialect, tried, requests."""
+        run = RatingRun(self, [])
+        text, _ = _truncate(doc.text, self.cfg.max_doc_tokens)
+        messages = self.judge.messages(rule.text, text)
+        sent = self.stats.requests
+        known = await asyncio.to_thread(self._dialect_in_cache, messages)
+        if known is not None:
+            self.set_dialect(known)
+            self.negotiation = {"dialect": known, "tried": [{"dialect": known, "outcome": "cached"}], "requests": 0}
+            return self.negotiation
+        dialect, answer, tried = await run.negotiate(messages)
+        self.set_dialect(dialect)
+        key = request_key(self.model, messages, self.params())
+        try:
+            self.judge.parse(answer.text)
+            usable = answer.finish_reason == "stop"
+        except ScoreParseError:
+            usable = False
+        if usable:
+            record = answer_record(key, self.model, answer)
+            self._probed[key] = record
+            self.writer.put(record)
+        self.negotiation = {"dialect": dialect, "tried": tried, "requests": self.stats.requests - sent}
+        return self.negotiation
+
+    async def _negotiate_or_text(self, doc: Document, rule: Rule) -> None:
+        """Negotiate the dialect with a pair; when the endpoint fails to answer, ask in plain text for now
+        (every endpoint takes it) and negotiate again on the next `rate`."""
+        try:
+            await self.anegotiate(doc, rule)
+        except LLMError as e:
+            log.warning("%s: could not find its structured-output dialect (%s): plain text for now", self.model, e)
+            self.set_dialect(TEXT)
+            self._renegotiate = True
+
+    def _dialect_in_cache(self, messages: Messages) -> str | None:
+        """A structured dialect whose answer to `messages` the request cache holds as the schema's JSON: the
+        endpoint honoured it before, so no probe is needed."""
+        if self.cache is None or self.response_format is None:
+            return None
+        keys = {d: request_key(self.model, messages, self._first_params(d)) for d in PROBE_ORDER}
+        found = self.cache.get_many(list(keys.values()))
+        return next(
+            (d for d, k in keys.items() if k in found and honours(found[k]["text"], self.response_format)), None
+        )
+
+    def _first_params(self, dialect: str) -> dict[str, Any]:
+        fields = request_fields(dialect, self.response_format)
+        return {"max_tokens": self.cfg.max_tokens, "temperature": self.cfg.temperature, **fields}
 
     def rate(self, pairs: Pairs) -> list[Rating]:
         """One Rating per pair, in order. Callable from any thread, with or without a running loop."""
@@ -160,9 +248,14 @@ class LiteLLMRater(Rater):
         run = RatingRun(self, out)
         self.writer.start()  # stores answers, reports usage and watches for a stop while this call runs
         try:
+            if self.dialect is None:
+                await self._negotiate_or_text(*pairs[0])
             await self._rate_all(pairs, run)
         finally:
             await asyncio.to_thread(self.writer.flush)  # every answer of this call is stored
+            if self._renegotiate:
+                self._renegotiate = False
+                self.set_dialect(None)
         if run.stopped is not None:
             raise self._budget_error(run) from run.stopped
         return out  # type: ignore[return-value]  # every pair was rated
@@ -197,7 +290,8 @@ class LiteLLMRater(Rater):
             todo, hits = await asyncio.to_thread(self._prepare, pairs[start : start + CHUNK], start, prepared)
             for i, rating in hits:
                 run.out[i] = rating
-            count_cache_hits(self.stats, len(hits))
+            probed, self._probed_served = self._probed_served, 0
+            count_cache_hits(self.stats, len(hits), probed)
             for job in todo:
                 if run.stopped is not None:
                     break
@@ -207,34 +301,35 @@ class LiteLLMRater(Rater):
 
     def _prepare(self, chunk: Pairs, start: int, prepared: dict[str, tuple[str, bool]]) -> tuple[list[Job], Hits]:
         """Truncate, build prompts and keys, look them up: (jobs still to send, cached ratings)."""
-        structured = self.structured
-        params = self.params(structured)
-        jobs = [self._job(start + n, doc, rule, prepared, params, structured) for n, (doc, rule) in enumerate(chunk)]
+        params = self.params()
+        jobs = [self._job(start + n, doc, rule, prepared, params) for n, (doc, rule) in enumerate(chunk)]
         hits: Hits = []
-        if self.cache is None:
+        if self.cache is None and not self._probed:
             return jobs, hits
-        todo = self._serve_cached(self.cache, jobs, [j.key for j in jobs], hits)
-        if todo and self.cfg.parse_retries:  # an answer to the strict re-ask may be cached from an earlier run
-            todo = self._serve_cached(self.cache, todo, [self._strict_key(j, params) for j in todo], hits)
+        todo = self._serve_cached(jobs, [j.key for j in jobs], hits)
+        if todo and self.cfg.parse_retries and self.cache is not None:  # the strict re-ask's answer may be cached
+            todo = self._serve_cached(todo, [self._strict_key(j) for j in todo], hits)
         return todo, hits
 
-    def _job(
-        self, i: int, doc: Document, rule: Rule, prepared: dict[str, tuple[str, bool]], params: dict, structured: bool
-    ) -> Job:
+    def _job(self, i: int, doc: Document, rule: Rule, prepared: dict[str, tuple[str, bool]], params: dict) -> Job:
         """The job for one pair; each distinct document text is truncated once per `rate`."""
         text = prepared.get(doc.text)
         if text is None:
             text = prepared[doc.text] = _truncate(doc.text, self.cfg.max_doc_tokens)
         messages = self.judge.messages(rule.text, text[0])
         key = request_key(self.model, messages, params)
-        return Job(i, doc.id, rule.id, rule.text, text[0], text[1], messages, key, structured)
+        return Job(i, doc.id, rule.id, rule.text, text[0], text[1], messages, key)
 
-    def _strict_key(self, job: Job, params: dict) -> str:
-        return request_key(self.model, self.judge.strict_messages(job.rule, job.text), params)
+    def _strict_key(self, job: Job) -> str:
+        return request_key(self.model, self.judge.strict_messages(job.rule, job.text), self.params(reask=True))
 
-    def _serve_cached(self, cache: Cache, jobs: list[Job], keys: list[str], hits: Hits) -> list[Job]:
-        """Look up keys[n] for jobs[n]: usable cached answers go to `hits`, the jobs left are returned."""
-        found = cache.get_many(keys)
+    def _serve_cached(self, jobs: list[Job], keys: list[str], hits: Hits) -> list[Job]:
+        """Look up keys[n] for jobs[n] (the negotiation's answer, then the cache): usable answers go to
+        `hits`, the jobs left are returned."""
+        found = {k: self._probed.pop(k) for k in keys if k in self._probed}
+        self._probed_served += len(found)
+        if self.cache is not None:
+            found |= self.cache.get_many([k for k in keys if k not in found])
         todo = []
         for job, key in zip(jobs, keys):
             rating = self._cached_rating(job, found.get(key))
@@ -263,16 +358,6 @@ class LiteLLMRater(Rater):
             prompt_hash=job.key,
             raw=record["text"][:RAW_CHARS],
         )
-
-    def rekey(self, job: Job) -> Rating | None:
-        """Key a job again after structured output was switched off; its text answer may be cached."""
-        job.structured, job.key = False, request_key(self.model, job.messages, self._text_params)
-        if self.cache is None:
-            return None
-        strict = self._strict_key(job, self._text_params)
-        found = self.cache.get_many([job.key, strict])
-        rating = self._cached_rating(job, found.get(job.key))
-        return rating if rating is not None else self._cached_rating(job, found.get(strict))
 
     def close(self) -> None:
         """Store what is left, settle with the limiter, close the client's connections and release the

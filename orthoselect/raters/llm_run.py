@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from orthoselect.llm.breaker import EndpointUnreachable
-from orthoselect.llm.cache import request_key
+from orthoselect.llm.cache import answer_record, request_key
+from orthoselect.llm.dialects import TEXT, negotiate
 from orthoselect.llm.limits import BudgetExhausted
 from orthoselect.llm.transport import Completion, LLMError
 from orthoselect.raters.judge import Messages, ScoreParseError
@@ -41,7 +42,6 @@ class Job:
     truncated: bool
     messages: Messages
     key: str
-    structured: bool  # `key` is that of a response_format request
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +73,10 @@ class Tally:
         self.raw = c.text
 
 
-def count_cache_hits(stats: RaterStats, n: int) -> None:
-    """`n` pairs served from the request cache."""
-    stats.cache_hits += n
+def count_cache_hits(stats: RaterStats, n: int, probed: int = 0) -> None:
+    """`n` pairs served without a request: from the request cache, or (`probed` of them) the answer that
+    negotiating the dialect got (its requests are counted already; it is no cache hit)."""
+    stats.cache_hits += n - probed
     if n:
         stats.by_status["ok"] = stats.by_status.get("ok", 0) + n
 
@@ -100,13 +101,24 @@ class RatingRun:
                 if self.stopped is None:
                     self.stopped = e
 
+    async def negotiate(self, messages: Messages) -> tuple[str, Completion, list[dict]]:
+        """`messages` sent in each structured-output dialect until one is honoured (llm/dialects.py),
+        accounted like a rating's requests: (dialect, its answer, what each dialect tried got)."""
+        tally = Tally()
+
+        async def send(dialect: str) -> Completion:
+            answer = await self._request(messages, tally, self.cfg.max_tokens, dialect)
+            if isinstance(answer, LLMError):
+                raise answer
+            return answer
+
+        try:
+            return await negotiate(send, self.rater.response_format or {})
+        finally:
+            self._account(tally)
+
     async def rate_one(self, job: Job) -> Rating:
-        """The rating of one pair: from the cache after a re-key, else asked for and accounted."""
-        if job.structured and not self.rater.structured:  # keyed before structured output was switched off
-            cached = await asyncio.to_thread(self.rater.rekey, job)  # the cache may be remote: not on the loop
-            if cached is not None:
-                count_cache_hits(self.stats, 1)
-                return cached
+        """The rating of one pair, asked for and accounted."""
         tally = Tally()
         try:
             verdict = await self._ask(job, tally)
@@ -119,14 +131,14 @@ class RatingRun:
         failure = Failure("parse_error", "")
         for round_ in range(self.cfg.parse_retries + 1):
             messages = job.messages if round_ == 0 else self.judge.strict_messages(job.rule, job.text)
-            answer = await self._request(messages, tally)
+            answer = await self._request(messages, tally, self.rater.max_tokens(reask=round_ > 0))
             if isinstance(answer, LLMError):  # the endpoint's fault (after retries) is not final
                 if not answer.transient:
                     return Failure("error", answer.message)
                 return Failure(
                     "unreachable" if isinstance(answer, EndpointUnreachable) else "unavailable", answer.message
                 )
-            verdict = self._interpret(answer)
+            verdict = self._interpret(answer, self.rater.max_tokens(reask=round_ > 0))
             if not isinstance(verdict, Failure):
                 self.ok += 1
                 self._keep(job, round_ == 0, messages, answer)
@@ -136,16 +148,20 @@ class RatingRun:
             failure = verdict
         return failure
 
-    async def _request(self, messages: Messages, tally: Tally) -> Completion | LLMError:
-        """One `complete` call (the client retries inside it), its use added to `tally`. A setup error or
-        the circuit breaker raises RaterSetupError; the budget raises BudgetExhausted."""
-        cfg = self.cfg
+    async def _request(
+        self, messages: Messages, tally: Tally, max_tokens: int, dialect: str | None = None
+    ) -> Completion | LLMError:
+        """One `complete` call (the client retries inside it) in the rater's dialect (or `dialect`), its
+        use added to `tally`. A setup error or the circuit breaker raises RaterSetupError; the budget
+        raises BudgetExhausted."""
+        rater = self.rater
         try:
             answer = await self.client.complete(
                 messages,
-                max_tokens=cfg.max_tokens,
-                temperature=cfg.temperature,
-                response_format=self.rater.response_format,
+                max_tokens=max_tokens,
+                temperature=self.cfg.temperature,
+                response_format=rater.response_format,
+                dialect=dialect or rater.dialect or TEXT,
             )
         except LLMError as e:
             tally.attempts += e.attempts
@@ -160,12 +176,12 @@ class RatingRun:
         tally.add(answer)
         return answer
 
-    def _interpret(self, c: Completion) -> float | Failure:
+    def _interpret(self, c: Completion, max_tokens: int) -> float | Failure:
         """One answer as the judge's score, or why not: refused, cut short or unreadable."""
         if c.finish_reason == "content_filter":
             return Failure("refused", "the provider refused to answer (finish_reason=content_filter)")
         if c.finish_reason == "length":
-            cut = f"answer cut at max_tokens={self.cfg.max_tokens} (finish_reason=length): {c.text[:60]!r}"
+            cut = f"answer cut at max_tokens={max_tokens} (finish_reason=length): {c.text[:60]!r}"
             return Failure("parse_error", cut)
         try:
             return self.judge.parse(c.text)
@@ -175,18 +191,8 @@ class RatingRun:
     def _keep(self, job: Job, first_round: bool, messages: Messages, c: Completion) -> None:
         """Hand a usable answer to the cache writer under the key of the request really sent."""
         rater = self.rater
-        same = first_round and c.structured == job.structured
-        key = job.key if same else request_key(rater.model, messages, rater.params(c.structured))
-        rater.writer.put(
-            {
-                "key": key,
-                "model": rater.model,
-                "text": c.text,
-                "finish_reason": c.finish_reason,
-                "tokens_in": c.tokens_in,
-                "tokens_out": c.tokens_out,
-            }
-        )
+        key = job.key if first_round else request_key(rater.model, messages, rater.params(reask=True))
+        rater.writer.put(answer_record(key, rater.model, c))
 
     def _account(self, tally: Tally) -> float | None:
         """Add one pair's requests to the stats; its dollar cost (None at an unknown price)."""

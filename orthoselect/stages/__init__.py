@@ -1,12 +1,13 @@
 """The pipeline's steps, in data-flow order. Each reads only what the steps before it persisted:
 
-    plan -> scan (per shard) -> sample -> rules -> rate (per sampled shard) -> dpp
+    plan -> scan (per shard) -> sample -> rules -> dialect -> rate (per sampled shard) -> dpp
          -> score (per shard) -> rank -> write (per shard) -> manifest
 
 `STEPS` is the registry: every list of steps (stage flows, status, manifest, progress bars, artifacts)
 is derived from it and from what each step declares (orthoselect/stages/base.py)."""
 
 from orthoselect.stages.base import RUN_UNIT, Artifact, RunContext, RunStep, ShardStep, Step, StepNotReady
+from orthoselect.stages.dialect import FindDialect
 from orthoselect.stages.index import DrawSample, Plan, ScanShard, sampled_shards
 from orthoselect.stages.manifest import WriteManifest, build_manifest, render_report
 from orthoselect.stages.rating import RateSample, ScorePool
@@ -20,6 +21,7 @@ STEPS: dict[str, Step] = {
         ScanShard(),
         DrawSample(),
         GenerateRules(),
+        FindDialect(),
         RateSample(),
         SelectRules(),
         ScorePool(),

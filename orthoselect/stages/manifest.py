@@ -12,6 +12,7 @@ from orthoselect.html_report import location, write_html_report
 from orthoselect.raters import rater_label
 from orthoselect.rule_report import rule_choice_markdown
 from orthoselect.stages.base import Artifact, RunContext, RunStep, ShardStep, Stats, Step
+from orthoselect.stages.dialect import dialect_file
 from orthoselect.stages.shown import run_end_artifacts
 from orthoselect.stages.tally import USAGE_FIELDS, usage_over_attempts
 
@@ -44,7 +45,11 @@ class WriteManifest(RunStep[ManifestStats]):
     stats_type = ManifestStats
 
     def inputs(self, ctx: RunContext, unit: None) -> dict:
-        return {"rank": ctx.done_key("rank"), "writes": sorted(ctx.completed_units("write"))}
+        return {
+            "rank": ctx.done_key("rank"),
+            "writes": sorted(ctx.completed_units("write")),
+            "dialect": ctx.done_key("dialect"),  # ratings asked again in another dialect may equal the old
+        }
 
     def run(self, ctx: RunContext, unit: None) -> ManifestStats:
         manifest = build_manifest(ctx)
@@ -84,7 +89,9 @@ def build_manifest(ctx: RunContext) -> dict:
         "cost_unknown",
     )
     calls = {
-        s: {k: stages[s][k] for k in fields if k in stages[s]} for s in ("rules", "rate", "score") if stages.get(s)
+        s: {k: stages[s][k] for k in fields if k in stages[s]}
+        for s in ("rules", "dialect", "rate", "score")
+        if stages.get(s)
     }
     calls["score"]["reused_from_sample"] = score.get("reused", 0)
     usage, attempts = usage_over_attempts(ctx.storage)
@@ -102,6 +109,11 @@ def build_manifest(ctx: RunContext) -> dict:
         "seed": cfg.seed,
         "rater": rater_label(cfg.rating.model),
         "rule_generator": rater_label(cfg.rules.model) if not cfg.rules.file else f"file {cfg.rules.file}",
+        "structured_output": {  # the dialect each LLM endpoint was asked in, and how it was found
+            section: ctx.storage.read_json(dialect_file(section))
+            for section in ("rules", "rating")
+            if ctx.storage.exists(dialect_file(section))
+        },
         "rules": {"hash": rules["hash"], "count": rules["count"], "source": rules.get("source")},
         "chosen_rules": chosen["chosen_rules"],
         "rho": {k: chosen[k] for k in ("rho_chosen", "rho_all", "percentile", "random_rhos") if k in chosen},
@@ -272,6 +284,13 @@ def render_report(m: dict) -> str:
         "# OrthoSelect run report",
         "",
         f"- rater: **{m['rater']}**; rules: {m['rules']['count']} from {m['rule_generator']}",
+        *(
+            f"- structured output of {section}: {rec['dialect']} ({rec['setting']}"
+            + "".join(f"; {t['dialect']} {t['outcome']}" for t in rec.get("tried", [])[:-1])
+            + ")"
+            for section, rec in m.get("structured_output", {}).items()
+            if rec.get("dialect")  # not for the offline simulator
+        ),
         f"- run dir: `{m['run_dir']}`; output: `{m['output']}`; seed {m['seed']}; config {m['config_hash']}",
         "",
     ]

@@ -17,6 +17,7 @@ from orthoselect.hashing import frame_hash
 from orthoselect.raters import Rater, make_rater
 from orthoselect.raters.judge import ScoreJudge
 from orthoselect.stages.base import RunContext, ShardStep, Stats, run_limiter
+from orthoselect.stages.dialect import read_dialect
 from orthoselect.stages.index import NO_TOTAL, sampled_documents, sampled_shards
 from orthoselect.stages.rules import load_chosen_rules, load_rules
 from orthoselect.stages.tally import Tally, UsageLog
@@ -46,7 +47,8 @@ assert RATING_SCHEMA.names == RATING_COLUMNS
 
 
 def rating_fingerprint(ctx: RunContext) -> dict:
-    """What a rating's answer depends on (not where it is sent, nor the key it is sent with)."""
+    """What a rating's request and answer depend on: model, prompts, max_tokens, the structured-output
+    dialect the run found (a change asks again), ... (not where it is sent)."""
     r = ctx.cfg.rating
     fp = {
         "model": r.model,
@@ -56,7 +58,9 @@ def rating_fingerprint(ctx: RunContext) -> dict:
         "parse_retries": r.parse_retries,
         "template": ScoreJudge.version,
     }
-    return fp | ({"seed": ctx.cfg.seed} if r.model == SIMULATED else {})
+    if r.model == SIMULATED:
+        return fp | {"seed": ctx.cfg.seed}
+    return fp | {"dialect": read_dialect(ctx, "rating")}
 
 
 def ratings_table(ratings: list[Rating]) -> pa.Table:
@@ -64,12 +68,15 @@ def ratings_table(ratings: list[Rating]) -> pa.Table:
     return pa.Table.from_pydict(columns, schema=RATING_SCHEMA)
 
 
-def rater_for(ctx: RunContext, step: str, shard: Shard) -> Rater:
-    """The run's rater for one shard of a step: within the run's LLM limits, with its request cache when
-    enabled, reporting what it sends under the run's attempt."""
+def rater_for(ctx: RunContext, step: str, unit: str, dialect: str | None = "found") -> Rater:
+    """The run's rater for one unit of a step: within the run's LLM limits, with its request cache when
+    enabled, reporting what it sends under the run's attempt, asking in the dialect the run found
+    (`dialect` "found"; None: negotiate it)."""
     cache = ctx.cache_path() if ctx.cfg.cache.enabled else None
-    usage = UsageLog(ctx.storage, ctx.attempt, step, shard.id)
-    return make_rater(ctx.cfg, cache, run_limiter(ctx), usage, should_stop=ctx.stop_requested)
+    usage = UsageLog(ctx.storage, ctx.attempt, step, unit)
+    if dialect == "found":
+        dialect = read_dialect(ctx, "rating")
+    return make_rater(ctx.cfg, cache, run_limiter(ctx), usage, should_stop=ctx.stop_requested, dialect=dialect)
 
 
 @dataclass
@@ -134,7 +141,7 @@ class RateSample(ShardStep[RatingStats]):
         wanted = set(sample.doc_id[sample.shard == shard.id])
         rules = load_rules(ctx)
         tables, docs, tally = [], 0, Tally()
-        with rater_for(ctx, self.name, shard) as rater:
+        with rater_for(ctx, self.name, shard.id) as rater:
             for ids, texts in sampled_documents(ctx, shard, wanted):
                 ratings = rater.rate([(Document(i, t), rule) for i, t in zip(ids, texts) for rule in rules])
                 tally.add(ratings)
@@ -204,7 +211,7 @@ class ScorePool(ShardStep[ScoreStats]):
         totals = {"docs": 0, "rated": 0, "unrated": 0, "reused": 0, "duplicates_dropped": 0}
         tally = Tally()
         with (
-            rater_for(ctx, self.name, shard) as rater,
+            rater_for(ctx, self.name, shard.id) as rater,
             ctx.storage.local_staging(f"scores/{shard.id}.parquet") as scores_tmp,
             ctx.storage.local_staging(f"pool_ratings/{shard.id}.parquet") as ratings_tmp,
             pq.ParquetWriter(scores_tmp, score_schema, compression="zstd") as scores_out,

@@ -15,7 +15,7 @@ from orthoselect.hashing import stable_hash
 from orthoselect.rule_diagnostics import RaterNotDiscriminating, check_rater_discriminates
 from orthoselect.rule_quality import score_matrix
 from orthoselect.rule_report import num, pct, rule_choice_markdown
-from orthoselect.rules import RulesError, generate_rules, load_rules_file, rules_from_json, rules_to_json
+from orthoselect.rules import RulesError, load_rules_file, rules_from_json, rules_to_json
 from orthoselect.stages.base import Artifact, RunContext, RunStep, Stats, log, run_limiter
 from orthoselect.stages.index import example_texts, sampled_shards
 from orthoselect.stages.shown import rule_plot_artifacts
@@ -74,10 +74,7 @@ class GenerateRules(RunStep[RulesStats]):
         if r.file:
             rules, stats = load_rules_file(r.file), {"requests": 0}
         else:
-            examples = example_texts(ctx, r.examples) if r.model != SIMULATED else []
-            rules, stats = generate_rules(
-                r, ctx.cfg.task.description, ctx.cfg.data.description, examples, ctx.cfg.seed, limiter=run_limiter(ctx)
-            )
+            rules, stats = _generated_rules(ctx)
         if len(rules) < ctx.cfg.dpp.k:
             raise RulesError(
                 f"only {len(rules)} distinct rules for dpp.k = {ctx.cfg.dpp.k}; "
@@ -88,6 +85,30 @@ class GenerateRules(RunStep[RulesStats]):
         return RulesStats.from_dict(
             {**stats, "rules": len(rules), "source": source, "output_hash": stable_hash([r.text for r in rules])}
         )
+
+
+def _generated_rules(ctx: RunContext) -> tuple[list[Rule], dict]:
+    """Rules from the LLM (or the simulator), in the dialect found for its endpoint (negotiated now if
+    none was, and kept in structured_output/rules.json), answers served from the request cache."""
+    from orthoselect.llm.cache import open_cache
+    from orthoselect.rule_generation import generate_rules
+    from orthoselect.stages.dialect import dialect_file, endpoint_record, known_dialect
+
+    r, cfg = ctx.cfg.rules, ctx.cfg
+    examples = example_texts(ctx, r.examples) if r.model != SIMULATED else []
+    cache = open_cache(ctx.cache_path(), cfg.storage.options) if cfg.cache.enabled and r.model != SIMULATED else None
+    known = known_dialect(ctx, r) if r.model != SIMULATED else None
+    try:
+        rules, stats = generate_rules(
+            r, cfg.task.description, cfg.data.description, examples, cfg.seed, run_limiter(ctx), cache, known
+        )
+    finally:
+        if cache is not None:
+            cache.close()
+    if r.model != SIMULATED:
+        tried = (stats.get("negotiation") or {}).get("tried", [])
+        ctx.storage.write_json(dialect_file("rules"), endpoint_record(r, stats["dialect"], tried=tried))
+    return rules, stats
 
 
 @dataclass

@@ -13,9 +13,12 @@ Faults (rate_429, rate_500, rate_503, rate_400, rate_timeout, rate_garbage, rate
 rate_length, rate_refused) are drawn from a hash of (seed, request content, attempt number of that
 content): a run is reproducible and a retry may succeed. With `api_key`, requests without
 `Authorization: Bearer <key>` get 401, and `key_outside_header` records a key seen in a URL or body.
-Structured output: a request with a json_schema `response_format` gets the same answer as JSON,
-{"score": 0.63}; with `reject_response_format` it gets 400 "response_format json_schema is not supported"
-instead (counted in `rejected_response_format`, not in the content counts that drive faults)."""
+Structured output: a request in a dialect of `dialects` (json_schema: OpenAI's response_format;
+json_object: llama.cpp's {"type": "json_object", "schema": ...}; guided: vLLM's guided_json) gets the same
+answer as the schema's JSON, {"score": 0.63} or {"rules": [...]}. A request in another dialect is, by
+`unsupported`: "400" rejected as OpenAI does, "500" answered 500 naming the format (llama-cpp-python's
+server with json_schema), "ignore" answered as text. `reject_response_format` = no dialect, "400".
+Rejections count in `rejected_response_format`, not in the content counts that drive faults."""
 
 from __future__ import annotations
 
@@ -80,6 +83,8 @@ class FakeLLMServer:
         timeout_sleep_s: float = 30.0,
         api_key: str | None = None,
         reject_response_format: bool = False,
+        dialects: tuple[str, ...] = ("json_schema",),
+        unsupported: str = "400",
         keep_bodies: int = 200,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -99,7 +104,8 @@ class FakeLLMServer:
             "refused": rate_refused,
         }
         self.retry_after, self.timeout_sleep_s, self.api_key = retry_after, timeout_sleep_s, api_key
-        self.reject_response_format = reject_response_format
+        self.dialects = () if reject_response_format else dialects
+        self.unsupported = unsupported
         self.host, self.port, self.reuse_port = host, port, reuse_port
         self.bodies: deque[dict] = deque(maxlen=keep_bodies)  # the last request bodies, as received
         self._simulated: Callable[[str, str, int], float] | None = None
@@ -117,8 +123,8 @@ class FakeLLMServer:
         self.by_content: Counter = Counter()  # request-content hash -> requests
         self.answered: Counter = Counter()  # request-content hash -> usable answers sent (each one billed)
         self.unauthorized = 0
-        self.response_format = 0  # requests that carried a json_schema response_format
-        self.rejected_response_format = 0  # of those, answered 400 (reject_response_format)
+        self.response_format = 0  # requests that asked for structured output, in any dialect
+        self.rejected_response_format = 0  # of those, rejected (a dialect not in `dialects`)
         self.key_outside_header = False  # the API key seen in a URL or a body
         self.arrivals: list[float] = []  # time.monotonic() of every chat request's arrival
         self.in_flight = self.max_in_flight = 0  # requests being answered now / at most at once
@@ -213,15 +219,17 @@ class FakeLLMServer:
             return _error(400, "request body is not a chat completion request", "invalid_request_error"), None
         self.by_model[model] += 1
         self.bodies.append(body)
-        rf = body.get("response_format")
-        structured = isinstance(rf, dict) and rf.get("type") == "json_schema"
-        if structured:
+        dialect, schema = _dialect(body)
+        if dialect is not None:
             self.response_format += 1
-            if self.reject_response_format:
+            if dialect not in self.dialects and self.unsupported != "ignore":
                 self.rejected_response_format += 1
+                if self.unsupported == "500":
+                    return _error(500, f"Unsupported response_format type: {dialect}", "server_error"), None
                 return _error(
-                    400, "response_format json_schema is not supported by this model", "invalid_request_error"
+                    400, f"response_format {dialect} is not supported by this model", "invalid_request_error"
                 ), None
+        structured = dialect in self.dialects
         content = hashlib.sha256(_canon([model, messages])).hexdigest()[:16]
         self.by_content[content] += 1
         fault = self._fault(content, self.by_content[content])
@@ -236,7 +244,7 @@ class FakeLLMServer:
             return _error(400, "Invalid value for 'max_tokens'.", "invalid_request_error"), fault
         text, finish = self._answer(messages), "stop"
         if structured:
-            text = _as_json(text)
+            text = _as_json(text, schema)
         if fault == "garbage":
             text = "I think this document is quite nice overall."
         elif fault == "truncated_json":
@@ -346,8 +354,25 @@ class FakeLLMServer:
         self.stop()
 
 
-def _as_json(text: str) -> str:
-    """A numeric answer as the JSON object a json_schema response_format asks for; others as they are."""
+def _dialect(body: dict) -> tuple[str | None, dict]:
+    """The structured-output dialect a request asks in, and its schema."""
+    rf = body.get("response_format")
+    if isinstance(rf, dict) and rf.get("type") == "json_schema":
+        return "json_schema", rf.get("json_schema", {}).get("schema", {})
+    if isinstance(rf, dict) and rf.get("type") == "json_object":
+        return "json_object", rf.get("schema") or {}
+    if "guided_json" in body:
+        return "guided", body["guided_json"]
+    return None, {}
+
+
+def _as_json(text: str, schema: dict) -> str:
+    """An answer as the JSON object the schema asks for: {"score": x} for a number, {"rules": [...]} for a
+    list; others as they are."""
+    properties = schema.get("properties", {})
+    if "rules" in properties:
+        with contextlib.suppress(ValueError):
+            return json.dumps({"rules": json.loads(text)})
     try:
         return f'{{"score": {float(text)!r}}}'
     except ValueError:

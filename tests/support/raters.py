@@ -19,9 +19,11 @@ def http_rater(
     limiter: Limiter | None = None,
     **over: Any,
 ) -> LiteLLMRater:
-    """A rater of model `openai/fake` at `url` over plain HTTP (10 s timeout), `over` for any other rating
-    setting; its client retries after 0.01 s instead of the library's backoff of seconds."""
-    cfg = RatingConfig(**{"model": "openai/fake", "api_base": url, "transport": "http", "timeout_s": 10, **over})
+    """A rater of model `openai/fake` at `url` over plain HTTP (10 s timeout), asking in the loopback server's
+    json_schema dialect (negotiation has its own tests), `over` for any other rating setting; its client
+    retries after 0.01 s instead of the library's backoff of seconds."""
+    base = {"model": "openai/fake", "api_base": url, "transport": "http", "timeout_s": 10}
+    cfg = RatingConfig(**{**base, "structured_output": "json_schema", **over})
     rater = LiteLLMRater(cfg, cache, limiter=limiter, judge=judge)
     rater.client.backoff_base_s = 0.01
     return rater
