@@ -14,20 +14,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 import yaml
 
 from orthoselect.config import Config
 from orthoselect.prompts import rating_messages
-from orthoselect.raters.simulated import simulated_rules
-from orthoselect.stages import RunContext, run_local
+from orthoselect.stages import RunContext
 from support import ROOT
-from support.configs import FAST_DPP, llm_config, small_config
+from support.configs import FAST_DPP, llm_config
 from support.corpus import run_rules, run_texts
 from support.fake_llm_server import FakeLLMServer
 from support.net import free_port, wait_for
 from support.prefect_api import api_url, latest_artifact
+from support.runs import reference_run, same_selection, write_rules
 from support.s3 import s3_options, upload
 from support.tcp_proxy import TcpProxy
 
@@ -43,9 +42,7 @@ def llm():
 
 @pytest.fixture(scope="module")
 def rules_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("rules") / "rules.txt"
-    path.write_text("".join(r + "\n" for r in simulated_rules(16, seed=0)))
-    return path
+    return write_rules(tmp_path_factory.mktemp("rules") / "rules.txt")
 
 
 def slow_config(data: Path | str, run_dir: Path | str, url: str, rules_file: Path, cache: Path, **over: Any) -> dict:
@@ -57,25 +54,9 @@ def slow_config(data: Path | str, run_dir: Path | str, url: str, rules_file: Pat
 
 @pytest.fixture(scope="module")
 def reference(corpus_dir, rules_file, tmp_path_factory) -> RunContext:
-    """The same run, uninterrupted, with the in-process simulator: the server answers the simulator's
-    scores, so every faulty run below must end with exactly this selection."""
-    cfg = small_config(corpus_dir, tmp_path_factory.mktemp("reference"), dpp=FAST_DPP)
-    cfg["rules"] = {"file": str(rules_file)}
-    cfg["rating"] = {"model": "simulated", "sample_size": 100}
-    ctx = RunContext(Config.model_validate(cfg))
-    run_local(ctx)
-    return ctx
-
-
-def same_selection(ctx: RunContext, reference: RunContext) -> None:
-    pd.testing.assert_frame_equal(
-        ctx.storage.read_parquet("selection.parquet"), reference.storage.read_parquet("selection.parquet")
-    )
-    out = sorted(ctx.output.list(""))
-    assert out == sorted(reference.output.list(""))
-    for name in out:
-        a, b = (pd.read_parquet(c.output.url(name)) for c in (ctx, reference))
-        assert list(a.id) == list(b.id) and list(a.score) == list(b.score)
+    """The same run, uninterrupted, with the in-process simulator: every faulty run below must end with
+    exactly this selection."""
+    return reference_run(corpus_dir, rules_file, tmp_path_factory.mktemp("reference"), dpp=FAST_DPP)
 
 
 def test_kill_whole_run_then_resume(prefect_api, llm, corpus_dir, rules_file, reference, tmp_path):

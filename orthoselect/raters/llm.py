@@ -13,6 +13,7 @@ dollar cost of the requests billed for it; a Limiter may stop the run on budget.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -326,17 +327,16 @@ class LiteLLMRater(Rater):
     def _serve_cached(self, jobs: list[Job], keys: list[str], hits: Hits) -> list[Job]:
         """Look up keys[n] for jobs[n] (the negotiation's answer, then the cache): usable answers go to
         `hits`, the jobs left are returned."""
-        found = {k: self._probed.pop(k) for k in keys if k in self._probed}
-        self._probed_served += len(found)
-        if self.cache is not None:
-            found |= self.cache.get_many([k for k in keys if k not in found])
+        probed = {k: self._probed.pop(k) for k in keys if k in self._probed}
+        self._probed_served += len(probed)
+        found = self.cache.get_many([k for k in keys if k not in probed]) if self.cache is not None else {}
         todo = []
         for job, key in zip(jobs, keys):
-            rating = self._cached_rating(job, found.get(key))
+            rating = self._cached_rating(job, probed.get(key) or found.get(key))
             if rating is None:
                 todo.append(job)
-            else:
-                hits.append((job.i, rating))
+            else:  # the negotiation's answer was asked for in this call: not a cached one
+                hits.append((job.i, dataclasses.replace(rating, cached=False) if key in probed else rating))
         return todo
 
     def _cached_rating(self, job: Job, record: dict | None) -> Rating | None:

@@ -84,6 +84,18 @@ class Stats:
         return out
 
 
+@dataclass
+class UsageStats(Stats):
+    """What a step's LLM requests used: sent (retries included), tokens, dollars (unknown-price requests)."""
+
+    requests: int = 0
+    retries: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    cost_unknown: int = 0
+
+
 U = TypeVar("U", None, Shard)
 T = TypeVar("T", bound=Stats)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from orthoselect.config import SIMULATED, LLMEndpoint
 from orthoselect.llm.dialects import fixed_dialect
 from orthoselect.raters.judge import ScoreJudge
-from orthoselect.stages.base import RunContext, RunStep, Stats
+from orthoselect.stages.base import RunContext, RunStep, UsageStats
 from orthoselect.stages.index import NO_TOTAL, example_texts
 from orthoselect.stages.rules import load_rules
 from orthoselect.types import Document
@@ -55,15 +55,9 @@ def known_dialect(ctx: RunContext, section: LLMEndpoint) -> str | None:
 
 
 @dataclass
-class DialectStats(Stats):
+class DialectStats(UsageStats):
     """What finding the rating endpoint's dialect sent (nothing when it was named or known)."""
 
-    requests: int = 0
-    retries: int = 0
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: float = 0.0
-    cost_unknown: int = 0
     dialect: str = field(default="", metadata=NO_TOTAL)
 
 

@@ -16,7 +16,7 @@ from orthoselect.rule_diagnostics import RaterNotDiscriminating, check_rater_dis
 from orthoselect.rule_quality import score_matrix
 from orthoselect.rule_report import num, pct, rule_choice_markdown
 from orthoselect.rules import RulesError, load_rules_file, rules_from_json, rules_to_json
-from orthoselect.stages.base import Artifact, RunContext, RunStep, Stats, log, run_limiter
+from orthoselect.stages.base import Artifact, RunContext, RunStep, Stats, UsageStats, log, run_limiter
 from orthoselect.stages.index import example_texts, sampled_shards
 from orthoselect.stages.shown import rule_plot_artifacts
 from orthoselect.types import Rule
@@ -33,16 +33,10 @@ def load_chosen_rules(ctx: RunContext) -> list[Rule]:
 
 
 @dataclass
-class RulesStats(Stats):
+class RulesStats(UsageStats):
     rules: int = 0
     source: str = ""
     model: str = ""
-    requests: int = 0
-    retries: int = 0
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: float = 0.0
-    cost_unknown: int = 0
     parse_failures: int = 0
     short_by: int = 0
     output_hash: str = ""
