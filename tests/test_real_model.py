@@ -4,8 +4,11 @@ $ORTHOSELECT_CACHE (~/.cache/orthoselect) and downloads the model; later runs re
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from orthoselect.llm.client import LLMClient
@@ -42,3 +45,96 @@ def test_the_server_answers_a_rating_prompt(llama: LlamaServer) -> None:
         assert answer.tokens_in > 0 and answer.finish_reason in ("stop", "length")
         assert client.requests >= 1
         assert llama.chat_requests() - before == client.requests
+
+
+# --- the pipeline with the real model ---------------------------------------------------------------
+RULE_LINES = [
+    "Documented: the code has a docstring that says what it does.",
+    "Correct: the code does what its docstring says.",
+    "Readable: names are clear and the code is short.",
+    "Complete: the document is not cut off in the middle.",
+]
+POOL = [
+    DOC,
+    'def add(a, b):\n    """The sum of a and b."""\n    return a + b\n',
+    "x=1;y=2;z=x+y;print(z) # TODO fix\n\n\n\n",
+    "Copyright (c) 2009. All rights reserved. Redistribution and use in source and binary forms",
+    'class Stack:\n    """A last-in, first-out list."""\n    def __init__(self):\n        self.items = []\n',
+    "def f(\n",
+]
+
+
+def real_config(tmp_path: Path, llama: LlamaServer, transport: str) -> dict:
+    """Six documents and four rules from a file: four documents rated against every rule, r = 2 rules
+    chosen, the other two documents rated against those, the best three kept."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "part-0.jsonl").write_text(
+        "".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(POOL))
+    )
+    rules = tmp_path / "rules.txt"
+    rules.write_text("\n".join(RULE_LINES) + "\n")
+    endpoint = {
+        "model": f"openai/{llama.served_model}",
+        "api_base": llama.api_base,
+        "transport": transport,
+        "timeout_s": 300,
+        "price_per_million_tokens": {"input": 0, "output": 0},
+    }
+    return {
+        "run_dir": str(tmp_path / "run"),
+        "seed": 0,
+        "dataset": {"path": str(data)},
+        "rules": {"file": str(rules)},
+        "rating": {**endpoint, "sample_size": 4, "concurrency": 1, "max_doc_tokens": 256},
+        "dpp": {"k": 2, "random_subsets": 20},
+        "selection": {"mode": "top_k", "size": 3},
+        "cache": {"path": str(tmp_path / "cache.sqlite")},
+    }
+
+
+@pytest.mark.parametrize("transport", ["http", "litellm"])
+def test_the_pipeline_runs_on_the_real_model_or_says_why_not(
+    llama: LlamaServer, tmp_path: Path, transport: str
+) -> None:
+    from orthoselect.config import Config
+    from orthoselect.rule_diagnostics import RaterNotDiscriminating
+    from orthoselect.stages import RunContext, run_local
+    from orthoselect.stages.tally import TooManyFailedRatings, usage_over_attempts
+
+    ctx = RunContext(Config.model_validate(real_config(tmp_path, llama, transport)))
+    before = llama.chat_requests()
+    manifest: dict | None = None
+    try:
+        manifest = run_local(ctx)
+    except RaterNotDiscriminating as e:  # a model this small may give one answer to everything
+        assert str(e).startswith("the rater does not discriminate") and "Raw answers:" in str(e), e
+    except TooManyFailedRatings as e:  # or answers that mostly do not parse
+        assert "failed for good" in str(e), e
+    served = llama.chat_requests() - before
+
+    # structured output works without any proxy: json_schema refused (HTTP 500), json_object honoured
+    found = ctx.storage.read_json("structured_output/rating.json")
+    assert found["dialect"] == "json_object", found
+    assert found["tried"][0]["dialect"] == "json_schema" and found["tried"][0]["outcome"] == "rejected"
+    assert llama.chat_requests(status=500) >= 1
+
+    # every rating is a score in [0, 1] or a recorded failure with its reason and the raw answer
+    ratings = pd.concat(
+        [
+            ctx.storage.read_parquet(f"{folder}/{name}")
+            for folder in ("ratings", "pool_ratings")
+            for name in ctx.storage.list(folder)
+        ]
+    )
+    ok = ratings.status == "ok"
+    assert ok.any() and ratings.score[ok].between(0, 1).all()
+    failed = ratings[~ok]
+    assert failed.score.isna().all() and (failed.reason.str.len() > 0).all() and (failed.raw.str.len() > 0).all()
+
+    # the requests the run counted (its raters' usage logs) are the requests the server answered
+    usage, _ = usage_over_attempts(ctx.storage)
+    assert sum(step["requests"] for step in usage.values()) == served > 0
+    if manifest is not None:
+        assert manifest["structured_output"]["rating"]["dialect"] == "json_object"
+        assert manifest["counts"]["selected"] == 3

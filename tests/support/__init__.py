@@ -10,6 +10,9 @@
 - prefect_api:      the Prefect API of the session, reading every page of a listing
 - pipeline:         the pipeline flow run twice (a run and its rerun)
 - guard:            the rule that only tests marked `integration` start servers
+- llama_server:     a real model on loopback: llama-cpp-python built once, SmolLM2, request counts
+- runs:             runs whose end is known (the reference run), comparing two runs' selections
+- kills, llm_process: killing runs and LLM-server processes in the resilience tests
 """
 
 from pathlib import Path

@@ -9,7 +9,7 @@
 
 Both live under $ORTHOSELECT_CACHE (default ~/.cache/orthoselect), outside the checkout. llama-cpp-python
 is installed by pip from the index, so pip's wheel cache keeps the wheel it compiled: the first install on
-a machine compiles llama.cpp (BENCHMARKS.md §8 has the times), a later fresh venv installs in seconds.
+a machine compiles llama.cpp (BENCHMARKS.md §7 has the times), a later fresh venv installs in seconds.
 Only what a text server needs is compiled (LLAMA_CPP_CMAKE_ARGS). An interprocess lock (fcntl) keeps two
 test processes from building or downloading at once; a completion marker, written after the imports
 work, says a venv is whole. The build log is kept beside the venv; a failed build raises with its tail.
