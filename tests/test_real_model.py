@@ -5,6 +5,7 @@ $ORTHOSELECT_CACHE (~/.cache/orthoselect) and downloads the model; later runs re
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +31,9 @@ DOC = (
 
 @pytest.fixture(scope="module")
 def llama() -> Iterator[LlamaServer]:
+    """The served model; skipped, saying why, only on a machine without a C++ compiler to build with."""
+    if not (shutil.which("c++") or shutil.which("g++")):
+        pytest.skip("no C++ compiler (c++ or g++) on PATH: llama-cpp-python cannot be built here")
     with LlamaServer(ensure_smollm2(), ensure_llama_python()) as server:
         yield server
 
