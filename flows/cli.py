@@ -20,7 +20,8 @@ apply_defaults()  # the `orthoselect` command is an entry point: defaults before
 
 from flows.progress import console, stage_progress
 from orthoselect import preflight
-from orthoselect.config import Config, ConfigError, load_config, parse_override
+from orthoselect.config import Config, ConfigError, load_config
+from orthoselect.config_overrides import parse_override
 from orthoselect.stages import STAGES, RunContext
 
 app = typer.Typer(
