@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from orthoselect import plots
 from orthoselect.dpp import LOW_QUALITY
-from orthoselect.rule_report import num, pct
+from orthoselect.rule_report import num, pct, shared_clusters
 from orthoselect.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -229,11 +229,7 @@ def _all_rules(sel: dict, correlation_csv: str) -> list[str]:
             ["chosen" if r.get("pick") else "" for r in rules],
         )
     )
-    clusters: dict[int, list[str]] = {}
-    for r in rules:
-        if r["cluster"] is not None:
-            clusters.setdefault(r["cluster"], []).append(r["id"])
-    shared = [ids for ids in clusters.values() if len(ids) > 1]
+    shared = shared_clusters(rules)
     if shared:
         out.append(f"<h3>Redundancy clusters (correlation above {sel.get('duplicate_correlation', 0.8):g})</h3><ul>")
         out += [f"<li>{len(ids)} rules: " + ", ".join(f"<code>{_e(i)}</code>" for i in ids) + "</li>" for ids in shared]

@@ -21,6 +21,15 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def shared_clusters(rules: list[dict]) -> list[list[str]]:
+    """The rule ids of each redundancy cluster holding more than one rule."""
+    clusters: dict[int, list[str]] = {}
+    for r in rules:
+        if r["cluster"] is not None:
+            clusters.setdefault(r["cluster"], []).append(r["id"])
+    return [ids for ids in clusters.values() if len(ids) > 1]
+
+
 def rule_table(rows: list[dict], with_pick: bool) -> list[str]:
     head = ("| pick " if with_pick else "") + "| rule | quality q | agreement | cluster | sd | failed |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -82,11 +91,7 @@ def rule_choice_markdown(sel: dict, sample_docs: int | None = None) -> list[str]
     ]
     if weakest:
         lines += ["", "### Lowest-quality rules (not chosen)", ""] + rule_table(weakest, with_pick=False)
-    clusters: dict[int, list[str]] = {}
-    for r in rules:
-        if r["cluster"] is not None:
-            clusters.setdefault(r["cluster"], []).append(r["id"])
-    shared = [ids for ids in clusters.values() if len(ids) > 1]
+    shared = shared_clusters(rules)
     if shared:
         lines += ["", f"### Redundancy clusters (correlation above {sel.get('duplicate_correlation', 0.8):g})", ""]
         lines += [f"- {len(ids)} rules: " + ", ".join(f"`{i}`" for i in ids) for ids in shared]

@@ -89,7 +89,7 @@ class FindDialect(RunStep[DialectStats]):
             doc = Document("dialect-probe", example_texts(ctx, 1)[0])
             with rater_for(ctx, self.name, "run", dialect=None) as rater:
                 found = rater.negotiate(doc, load_rules(ctx)[0])  # type: ignore[attr-defined]  # an LLM rater
-                usage = {k: v for k, v in rater.stats.to_dict().items() if k in DialectStats.__dataclass_fields__}
+                usage = rater.stats.to_dict()
             record = endpoint_record(rating, found["dialect"], requests=found["requests"], tried=found["tried"])
             stats = DialectStats.from_dict({**usage, "dialect": found["dialect"]})
         ctx.storage.write_json(dialect_file("rating"), record)
