@@ -1,7 +1,9 @@
 """fsspec access under one root URL: atomic writes (temp name, then rename or copy), retried I/O.
 
 Local folders, s3:// (through s3fs) and any other fsspec URL work alike. A `Storage` is picklable:
-it carries the URL and options and opens its filesystem lazily, so it can travel to Dask workers."""
+it carries the URL and options and opens its filesystem lazily, so it can travel to Dask workers.
+Nothing here ever creates a bucket: on an object store no folder is made before a write (s3fs's
+`makedirs` creates a missing bucket), so a write to a missing bucket fails (FileNotFoundError)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import json
 import logging
 import os
 import random
+import re
 import sys
 import tempfile
 import time
@@ -28,6 +31,9 @@ T = TypeVar("T")
 
 # Errors that never get better by retrying.
 PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, ValueError)
+# fsspec protocols of object stores: keys, no folders, and a `makedirs` that creates a missing bucket
+OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az"})
+S3 = frozenset({"s3", "s3a"})
 
 
 def transient_errors() -> tuple[type[BaseException], ...]:
@@ -46,10 +52,45 @@ def is_remote(url: str) -> bool:
     return "://" in url and not url.startswith("file://")
 
 
+def protocol(url: str) -> str:
+    return url.split("://", 1)[0].lower() if "://" in url else "file"
+
+
 def filesystem(url: str, options: dict | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
     """The filesystem of `url` and the path inside it. Options apply to remote URLs only."""
     fs, path = fsspec.core.url_to_fs(url, **((options or {}) if is_remote(url) else {}))
     return fs, path
+
+
+def bucket_problem(url: str, options: dict | None = None, retries: int = 0) -> str | None:
+    """Why the S3 bucket of `url` cannot be used, in words naming neither the credentials nor the options,
+    or None when it can (or `url` is not on S3). One listing of at most one key under the URL's prefix:
+    it needs the credentials a run needs, and tells a missing bucket from a denied one. Creates nothing."""
+    if protocol(url) not in S3:
+        return None
+    fs, path = filesystem(url, options)
+    bucket, key, _ = fs.split_path(path)
+    prefix = re.split(r"[*?\[]", key, maxsplit=1)[0]  # a glob's fixed part
+    try:
+        with_retries(
+            lambda: fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=prefix, MaxKeys=1), retries, f"list {url}"
+        )
+    except FileNotFoundError:
+        return (
+            f"bucket {bucket!r} of {url} does not exist; OrthoSelect never creates a bucket: create it or "
+            "correct the name"
+        )
+    except PermissionError as e:
+        code = getattr(e.__cause__, "response", {}).get("Error", {}).get("Code") or "access denied"
+        return f"the credentials may not list {url} ({code}): they must be allowed to list, read and write it"
+    except Exception as e:  # noqa: BLE001 - whatever stops the listing stops the run: said in one line
+        if type(e).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
+            return (
+                f"no AWS credentials to reach {url}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or "
+                "AWS_PROFILE, or storage.options.profile"
+            )
+        return f"cannot reach {url} ({type(e).__name__}: {e})"
+    return None
 
 
 def with_retries(fn: Callable[[], T], attempts: int, what: str) -> T:
@@ -102,6 +143,12 @@ class Storage:
     def _io(self, what: str, fn: Callable[[], T]) -> T:
         return with_retries(fn, self.retries, f"{what} {self.url()}")
 
+    def _make_folder(self, path: str) -> None:
+        """The folder a file is written into, where folders exist; never on an object store, where
+        `makedirs` would create a missing bucket instead of failing."""
+        if protocol(self.root) not in OBJECT_STORES:
+            self.fs.makedirs(os.path.dirname(path), exist_ok=True)
+
     # --- reading -----------------------------------------------------------------------------
     def exists(self, rel: str) -> bool:
         def check() -> bool:
@@ -146,7 +193,7 @@ class Storage:
         final, tmp = self.path(rel), self.path(f"{rel}.tmp-{uuid.uuid4().hex[:8]}")
 
         def put() -> None:
-            self.fs.makedirs(os.path.dirname(final), exist_ok=True)
+            self._make_folder(final)
             self.fs.pipe_file(tmp, data)
             self._publish(tmp, final)
 
@@ -189,7 +236,7 @@ class Storage:
             final, part = self.path(rel), self.path(f"{rel}.tmp-{uuid.uuid4().hex[:8]}")
 
             def put() -> None:
-                self.fs.makedirs(os.path.dirname(final), exist_ok=True)
+                self._make_folder(final)
                 self.fs.put_file(tmp, part)
                 self._publish(part, final)
 

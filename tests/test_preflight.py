@@ -1,8 +1,9 @@
 """Configs that cannot run fail before any work: the preflight check (rules file against dpp.k, the
-simulated bank, the dataset's files), from the library and from the CLI (exit 2, one line naming the key,
-no Prefect API or Dask cluster started); it runs once per run; unreadable files found later are the
-dataset's ShardError; the step tasks do not retry what cannot be transient; a sample as large as the
-pool is said so, by the sample step and by `orthoselect estimate`."""
+simulated bank, the models' providers, the dataset's files), from the library and from the CLI (exit 2,
+one line naming the key, no Prefect API or Dask cluster started); it runs once per run; unreadable files
+found later are the dataset's ShardError; the step tasks do not retry what cannot be transient; a sample
+as large as the pool is said so, by the sample step and by `orthoselect estimate`. S3 locations:
+tests/test_preflight_s3.py."""
 
 from __future__ import annotations
 
@@ -113,6 +114,63 @@ def test_more_simulated_rules_than_the_bank_holds(data, tmp_path):
     assert str(e.value).startswith(f"rules.count: {len(BANK_RULES) + 1} is more than the {len(BANK_RULES)} rules")
 
 
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any name lookup or connection from this process fails the test."""
+    import socket
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(f"the network was used: {args[:2]}")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+def model_error(data: Path, tmp_path: Path, **over: Any) -> str:
+    with pytest.raises(ConfigError) as e:
+        preflight(config(data, tmp_path, **over))
+    return str(e.value)
+
+
+def test_models_are_checked_against_litellms_providers_offline(data, tmp_path, offline, capsys):
+    assert model_error(data, tmp_path, rating__model="opneai/gpt-4o-mini") == (
+        "rating.model: unknown provider 'opneai' in 'opneai/gpt-4o-mini' (nearest: openai, opensearch); expected "
+        "provider/model, e.g. openai/gpt-4o-mini, or hosted_vllm/opneai/gpt-4o-mini for a model an "
+        "OpenAI-compatible server serves under that name (providers: https://docs.litellm.ai/docs/providers)"
+    )
+    assert model_error(data, tmp_path, rules__model="llama3") == (
+        "rules.model: 'llama3' has no provider prefix and litellm cannot tell its provider; expected "
+        "provider/model, e.g. openai/llama3, ollama/llama3 or hosted_vllm/llama3 "
+        "(providers: https://docs.litellm.ai/docs/providers)"
+    )
+    message = model_error(data, tmp_path, rating__model="meta-llama/Meta-Llama-3-8B-Instruct")
+    assert message.startswith("rating.model: unknown provider 'meta-llama' in 'meta-llama/Meta-Llama-3-8B-Instruct' (")
+    assert "hosted_vllm/meta-llama/Meta-Llama-3-8B-Instruct" in message
+    assert model_error(data, tmp_path, rating__model="openai/") == (
+        "rating.model: 'openai/' names no model after the provider; expected provider/model, e.g. openai/<model>"
+    )
+    for good in ("anthropic/claude-3-5-sonnet-20240620", "ollama/llama3", "gpt-4o-mini", "groq/llama3-8b-8192"):
+        assert preflight(config(data, tmp_path, rating__model=good)) == [], good
+    assert capsys.readouterr().out == ""  # litellm's own "Provider List" lines are not printed
+
+
+def test_litellm_is_imported_only_for_providers_it_must_tell(data, tmp_path, monkeypatch):
+    """Simulated models, and providers the lean HTTP client serves, need no litellm import (~3 s)."""
+    import orthoselect.env
+
+    def refuse() -> Any:
+        raise AssertionError("litellm was imported")
+
+    monkeypatch.setattr(orthoselect.env, "import_litellm", refuse)
+    for model in ("simulated", "openai/gpt-4o-mini", "hosted_vllm/meta-llama/Meta-Llama-3-8B-Instruct"):
+        assert preflight(config(data, tmp_path, rating__model=model)) == [], model
+
+
+def test_the_rules_model_is_not_checked_when_rules_come_from_a_file(data, tmp_path, offline):
+    rules = write_rules(tmp_path / "rules.txt", 8)
+    assert preflight(config(data, tmp_path, rules={"file": str(rules), "model": "no-such-model"})) == []
+
+
 def test_a_dataset_path_that_matches_nothing(data, tmp_path):
     with pytest.raises(ConfigError) as e:
         preflight(config(data / "*.parquet", tmp_path))
@@ -206,6 +264,13 @@ def test_bad_configs_exit_2_in_one_line_before_any_server(command, data, tmp_pat
         result, seconds = cli(tmp_path, cfg, *command)
         assert (result.exit_code, result.output) == (2, message + "\n"), result.output
         assert seconds < 2, f"{message}: {seconds:.1f} s"
+
+
+def test_a_bad_model_exits_2_in_one_line_before_any_server(data, tmp_path, no_servers):
+    result, _ = cli(tmp_path, small_config(data, tmp_path / "run", rating={"model": "opneai/gpt-4o-mini"}))
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("rating.model: unknown provider 'opneai' in 'opneai/gpt-4o-mini' (nearest: ")
+    assert result.output.count("\n") == 1
 
 
 def test_the_cli_checks_once_and_shows_warnings(data, tmp_path, monkeypatch, no_servers):
