@@ -138,6 +138,11 @@ class RatingConfig(LLMEndpoint):
     )
     concurrency: int = Field(64, gt=0, description="Requests in flight at once per worker process.")
     sample_size: int = Field(1000, gt=1, description="n: documents rated against all R rules for the DPP.")
+    allow_sample_is_pool: bool = Field(
+        False,
+        description="Allow a sample_size at least the pool's size: the whole pool is rated against all R "
+        "rules (R x N requests; choosing r rules saves nothing). false: the sample step stops the run, saying so.",
+    )
     max_doc_tokens: int = Field(
         2048,
         gt=0,

@@ -2,8 +2,8 @@
 simulated bank, the models' providers, the dataset's files), from the library and from the CLI (exit 2,
 one line naming the key, no Prefect API or Dask cluster started); it runs once per run; unreadable files
 found later are the dataset's ShardError; the step tasks do not retry what cannot be transient; a sample
-as large as the pool is said so, by the sample step and by `orthoselect estimate`. S3 locations:
-tests/test_preflight_s3.py."""
+as large as the pool stops the sample step unless asked for, and `orthoselect estimate` says so. S3
+locations: tests/test_preflight_s3.py."""
 
 from __future__ import annotations
 
@@ -336,10 +336,26 @@ def test_step_tasks_do_not_retry_what_cannot_be_transient():
 
 
 # --- a sample as large as the pool ------------------------------------------------------------------
-def test_a_sample_as_large_as_the_pool_is_said_so(data, tmp_path, caplog):
+def test_a_sample_as_large_as_the_pool_stops_the_sample_step(data, tmp_path):
+    """The pool is known once the shards are scanned: the sample step refuses to make the whole pool the
+    sample (R x N ratings, the DPP saves nothing) with a ConfigError, which no task retries."""
+    ctx = RunContext(config(data, tmp_path, rating={"model": "simulated", "sample_size": 60}))  # 3 x 20 docs
+    with pytest.raises(ConfigError) as e:
+        run_local(ctx, stages=("index_pool",))
+    assert str(e.value) == (
+        "rating.sample_size: 60 is at least the pool's 60 documents: the whole pool would be the sample, rated "
+        "against all R rules (R x N requests; choosing r rules saves nothing); lower rating.sample_size below "
+        "60, or set rating.allow_sample_is_pool: true to rate the whole pool"
+    )
+    assert not ctx.storage.exists("sample.parquet")
+    assert ctx.read_marker("sample") is None  # not done: the run with a fixed config draws the sample
+
+
+def test_a_sample_as_large_as_the_pool_when_asked_for(data, tmp_path, caplog):
     from orthoselect.stages import STEPS
 
-    ctx = RunContext(config(data, tmp_path, rating={"model": "simulated", "sample_size": 60}))  # 3 x 20 docs
+    asked = {"model": "simulated", "sample_size": 60, "allow_sample_is_pool": True}
+    ctx = RunContext(config(data, tmp_path, rating=asked))
     with caplog.at_level(logging.WARNING, logger="orthoselect"):
         run_local(ctx, stages=("index_pool",))
     stats = STEPS["sample"].read_stats(ctx, None)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from orthoselect.config import ConfigError
 from orthoselect.config_files import dump_config
 from orthoselect.dataset import Shard, discover_shards, read_batches
 from orthoselect.hashing import frame_hash, stable_hash
@@ -120,8 +121,8 @@ class SampleStats(Stats):
     duplicates: int = 0
     sample_per_shard: dict[str, int] = field(default_factory=dict)  # the shards stage 2 rates
     output_hash: str = ""
-    # rating.sample_size >= the pool: every document is in the sample, so stage 2 rates the whole pool
-    # against all R rules (the paper's R x N) and the DPP saves nothing
+    # rating.sample_size >= the pool (only with rating.allow_sample_is_pool, else the step fails): every
+    # document is in the sample, so stage 2 rates the whole pool against all R rules (the paper's R x N)
     sample_is_pool: bool = field(default=False, metadata=NO_TOTAL)
 
 
@@ -172,6 +173,8 @@ class DrawSample(RunStep[SampleStats]):
             part = part.assign(key=sample_keys(part.doc_id, ctx.cfg.seed))
             frame = part if best is None else pd.concat([best, part], ignore_index=True)
             best = frame.nsmallest(n, "key")
+        if pool > 0 and n >= pool and not ctx.cfg.rating.allow_sample_is_pool:
+            raise ConfigError(sample_is_pool_error(n, pool))
         if best is None:  # no shard at all
             best = pd.DataFrame({"doc_id": [], "shard": [], "row": [], "key": [], "order": []})
         sample = best.sort_values(["order", "row"])
@@ -193,6 +196,14 @@ class DrawSample(RunStep[SampleStats]):
         if stats.get("sample_is_pool"):
             text += "\n\n**Warning**: " + sample_is_pool_warning(ctx.cfg.rating.sample_size, stats["pool"])
         return [Artifact("orthoselect-sample", "markdown", text, "Sample drawn for rule selection")]
+
+
+def sample_is_pool_error(sample_size: int, pool: int) -> str:
+    return (
+        f"rating.sample_size: {sample_size:,} is at least the pool's {pool:,} documents: the whole pool would be "
+        "the sample, rated against all R rules (R x N requests; choosing r rules saves nothing); lower "
+        f"rating.sample_size below {pool:,}, or set rating.allow_sample_is_pool: true to rate the whole pool"
+    )
 
 
 def sample_is_pool_warning(sample_size: int, pool: int) -> str:
