@@ -64,6 +64,23 @@ def test_prefect_yaml_deploys_the_pipeline_and_each_stage():
     zoneinfo.ZoneInfo(cron[0].timezone)  # a real IANA zone
 
 
+def test_the_deployments_config_ships_and_runs_offline(corpus_dir: Path, tmp_path: Path):
+    """prefect.yaml names a config in the checkout, examples/nightly.yaml: the simulated rater on the demo
+    corpus (`orthoselect sample-data demo/data`, or `make demo`), paths read from the file's folder; as it
+    is, it passes the preflight check and completes."""
+    from orthoselect.config import SIMULATED, load_config
+    from orthoselect.preflight import preflight
+    from orthoselect.stages import RunContext, run_local
+
+    [path] = {d.parameters["config_path"] for d in read_prefect_yaml("prefect.yaml").deployments}
+    shipped = load_config(ROOT / path)
+    assert (shipped.rules.model, shipped.rating.model) == (SIMULATED, SIMULATED)
+    assert (shipped.dataset.path, shipped.run_dir) == (str(ROOT / "demo" / "data"), str(ROOT / "runs" / "nightly"))
+    cfg = load_config(ROOT / path, {"dataset.path": str(corpus_dir), "run_dir": str(tmp_path / "run")})
+    assert preflight(cfg) == []
+    assert run_local(RunContext(cfg))["counts"]["selected"] == 120  # fraction 0.1 of the 1,200 documents
+
+
 def test_container_variant_is_a_valid_project_file():
     project = read_prefect_yaml("prefect-container.yaml")
     assert {d.name for d in project.deployments} == {QUEUE, f"{QUEUE}-score-pool"}
