@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# A long-running Prefect API and UI on this machine (SQLite under $PREFECT_HOME), on any PORT:
+# A long-running Prefect API and UI on this machine (SQLite under $PREFECT_HOME, by default
+# ~/.orthoselect/prefect-server: its own, apart from the worker's and from the throwaway server an
+# `orthoselect` command starts without PREFECT_API_URL, ~/.orthoselect/prefect), on any PORT:
 #
 #   infra/prefect-server.sh                          # http://127.0.0.1:4200 (UI) and .../api
 #   PORT=4300 infra/prefect-server.sh                # another port: the UI talks to the API on 4300 too
@@ -20,7 +22,7 @@ case "$HOST" in
     0.0.0.0 | :: | "[::]") ui_host="$(hostname -f 2>/dev/null || hostname)" ;;  # a browser cannot call 0.0.0.0
     *) ui_host="$HOST" ;;
 esac
-export PREFECT_HOME="${PREFECT_HOME:-$HOME/.orthoselect/prefect}"
+export PREFECT_HOME="${PREFECT_HOME:-$HOME/.orthoselect/prefect-server}"   # the history lives here
 export PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1   # no telemetry (offline-safe, quiet)
 export PREFECT_SERVER_API_HOST="$HOST" PREFECT_SERVER_API_PORT="$PORT"
 export PREFECT_SERVER_UI_API_URL="${UI_API_URL:-http://$ui_host:$PORT/api}"

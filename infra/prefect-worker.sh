@@ -12,12 +12,14 @@
 # (Scheduled, then Late) until the config's previous run has finished. Run it on the machine (or in the
 # container) that has this checkout and its virtual environment; the flow runs inherit its environment
 # (PREFECT_API_URL, storage credentials, the LLM key variable). LIMIT caps the runs this worker runs at
-# once (default: no cap). Several workers may poll one pool.
+# once (default: no cap). Several workers may poll one pool. PREFECT_HOME (default
+# ~/.orthoselect/prefect-worker) holds only the worker's and its flow runs' local Prefect files: the runs
+# are recorded by the server, never in a database of the worker's.
 set -euo pipefail
 POOL="${POOL:-orthoselect-process}"
 QUEUES="${QUEUES-nightly}"
 VENV="${VENV:-.venv}"
-export PREFECT_HOME="${PREFECT_HOME:-$HOME/.orthoselect/prefect}"
+export PREFECT_HOME="${PREFECT_HOME:-$HOME/.orthoselect/prefect-worker}"
 export PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1   # no telemetry (offline-safe, quiet)
 prefect="$VENV/bin/prefect"
 
