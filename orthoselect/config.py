@@ -3,15 +3,13 @@ is generated from these descriptions (`orthoselect config-template`)."""
 
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from orthoselect.config_files import is_local, read_text, resolve_paths, set_dotted
+from orthoselect.config_files import dotted_keys, is_local, read_text, resolve_paths, run_name, set_dotted
 from orthoselect.hashing import stable_hash
 
 SIMULATED = "simulated"
@@ -271,15 +269,6 @@ LEAN_DASK_CONFIG: dict[str, Any] = {
 }
 
 
-def _dotted(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}: nested Dask settings (YAML, --set overrides) as dotted keys."""
-    out: dict[str, Any] = {}
-    for key, value in mapping.items():
-        name = f"{prefix}{key}"
-        out.update(_dotted(value, name + ".") if isinstance(value, dict) else {name: value})
-    return out
-
-
 class ClusterConfig(Section):
     address: str | None = Field(
         None,
@@ -305,7 +294,7 @@ class ClusterConfig(Section):
     @field_validator("dask_config")
     @classmethod
     def _over_lean_defaults(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return {**LEAN_DASK_CONFIG, **_dotted(value)}
+        return {**LEAN_DASK_CONFIG, **dotted_keys(value)}
 
     task_retries: int = Field(
         2,
@@ -375,16 +364,6 @@ class Config(Section):
         """Hash of the named sections (all when none): the part of the config a result depends on."""
         data = self.model_dump(mode="json")
         return stable_hash({s: data[s] for s in sections} if sections else data)
-
-
-def run_name(run_dir: str) -> str:
-    """A run's short name in the Prefect UI (flow-run names, artifact keys): the run directory's last part
-    in lowercase letters, digits and dashes, and a hash of its whole URL (two `runs/demo` on different
-    buckets differ; a local folder is named by its absolute path)."""
-    if is_local(run_dir):
-        run_dir = os.path.abspath(run_dir.removeprefix("file://"))
-    last = run_dir.rstrip("/").rsplit("/", 1)[-1].lower()
-    return f"{re.sub(r'[^a-z0-9]+', '-', last).strip('-')[:40] or 'run'}-{stable_hash(run_dir, 6)}"
 
 
 class ConfigError(ValueError):

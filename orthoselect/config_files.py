@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from orthoselect.hashing import stable_hash
+
 PATH_KEYS = (("output", "path"), ("rules", "file"), ("cache", "path"))
 
 
@@ -76,6 +78,25 @@ def set_dotted(raw: dict, dotted: str, value: Any) -> None:
     for p in parents:
         node = node.setdefault(p, {})
     node[leaf] = value
+
+
+def dotted_keys(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}: nested Dask settings (YAML, --set overrides) as dotted keys."""
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        out.update(dotted_keys(value, name + ".") if isinstance(value, dict) else {name: value})
+    return out
+
+
+def run_name(run_dir: str) -> str:
+    """A run's short name in the Prefect UI (flow-run names, artifact keys): the run directory's last part
+    in lowercase letters, digits and dashes, and a hash of its whole URL (two `runs/demo` on different
+    buckets differ; a local folder is named by its absolute path)."""
+    if is_local(run_dir):
+        run_dir = os.path.abspath(run_dir.removeprefix("file://"))
+    last = run_dir.rstrip("/").rsplit("/", 1)[-1].lower()
+    return f"{re.sub(r'[^a-z0-9]+', '-', last).strip('-')[:40] or 'run'}-{stable_hash(run_dir, 6)}"
 
 
 def is_local(url: str) -> bool:
