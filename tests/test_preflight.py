@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -233,16 +232,15 @@ def no_servers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(flows.runtime, "dask_cluster", refuse)
 
 
-def cli(tmp_path: Path, cfg: dict[str, Any], *args: str) -> tuple[Result, float]:
-    """`orthoselect <args> <config file of cfg>` (default: run --no-progress), and its seconds."""
+def cli(tmp_path: Path, cfg: dict[str, Any], *args: str) -> Result:
+    """`orthoselect <args> <config file of cfg>` (default: run --no-progress). Whether it stopped before any
+    work is what the `no_servers` fixture and the exit code say, not a timing."""
     from flows.cli import app
 
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     command = [*args, str(path)] if args else ["run", str(path), "--no-progress"]
-    started = time.perf_counter()
-    result = CliRunner().invoke(app, command)
-    return result, time.perf_counter() - started
+    return CliRunner().invoke(app, command)
 
 
 @pytest.mark.parametrize("command", [["run"], ["score-pool"], ["estimate"]])
@@ -261,13 +259,12 @@ def test_bad_configs_exit_2_in_one_line_before_any_server(command, data, tmp_pat
     }
     deny(data / "part-1.jsonl")
     for message, cfg in bad.items():
-        result, seconds = cli(tmp_path, cfg, *command)
+        result = cli(tmp_path, cfg, *command)
         assert (result.exit_code, result.output) == (2, message + "\n"), result.output
-        assert seconds < 2, f"{message}: {seconds:.1f} s"
 
 
 def test_a_bad_model_exits_2_in_one_line_before_any_server(data, tmp_path, no_servers):
-    result, _ = cli(tmp_path, small_config(data, tmp_path / "run", rating={"model": "opneai/gpt-4o-mini"}))
+    result = cli(tmp_path, small_config(data, tmp_path / "run", rating={"model": "opneai/gpt-4o-mini"}))
     assert result.exit_code == 2, result.output
     assert result.output.startswith("rating.model: unknown provider 'opneai' in 'opneai/gpt-4o-mini' (nearest: ")
     assert result.output.count("\n") == 1
@@ -276,7 +273,7 @@ def test_a_bad_model_exits_2_in_one_line_before_any_server(data, tmp_path, no_se
 def test_the_cli_checks_once_and_shows_warnings(data, tmp_path, monkeypatch, no_servers):
     calls = count_checks(monkeypatch)
     (data / "part-9.jsonl").write_text("")
-    result, _ = cli(tmp_path, small_config(data, tmp_path / "run"))
+    result = cli(tmp_path, small_config(data, tmp_path / "run"))
     assert isinstance(result.exception, AssertionError)  # it went on to start the Prefect API (refused here)
     assert result.output == f"dataset.path: {data / 'part-9.jsonl'} is empty (0 bytes): its scan will fail\n"
     assert len(calls) == 1  # `_load` checked it; `_run` did not check it again
@@ -371,11 +368,11 @@ def test_a_sample_as_large_as_the_pool_when_asked_for(data, tmp_path, caplog):
 
 def test_estimate_says_the_sample_is_the_pool(data, tmp_path, no_servers):
     cfg = small_config(data, tmp_path / "run", rating={"model": "simulated", "sample_size": 5000})
-    result, _ = cli(tmp_path, cfg, "estimate")
+    result = cli(tmp_path, cfg, "estimate")
     assert result.exit_code == 0, result.output
     assert "Warning: the sample is the whole pool" in result.output
-    result, _ = cli(tmp_path, cfg, "estimate", "--json")
+    result = cli(tmp_path, cfg, "estimate", "--json")
     assert json.loads(result.output[result.output.index("{") :])["sample_is_pool"] is True
     cfg["rating"]["sample_size"] = 30
-    result, _ = cli(tmp_path, cfg, "estimate")
+    result = cli(tmp_path, cfg, "estimate")
     assert result.exit_code == 0 and "whole pool" not in result.output

@@ -55,7 +55,7 @@ def s3_config(data: Path | str, run_dir: str, endpoint: str, **over: Any) -> dic
 @pytest.mark.usefixtures("no_servers")
 def test_a_run_dir_on_a_missing_bucket_is_refused_and_never_created(s3_endpoint, data, tmp_path):
     cfg = s3_config(data, "s3://test-bukcet/runs/a", s3_endpoint)
-    result, _ = cli(tmp_path, cfg)
+    result = cli(tmp_path, cfg)
     assert (result.exit_code, result.output) == (
         2,
         "run_dir: bucket 'test-bukcet' of s3://test-bukcet/runs/a does not exist; OrthoSelect never creates a "
@@ -95,14 +95,14 @@ def test_good_s3_locations_pass(s3_endpoint, corpus_dir, tmp_path):
 
 @pytest.mark.usefixtures("no_servers")
 def test_s3_without_credentials_is_one_line_naming_the_key(s3_endpoint, data, tmp_path, no_credentials):
-    result, _ = cli(tmp_path, s3_config(data, "s3://test-bucket/runs/c", s3_endpoint))
+    result = cli(tmp_path, s3_config(data, "s3://test-bucket/runs/c", s3_endpoint))
     assert (result.exit_code, result.output) == (
         2,
         "run_dir: no AWS credentials to reach s3://test-bucket/runs/c: set AWS_ACCESS_KEY_ID and "
         "AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or storage.options.profile\n",
     )
     cfg = s3_config("s3://test-bucket/corpus", str(tmp_path / "run"), s3_endpoint)
-    result, _ = cli(tmp_path, cfg)
+    result = cli(tmp_path, cfg)
     assert result.exit_code == 2 and result.output.startswith("dataset.path: no AWS credentials to reach s3://")
 
 
@@ -110,7 +110,7 @@ def test_s3_without_credentials_is_one_line_naming_the_key(s3_endpoint, data, tm
 def test_a_secret_in_the_storage_options_is_never_shown(s3_endpoint, data, tmp_path):
     options = {**s3_options(s3_endpoint), "key": "testing", "secret": SECRET}
     cfg = small_config(data, "s3://test-bukcet/runs/d", storage={"options": options, "retries": 0})
-    result, _ = cli(tmp_path, cfg)
+    result = cli(tmp_path, cfg)
     assert result.exit_code == 2 and result.output.startswith("run_dir: bucket 'test-bukcet'")
     assert SECRET not in result.output
 
