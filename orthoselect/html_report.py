@@ -1,28 +1,37 @@
 """`report.html`: the run report (what `report.md` says, `orthoselect.stages.manifest.render_report`) as one
 self-contained page: inline CSS, the plots of `orthoselect.plots` embedded as base64 PNG data URIs, no
-script and no external resource. Written by the manifest step beside report.md, and by `orthoselect
-report --html` for a run that finished before it existed.
-
-The score histogram reads the run directory shard by shard (`scores/*.parquet` and `selection.parquet`,
-column `score`, in record batches) into fixed-bin counts, so its memory does not grow with the pool."""
+script and no external resource. Written by the manifest step beside report.md, written again from the
+manifest at the end of every later attempt (attempt counts, a notice when the latest did not complete:
+`orthoselect.stages.manifest.refresh_attempts`) with the plots it recorded (`orthoselect.report_data`),
+and by `orthoselect report --html` for a run that finished before it existed."""
 
 from __future__ import annotations
 
-import base64
 import html
 import logging
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 
-import numpy as np
-import pyarrow.parquet as pq
-
-from orthoselect import plots
-from orthoselect.dpp import LOW_QUALITY
-from orthoselect.rule_report import num, pct, shared_clusters
+from orthoselect.html_sections import (
+    calls_section,
+    choice_section,
+    counts_section,
+    failures_section,
+    header_section,
+    rules_section,
+)
+from orthoselect.report_data import (
+    RULE_PLOTS,
+    SCORE_COUNTS,
+    SCORE_PLOT,
+    ScoreCounts,
+    draw,
+    plot_png,
+    read_score_counts,
+)
 from orthoselect.storage import Storage
 
+__all__ = ["SCORE_COUNTS", "ScoreCounts", "read_score_counts", "render_html", "write_html_report"]
 log = logging.getLogger(__name__)
 
 HTML_REPORT = "report.html"
@@ -36,6 +45,8 @@ th { background: #f0f4f8; } td.n { text-align: right; font-variant-numeric: tabu
 tr.chosen td { background: #fdecea; } tr.flagged td { background: #fff4e5; }
 code { font-size: 0.9em; color: #52606d; } .note { color: #52606d; font-size: 0.92em; }
 .warnings { background: #fff4e5; border-left: 4px solid #f0b429; padding: 0.4em 1em; }
+.notice { background: #fdecea; border-left: 4px solid #c0392b; padding: 0.4em 1em; }
+.headline { font-size: 1.1em; background: #f0f4f8; padding: 0.5em 1em; }
 figure { margin: 1em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #d9e2ec; }
 figcaption { color: #52606d; font-size: 0.9em; } .scroll { overflow-x: auto; }
 """
@@ -45,301 +56,84 @@ class ReportMissing(FileNotFoundError):
     """The run directory has no report: the run has not finished (or there is no run there)."""
 
 
-@dataclass
-class ScoreCounts:
-    """Document scores binned on `edges`: every scored pool document (`pool`), the selected ones
-    (`selected`), and how many pool documents have no score (`unrated`)."""
-
-    edges: np.ndarray = field(default_factory=lambda: plots.SCORE_EDGES.copy())
-    pool: np.ndarray = field(default_factory=lambda: np.zeros(len(plots.SCORE_EDGES) - 1, dtype=np.int64))
-    selected: np.ndarray = field(default_factory=lambda: np.zeros(len(plots.SCORE_EDGES) - 1, dtype=np.int64))
-    unrated: int = 0
-
-    def to_dict(self) -> dict:
-        return {k: getattr(self, k).tolist() for k in ("edges", "pool", "selected")} | {"unrated": self.unrated}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ScoreCounts:
-        arrays = {
-            k: np.asarray(data[k], dtype=float if k == "edges" else np.int64) for k in ("edges", "pool", "selected")
-        }
-        return cls(**arrays, unrated=int(data["unrated"]))
-
-
-SCORE_COUNTS = "score_counts.json"  # the run's binned scores, written with the report (the histograms' data)
-
-
-def _score_batches(storage: Storage, rel: str) -> Iterator[np.ndarray]:
-    """The `score` column of a parquet file of the run, a record batch at a time (null: NaN)."""
-    with storage.fs.open(storage.path(rel), "rb") as f:
-        for batch in pq.ParquetFile(f).iter_batches(columns=["score"], batch_size=65_536):
-            yield batch.column(0).to_numpy(zero_copy_only=False).astype(float)
-
-
-def read_score_counts(storage: Storage) -> ScoreCounts:
-    """`ScoreCounts` of a run from `scores/*.parquet` and `selection.parquet`, one record batch in memory."""
-    counts = ScoreCounts()
-    for name in storage.list("scores"):
-        if name.endswith(".parquet"):
-            for scores in _score_batches(storage, f"scores/{name}"):
-                counts.pool += plots.score_counts(scores, counts.edges)
-                counts.unrated += int(np.isnan(scores).sum())
-    if storage.exists("selection.parquet"):
-        for scores in _score_batches(storage, "selection.parquet"):
-            counts.selected += plots.score_counts(scores, counts.edges)
-    return counts
-
-
-# --- formatting -------------------------------------------------------------------------------------
-def _e(value: object) -> str:
-    return html.escape(str(value))
-
-
-def _cell(value: object) -> str:
-    """A table cell: numbers right-aligned (floats to 4 significant digits), text escaped."""
-    if isinstance(value, bool) or value is None:
-        return f"<td>{'-' if value is None else _e(value)}</td>"
-    if isinstance(value, int):
-        return f'<td class="n">{value:,}</td>'
-    if isinstance(value, float):
-        return f'<td class="n">{value:.4g}</td>'
-    return f"<td>{value}</td>"  # already HTML
-
-
-def _table(head: list[str], rows: list[list[object]], classes: list[str] | None = None) -> str:
-    out = ['<div class="scroll"><table><tr>' + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>"]
-    for i, row in enumerate(rows):
-        cls = f' class="{classes[i]}"' if classes and classes[i] else ""
-        out.append(f"<tr{cls}>" + "".join(_cell(v) for v in row) + "</tr>")
-    return "\n".join(out) + "</table></div>"
-
-
-def _figure(name: str, draw: Callable[[], bytes], caption: str) -> str:
-    """An embedded PNG; a plot that fails to draw is named in the page, never fails the report."""
-    try:
-        data = base64.b64encode(draw()).decode("ascii")
-    except Exception as e:  # noqa: BLE001 - a finished run gets its report even when one plot cannot be drawn
-        log.warning("report.html: the %s plot failed: %s: %s", name, type(e).__name__, e)
-        return f'<p class="note">The {_e(name)} plot could not be drawn: {_e(type(e).__name__)}: {_e(e)}</p>'
-    return (
-        f'<figure><img alt="{_e(name)}" data-plot="{_e(name)}" src="data:image/png;base64,{data}">'
-        f"<figcaption>{_e(caption)}</figcaption></figure>"
-    )
-
-
-def _rule(row: dict) -> str:
-    return f"<code>{_e(row['id'])}</code> {_e(row.get('text', ''))}"
-
-
-def _failed(row: dict) -> str:
-    rate = row.get("failure_rate")
-    return "n/a" if rate is None else f"{100 * rate:.1f} %"
-
-
-# --- sections ---------------------------------------------------------------------------------------
-def _header(m: dict) -> list[str]:
-    return [
-        "<h1>OrthoSelect run report</h1>",
-        "<ul>",
-        f"<li>rater: <b>{_e(m['rater'])}</b>; rules: {m['rules']['count']} from {_e(m['rule_generator'])}</li>",
-        f"<li>run dir: <code>{_e(m['run_dir'])}</code>; output: <code>{_e(m['output'])}</code>; seed {_e(m['seed'])}; "
-        f"config <code>{_e(m['config_hash'])}</code></li>",
-        f"<li>orthoselect {_e(m.get('orthoselect_version', '?'))}; written {_e(m.get('created_at', '?'))}</li>",
-        "</ul>",
-    ]
-
-
-def _choice(sel: dict, sample_docs: int | None) -> list[str]:
-    rules = sel.get("rules", [])
-    chosen = sorted((r for r in rules if r.get("pick")), key=lambda r: r["pick"])
-    k, total = len(sel["chosen_ids"]), len(rules)
-    rnd_f, rnd_r = sel.get("random_fidelity") or {}, sel.get("random_rhos") or {}
-    reference = sel.get("fidelity_reference", total)
-    ref = f"all {total} rules" if reference == total else f"the {reference} of {total} rules with q >= {LOW_QUALITY:g}"
-    docs = f"the {sample_docs:,} rated sample documents" if sample_docs else "the rated sample"
-    out = [f"<h2>{k} rules chosen by the DPP ({_e(sel['kernel'])} kernel, {_e(sel['method'])})</h2>"]
-    out.append(
-        _table(
-            ["pick", "rule", "quality q", "agreement", "cluster", "sd", "failed"],
-            [[r["pick"], _rule(r), r["quality"], r["agreement"], r["cluster"], r["sd"], _failed(r)] for r in chosen],
-        )
-    )
-    out += [
-        '<p class="note">q is the share of a rule\'s variance explained by the consensus of the other rules (its '
-        "own redundancy cluster left out); near 0: noise, near-constant, off-topic or contrarian.</p>",
-        f"<h2>Is the choice better than chance? (label-free, on {docs})</h2>",
-        "<ul>",
-        f"<li>fidelity, the Spearman correlation of the chosen rules' mean score with the mean of {ref}: "
-        f"<b>{num(sel.get('fidelity'))}</b>; random {k}-rule subsets: median {num(rnd_f.get('p50'))} "
-        f"(p5 {num(rnd_f.get('p5'))}, p95 {num(rnd_f.get('p95'))}); random subsets at least as faithful: "
-        f"<b>{pct(sel.get('fidelity_percentile'))}</b></li>",
-        f"<li>orthogonality rho = ||C - I||_F / r: chosen {num(sel['rho_chosen'], 4)}, all rules "
-        f"{num(sel['rho_all'], 4)}, random median {num(rnd_r.get('p50'), 4)}; random subsets at least as "
-        f"orthogonal: {pct(sel.get('percentile'))} (a diagnostic only: a noise rule is perfectly orthogonal)</li>",
-        "</ul>",
-        _figure(
-            "fidelity curve",
-            lambda: plots.fidelity_curve_png(sel),
-            "Fidelity of the first r rules in pick order, beside the median of random r-rule subsets.",
-        ),
-    ]
-    if sel.get("warnings"):
-        out += ['<div class="warnings"><h3>Warnings</h3><ul>']
-        out += [f"<li>{_e(w)}</li>" for w in sel["warnings"]] + ["</ul></div>"]
-    return out
-
-
-def _all_rules(sel: dict, correlation_csv: str) -> list[str]:
-    rules = sorted(
-        sel.get("rules", []), key=lambda r: (r.get("pick") is None, r.get("pick") or 0, -(r["quality"] or 0))
-    )
-    out = [f"<h2>All {len(rules)} rules</h2>"]
-    if correlation_csv:
-        out.append(
-            _figure(
-                "correlation heatmap",
-                lambda: plots.correlation_heatmap_png(sel, correlation_csv),
-                "Pearson correlation of the rules' scores on the sample, in hierarchical-clustering order; "
-                "chosen rules in red.",
-            )
-        )
-    out.append(
-        _figure(
-            "rule quality",
-            lambda: plots.rule_quality_png(sel),
-            "Each rule's quality q, highest first; chosen rules in red.",
-        )
-    )
-    out.append(
-        _table(
-            ["pick", "rule", "quality q", "agreement", "cluster", "sd", "missing", "failed"],
-            [
-                [
-                    r.get("pick"),
-                    _rule(r),
-                    r["quality"],
-                    r["agreement"],
-                    r["cluster"],
-                    r["sd"],
-                    r.get("missing"),
-                    _failed(r),
-                ]
-                for r in rules
-            ],
-            ["chosen" if r.get("pick") else "" for r in rules],
-        )
-    )
-    shared = shared_clusters(rules)
-    if shared:
-        out.append(f"<h3>Redundancy clusters (correlation above {sel.get('duplicate_correlation', 0.8):g})</h3><ul>")
-        out += [f"<li>{len(ids)} rules: " + ", ".join(f"<code>{_e(i)}</code>" for i in ids) + "</li>" for ids in shared]
-        out.append("</ul>")
-    if sel.get("dropped_constant"):
-        dropped = ", ".join(f"<code>{_e(i)}</code>" for i in sel["dropped_constant"])
-        out.append(f"<p>Constant on the sample, never chosen: {dropped}</p>")
-    return out
-
-
-def _counts(m: dict, scores: ScoreCounts | None) -> list[str]:
-    c, sel = m["counts"], m["selection"]
-    out = [
-        "<h2>Counts</h2>",
-        "<ul>",
-        f"<li>shards {c['shards']}; rows read {c['rows_read']:,}; valid {c['valid']:,}; quarantined "
-        f"{c['quarantined']:,} {_e(c['quarantine_reasons'] or '')}; duplicate ids {c['duplicates']:,}</li>",
-        f"<li>sample rated against all rules: {c['sampled']:,}; pool scored: {c['scored']:,} (rated {c['rated']:,}, "
-        f"unrated {c['unrated']:,}); documents cut to rating.max_doc_tokens: {c['truncated_for_rating']:,}</li>",
-        f"<li>selected: <b>{c['selected']:,}</b> by <code>{_e(sel['mode'])}</code>; mean score pool "
-        f"{sel['score_mean_pool']:.4f} &rarr; selected {sel['score_mean_selected']:.4f}</li>",
-        "</ul>",
-    ]
-    if scores is not None:
-        unrated = f"; {scores.unrated:,} unrated pool documents are not shown" if scores.unrated else ""
-        out.append(
-            _figure(
-                "score histogram",
-                lambda: plots.score_histograms_png(scores.pool, scores.selected, scores.edges),
-                f"Document scores of the pool and of the selection{unrated}.",
-            )
-        )
-    return out
-
-
-def _calls(m: dict) -> list[str]:
-    calls, c, spend = m["calls"], m["counts"], m["spend"]
-    stages = list(calls)
-    keys = list(dict.fromkeys(k for stage in stages for k in calls[stage] if not k.endswith("_all_attempts")))
-    keys += list(dict.fromkeys(k for stage in stages for k in calls[stage] if k.endswith("_all_attempts")))
-    rows = [[_e(k)] + [calls[s].get(k) for s in stages] for k in keys]
-    sent = sum(calls[s].get("requests_all_attempts", 0) for s in stages)
-    paid = spend["spent_by_attempts_usd"]
-    cost = f"${spend['cost_usd']:.4f}" + (
-        f" + unknown for {spend['unknown_requests']} requests" if spend["unknown_requests"] else ""
-    )
-    cost += (f"; paid over all attempts ${paid:.4f}" if paid else "") + (
-        f" (budget ${spend['budget_usd']:g})" if spend["budget_usd"] else ""
-    )
-    return [
-        "<h2>Calls</h2>",
-        '<p class="note">Per stage: what the run\'s outputs cost, then (<code>*_all_attempts</code>) what was sent '
-        "over every attempt, killed ones included.</p>",
-        _table(["", *stages], rows),
-        f"<p>Sent over all {c['attempts']} attempts of the run: {sent:,} requests. Cost: {_e(cost)}</p>",
-    ]
-
-
-def _failures(m: dict) -> list[str]:
-    rows = [r for r in m["rule_failures"] if r["failed"]]
-    out = ["<h2>Failed ratings</h2>"]
-    if not rows:
-        out.append("<p>No rating failed.</p>")
-    else:
-        out.append(
-            _table(
-                ["rule", "ratings", "failed", "share", "flagged"],
-                [[_rule(r), r["ratings"], r["failed"], f"{100 * r['failure_rate']:.1f} %", r["flagged"]] for r in rows],
-                ["flagged" if r["flagged"] else "" for r in rows],
-            )
-        )
-    shards = {s: rate for s, rate in m.get("shard_failure_rates", {}).items() if rate}
-    if shards:
-        worst = sorted(shards.items(), key=lambda x: -x[1])[:10]
-        out.append(
-            "<p>Shards with failed ratings (worst first): "
-            + ", ".join(f"<code>{_e(s)}</code> {100 * r:.1f} %" for s, r in worst)
-            + "</p>"
-        )
-    return out
-
-
-def render_html(manifest: dict, selection: dict, correlation_csv: str, scores: ScoreCounts | None) -> str:
+def render_html(
+    manifest: dict,
+    selection: dict,
+    correlation_csv: str,
+    scores: ScoreCounts | None,
+    figures: Mapping[str, bytes] | None = None,
+) -> str:
     """The report page of a run: its manifest, `rule_selection.json`, `correlation.csv` (the heatmap is left
-    out when empty) and its binned document scores (`read_score_counts`; the histogram is left out when
-    None)."""
-    body = _header(manifest)
-    body += _choice(selection, manifest["dpp"].get("sample_docs"))
-    body += _all_rules(selection, correlation_csv)
-    body += _counts(manifest, scores)
-    body += _calls(manifest)
-    body += _failures(manifest)
+    out when empty and not in `figures`) and its binned document scores (`read_score_counts`; the histogram
+    is left out when None). `figures`: PNGs already drawn, by plot name; a plot not in it is drawn now."""
+
+    def png(name: str) -> bytes:
+        if figures is not None and name in figures:
+            return figures[name]
+        return draw(name, selection, correlation_csv, scores)
+
+    heatmap = bool(correlation_csv) or "correlation heatmap" in (figures or {})
+    body = header_section(manifest)
+    body += choice_section(selection, manifest["dpp"].get("sample_docs"), png)
+    body += rules_section(selection, heatmap, png)
+    body += counts_section(manifest, scores, png)
+    body += calls_section(manifest)
+    body += failures_section(manifest)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>OrthoSelect run report: {_e(manifest['run_dir'])}</title><style>{CSS}</style></head>\n<body>\n"
-        + "\n".join(body)
-        + "\n</body></html>\n"
+        f"<title>OrthoSelect run report: {html.escape(manifest['run_dir'])}</title>"
+        f"<style>{CSS}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
     )
+
+
+def draw_figures(storage: Storage, selection: dict, correlation_csv: str, scores: ScoreCounts) -> dict[str, str]:
+    """Every plot of the report drawn (or found drawn) in the run directory: {plot name: its file}. A plot
+    that cannot be drawn is left out (the page says so)."""
+    files = {}
+    for name in (*RULE_PLOTS, SCORE_PLOT):
+        if name == "correlation heatmap" and not correlation_csv:
+            continue
+        try:
+            files[name], _ = plot_png(storage, name, selection, correlation_csv, scores)
+        except Exception as e:  # noqa: BLE001 - the page names the plot that failed
+            log.warning("report.html: the %s plot failed: %s: %s", name, type(e).__name__, e)
+    return files
 
 
 def write_html_report(storage: Storage, manifest: dict | None = None) -> str:
-    """Write `report.html` into a finished run's directory from what it persisted, and the binned scores
-    it plots (`score_counts.json`); returns the report's location."""
+    """Write `report.html` into a finished run's directory from what it persisted, the binned scores it
+    plots (`score_counts.json`) and its plots (`plots/`); returns the report's location. A manifest given
+    gets the plots' files as `figures` (for `rewrite_html_report`)."""
+    given = manifest is not None
     manifest = manifest if manifest is not None else storage.read_json("manifest.json")
     selection = storage.read_json("rule_selection.json", manifest["rule_choice"])
     correlation = storage.read_bytes("correlation.csv").decode() if storage.exists("correlation.csv") else ""
     scores = read_score_counts(storage)
     storage.write_json(SCORE_COUNTS, scores.to_dict())
-    storage.write_text(HTML_REPORT, render_html(manifest, selection, correlation, scores))
+    files = draw_figures(storage, selection, correlation, scores)
+    if given:
+        manifest["figures"] = files
+    figures = {name: storage.read_bytes(path) for name, path in files.items()}
+    storage.write_text(HTML_REPORT, render_html(manifest, selection, correlation, scores, figures))
     return location(storage)
+
+
+def rewrite_html_report(storage: Storage, manifest: dict) -> None:
+    """`report.html` again from an updated manifest, with the plots it recorded (`figures`), nothing drawn:
+    what the end of every attempt does. A manifest older than `figures` is written in full instead."""
+    if "figures" not in manifest:
+        write_html_report(storage, manifest)
+        return
+    figures = {}
+    for name, path in manifest["figures"].items():
+        try:
+            figures[name] = storage.read_bytes(path)
+        except FileNotFoundError:
+            log.warning("report.html: the %s plot %s is gone; drawn again", name, path)
+    counts = storage.read_json(SCORE_COUNTS, default=None)
+    scores = ScoreCounts.from_dict(counts) if counts is not None else None
+    page = render_html(manifest, manifest["rule_choice"], "", scores, figures)
+    storage.write_text(HTML_REPORT, page)
 
 
 def location(storage: Storage, name: str = HTML_REPORT) -> str:

@@ -1,6 +1,6 @@
-"""report.html and its plots: a small run in process writes it beside report.md; headless Chromium renders it
-(the chosen rules in the DOM, every plot an embedded PNG that the page shows); the plots on their own; and
-`orthoselect report [--html]` on finished, old and unfinished runs."""
+"""report.html and its plots: a small run in process writes it beside report.md, both opening with the headline
+result; headless Chromium renders it (the chosen rules in the DOM, every plot an embedded PNG that the page
+shows); the plots on their own; and `orthoselect report [--html]` on finished, old and unfinished runs."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
@@ -22,7 +23,9 @@ from orthoselect import plots
 from orthoselect.config import Config
 from orthoselect.html_report import read_score_counts, render_html
 from orthoselect.stages import STEPS, RunContext, run_local
+from orthoselect.stages.headline import excerpt
 from support.configs import small_config
+from support.corpus import run_texts
 
 PNG = b"\x89PNG\r\n\x1a\n"
 PLOTS = {"fidelity curve", "correlation heatmap", "rule quality", "score histogram"}
@@ -51,9 +54,37 @@ def test_every_run_writes_report_html_beside_report_md(finished):
     for rule in m["chosen_rules"]:
         assert html.escape(rule["text"]) in page
     shown = {a.key: a for a in STEPS["manifest"].artifacts(ctx, {})}
-    assert f"HTML report: `{ctx.storage.path('report.html')}`" in shown["orthoselect-report"].data
-    link = shown["orthoselect-report-html"]
-    assert link.kind == "link" and link.data.startswith("file://")
+    assert f"`{ctx.storage.path('report.html')}`" in shown["orthoselect-report"].data
+
+
+def test_the_report_opens_with_the_headline(finished):
+    """Documents kept of how many, the score shift (means, medians, the kept share above the pool's
+    median) and the top kept and lowest-scored dropped documents with their text, from the run's files."""
+    ctx, m = finished
+    h = m["headline"]
+    selection = ctx.storage.read_parquet("selection.parquet").sort_values("rank")
+    pool = pd.concat([ctx.storage.read_parquet(f"scores/{s.id}.parquet").assign(shard=s.id) for s in ctx.shards()])
+    rated = pool[pool.score.notna()]
+    median = float(np.median(rated.score))
+    assert (h["kept"], h["of"], h["rated"]) == (100, 1200, len(rated))
+    assert h["score_mean_pool"] == pytest.approx(rated.score.mean())
+    assert h["score_mean_selected"] == pytest.approx(selection.score.mean())
+    assert h["score_median_pool"] == pytest.approx(median, abs=1e-4)
+    assert h["selected_above_pool_median"] == pytest.approx((selection.score > median).mean())
+    assert [e["doc_id"] for e in h["kept_examples"]] == list(selection.doc_id[:3])
+    dropped = rated[~rated.doc_id.isin(selection.doc_id)].nsmallest(3, "score")
+    assert [e["doc_id"] for e in h["dropped_examples"]] == list(dropped.doc_id)
+    texts = run_texts(ctx, ctx.shards())
+    for e in h["kept_examples"] + h["dropped_examples"]:
+        assert e["text"] == excerpt(texts[e["doc_id"]]) and len(e["text"]) <= 160
+
+    report = ctx.storage.read_bytes("report.md").decode()
+    head = report[: report.index("## Run")]
+    assert head.startswith("# OrthoSelect run report\n\n## Result\n\n**Kept 100 of 1,200 documents** (8.3 %")
+    assert all(f"`{e['doc_id']}`" in head for e in h["kept_examples"] + h["dropped_examples"])
+    page = ctx.storage.read_bytes("report.html").decode()
+    assert page.index("<b>Kept 100 of 1,200 documents</b>") < page.index("rules chosen by the DPP")
+    assert html.escape(h["kept_examples"][0]["text"]) in page
 
 
 def test_score_counts_are_the_histogram_of_every_score(finished):

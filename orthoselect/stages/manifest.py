@@ -1,6 +1,8 @@
-"""The run manifest (`manifest.json`) and its human summary (`report.md`, and `report.html` with the plots:
-`orthoselect.html_report`), built only from what the stages persisted: markers, rule files, the scores and
-the selection."""
+"""The run manifest (`manifest.json`) and its human summary (`report.md`: `orthoselect.report_md`, and
+`report.html` with the plots: `orthoselect.html_report`), built only from what the stages persisted:
+markers, rule files, the scores and the selection. The over-all-attempts figures (attempt count,
+`*_all_attempts`, dollars paid) and the notice about the latest attempt are refreshed at the end of every
+attempt (`refresh_attempts`), also when the manifest step itself was skipped."""
 
 from __future__ import annotations
 
@@ -8,13 +10,18 @@ import datetime as dt
 from dataclasses import dataclass
 
 from orthoselect import __version__
-from orthoselect.html_report import location, write_html_report
+from orthoselect.html_report import rewrite_html_report, write_html_report
 from orthoselect.raters import rater_label
-from orthoselect.rule_report import rule_choice_markdown
+from orthoselect.report_md import render_report
+from orthoselect.stages.attempts import attempt_ids, outcome_of
 from orthoselect.stages.base import Artifact, RunContext, RunStep, ShardStep, Stats, Step
 from orthoselect.stages.dialect import dialect_file
-from orthoselect.stages.shown import run_end_artifacts
+from orthoselect.stages.headline import build_headline
+from orthoselect.stages.shown_report import report_artifacts
 from orthoselect.stages.tally import USAGE_FIELDS, usage_over_attempts
+from orthoselect.storage import Storage
+
+__all__ = ["WriteManifest", "build_manifest", "refresh_attempts", "render_report"]
 
 
 def stage_stats(ctx: RunContext, steps: list[Step]) -> dict:
@@ -40,7 +47,7 @@ class WriteManifest(RunStep[ManifestStats]):
 
     name = "manifest"
     stage = "select_data"
-    version = 2  # 2: report.html
+    version = 3  # 2: report.html; 3: the headline, the plots kept in plots/
     writes = ("manifest.json", "report.md", "report.html")
     stats_type = ManifestStats
 
@@ -53,17 +60,13 @@ class WriteManifest(RunStep[ManifestStats]):
 
     def run(self, ctx: RunContext, unit: None) -> ManifestStats:
         manifest = build_manifest(ctx)
-        ctx.storage.write_json("manifest.json", manifest)
+        write_html_report(ctx.storage, manifest)  # first: it records the plots it drew in the manifest
         ctx.storage.write_text("report.md", render_report(manifest))
-        write_html_report(ctx.storage, manifest)
+        ctx.storage.write_json("manifest.json", manifest)
         return ManifestStats(selected=manifest["counts"]["selected"])
 
     def artifacts(self, ctx: RunContext, stats: dict) -> list[Artifact]:
-        report = ctx.storage.read_bytes("report.md").decode() + f"\nHTML report: `{location(ctx.storage)}`\n"
-        return [
-            Artifact("orthoselect-report", "markdown", report, "Run report"),
-            *run_end_artifacts(ctx.storage, ctx.storage.read_json("manifest.json")),
-        ]
+        return report_artifacts(ctx.storage)
 
 
 def build_manifest(ctx: RunContext) -> dict:
@@ -94,12 +97,22 @@ def build_manifest(ctx: RunContext) -> dict:
         if stages.get(s)
     }
     calls["score"]["reused_from_sample"] = score.get("reused", 0)
-    usage, attempts = usage_over_attempts(ctx.storage)
-    for step, sent in usage.items():  # what was sent over every attempt, killed ones included
-        calls.setdefault(step, {}).update({f"{k}_all_attempts": v for k, v in sent.items()})
-    for c in calls.values():  # steps without usage logs (the simulator, rule generation): their markers
-        for k in USAGE_FIELDS:
-            c.setdefault(f"{k}_all_attempts", c.get(k, 0))
+    _add_usage_over_attempts(ctx.storage, calls)
+    counts = {
+        "shards": len(ctx.shards()),
+        "rows_read": scan.get("rows", 0),
+        "valid": scan.get("valid", 0),
+        "quarantined": scan.get("quarantined", 0),
+        "quarantine_reasons": scan.get("quarantine_reasons", {}),
+        "duplicates": stages["sample"]["duplicates"],
+        "sampled": stages["sample"]["sampled"],
+        "scored": score.get("docs", 0),
+        "rated": rank["n_rated"],
+        "unrated": rank["n_unrated"],
+        "selected": rank["n_selected"],
+        "truncated_for_rating": sum(stages[s].get("truncated_docs", 0) for s in rating_steps()),
+        "attempts": len(attempt_ids(ctx.storage, ctx.attempt)),  # killed ones included (still "started")
+    }
     return {
         "orthoselect_version": __version__,
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -127,21 +140,11 @@ def build_manifest(ctx: RunContext) -> dict:
             "dropped_constant": chosen.get("dropped_constant", []),
             "sample_docs": chosen.get("sample_docs"),
         },
-        "counts": {
-            "shards": len(ctx.shards()),
-            "rows_read": scan.get("rows", 0),
-            "valid": scan.get("valid", 0),
-            "quarantined": scan.get("quarantined", 0),
-            "quarantine_reasons": scan.get("quarantine_reasons", {}),
-            "duplicates": stages["sample"]["duplicates"],
-            "sampled": stages["sample"]["sampled"],
-            "scored": score.get("docs", 0),
-            "rated": rank["n_rated"],
-            "unrated": rank["n_unrated"],
-            "selected": rank["n_selected"],
-            "truncated_for_rating": sum(stages[s].get("truncated_docs", 0) for s in rating_steps()),
-            "attempts": len(set(attempts) | set(ctx.storage.list("ledger")) | {ctx.attempt}),
-        },
+        "attempt": ctx.attempt,  # the attempt that made these results
+        "latest_attempt": outcome_of(ctx.storage, ctx.attempt).to_dict(),
+        "step_order": list(STEPS),
+        "headline": build_headline(ctx, rank, counts),
+        "counts": counts,
         "selection": rank,
         "calls": calls,
         "spend": spend_summary(ctx, calls),
@@ -152,6 +155,47 @@ def build_manifest(ctx: RunContext) -> dict:
         "stages": stages,
         "shards": [s.to_dict() for s in ctx.shards()],
     }
+
+
+def _add_usage_over_attempts(storage: Storage, calls: dict) -> None:
+    """Each step's `*_all_attempts`: what its raters logged over every attempt, killed ones included; a step
+    without usage logs (the simulator, rule generation) counts what its marker says."""
+    usage, _ = usage_over_attempts(storage)
+    for step, sent in usage.items():
+        calls.setdefault(step, {}).update({f"{k}_all_attempts": v for k, v in sent.items()})
+    for c in calls.values():
+        for k in USAGE_FIELDS:
+            c.setdefault(f"{k}_all_attempts", c.get(k, 0))
+
+
+def refresh_attempts(ctx: RunContext) -> dict | None:
+    """At the end of every attempt (completed, failed, stopped, interrupted, or a rerun with nothing to
+    do): the over-all-attempts figures of the manifest made now (attempt count, every `*_all_attempts`,
+    `spend.spent_by_attempts_usd`), how the latest attempt (`ctx.attempt`, as `record_attempt` left it)
+    ended, and report.md / report.html written again from it: a notice at the top when the latest attempt
+    did not complete, naming the attempt the results come from. Nothing is drawn (report.html reuses the
+    plots the manifest recorded). Returns the manifest, or None when the run has none yet."""
+    from orthoselect.llm.governor import spent_so_far
+
+    storage = ctx.storage
+    manifest = storage.read_json("manifest.json", default=None)
+    if manifest is None:
+        return None
+    if "attempt" not in manifest:  # a manifest older than this: its maker is the manifest step's marker's
+        manifest["attempt"] = (ctx.read_marker(WriteManifest.name) or {}).get("attempt")
+    calls = manifest.get("calls", {})
+    for c in calls.values():
+        for k in USAGE_FIELDS:
+            c.pop(f"{k}_all_attempts", None)
+    _add_usage_over_attempts(storage, calls)
+    manifest["counts"]["attempts"] = len(attempt_ids(storage, ctx.attempt))
+    logged = sum(c.get("cost_usd_all_attempts", 0.0) for c in calls.values())
+    manifest["spend"]["spent_by_attempts_usd"] = spent_so_far(storage) or logged
+    manifest["latest_attempt"] = outcome_of(storage, ctx.attempt).to_dict()
+    rewrite_html_report(storage, manifest)
+    storage.write_text("report.md", render_report(manifest))
+    storage.write_json("manifest.json", manifest)
+    return manifest
 
 
 def spend_summary(ctx: RunContext, calls: dict) -> dict:
@@ -271,64 +315,3 @@ def shard_failure_rates(rows: list[dict]) -> dict[str, float]:
         n_failed[0] += row["ratings"]
         n_failed[1] += row["failed"]
     return {shard: failed / n for shard, (n, failed) in totals.items()}
-
-
-def _dollars(value: float, unknown: int) -> str:
-    return f"${value:.4f}" + (f" + unknown for {unknown} requests" if unknown else "")
-
-
-def render_report(m: dict) -> str:
-    """Markdown summary: chosen rules with their quality, fidelity and rho beside random subsets, counts."""
-    c, sel = m["counts"], m["selection"]
-    lines = [
-        "# OrthoSelect run report",
-        "",
-        f"- rater: **{m['rater']}**; rules: {m['rules']['count']} from {m['rule_generator']}",
-        *(
-            f"- structured output of {section}: {rec['dialect']} ({rec['setting']}"
-            + "".join(f"; {t['dialect']} {t['outcome']}" for t in rec.get("tried", [])[:-1])
-            + ")"
-            for section, rec in m.get("structured_output", {}).items()
-            if rec.get("dialect")  # not for the offline simulator
-        ),
-        f"- run dir: `{m['run_dir']}`; output: `{m['output']}`; seed {m['seed']}; config {m['config_hash']}",
-        "",
-    ]
-    lines += rule_choice_markdown(m["rule_choice"], m["dpp"].get("sample_docs"))
-    lines += [
-        "",
-        "## Counts",
-        "",
-        f"- shards {c['shards']}; rows read {c['rows_read']}; valid {c['valid']}; quarantined {c['quarantined']} "
-        f"{c['quarantine_reasons'] or ''}; duplicate ids {c['duplicates']}",
-        f"- sample rated against all rules: {c['sampled']}; pool scored: {c['scored']} "
-        f"(rated {c['rated']}, unrated {c['unrated']}); documents cut to rating.max_doc_tokens: "
-        f"{c['truncated_for_rating']}",
-        f"- selected: **{c['selected']}** by `{sel['mode']}`; mean score pool {sel['score_mean_pool']:.4f} "
-        f"-> selected {sel['score_mean_selected']:.4f}",
-        "",
-        "## Calls",
-        "",
-    ]
-    lines += [
-        f"- {stage}: " + ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in calls.items())
-        for stage, calls in m["calls"].items()
-    ]
-    sent = sum(calls.get("requests_all_attempts", 0) for calls in m["calls"].values())
-    lines += [f"- sent over all {c['attempts']} attempts of the run: {sent} requests"]
-    spend = m["spend"]
-    paid = spend["spent_by_attempts_usd"]
-    lines += [
-        "",
-        f"Cost: {_dollars(spend['cost_usd'], spend['unknown_requests'])}"
-        + (f"; paid over all attempts ${paid:.4f}" if paid else "")
-        + (f" (budget ${spend['budget_usd']:g})" if spend["budget_usd"] else ""),
-    ]
-    flagged = [r for r in m["rule_failures"] if r["flagged"]]
-    if flagged:
-        lines += ["", "## Rules flagged for failed ratings", ""]
-        lines += [
-            f"- `{r['id']}` {r['failed']} of {r['ratings']} failed ({100 * r['failure_rate']:.1f} %): {r['text']}"
-            for r in flagged
-        ]
-    return "\n".join(lines) + "\n"

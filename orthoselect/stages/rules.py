@@ -18,7 +18,6 @@ from orthoselect.rule_report import num, pct, rule_choice_markdown
 from orthoselect.rules import RulesError, load_rules_file, rules_from_json, rules_to_json
 from orthoselect.stages.base import Artifact, RunContext, RunStep, Stats, UsageStats, log, run_limiter
 from orthoselect.stages.index import example_texts, sampled_shards
-from orthoselect.stages.shown import rule_plot_artifacts
 from orthoselect.types import Rule
 
 
@@ -192,9 +191,15 @@ def _rounded(row: dict, keys: tuple[str, ...]) -> dict:
     return {k: round(row[k], 4) if isinstance(row.get(k), float) else row.get(k) for k in keys}
 
 
+def _chosen(row: dict) -> str:
+    return f"yes, pick {row['pick']}" if row.get("pick") else "no"
+
+
 def rule_choice_artifacts(sel: dict, correlation_csv: str) -> list[Artifact]:
     """The chosen rules with the set's fidelity and rho beside random subsets, every candidate rule's
-    quality diagnostics, the fidelity curve, the evidence summary and the plots."""
+    quality diagnostics (whether it was chosen first: the UI cuts a wide table's last columns, so the long
+    rule text comes last), the fidelity curve and the evidence summary. The plots are shown once per
+    attempt, by the parent run (`orthoselect.stages.shown_report.rule_plot_artifacts`)."""
     rnd_f, rnd_r = (sel.get("random_fidelity") or {}).get("p50"), (sel.get("random_rhos") or {}).get("p50")
     chosen = sorted((r for r in sel["rules"] if r.get("pick")), key=lambda r: r["pick"])
     return [
@@ -202,7 +207,7 @@ def rule_choice_artifacts(sel: dict, correlation_csv: str) -> list[Artifact]:
             "orthoselect-chosen-rules",
             "table",
             [
-                {"pick": r["pick"], **_rounded(r, ("id", "text", "quality", "cluster", "sd", "failure_rate"))}
+                {"pick": r["pick"], **_rounded(r, ("id", "quality", "cluster", "sd", "failure_rate", "text"))}
                 for r in chosen
             ],
             f"fidelity {num(sel.get('fidelity'))} (random subsets' median {num(rnd_f)}; random subsets at least "
@@ -214,7 +219,8 @@ def rule_choice_artifacts(sel: dict, correlation_csv: str) -> list[Artifact]:
             "orthoselect-candidate-rules",
             "table",
             [
-                _rounded(r, ("id", "text", "quality", "agreement", "cluster", "sd", "missing", "failure_rate", "pick"))
+                {"chosen": _chosen(r)}
+                | _rounded(r, ("id", "quality", "agreement", "cluster", "sd", "missing", "failure_rate", "text"))
                 for r in sel["rules"]
             ],
             "Every candidate rule on the rated sample: quality q, agreement with the other rules' consensus, "
@@ -232,5 +238,4 @@ def rule_choice_artifacts(sel: dict, correlation_csv: str) -> list[Artifact]:
             "\n".join(rule_choice_markdown(sel, sel.get("sample_docs"))),
             "Why these rules",
         ),
-        *rule_plot_artifacts(sel, correlation_csv),
     ]

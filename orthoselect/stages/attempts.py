@@ -1,0 +1,134 @@
+"""The attempts of a run and how each ended, read from what `orthoselect.ledger` wrote: `attempts/<id>.json`
+(one per invocation: "started", then "completed", "failed", "stopped by budget" or "interrupted"; one
+still "started" was killed or is running) and `ledger/<id>/` (the steps whose units failed in it).
+
+Which whole-run results are current for today's inputs (`current_results`): a step's marker key equals
+its key now, and no step before it in the pipeline has a unit that failed or is not done: a result whose
+inputs are stale or failing is never shown as today's."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+from orthoselect.report_text import outcome_says
+from orthoselect.stages.base import RunContext, RunStep, ShardStep
+from orthoselect.storage import Storage
+
+log = logging.getLogger("orthoselect")
+ENDINGS = ("completed", "failed", "stopped by budget", "interrupted")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one attempt ended (`outcome` as recorded; "started": killed, or still running; "unknown": no
+    record, e.g. an in-process library run) and the steps whose units failed in it, in pipeline order."""
+
+    attempt: str
+    outcome: str
+    failed_steps: tuple[str, ...] = ()
+
+    @property
+    def completed(self) -> bool:
+        return self.outcome in ("completed", "unknown")
+
+    def says(self) -> str:
+        """E.g. 'failed at step `rate`', 'stopped by budget at step `score`', 'interrupted', 'completed'."""
+        return outcome_says(self.outcome, self.failed_steps)
+
+    def banner(self) -> str:
+        """The first line of whatever an attempt that did not complete shows; '' for a completed one."""
+        return "" if self.completed else f"**Attempt {self.attempt} {self.says()}.**"
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"failed_steps": list(self.failed_steps)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Outcome:
+        return cls(data["attempt"], data["outcome"], tuple(data.get("failed_steps", ())))
+
+
+def _step_order() -> list[str]:
+    from orthoselect.stages import STEPS  # the registry imports this package's modules
+
+    return list(STEPS)
+
+
+def outcome_of(storage: Storage, attempt: str) -> Outcome:
+    """How `attempt` ended, from its record and its ledger folder (file names only: one listing)."""
+    record = storage.read_json(f"attempts/{attempt}.json", default=None) or {}
+    names = storage.list(f"ledger/{attempt}")
+    failed = {n.split("--", 1)[0] for n in names if not n.endswith("--resolved.json")}
+    order = _step_order()
+    steps = sorted(failed, key=lambda s: (order.index(s) if s in order else len(order), s))
+    return Outcome(attempt, record.get("outcome", "unknown"), tuple(steps))
+
+
+def attempt_ids(storage: Storage, current: str | None = None) -> list[str]:
+    """Every attempt of the run, killed ones included: its records (`attempts/`), and, for runs older than
+    those, the attempts that logged usage or failures; `current` too (an in-process run records none)."""
+    ids = {n.removesuffix(".json") for n in storage.list("attempts")}
+    ids |= set(storage.list("usage")) | set(storage.list("ledger"))
+    return sorted(ids | ({current} if current else set()))
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A whole-run step's result as the run shows it: `current` for today's inputs or not, and the
+    attempt that made it (its marker's)."""
+
+    step: str
+    attempt: str
+    current: bool
+    why: str = ""  # why it is not current
+
+
+def current_results(ctx: RunContext, failures: dict[str, dict[str, dict]]) -> list[Shown]:
+    """Every whole-run step with a marker, in pipeline order, and whether its result is current for today's
+    inputs: its key unchanged (`is_done`) and every step before it done on all its units with no open
+    failure (`failures`: `orthoselect.ledger.open_failures`). Pipeline order stands in for dependency
+    order, so a failure hides everything after it: never a stale result shown as today's."""
+    from orthoselect.stages import STEPS
+
+    ctx = ctx.frozen_markers()
+    shown: list[Shown] = []
+    blocked = ""  # the first step before which something is failing or not done
+    for step in STEPS.values():
+        if isinstance(step, ShardStep):
+            if not blocked and (failures.get(step.name) or not _all_done(ctx, step)):
+                blocked = step.name
+            continue
+        assert isinstance(step, RunStep)
+        marker = ctx.read_marker(step.name)
+        if marker is None:
+            blocked = blocked or step.name
+            continue
+        done = _done(ctx, step)
+        if blocked:
+            why = f"step `{blocked}` before it failed or is not done for today's inputs"
+        elif failures.get(step.name):
+            why = "it failed"
+        elif not done:
+            why = "its inputs changed since"
+        else:
+            why = ""
+        shown.append(Shown(step.name, str(marker.get("attempt", "?")), not why, why))
+        if why:
+            blocked = blocked or step.name
+    return shown
+
+
+def _done(ctx: RunContext, step: RunStep | ShardStep, unit=None) -> bool:
+    try:
+        return step.is_done(ctx, unit)
+    except Exception as e:  # noqa: BLE001 - an upstream result is missing or unreadable: not current
+        log.debug("%s %s: not current (%s: %s)", step.name, unit, type(e).__name__, e)
+        return False
+
+
+def _all_done(ctx: RunContext, step: ShardStep) -> bool:
+    try:
+        units = step.units(ctx)
+    except Exception:  # noqa: BLE001 - the step before has not run
+        return False
+    return all(_done(ctx, step, unit) for unit in units)
