@@ -1,7 +1,9 @@
 """The Prefect flows on a real Prefect API (test harness) and a real Dask LocalCluster of worker
-processes: the same results as the in-process library run, and a rerun that is all `Cached`."""
+processes: the same results as the in-process library run, a rerun that is all `Cached` (and counted as an
+attempt), and what the parent run shows at the end of a completed and of a failed attempt."""
 
 import json
+import socket
 
 import pandas as pd
 import pytest
@@ -35,9 +37,16 @@ def test_pipeline_flow_matches_in_process_run(pipeline_run, corpus_dir, tmp_path
 
 
 def test_rerun_is_cached_in_prefect(pipeline_run):
+    """Every step is a cache hit, the manifest step too, yet the rerun is counted: the report's attempts and
+    the manifest's grow (they stayed at 1, written only by the manifest step)."""
     config, first, second = pipeline_run
     assert second["cached_shards"] == {"scan": 4, "rate": 4, "score": 4, "write": 4}
-    assert second["counts"] == first["counts"] and second["rho"] == first["rho"]
+    counts = [dict(run["counts"]) for run in (first, second)]
+    assert [c.pop("attempts") for c in counts] == [1, 2]
+    assert counts[1] == counts[0] and second["rho"] == first["rho"]
+    ctx = RunContext(Config.model_validate(config))
+    assert ctx.storage.read_json("manifest.json")["counts"]["attempts"] == 2
+    assert "sent over all 2 attempts of the run" in ctx.storage.read_bytes("report.md").decode()
 
 
 def test_stage_flows_run_one_at_a_time(prefect_api, corpus_dir, tmp_path, pipeline_run):
@@ -115,9 +124,9 @@ def test_each_shard_step_shows_its_progress_and_every_shard(pipeline_run):
 
 
 def test_the_parent_run_shows_the_whole_run(pipeline_run):
-    """The pipeline's own flow run carries the run's artifacts, keyed by run: the rules (chosen with the
-    evidence, every candidate), the heatmap and score histograms as images, usage per step, failed
-    ratings, failed shards and the HTML report's link."""
+    """The pipeline's own flow run carries the run's artifacts, keyed by run: how the attempt ended, the
+    rules (chosen with the evidence, every candidate), the heatmap and score histograms as images (the run's
+    only copy of each), usage per step, failed ratings, failed shards and where report.html is."""
     config = pipeline_run[0]
     name = Config.model_validate(config).run_name
     parents = {r.id for r in flow_runs() if r.parent_task_run_id is None}  # not a stage flow run
@@ -135,13 +144,63 @@ def test_the_parent_run_shows_the_whole_run(pipeline_run):
         "orthoselect-failed-shards",
         "orthoselect-report",
         "orthoselect-report-html",
+        "orthoselect-outcome",
     } <= set(shown), sorted(shown)
+    outcome = shown["orthoselect-outcome"].data
+    assert outcome.startswith("Attempt ") and " completed." in outcome.split("\n")[0]
+    last = max(a.created for a in shown.values())
+    first_run = [a for a in artifacts() if a.key and a.key.endswith(f"-{name}") and a.created <= last]
+    assert sum(str(a.data).count("data:image/png;base64,") for a in first_run) == 4  # each plot once
     assert "rho" in shown["orthoselect-chosen-rules"].description
     assert len(json.loads(shown["orthoselect-candidate-rules"].data)) == config["rules"]["count"]
     for key in ("orthoselect-rule-correlation", "orthoselect-scores"):
         assert "](data:image/png;base64,iVBOR" in shown[key].data
     assert shown["orthoselect-rule-plots"].data.count("data:image/png;base64,") == 2
-    usage = {row["step"]: row for row in json.loads(shown["orthoselect-usage"].data)}
-    assert usage["rate"]["requests"] > 0 and usage["score"]["wall_seconds"] > 0
+    usage = json.loads(shown["orthoselect-usage"].data)
+    assert [row["step"] for row in usage][:3] == ["plan", "scan", "sample"]  # pipeline order, not alphabetical
+    usage_by_step = {row["step"]: row for row in usage}
+    assert usage_by_step["rate"]["requests"] > 0 and usage_by_step["score"]["wall_seconds"] > 0
+    assert list(json.loads(shown["orthoselect-candidate-rules"].data)[0])[0] == "chosen"
     assert shown["orthoselect-failed-shards"].data.startswith("No failed shards")
-    assert shown["orthoselect-report-html"].data.endswith(f"](file://{config['run_dir']}/report.html)")
+    where = shown["orthoselect-report-html"]
+    assert where.type == "markdown" and "file://" not in where.data
+    assert f"host `{socket.gethostname()}`: `{config['run_dir']}/report.html`" in where.data
+
+
+def test_a_failed_attempt_says_so_on_every_artifact_of_its_run(prefect_api, corpus_dir, tmp_path):
+    """A completed attempt, then one that fails at `rate`: `show_run` (what the pipeline flow calls at an
+    attempt's end) refreshes the report (2 attempts, the failure named first) and shows, on that flow run,
+    how it ended first in every artifact and no result of the first attempt whose inputs are failing."""
+    from prefect import flow
+
+    from flows.pipeline import show_run, start_run
+    from orthoselect.ledger import record_attempt, record_failure
+
+    config = small_config(corpus_dir, tmp_path / "run", output__path=str(tmp_path / "out"))
+    completed = RunContext(Config.model_validate(config), attempt="20260101T000000000000Z")
+    record_attempt(completed, "started")
+    run_local(completed)
+    record_attempt(completed, "completed")
+
+    @flow(name="failed-attempt")
+    def failed_attempt() -> str:
+        ctx = start_run(config)
+        record_attempt(ctx, "started")
+        record_failure(ctx, "rate", "part-00001", RuntimeError("endpoint unreachable"))
+        record_attempt(ctx, "failed")
+        show_run(ctx)
+        return ctx.attempt
+
+    attempt = failed_attempt()
+    name = Config.model_validate(config).run_name
+    run_id = next(a.flow_run_id for a in artifacts() if a.key == f"orthoselect-outcome-{name}")
+    shown = {a.key.removesuffix(f"-{name}"): a for a in artifacts() if a.flow_run_id == run_id and a.key}
+    banner = f"**Attempt {attempt} failed at step `rate`.**"
+    for key, artifact in shown.items():
+        first = artifact.data if artifact.type == "markdown" else artifact.description
+        assert first.startswith(banner), key
+    assert not {"orthoselect-report", "orthoselect-chosen-rules", "orthoselect-scores"} & set(shown), sorted(shown)
+    assert "orthoselect-sample" in shown and "_From attempt 20260101T000000000000Z" in shown["orthoselect-sample"].data
+    report = completed.storage.read_bytes("report.md").decode()
+    assert f"The latest attempt {attempt} failed at step `rate`: these results are from attempt 20260101T" in report
+    assert completed.storage.read_json("manifest.json")["counts"]["attempts"] == 2
