@@ -64,12 +64,13 @@ def outcome_of(storage: Storage, attempt: str) -> Outcome:
     return Outcome(attempt, record.get("outcome", "unknown"), tuple(steps))
 
 
-def attempt_ids(storage: Storage, current: str | None = None) -> list[str]:
+def attempt_ids(storage: Storage, *known: str | None) -> list[str]:
     """Every attempt of the run, killed ones included: its records (`attempts/`), and, for runs older than
-    those, the attempts that logged usage or failures; `current` too (an in-process run records none)."""
+    those, the attempts that logged usage or failures; the `known` ones too (the current attempt, the one
+    that made a result: an in-process run records none)."""
     ids = {n.removesuffix(".json") for n in storage.list("attempts")}
     ids |= set(storage.list("usage")) | set(storage.list("ledger"))
-    return sorted(ids | ({current} if current else set()))
+    return sorted(ids | {a for a in known if a})
 
 
 @dataclass(frozen=True)

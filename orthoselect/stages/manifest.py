@@ -188,7 +188,7 @@ def refresh_attempts(ctx: RunContext) -> dict | None:
         for k in USAGE_FIELDS:
             c.pop(f"{k}_all_attempts", None)
     _add_usage_over_attempts(storage, calls)
-    manifest["counts"]["attempts"] = len(attempt_ids(storage, ctx.attempt))
+    manifest["counts"]["attempts"] = len(attempt_ids(storage, ctx.attempt, manifest["attempt"]))
     logged = sum(c.get("cost_usd_all_attempts", 0.0) for c in calls.values())
     manifest["spend"]["spent_by_attempts_usd"] = spent_so_far(storage) or logged
     manifest["latest_attempt"] = outcome_of(storage, ctx.attempt).to_dict()

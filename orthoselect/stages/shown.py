@@ -91,7 +91,8 @@ def outcome_artifact(outcome: Outcome, results: list[Shown], attempts: int) -> A
             + "."
         )
     lines += [f"- not shown: `{r.step}` of attempt {r.attempt}, not current for today's inputs: {r.why}" for r in stale]
-    lines += ["", f"{attempts} attempts of this run so far (`orthoselect status RUN_DIR` says what each left)."]
+    plural = "s" if attempts != 1 else ""
+    lines += ["", f"{attempts} attempt{plural} of this run so far; `orthoselect status RUN_DIR` lists what is left."]
     return Artifact("orthoselect-outcome", "markdown", "\n".join(lines), said.replace("`", ""))
 
 
@@ -105,7 +106,8 @@ def run_artifacts(ctx: RunContext, failures: dict[str, dict[str, dict]]) -> list
     outcome = outcome_of(ctx.storage, ctx.attempt)
     results = current_results(ctx, failures)
     banner = outcome.banner()
-    shown = [outcome_artifact(outcome, results, len(attempt_ids(ctx.storage, ctx.attempt)))]
+    attempts = attempt_ids(ctx.storage, ctx.attempt, *(r.attempt for r in results))
+    shown = [outcome_artifact(outcome, results, len(attempts))]
     for r in (r for r in results if r.current):
         marker = ctx.read_marker(r.step) or {}
         mark = "" if r.attempt == ctx.attempt else f"_From attempt {r.attempt} (current for today's inputs)._"
