@@ -1,7 +1,8 @@
-"""Kill -9 during rating: answers paid twice (issue 12).
+"""Kill -9 during rating: answers paid twice, and the manifest's request count against the server's
+(issues 12 and 18).
 
     .venv/bin/python bench/bench_kill.py [--kills 20] [--docs 1000] [--shards 4] [--rules 10] [--sample 100]
-        [--k 4] [--latency-ms 20] [--concurrency 8] [--seed 0] [--out bench/RESULTS_kill.md]
+        [--k 4] [--latency-ms 20] [--concurrency 32] [--seed 0] [--out bench/RESULTS_kill.md]
 
 A run with real HTTP rating (the fake LLM server in its own process, answering each request `latency_ms`
 after it arrives) is started as `orthoselect run CONFIG` (a subprocess and its own process group: the CLI,
@@ -12,12 +13,15 @@ request cache, with the server's counts reset. Per kill:
 
 - paid twice: the server's `repeated_answers` after the rerun (usable answers sent for a prompt it had
   answered before: what a client pays twice);
-- in flight: requests the server was answering when the kill was sent; throughput over the second before;
-- bound: workers x concurrency (every request in flight) + one flush window's answers (the usable answers
-  the server sent in the 0.5 s before the kill): what the design allows;
+- in flight: requests the server was answering when the kill was sent; throughput over the second before
+  (requests/s; answers/s is the same here, the server fails nothing) and the answers of the last 0.5 s;
+- bound: workers x concurrency (every request in flight) + 32 answers per rating process (the most that
+  ever wait for the request cache, orthoselect.llm.cache_writer.MAX_UNSTORED): what the design allows,
+  whatever the throughput;
 - the rerun's selection against an uninterrupted run's (same documents, same scores);
-- the manifest's `requests_all_attempts` (rate + score, every attempt's usage log) against the server's
-  count of requests: the killed attempt's last usage report is at most 0.5 s old."""
+- the manifest's `requests_all_attempts` (dialect + rate + score, every attempt's usage log, the
+  requests a killed attempt had in flight included) against the server's count of requests: a usage log
+  is written with every batch of answers stored, so the difference is what changed since the last one."""
 
 from __future__ import annotations
 
@@ -47,10 +51,13 @@ import yaml
 
 from flows.runtime import prefect_api
 from orthoselect.corpus import build_corpus
+from orthoselect.llm.cache_writer import MAX_UNSTORED
 from support.configs import llm_config
-from support.kills import FLUSH_WINDOW_S, Kill, kill_at, run_to_completion
+from support.kills import WINDOW_S, WORKERS, Kill, kill_at, run_to_completion
 from support.llm_process import LLMProcess
 from support.runs import llm_sent, write_rules
+
+LLM_STEPS = ("rules", "dialect", "rate", "score")
 
 
 def machine() -> str:
@@ -91,7 +98,7 @@ def main() -> None:
     p.add_argument("--sample", type=int, default=100)
     p.add_argument("--k", type=int, default=4)
     p.add_argument("--latency-ms", type=float, default=20.0)
-    p.add_argument("--concurrency", type=int, default=8, help="per worker process (the run has 2)")
+    p.add_argument("--concurrency", type=int, default=32, help="per worker process (the run has 2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
@@ -101,7 +108,7 @@ def main() -> None:
     data = tmp / "data"
     build_corpus(str(data), n_docs=a.docs, n_shards=a.shards, seed=a.seed)
     rules = write_rules(tmp / "rules.txt", count=a.rules, seed=a.seed)
-    capacity = 2 * a.concurrency  # small_config: 2 worker processes, one shard each at a time
+    capacity = WORKERS * a.concurrency  # small_config: 2 worker processes, one shard each at a time
     rows: list[dict] = []
     with LLMProcess(latency_ms=a.latency_ms, seed=a.seed) as llm, prefect_api() as api:
         env = {**os.environ, "PREFECT_API_URL": api}
@@ -131,7 +138,8 @@ def main() -> None:
                 "paid_twice": after["repeated_answers"],
                 "bound": kill.bound(capacity),
                 "server_requests": after["requests"],
-                "manifest_requests_all_attempts": llm_sent(manifest),
+                "manifest_requests_all_attempts": llm_sent(manifest, LLM_STEPS),
+                "unanswered": sum(manifest["calls"][s].get("unanswered_all_attempts", 0) for s in LLM_STEPS),
                 "attempts": manifest["counts"]["attempts"],
                 "same_selection": same,
                 "rerun_s": round(rerun, 1),
@@ -144,40 +152,46 @@ def main() -> None:
 def report(a: argparse.Namespace, rows: list[dict], total: int, base: dict, wall: float, capacity: int) -> None:
     killed = [r for r in rows if not r["finished_first"]]
     paid = [r["paid_twice"] for r in killed]
+    beyond = [r["paid_twice"] - r["in_flight"] for r in killed]
     over = [r for r in killed if r["paid_twice"] > r["bound"]]
+    gaps = [r["server_requests"] - r["manifest_requests_all_attempts"] for r in killed]
     lines = [
-        "## Kill -9 during rating: answers paid twice (issue 12)",
+        "## Kill -9 during rating: answers paid twice, requests counted (issues 12 and 18)",
         "",
         f"Run: {a.docs} documents in {a.shards} shards, R = {a.rules} rules (file), n = {a.sample} sampled, "
         f"r = {a.k} chosen; ratings over HTTP from the fake LLM server in its own process at {a.latency_ms:g} ms "
-        f"a request; 2 Dask worker processes x concurrency {a.concurrency} = {capacity} requests in flight at "
-        f"most. Uninterrupted: {total} requests, {base['repeated_answers']} answers paid twice, {wall:.1f} s "
-        "(CLI start to exit).",
+        f"a request; {WORKERS} Dask worker processes x concurrency {a.concurrency} = {capacity} requests in flight "
+        f"at most; at most {MAX_UNSTORED} answers per process wait for the request cache. Uninterrupted: {total} "
+        f"requests, {base['repeated_answers']} answers paid twice, {wall:.1f} s (CLI start to exit).",
         "",
-        "| # | kill at request | stage | s after start | in flight | answers in last 0.5 s | req/s | paid twice "
-        "| bound | server requests | manifest requests_all_attempts | attempts | same selection | rerun s |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        f"| # | kill at request | stage | s after start | in flight | answers in last {WINDOW_S} s | req/s "
+        "| paid twice | paid twice - in flight | bound | server requests | manifest requests_all_attempts "
+        "| of them unanswered | server - manifest | attempts | same selection | rerun s |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for i, r in enumerate(rows):
         if r["finished_first"]:
-            lines.append(f"| {i} | (ended before {r['target']}) | | | | | | {r['paid_twice']} | | | | | | |")
+            lines.append(f"| {i} | (ended before {r['target']}) |" + " |" * 14 + f" {r['paid_twice']} |")
             continue
         lines.append(
             f"| {i} | {r['requests']} | {r['stage']} | {r['seconds']:.1f} | {r['in_flight']} | {r['answered_window']} "
-            f"| {r['throughput']:.0f} | {r['paid_twice']} | {r['bound']} | {r['server_requests']} "
-            f"| {r['manifest_requests_all_attempts']} | {r['attempts']} | {'yes' if r['same_selection'] else 'NO'} "
-            f"| {r['rerun_s']} |"
+            f"| {r['throughput']:.0f} | {r['paid_twice']} | {r['paid_twice'] - r['in_flight']} | {r['bound']} "
+            f"| {r['server_requests']} | {r['manifest_requests_all_attempts']} | {r['unanswered']} "
+            f"| {r['server_requests'] - r['manifest_requests_all_attempts']} | {r['attempts']} "
+            f"| {'yes' if r['same_selection'] else 'NO'} | {r['rerun_s']} |"
         )
     if paid:
+        fast = [r for r in killed if r["throughput"] >= 1000]
         lines += [
             "",
             f"Paid twice per kill over {len(killed)} kills: min {min(paid)}, median {statistics.median(paid):g}, "
-            f"max {max(paid)}; within the bound (in flight {capacity} + the answers of the last {FLUSH_WINDOW_S} s "
-            f"before the kill) {len(killed) - len(over)}/{len(killed)}; same selection as the uninterrupted "
-            f"run {sum(r['same_selection'] for r in rows)}/{len(rows)}. Requests the manifest counts over all "
-            "attempts vs the server's, per kill (server - manifest): "
-            + ", ".join(str(r["server_requests"] - r["manifest_requests_all_attempts"]) for r in killed)
-            + ".",
+            f"max {max(paid)}; beyond the requests in flight at the kill: min {min(beyond)}, median "
+            f"{statistics.median(beyond):g}, max {max(beyond)}; within the bound ({capacity} in flight + "
+            f"{MAX_UNSTORED} x {WORKERS} answers) {len(killed) - len(over)}/{len(killed)}; kills at >= 1,000 "
+            f"requests/s: {len(fast)}, paid twice there at most "
+            f"{max((r['paid_twice'] for r in fast), default=0)}; same selection as the uninterrupted run "
+            f"{sum(r['same_selection'] for r in rows)}/{len(rows)}. Server - manifest requests over all attempts, "
+            f"per kill: {', '.join(map(str, gaps))} (min {min(gaps)}, max {max(gaps)}).",
         ]
     cmd = " ".join(["bench/bench_kill.py", *sys.argv[1:]])
     lines += ["", f"Command: `cd /work/main && .venv/bin/python {cmd}`", "", f"Machine: {machine()}.", ""]

@@ -236,10 +236,17 @@ def test_a_forked_child_gets_its_own_loop(server):
         child.join(20)
 
 
-def test_connection_errors_are_retried_then_reported():
+@pytest.mark.parametrize("transport", ["http", "litellm"])
+def test_refused_connections_are_retried_then_reported_and_are_no_requests(transport):
+    """A refused connection reached no server: a connect error, never a request (issue 18)."""
     with (
-        LLMClient("openai/fake", "http://127.0.0.1:9/v1", max_retries=1, backoff_base_s=0.01) as client,
+        LLMClient(
+            "openai/fake", "http://127.0.0.1:9/v1", transport=transport, max_retries=1, backoff_base_s=0.01
+        ) as client,
         pytest.raises(LLMError) as info,
     ):
         client.complete_sync(MSG, max_tokens=4)
-    assert info.value.retryable and "connection error" in str(info.value) and info.value.attempts == 2
+    assert info.value.retryable and info.value.unreachable and "connection error" in str(info.value)
+    assert not info.value.sent and info.value.attempts == 0  # requests that reached the endpoint
+    used = client.usage
+    assert (used.requests, used.retries, used.connect_errors, used.in_flight) == (0, 0, 2, 0)

@@ -1,9 +1,11 @@
-"""The LLM endpoint goes away for good while the pool is being scored (its port closed: every connection
-refused). The run does not retry with backoff for minutes: each worker's circuit breaker opens after a few
-unanswered attempts, the shards in flight fail as incomplete (their answers cached), and the run fails
+"""The LLM endpoint goes away for good while the pool is being scored (its port closed: every new
+connection refused; what still arrives on an open connection is answered, so no request is cut). The run
+does not retry with backoff for minutes: each worker's circuit breaker opens after a few unanswered
+attempts, the shards in flight fail as incomplete (their answers cached), and the run fails
 within seconds, naming the endpoint as unreachable. Nothing is blamed on a rule. When the endpoint is
 back, `orthoselect retry-failed` asks only for the missing ratings: not one answer is paid twice, and the
-run ends exactly as an uninterrupted one."""
+run ends exactly as an uninterrupted one. The manifest's request count over both attempts is the
+server's: refused connections are counted as connect errors, never as requests (issue 18)."""
 
 from __future__ import annotations
 
@@ -16,14 +18,16 @@ import pytest
 
 from orthoselect.config import Config
 from orthoselect.stages import RunContext
+from orthoselect.stages.tally import USAGE_FIELDS
 from support.configs import FAST_DPP, llm_config
 from support.fake_llm_server import FakeLLMServer
 from support.net import wait_for
 from support.prefect_api import api_url
-from support.runs import reference_run, same_selection, write_rules
+from support.runs import llm_sent, reference_run, same_selection, write_rules
 
 pytestmark = pytest.mark.integration
 MODEL = "fake-rater"
+STEPS = ("dialect", "rate", "score")  # the LLM steps of a run with a rules file
 FAIL_WITHIN_S = 30.0  # from the outage to the run's failure
 
 
@@ -74,7 +78,7 @@ def test_outage_fails_the_run_fast_then_retry_failed_pays_nothing_twice(
         assert runner.is_alive(), outcome
         before = server.requests  # from here on, every request scores the pool
         wait_for(lambda: server.requests >= before + 100 or not runner.is_alive(), 120, "pool scoring to start")
-        server.stop()  # for good: the port is closed
+        server.refuse_connections()  # for good: the port is closed
         down = time.monotonic()
         runner.join(timeout=180)
         assert not runner.is_alive(), "the run did not end after the outage"
@@ -114,6 +118,7 @@ def test_outage_fails_the_run_fast_then_retry_failed_pays_nothing_twice(
         assert text.exit_code == 0 and all(f"score {s}: EndpointDown" in text.output for s in score["failed"])
 
         # the endpoint is back on the same port: retry-failed asks only for what is missing
+        server.stop()
         server.start()
         retried = cli.invoke(
             app, ["retry-failed", config["run_dir"], "--no-progress"], env={"PREFECT_API_URL": api_url()}
@@ -123,6 +128,14 @@ def test_outage_fails_the_run_fast_then_retry_failed_pays_nothing_twice(
         server.stop()
     m = ctx.storage.read_json("manifest.json")
     assert m["counts"]["unrated"] == 0 and m["counts"]["rated"] == m["counts"]["scored"]
+    calls = m["calls"]
+    print(
+        f"server {server.requests} requests; manifest {llm_sent(m, STEPS)}, connect errors "
+        + str({s: calls[s]["connect_errors_all_attempts"] for s in STEPS})
+    )
+    assert llm_sent(m, STEPS) == server.requests, "the manifest's requests differ from the server's"
+    assert calls["score"]["connect_errors_all_attempts"] > 0  # the outage: refused, counted as what they are
+    assert all(calls[s][f"{k}_all_attempts"] >= 0 for s in STEPS for k in USAGE_FIELDS)
     assert server.stats()["repeated_answers"] == 0, "an answer was paid twice"
     assert not status(ctx)["score"]["failed"]
     assert not any(r["flagged"] or r["failed"] for r in m["rule_failures"]), "the outage was blamed on a rule"

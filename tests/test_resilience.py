@@ -43,19 +43,17 @@ def test_the_breaker_opens_after_attempts_in_a_row_without_an_answer_and_probes_
     clock = Clock()
     b = Breaker("http://x", threshold=3, cooldown_s=10, clock=clock)
     for _ in range(2):
-        b.before()
-        b.no_answer("connection refused")
+        b.no_answer("connection refused", b.before())
     b.answered()  # an answer of any kind resets the count
     for _ in range(3):
-        b.before()
-        b.no_answer("connection refused")
-    with pytest.raises(EndpointUnreachable, match=r"endpoint unreachable: http://x \(3 attempts in a row"):
+        b.no_answer("connection refused", b.before())
+    with pytest.raises(EndpointUnreachable, match=r"endpoint unreachable: http://x \(no answer to 3 attempts in a row"):
         b.before()
     clock.now = 10.0
-    b.before()  # the probe goes through ...
+    probe = b.before()  # the probe goes through ...
     with pytest.raises(EndpointUnreachable):
         b.before()  # ... alone
-    b.no_answer("still refused")  # and failing opens the breaker again at once
+    b.no_answer("still refused", probe)  # and failing opens the breaker again at once
     with pytest.raises(EndpointUnreachable):
         b.before()
     clock.now = 20.0
@@ -65,9 +63,28 @@ def test_the_breaker_opens_after_attempts_in_a_row_without_an_answer_and_probes_
     b.before()  # closed
 
 
+def test_slow_requests_ending_together_do_not_open_the_breaker_only_fresh_ones_do():
+    """Issue 18: a flaky endpoint's slow requests, the last ones open at the end of a shard, time out
+    together. They left before the endpoint's latest answer, so they say nothing about it now: only
+    attempts sent after the latest answer count towards opening."""
+    b = Breaker("http://x", threshold=3, cooldown_s=10, clock=Clock())
+    slow = [b.before() for _ in range(20)]  # 20 requests leave; 2 of them will be slow
+    b.answered()  # the endpoint answers the others after the slow ones left
+    for ticket in slow:  # ... then all 20 time out together (the worst case)
+        b.no_answer("timeout after 1s", ticket)
+    assert not b.is_open
+    b.before()  # still closed
+    retries = [b.before() for _ in range(3)]  # sent after the latest answer: these count
+    for ticket in retries[:2]:
+        b.no_answer("timeout after 1s", ticket)
+    assert not b.is_open
+    b.no_answer("timeout after 1s", retries[2])
+    assert b.is_open
+
+
 def test_a_dead_endpoint_fails_ratings_as_unavailable_after_a_bounded_number_of_attempts():
     """Nothing listens on the port: the breaker stops the client after ten attempts without an answer,
-    instead of 200 pairs x 5 attempts with backoff."""
+    instead of 200 pairs x 5 attempts with backoff. A refused connection is no request (issue 18)."""
     cfg = RatingConfig(
         model="openai/fake",
         api_base=f"http://127.0.0.1:{free_port()}/v1",
@@ -81,8 +98,10 @@ def test_a_dead_endpoint_fails_ratings_as_unavailable_after_a_bounded_number_of_
         out = rater.rate(pairs)
     assert all(r.status in ("unavailable", "unreachable") and r.score is None for r in out)
     assert any(r.status == "unreachable" and "endpoint unreachable" in r.reason for r in out)
-    assert rater.client.requests <= 10 + 8  # the threshold, plus those already in flight when it opened
-    assert rater.stats.failures == 200
+    used = rater.client.usage
+    assert used.connect_errors <= 10 + 8  # the threshold, plus those already in flight when it opened
+    assert used.requests == rater.stats.requests == 0 and used.retries == 0 and used.in_flight == 0
+    assert rater.stats.failures == 200 and rater.connect_errors == used.connect_errors > 0
 
 
 # --- answers stored as they arrive ---------------------------------------------------------------

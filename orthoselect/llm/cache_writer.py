@@ -1,11 +1,17 @@
-"""Answers reach the request cache as they arrive: within `max_delay_s` of the first waiting one, or as
-soon as `max_batch` wait, written by one background thread so that the event loop sending requests
-never blocks on storage. A process killed at any moment loses at most the requests in flight and the
-answers of the last `max_delay_s`. The same thread reports the rater's usage now and then (`on_tick`),
-so a killed run's spend is on storage too."""
+"""Answers reach the request cache by count and by time: a batch is written as soon as `max_batch` answers
+wait, or `max_delay_s` after the oldest of them arrived, by one background thread, so that the event loop
+sending requests never blocks on storage. No more than `max_unstored` answers ever wait for storage: a
+rater starts no new request while they do (`room`). A process killed at any moment loses the answers of
+the requests in flight and at most `max_unstored` others: that is all a kill can cost twice.
+
+Before each batch goes to the cache, `before_write` runs (the rater writes its usage log there), so a
+usage log on storage always covers every answer in the cache. `on_tick` runs every `max_delay_s` while
+the writer lives (the rater watches for a stop request and reports its usage there)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -16,11 +22,13 @@ from orthoselect.llm.cache import Cache
 log = logging.getLogger(__name__)
 
 MAX_DELAY_S = 0.5
-MAX_BATCH = 256
+MAX_BATCH = 16
+MAX_UNSTORED = 32
 
 
 class CacheWriter:
-    """`put(record)` from any thread; `flush()` returns once everything put so far is stored."""
+    """`put(record)` from any thread; `await room()` before sending more; `flush()` returns once
+    everything put so far is stored."""
 
     def __init__(
         self,
@@ -28,18 +36,25 @@ class CacheWriter:
         max_delay_s: float = MAX_DELAY_S,
         max_batch: int = MAX_BATCH,
         on_tick: Callable[[], None] | None = None,
+        *,
+        max_unstored: int = MAX_UNSTORED,
+        before_write: Callable[[], None] | None = None,
     ) -> None:
         self.cache, self.max_delay_s, self.max_batch, self.on_tick = cache, max_delay_s, max_batch, on_tick
+        self.max_unstored, self.before_write = max(max_unstored, max_batch), before_write
         self._pending: list[dict] = []
         self._since: float | None = None  # when the oldest pending record arrived
+        self._unstored = 0  # put and not yet written (pending, or in the batch being written)
+        self._waiting_room: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
         self._cond = threading.Condition()
         self._write_lock = threading.Lock()  # one batch at a time, whoever writes it
         self._closed = False
         self._thread: threading.Thread | None = None
         self.stored = 0
+        self.most_unstored = 0  # the most answers that waited for storage at once
 
     def start(self) -> None:
-        """Start the writer thread (also started by the first `put`); it reports usage every `max_delay_s`."""
+        """Start the writer thread (also started by the first `put`); it ticks every `max_delay_s`."""
         with self._cond:
             self._start()
 
@@ -47,14 +62,28 @@ class CacheWriter:
         with self._cond:
             self._start()
             self._pending.append(record)
+            self._unstored += 1
+            self.most_unstored = max(self.most_unstored, self._unstored)
             if self._since is None:
                 self._since = time.monotonic()
             if len(self._pending) >= self.max_batch:
                 self._cond.notify()
 
+    async def room(self) -> None:
+        """Return once fewer than `max_unstored` answers wait for storage."""
+        loop = asyncio.get_running_loop()
+        while self._unstored >= self.max_unstored:
+            with self._cond:
+                if self._unstored < self.max_unstored:
+                    return
+                waiter = loop.create_future()
+                self._waiting_room.append((loop, waiter))
+                self._cond.notify()
+            await waiter
+
     def flush(self) -> None:
-        """Store everything put so far (in the calling thread), and report usage."""
-        self._write(self._take())
+        """Store everything put so far (in the calling thread), and tick."""
+        self._write_pending()
         self._tick()
 
     def close(self) -> None:
@@ -71,11 +100,6 @@ class CacheWriter:
             self._thread = threading.Thread(target=self._loop, name="orthoselect-cache-writer", daemon=True)
             self._thread.start()
 
-    def _take(self) -> list[dict]:
-        with self._cond:
-            batch, self._pending, self._since = self._pending, [], None
-        return batch
-
     def _due(self) -> bool:
         """Whether the waiting records are to be written now (call with the condition held)."""
         if not self._pending:
@@ -91,25 +115,53 @@ class CacheWriter:
                     self._cond.wait(timeout=min(self.max_delay_s, max(0.01, next_tick - time.monotonic())) / 2)
                 if self._closed:
                     return
-            self._write(self._take())
+            self._write_pending()
             if time.monotonic() >= next_tick:
                 self._tick()
                 next_tick = time.monotonic() + self.max_delay_s
 
-    def _write(self, batch: list[dict]) -> None:
-        if not batch or self.cache is None:
-            return
+    def _write_pending(self) -> None:
+        """Take the waiting records and write them: `before_write`, then the cache, in that order."""
         with self._write_lock:
+            with self._cond:
+                batch, self._pending, self._since = self._pending, [], None
+            if not batch:
+                return
             try:
-                self.stored += self.cache.put_many(batch)
-            except Exception as e:  # noqa: BLE001 - the cache saves money, it must not fail the ratings
-                log.warning(
-                    "request cache %r: %d answers not stored (%s: %s)", self.cache, len(batch), type(e).__name__, e
-                )
+                self._call(self.before_write, "usage log before a cache write")
+                self._write(batch)
+            finally:
+                self._written(len(batch))
+
+    def _write(self, batch: list[dict]) -> None:
+        if self.cache is None:
+            return
+        try:
+            self.stored += self.cache.put_many(batch)
+        except Exception as e:  # noqa: BLE001 - the cache saves money, it must not fail the ratings
+            log.warning("request cache %r: %d answers not stored (%s: %s)", self.cache, len(batch), type(e).__name__, e)
+
+    def _written(self, n: int) -> None:
+        """`n` records are off the writer's hands: wake whoever waits for room."""
+        with self._cond:
+            self._unstored -= n
+            waiting, self._waiting_room = self._waiting_room, []
+        for loop, waiter in waiting:
+            with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(_wake, waiter)
 
     def _tick(self) -> None:
-        if self.on_tick is not None:
+        self._call(self.on_tick, "usage report")
+
+    @staticmethod
+    def _call(hook: Callable[[], None] | None, what: str) -> None:
+        if hook is not None:
             try:
-                self.on_tick()
+                hook()
             except Exception as e:  # noqa: BLE001 - usage reports are best effort between the final one
-                log.warning("usage report failed (%s: %s)", type(e).__name__, e)
+                log.warning("%s failed (%s: %s)", what, type(e).__name__, e)
+
+
+def _wake(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

@@ -17,6 +17,7 @@ from orthoselect.llm.breaker import EndpointUnreachable, StopRequested, breaker_
 from orthoselect.llm.dialects import encode, rejects_format
 from orthoselect.llm.limits import BudgetExhausted, Limiter
 from orthoselect.llm.transport import Completion, LLMError, Request, Transport
+from orthoselect.llm.usage import Usage
 
 if TYPE_CHECKING:
     from orthoselect.llm.cost import Prices
@@ -75,7 +76,7 @@ class Secret:
 @dataclass(slots=True)
 class _Call:
     """One `complete` call across its attempts: the request (its structured-output fields encoded for the
-    dialect), the limiter's estimate of one, requests sent."""
+    dialect), the limiter's estimate of one, attempts made and requests that reached the endpoint."""
 
     messages: list[dict]
     max_tokens: int
@@ -85,6 +86,7 @@ class _Call:
     limiter: Limiter | None = None
     est_tokens: int = 0
     est_cost: float = 0.0
+    tries: int = 0
     sent: int = 0
 
 
@@ -127,7 +129,8 @@ class _LoopThread:
 
 class LLMClient:
     """Chat completions against one model. `complete` is async; `complete_sync` and `run_sync` serve sync
-    callers through a private event-loop thread. Counts `requests` sent and `retries`.
+    callers through a private event-loop thread. `usage` counts each request as it ends (llm/usage.py):
+    `requests` that reached the endpoint, `retries`, refused connections, tokens and dollars.
 
     `limiter` (run-wide rate limits and budget) is asked before every request. A `response_format` passed to
     `complete` is sent in the structured-output dialect named with it (llm/dialects.py); an endpoint that
@@ -162,8 +165,7 @@ class LLMClient:
         self.served_model = served
         self.concurrency, self.timeout_s = concurrency, timeout_s
         self.max_retries, self.temperature, self.backoff_base_s = max_retries, temperature, backoff_base_s
-        self.requests = 0
-        self.retries = 0
+        self.usage = Usage()
         self.limiter, self.prices = limiter, prices
         self._unsettled = False  # permits taken from the limiter since it was last settled
         self._key = Secret(key)
@@ -175,6 +177,15 @@ class LLMClient:
         self._runner_lock = threading.Lock()
         self.breaker = breaker_for(base or model)
         self.stopping = False  # set when the run is asked to stop: no new request is sent
+
+    @property
+    def requests(self) -> int:
+        """Requests that reached the endpoint and ended (answered, failed with an HTTP error, timed out)."""
+        return self.usage.requests
+
+    @property
+    def retries(self) -> int:
+        return self.usage.retries
 
     def __repr__(self) -> str:
         return (
@@ -241,7 +252,6 @@ class LLMClient:
                 raise answer
             delay = self._retry_delay(answer, attempt)
             attempt += 1
-            self.retries += 1
             await asyncio.sleep(delay)
 
     def _call(
@@ -263,11 +273,12 @@ class LLMClient:
     async def _send_once(self, transport: Transport, call: _Call) -> Completion | LLMError:
         """One request (within the semaphore): its Completion, or the LLMError to retry or raise. While the
         endpoint's breaker is open nothing is sent: EndpointUnreachable is the answer (StopRequested once
-        the run is stopping). The limiter is asked before and told what was used after."""
+        the run is stopping). The limiter is asked before and told what was used after; `usage` counts the
+        request when it ends."""
         if self.stopping:
             return StopRequested()
         try:
-            self.breaker.before()
+            ticket = self.breaker.before()
         except EndpointUnreachable as e:
             return e
         try:
@@ -275,7 +286,9 @@ class LLMClient:
         except BudgetExhausted as e:
             e.attempts = call.sent  # type: ignore[attr-defined]  # requests sent before the budget stopped this one
             raise
-        used = (0, 0.0)
+        retry, used, ended = call.tries > 0, (0, 0.0), False
+        call.tries += 1
+        self.usage.sending()
         try:
             completion = await transport.complete(
                 Request(
@@ -287,31 +300,37 @@ class LLMClient:
                     call.extra_body,
                 )
             )
-            self.breaker.answered()
-            if call.limiter is not None:
-                used = (completion.tokens_in + completion.tokens_out, self._cost(completion))
         except LLMError as e:
+            ended = True
+            self.usage.ended(reached=e.sent, retry=retry, cost=self._price(0, 0))
+            call.sent += e.sent
             if e.unreachable:
-                self.breaker.no_answer(e.message)
+                self.breaker.no_answer(e.message, ticket)
             else:
                 self.breaker.answered()
             if (call.response_format is not None or call.extra_body is not None) and rejects_format(e):
                 e.retryable = e.transient = False  # the request is wrong for this endpoint, not the endpoint down
             return e
         else:
+            ended = True
+            cost = self._price(completion.tokens_in, completion.tokens_out)
+            self.usage.ended(reached=True, retry=retry, answer=completion, cost=cost)
+            call.sent += 1
+            self.breaker.answered()
+            used = (completion.tokens_in + completion.tokens_out, cost or 0.0)
             completion.attempts = call.sent
             return completion
         finally:
+            if not ended:  # cancelled on its way: it left, so the endpoint may well have received it
+                self.usage.ended(reached=True, retry=retry, cost=self._price(0, 0))
             if call.limiter is not None:
                 call.limiter.release(*used)
 
     async def _acquire(self, call: _Call) -> None:
-        """Wait for the limiter's permit for one more request (BudgetExhausted when none comes), count it."""
+        """Wait for the limiter's permit for one more request (BudgetExhausted when none comes)."""
         if call.limiter is not None:
             await call.limiter.acquire(call.est_tokens, call.est_cost)
             self._unsettled = True
-        self.requests += 1
-        call.sent += 1
 
     def _retry_delay(self, err: LLMError, attempt: int) -> float:
         """Retry-After when the server sent it (capped), else full-jitter exponential backoff."""
@@ -319,9 +338,9 @@ class LLMClient:
             return min(err.retry_after, RETRY_AFTER_CAP_S)
         return self._rng.uniform(0, min(BACKOFF_CAP_S, self.backoff_base_s * 2**attempt))
 
-    def _cost(self, c: Completion) -> float:
-        cost = self.prices.cost(c.tokens_in, c.tokens_out) if self.prices is not None else None
-        return cost or 0.0
+    def _price(self, tokens_in: int, tokens_out: int) -> float | None:
+        """Dollars for a request's tokens; None at an unknown price (or none given)."""
+        return self.prices.cost(tokens_in, tokens_out) if self.prices is not None else None
 
     def run_sync(self, coro: Coroutine) -> Any:
         """Run a coroutine on the client's private loop thread and return its result."""

@@ -85,11 +85,15 @@ class OpenAIHttpTransport(Transport):
                 raw = await resp.read()
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After") if status != 200 else None
-        except TimeoutError:
-            raise LLMError(f"timeout after {timeout:g}s", retryable=True, unreachable=True) from None
+        except TimeoutError as e:
+            connecting = isinstance(e, aiohttp.ConnectionTimeoutError)  # no connection: nothing was sent
+            raise LLMError(
+                f"timeout after {timeout:g}s", retryable=True, unreachable=True, sent=not connecting
+            ) from None
         except (aiohttp.ClientError, OSError) as e:
             message = redact(f"connection error: {type(e).__name__}: {e}", self._key)
-            raise LLMError(message, retryable=True, unreachable=True) from None
+            refused = isinstance(e, aiohttp.ClientConnectorError)  # no connection: no request reached the server
+            raise LLMError(message, retryable=True, unreachable=True, sent=not refused) from None
         latency = (time.perf_counter() - t0) * 1000.0
         if status != 200:
             if status == 400 and (b"content_filter" in raw or b"content_policy" in raw):

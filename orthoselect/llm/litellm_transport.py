@@ -100,6 +100,8 @@ class LiteLLMTransport(Transport):
         detail = redact(f"{type(e).__name__}: {getattr(e, 'message', None) or e}", self._key)
         if isinstance(e, lt.ContentPolicyViolationError):
             return Completion("", "content_filter", 0, 0, 0.0)
+        if _refused(e):  # litellm reports a refused connection as a 500: no request reached the server
+            return LLMError(f"connection error: {detail[:300]}", retryable=True, unreachable=True, sent=False)
         if isinstance(e, lt.Timeout):
             return LLMError(f"timeout: {detail[:300]}", retryable=True, status=408, unreachable=True)
         if isinstance(e, lt.APIConnectionError):
@@ -120,6 +122,21 @@ class LiteLLMTransport(Transport):
         if isinstance(status, int):
             return error_for_status(status, detail, _retry_after(e))
         return LLMError(f"unexpected error: {detail[:300]}", retryable=False)
+
+
+_REFUSED = {"ConnectError", "ClientConnectorError"}  # httpx's and aiohttp's "no connection was made"
+
+
+def _refused(e: BaseException) -> bool:
+    """Whether a refused connection (no request sent) is behind litellm's exception."""
+    seen: set[int] = set()
+    cause: BaseException | None = e
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ConnectionRefusedError) or type(cause).__name__ in _REFUSED:
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _retry_after(e: Exception) -> float | None:

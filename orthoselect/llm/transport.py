@@ -50,7 +50,8 @@ class LLMError(Exception):
     setup is wrong (401, 403, 404) and a run should stop rather than record thousands of failures;
     `unreachable`: no answer came at all (connection refused or reset, timeout); `transient`: the
     endpoint, not the request, failed, so the rating is not final and must be asked again later
-    (default: what is retryable)."""
+    (default: what is retryable); `sent`: the request reached the endpoint (False: the connection was
+    refused, or nothing was sent), so it counts as a request rather than a connect error."""
 
     def __init__(
         self,
@@ -62,6 +63,7 @@ class LLMError(Exception):
         fatal: bool = False,
         unreachable: bool = False,
         transient: bool | None = None,
+        sent: bool = True,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -71,6 +73,7 @@ class LLMError(Exception):
         self.fatal = fatal
         self.unreachable = unreachable
         self.transient = retryable if transient is None else transient
+        self.sent = sent
         self.attempts = 1
 
     def __repr__(self) -> str:

@@ -8,13 +8,15 @@ failure with its reason when nothing usable comes back (raters/llm_run.py). Neve
 are asked for in the judge's response_format, in the structured-output dialect of the run (given, named by
 `structured_output`, or negotiated with the first pair: `negotiate`); the dialect, max_tokens and the
 prompts are in every request's key. A re-ask gets REASK_TOKENS times max_tokens. Each rating carries the
-dollar cost of the requests billed for it; a Limiter may stop the run on budget."""
+dollar cost of the requests billed for it; a Limiter may stop the run on budget. What the requests used is
+counted by the client as each one ends (llm/usage.py) and reported with every batch of answers stored."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -37,7 +39,7 @@ from orthoselect.raters.llm_run import (
     count_cache_hits,
 )
 from orthoselect.tokens import truncate_tokens
-from orthoselect.types import Document, Rating, Rule
+from orthoselect.types import Document, RaterStats, Rating, Rule
 
 __all__ = ["BREAKER", "CHUNK", "RAW_CHARS", "LiteLLMRater", "RaterSetupError"]
 
@@ -53,8 +55,9 @@ Hits = list[tuple[int, Rating]]  # (index of the pair, its rating served from th
 class LiteLLMRater(Rater):
     """Rater over LLMClient (http or litellm transport) with an optional shared request cache and an
     optional run-wide Limiter (rate limits, budget: BudgetExhausted stops `rate`). `judge` is the rating
-    task it executes (ScoreJudge when None). Answers reach the cache within a second of arriving
-    (CacheWriter); `usage_sink`, when given, receives the rater's stats as often and at the end.
+    task it executes (ScoreJudge when None). Answers reach the cache by count and by time (CacheWriter);
+    `usage_sink`, when given, receives the rater's usage before every batch of answers is stored, every
+    half second while it changes, and at the end.
     `dialect`: the structured-output dialect to ask in (llm/dialects.py); None: `cfg.structured_output`'s,
     negotiated with the first pair rated when that is `auto`."""
 
@@ -89,7 +92,40 @@ class LiteLLMRater(Rater):
         self.set_dialect(dialect if dialect is not None else fixed_dialect(cfg.structured_output))
         self.client = self._own_client(client, limiter)
         self.usage_sink, self.should_stop = usage_sink, should_stop
-        self.writer = CacheWriter(cache, on_tick=self._tick)
+        self._reported: dict | None = None  # the last usage handed to the sink
+        self._report_lock = threading.Lock()  # one report at a time, the newest last
+        self.writer = CacheWriter(cache, on_tick=self._tick, before_write=self._report_usage)
+
+    @property
+    def stats(self) -> RaterStats:
+        """The per-pair counts (cache hits, failures, statuses) with what the client's requests used."""
+        stats = self._stats
+        client = self.__dict__.get("client")
+        if client is not None:
+            used = client.usage.snapshot()
+            for name in ("requests", "retries", "tokens_in", "tokens_out", "cost_usd", "cost_unknown"):
+                setattr(stats, name, used[name])
+        return stats
+
+    @stats.setter
+    def stats(self, value: RaterStats) -> None:
+        self._stats = value
+
+    @property
+    def connect_errors(self) -> int:
+        """Attempts whose connection was refused: no request reached the endpoint."""
+        return self.client.usage.connect_errors
+
+    def usage(self) -> dict:
+        """The rater's stats and its client's usage at one moment: requests that ended, refused
+        connections, requests in flight, tokens, dollars (what a usage log holds)."""
+        used = self.client.usage.snapshot()
+        for _ in range(3):  # the event loop may be adding a status to by_status right now
+            try:
+                return {**self._stats.to_dict(), **used}
+            except RuntimeError:
+                continue
+        return {**dataclasses.asdict(RaterStats()), **used}
 
     def _own_client(self, client: LLMClient | None, limiter: Limiter | None) -> LLMClient:
         """A client from the config, or the caller's given the limiter and prices it lacks."""
@@ -140,21 +176,22 @@ class LiteLLMRater(Rater):
         self.stats = state["stats"]
 
     def _tick(self) -> None:
-        """Every second, from the writer's thread while ratings go on: stop sending when the run is
-        asked to stop, and hand the usage so far to the sink."""
+        """Every half second, from the writer's thread while ratings go on: stop sending when the run is
+        asked to stop, and hand the usage so far to the sink when it changed."""
         if self.should_stop is not None and not self.client.stopping and self.should_stop():
             self.client.stopping = True
-        if self.usage_sink is not None:
-            self._report_usage(self.usage_sink)
+        self._report_usage()
 
-    def _report_usage(self, sink: Callable[[dict], None]) -> None:
-        for _ in range(3):  # the event loop may be adding a status to by_status right now
-            try:
-                snapshot = self.stats.to_dict()
-            except RuntimeError:
-                continue
-            sink(snapshot)
+    def _report_usage(self) -> None:
+        """Hand the usage to the sink unless it is what the sink got last (before every batch of answers
+        is stored, on every tick, at the end)."""
+        if self.usage_sink is None:
             return
+        with self._report_lock:
+            usage = self.usage()
+            if usage != self._reported:
+                self.usage_sink(usage)
+                self._reported = usage
 
     def set_dialect(self, dialect: str | None) -> None:
         """Ask in `dialect` from now on (None: negotiate it with the next pair rated)."""

@@ -3,7 +3,9 @@ judge, usable ones queued for the cache, what was sent accounted, and each pair'
 
 Per pair (`RatingRun.rate_one`): request rounds (`_request`, the client retrying inside each), each answer
 read as a score or a failure (`_interpret`), a strict re-ask while it does not parse, a usable answer
-queued for the cache (`_keep`), the requests added to the stats (`_account`), the Rating (`_rating`)."""
+queued for the cache (`_keep`), the pair's cost (`_cost`), the Rating (`_rating`). The requests themselves
+are counted by the client as each one ends (llm/usage.py); a worker starts its next pair only when the
+cache writer has room (CacheWriter.room), so a kill never loses more than the writer's bound."""
 
 from __future__ import annotations
 
@@ -54,10 +56,10 @@ class Failure:
 
 @dataclass(slots=True)
 class Tally:
-    """What the requests for one pair used: attempts (retries included), `complete` calls, tokens, time."""
+    """What the requests for one pair used: requests that reached the endpoint (retries included), tokens,
+    time."""
 
     attempts: int = 0
-    calls: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
     latency_ms: float = 0.0
@@ -66,7 +68,6 @@ class Tally:
     def add(self, c: Completion) -> None:
         """An answer came back: billed, usable or not."""
         self.attempts += c.attempts
-        self.calls += 1
         self.tokens_in += c.tokens_in
         self.tokens_out += c.tokens_out
         self.latency_ms += c.latency_ms
@@ -100,6 +101,7 @@ class RatingRun:
             except BudgetExhausted as e:
                 if self.stopped is None:
                     self.stopped = e
+            await self.rater.writer.room()  # no new request while too many answers wait for storage
 
     async def negotiate(self, messages: Messages) -> tuple[str, Completion, list[dict]]:
         """`messages` sent in each structured-output dialect until one is honoured (llm/dialects.py),
@@ -112,19 +114,13 @@ class RatingRun:
                 raise answer
             return answer
 
-        try:
-            return await negotiate(send, self.rater.response_format or {})
-        finally:
-            self._account(tally)
+        return await negotiate(send, self.rater.response_format or {})
 
     async def rate_one(self, job: Job) -> Rating:
         """The rating of one pair, asked for and accounted."""
         tally = Tally()
-        try:
-            verdict = await self._ask(job, tally)
-        finally:  # what was sent counts even when the run stops
-            cost = self._account(tally)
-        return self._rating(job, tally, cost, verdict)
+        verdict = await self._ask(job, tally)
+        return self._rating(job, tally, self._cost(tally), verdict)
 
     async def _ask(self, job: Job, tally: Tally) -> float | Failure:
         """Request rounds until an answer parses, one fails for good, or the strict re-asks run out."""
@@ -165,14 +161,8 @@ class RatingRun:
             )
         except LLMError as e:
             tally.attempts += e.attempts
-            tally.calls += 1
             self._check(e)
             return e
-        except BudgetExhausted as e:
-            sent = getattr(e, "attempts", 0)
-            tally.attempts += sent
-            tally.calls += int(sent > 0)
-            raise
         tally.add(answer)
         return answer
 
@@ -194,19 +184,9 @@ class RatingRun:
         key = job.key if first_round else request_key(rater.model, messages, rater.params(reask=True))
         rater.writer.put(answer_record(key, rater.model, c))
 
-    def _account(self, tally: Tally) -> float | None:
-        """Add one pair's requests to the stats; its dollar cost (None at an unknown price)."""
-        stats = self.stats
-        stats.requests += tally.attempts
-        stats.retries += tally.attempts - tally.calls
-        stats.tokens_in += tally.tokens_in
-        stats.tokens_out += tally.tokens_out
-        cost = self.prices.cost(tally.tokens_in, tally.tokens_out)
-        if cost is None:
-            stats.cost_unknown += tally.attempts
-        else:
-            stats.cost_usd += cost
-        return cost
+    def _cost(self, tally: Tally) -> float | None:
+        """One pair's dollar cost (None at an unknown price)."""
+        return self.prices.cost(tally.tokens_in, tally.tokens_out)
 
     def _rating(self, job: Job, tally: Tally, cost: float | None, verdict: float | Failure) -> Rating:
         """The pair's Rating, counted by status."""

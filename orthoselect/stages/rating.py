@@ -92,6 +92,7 @@ class RatingStats(Stats):
     tokens_in: int = 0
     tokens_out: int = 0
     retries: int = 0
+    connect_errors: int = 0  # attempts whose connection was refused: not requests
     cost_usd: float = 0.0
     cost_unknown: int = 0
     by_status: dict[str, int] = field(default_factory=dict)

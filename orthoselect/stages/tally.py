@@ -127,6 +127,7 @@ class Tally:
             "tokens_in": s["tokens_in"],
             "tokens_out": s["tokens_out"],
             "retries": s["retries"],
+            "connect_errors": getattr(rater, "connect_errors", 0),  # refused connections: not requests
             "cost_usd": s["cost_usd"],
             "cost_unknown": s.get("cost_unknown", 0),
             "by_status": s["by_status"],
@@ -139,8 +140,10 @@ class Tally:
 
 
 class UsageLog:
-    """Where a rater reports what it sent, every half second and at the end: `usage/<attempt>/<step>--<unit>--
-    <rater>.json`. The manifest sums these over every attempt, killed ones included."""
+    """Where a rater reports what its requests used: `usage/<attempt>/<step>--<unit>--<rater>.json`, rewritten
+    before every batch of answers goes to the request cache (so it covers every answer stored), every half
+    second while it changes, and at the end. The manifest sums these over every attempt, killed ones
+    included."""
 
     def __init__(self, storage: Storage, attempt: str, step: str, unit: str) -> None:
         self.storage, self.attempt, self.step, self.unit = storage, attempt, step, unit
@@ -150,18 +153,32 @@ class UsageLog:
         self.storage.write_json(self.path, {"attempt": self.attempt, "step": self.step, "unit": self.unit, **stats})
 
 
-USAGE_FIELDS = ("requests", "retries", "tokens_in", "tokens_out", "cost_usd", "cost_unknown")
+USAGE_FIELDS = (
+    "requests",
+    "retries",
+    "connect_errors",
+    "unanswered",
+    "tokens_in",
+    "tokens_out",
+    "cost_usd",
+    "cost_unknown",
+)
 
 
 def usage_over_attempts(storage: Storage) -> tuple[dict[str, dict], list[str]]:
     """Per step, what the LLM raters sent over every attempt of the run (their usage logs), and the
-    attempts that sent anything."""
+    attempts that sent anything. `requests`: every request that reached the endpoint, those an attempt
+    was killed with in flight (`unanswered`: the endpoint received them, their answers were lost)
+    included; `connect_errors`: connections refused, never requests."""
     totals: dict[str, dict] = {}
     attempts = storage.list("usage")
     for attempt in attempts:
         for name in storage.list(f"usage/{attempt}"):
             log = storage.read_json(f"usage/{attempt}/{name}")
             step = totals.setdefault(log["step"], dict.fromkeys(USAGE_FIELDS, 0))
+            unanswered = max(0, log.get("in_flight", 0))  # not 0 only in the last report of a killed attempt
             for key in USAGE_FIELDS:
-                step[key] += log.get(key, 0)
+                step[key] += max(0, log.get(key, 0))
+            step["requests"] += unanswered
+            step["unanswered"] += unanswered
     return totals, attempts

@@ -18,7 +18,12 @@ json_object: llama.cpp's {"type": "json_object", "schema": ...}; guided: vLLM's 
 answer as the schema's JSON, {"score": 0.63} or {"rules": [...]}. A request in another dialect is, by
 `unsupported`: "400" rejected as OpenAI does, "500" answered 500 naming the format (llama-cpp-python's
 server with json_schema), "ignore" answered as text. `reject_response_format` = no dialect, "400".
-Rejections count in `rejected_response_format`, not in the content counts that drive faults."""
+Rejections count in `rejected_response_format`, not in the content counts that drive faults.
+Outages: `stop()` closes the port and every connection; `refuse_connections()` closes the port only and
+answers what still arrives on open connections with `Connection: close`, so that every request that
+reached the server is answered and counted, and every later one is refused (no request is cut).
+Stalls: `hold(after)` (or POST /hold?after=N) leaves every request after the N-th unanswered until
+`release()` (POST /release): a client is then quiescent, all its requests in flight at the server."""
 
 from __future__ import annotations
 
@@ -112,6 +117,9 @@ class FakeLLMServer:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
+        self._draining = False  # refusing new connections, closing the open ones after their next answer
+        self._hold_after: int | None = None
+        self._released: asyncio.Event | None = None
         self.reset_counts()
 
     # --- counting -------------------------------------------------------------------------------
@@ -129,6 +137,7 @@ class FakeLLMServer:
         self.arrivals: list[float] = []  # time.monotonic() of every chat request's arrival
         self.in_flight = self.max_in_flight = 0  # requests being answered now / at most at once
         self.usage_tokens = 0  # prompt + completion tokens of every answer sent, as a provider bills them
+        self.held = 0  # requests held by `hold`
         self.bodies.clear()
 
     def stats(self) -> dict:
@@ -146,6 +155,7 @@ class FakeLLMServer:
             "distinct": len(self.by_content),
             "key_outside_header": self.key_outside_header,
             "usage_tokens": self.usage_tokens,
+            "held": self.held,
         }
 
     def content_count(self, model: str, messages: list[dict]) -> int:
@@ -195,11 +205,16 @@ class FakeLLMServer:
         try:
             raw = await request.read()
             response, fault = self._respond(request, raw)
+            if self._hold_after is not None and self.requests > self._hold_after:
+                self.held += 1
+                await self._release_event().wait()
             if fault == "timeout":
                 deadline += self.timeout_sleep_s
             delay = deadline - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if self._draining:
+                response.force_close()  # Connection: close: the client sends nothing more on it
             return response
         finally:
             self.in_flight -= 1
@@ -280,15 +295,49 @@ class FakeLLMServer:
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats())
 
+    # --- stalls -----------------------------------------------------------------------------------
+    def _release_event(self) -> asyncio.Event:
+        if self._released is None:
+            self._released = asyncio.Event()
+        return self._released
+
+    def hold(self, after: int) -> None:
+        """Leave every request after the `after`-th (counted since the last reset) unanswered until
+        `release()`."""
+        self._released = asyncio.Event()
+        self._hold_after = after
+
+    def release(self) -> None:
+        """Answer the held requests, and hold no more."""
+        self._hold_after = None
+        if self._released is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._released.set)
+
+    async def _hold(self, request: web.Request) -> web.Response:
+        self._released = asyncio.Event()
+        self.hold(int(request.query["after"]))
+        return web.json_response({"hold_after": self._hold_after})
+
+    async def _release(self, request: web.Request) -> web.Response:
+        self._hold_after = None
+        self._release_event().set()
+        return web.json_response({"released": True})
+
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024**2)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/stats", self._stats)
+        app.router.add_post("/hold", self._hold)
+        app.router.add_post("/release", self._release)
         return app
 
     # --- running --------------------------------------------------------------------------------
     async def _start(self) -> None:
+        if self.mode == "simulated" and self._simulated is None:  # imported now, not by the first request
+            from orthoselect.raters.simulated import simulated_score
+
+            self._simulated = simulated_score
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, backlog=1024, reuse_port=self.reuse_port or None)
@@ -328,7 +377,22 @@ class FakeLLMServer:
             raise failed[0]
         return self.url
 
+    def refuse_connections(self) -> None:
+        """The endpoint goes away without cutting a request: the port is closed (every new connection
+        refused); a request still arriving on an open connection is answered with `Connection: close`."""
+        loop, runner = self._loop, self._runner
+        if loop is None or runner is None:
+            return
+
+        async def close_port() -> None:
+            self._draining = True
+            for site in list(runner.sites):
+                await site.stop()
+
+        asyncio.run_coroutine_threadsafe(close_port(), loop).result(timeout=10)
+
     def stop(self) -> None:
+        self._draining = False
         loop, runner, thread = self._loop, self._runner, self._thread
         if loop is None or runner is None or thread is None:
             return
