@@ -145,6 +145,48 @@ def test_answers_reach_the_cache_soon_without_waiting_for_a_batch_or_the_end():
     assert ticks  # the usage report ran at least at the flush
 
 
+def test_answers_are_written_by_count_and_no_more_than_max_unstored_ever_wait():
+    """Issue 18: a batch goes to the cache as soon as 16 answers wait (not after half a second), the
+    usage log is written before it, and while 32 wait for storage a rater gets no room to send more."""
+    import asyncio
+
+    order: list[str] = []
+    entered, proceed = threading.Event(), threading.Event()
+
+    class BlockingCache(SlowCache):
+        def put_many(self, records):
+            order.append("cache")
+            entered.set()
+            assert proceed.wait(timeout=60), "the test never let the write finish"
+            return super().put_many(records)
+
+    cache = BlockingCache()
+    writer = CacheWriter(
+        cache, max_delay_s=3600, max_batch=16, max_unstored=32, before_write=lambda: order.append("usage")
+    )
+
+    async def check() -> None:
+        for i in range(16):
+            writer.put({"key": f"a{i}"})
+        assert await asyncio.to_thread(entered.wait, 60), "16 waiting answers were not written at once"
+        assert order == ["usage", "cache"]  # the usage log first: it covers every answer in the cache
+        for i in range(15):
+            writer.put({"key": f"b{i}"})
+        await writer.room()  # 31 wait: room for one more
+        writer.put({"key": "b15"})
+        waiting = asyncio.ensure_future(writer.room())  # 32 wait: no room until the write ends
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not waiting.done()
+        proceed.set()
+        await asyncio.wait_for(waiting, 60)
+
+    asyncio.run(check())
+    writer.close()
+    assert [r["key"] for r in cache.batches[0]] == [f"a{i}" for i in range(16)]
+    assert sum(map(len, cache.batches)) == 32 and writer.most_unstored == 32
+
+
 def test_a_failing_cache_does_not_fail_the_ratings(caplog):
     class Broken(SlowCache):
         def put_many(self, records):
@@ -267,3 +309,5 @@ def test_a_rater_asked_to_stop_sends_nothing_new():
         out = rater.rate(pairs)
     assert rater.client.requests == 0
     assert all(r.status == "unavailable" and "asked to stop" in r.reason for r in out)
+    # nothing sent is no request and no retry (issue 18: an interrupted run logged retries -53)
+    assert rater.stats.retries == rater.usage()["retries"] == 0 and rater.usage()["connect_errors"] == 0
