@@ -1,6 +1,6 @@
 """kill -9 of a whole run during rating, then a rerun to the end. Answers reach the request cache by count
-(16 at a time, never more than 32 waiting per rating process), so each kill costs at most the requests in
-flight plus 32 answers per rating process, whatever the throughput, and the run ends exactly as an
+(16 at a time; no new request while 32 wait, per rating process), so each kill costs at most the requests
+in flight plus 32 answers per rating process, whatever the throughput, and the run ends exactly as an
 uninterrupted one. A rater's usage log is written with every batch of answers and counts the requests in
 flight, so the manifest's request count over all attempts is the server's: exactly when the kill lands
 with every request held at the server (nothing on its way), within the same bound at a random moment.

@@ -279,9 +279,14 @@ def test_usage_logs_of_every_attempt_add_up(tmp_path):
     again({"requests": 3, "tokens_in": 30, "cost_usd": 0.3})  # a Prefect retry of the same shard
     UsageLog(storage, "a2", "score", "part-0")({"requests": 2, "tokens_in": 20, "cost_usd": 0.2})
     UsageLog(storage, "a2", "rate", "part-1")({"requests": 1})
+    (tmp_path / "usage" / "a2" / "score--part-0--0123abcd.json.tmp").write_text('{"step": "score", "requ')  # a kill
+    killed = UsageLog(storage, "a3", "score", "part-0")  # killed with 4 requests in flight: they reached it
+    killed({"requests": 3, "in_flight": 4, "connect_errors": 2, "retries": -5})  # an old log's negative retries
     totals, attempts = usage_over_attempts(storage)
-    assert attempts == ["a1", "a2"]
-    assert totals["score"]["requests"] == 12 and totals["score"]["tokens_in"] == 120
+    assert attempts == ["a1", "a2", "a3"]
+    assert totals["score"]["requests"] == 12 + 7 and totals["score"]["tokens_in"] == 120
+    assert totals["score"]["unanswered"] == 4 and totals["score"]["connect_errors"] == 2
+    assert totals["score"]["retries"] == 0
     assert totals["score"]["cost_usd"] == pytest.approx(1.2) and totals["rate"]["requests"] == 1
 
 

@@ -1,8 +1,9 @@
 """Answers reach the request cache by count and by time: a batch is written as soon as `max_batch` answers
 wait, or `max_delay_s` after the oldest of them arrived, by one background thread, so that the event loop
-sending requests never blocks on storage. No more than `max_unstored` answers ever wait for storage: a
-rater starts no new request while they do (`room`). A process killed at any moment loses the answers of
-the requests in flight and at most `max_unstored` others: that is all a kill can cost twice.
+sending requests never blocks on storage. While `max_unstored` answers wait for storage a rater starts no
+new request (`room`): an answer that arrives meanwhile comes from a request already in flight. A process
+killed at any moment thus loses the answers of at most its concurrency (requests in flight, or answered
+and not stored) plus `max_unstored`: that is all a kill can cost twice, whatever the throughput.
 
 Before each batch goes to the cache, `before_write` runs (the rater writes its usage log there), so a
 usage log on storage always covers every answer in the cache. `on_tick` runs every `max_delay_s` while

@@ -10,10 +10,12 @@ failures only, so an outage is never blamed on a rule."""
 
 from __future__ import annotations
 
+import json
+import os
 import uuid
 
 from orthoselect.raters import Rater
-from orthoselect.storage import Storage
+from orthoselect.storage import Storage, is_remote
 from orthoselect.types import TRANSIENT_STATUSES, Rating
 
 
@@ -148,9 +150,22 @@ class UsageLog:
     def __init__(self, storage: Storage, attempt: str, step: str, unit: str) -> None:
         self.storage, self.attempt, self.step, self.unit = storage, attempt, step, unit
         self.path = f"usage/{attempt}/{step}--{unit}--{uuid.uuid4().hex[:8]}.json"
+        self._folder_made = False
 
     def __call__(self, stats: dict) -> None:
-        self.storage.write_json(self.path, {"attempt": self.attempt, "step": self.step, "unit": self.unit, **stats})
+        log = {"attempt": self.attempt, "step": self.step, "unit": self.unit, **stats}
+        if is_remote(self.storage.root):
+            self.storage.write_json(self.path, log)
+            return
+        # a local run directory: written as often as answers are stored, so without fsspec (~10x faster)
+        final = self.storage.path(self.path)
+        if not self._folder_made:
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            self._folder_made = True
+        tmp = f"{final}.tmp"
+        with open(tmp, "w") as out:
+            json.dump(log, out, sort_keys=True, default=str)
+        os.replace(tmp, final)  # readers never see a partial log
 
 
 USAGE_FIELDS = (
@@ -174,6 +189,8 @@ def usage_over_attempts(storage: Storage) -> tuple[dict[str, dict], list[str]]:
     attempts = storage.list("usage")
     for attempt in attempts:
         for name in storage.list(f"usage/{attempt}"):
+            if not name.endswith(".json"):  # a temporary file a kill left behind
+                continue
             log = storage.read_json(f"usage/{attempt}/{name}")
             step = totals.setdefault(log["step"], dict.fromkeys(USAGE_FIELDS, 0))
             unanswered = max(0, log.get("in_flight", 0))  # not 0 only in the last report of a killed attempt
