@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import logging
-import os
 from collections.abc import Mapping
 
 from orthoselect.html_sections import (
@@ -29,12 +28,12 @@ from orthoselect.report_data import (
     plot_png,
     read_score_counts,
 )
+from orthoselect.report_files import HTML_REPORT, location
 from orthoselect.storage import Storage
 
 __all__ = ["SCORE_COUNTS", "ScoreCounts", "read_score_counts", "render_html", "write_html_report"]
 log = logging.getLogger(__name__)
 
-HTML_REPORT = "report.html"
 CSS = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1f2933; margin: 2em auto;
        max-width: 1200px; padding: 0 1.5em; }
@@ -50,10 +49,6 @@ code { font-size: 0.9em; color: #52606d; } .note { color: #52606d; font-size: 0.
 figure { margin: 1em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #d9e2ec; }
 figcaption { color: #52606d; font-size: 0.9em; } .scroll { overflow-x: auto; }
 """
-
-
-class ReportMissing(FileNotFoundError):
-    """The run directory has no report: the run has not finished (or there is no run there)."""
 
 
 def render_html(
@@ -134,33 +129,3 @@ def rewrite_html_report(storage: Storage, manifest: dict) -> None:
     scores = ScoreCounts.from_dict(counts) if counts is not None else None
     page = render_html(manifest, manifest["rule_choice"], "", scores, figures)
     storage.write_text(HTML_REPORT, page)
-
-
-def location(storage: Storage, name: str = HTML_REPORT) -> str:
-    """Where a file of the run is: its URL, or for a local run its absolute path."""
-    url = storage.url(name)
-    return url if "://" in url else os.path.abspath(url)
-
-
-def report_markdown(storage: Storage) -> str:
-    """A finished run's report.md; ReportMissing (one line) when it has none."""
-    try:
-        return storage.read_bytes("report.md").decode()
-    except FileNotFoundError:
-        raise ReportMissing(_missing(storage)) from None
-
-
-def report_html(storage: Storage) -> str:
-    """Where a finished run's report.html is, written from its manifest first when the run predates it;
-    ReportMissing (one line) when the run has not finished."""
-    if storage.exists(HTML_REPORT):
-        return location(storage)
-    if not storage.exists("manifest.json"):
-        raise ReportMissing(_missing(storage))
-    return write_html_report(storage)
-
-
-def _missing(storage: Storage) -> str:
-    if not storage.exists(""):
-        return f"{storage.url()}: no such run directory"
-    return f"{storage.url()}: no report: the run has not finished (see `orthoselect status`)"

@@ -11,7 +11,8 @@ import datetime as dt
 import json
 from typing import Any
 
-from orthoselect.stages import RunContext, StepNotReady, shard_steps
+from orthoselect.stages import RunContext, shard_steps
+from orthoselect.stages.done import tally, unit_done
 from orthoselect.storage import Storage
 
 LEDGER_RETRIES = 8  # ~1 minute of backoff
@@ -89,36 +90,22 @@ def open_failures(ctx: RunContext) -> dict[str, dict[str, dict]]:
 
 
 def status(ctx: RunContext) -> dict[str, dict]:
-    """Per shard step: shards done (marker current for today's inputs), failed, pending; and under
-    `stopped`, why the run last stopped on purpose (its budget), or None."""
-    ctx = ctx.frozen_markers()
+    """Per shard step: shards done for today's inputs (orthoselect.stages.done), failed (open in this
+    ledger), pending, and stale (a marker of other inputs: pending too); under `stopped`, why the run last
+    stopped on purpose (its budget, a stop request), or None; under `last_attempt`, how it went."""
+    ctx = ctx.frozen_markers(strict=True)
     failed = open_failures(ctx)
     report: dict[str, Any] = {}
     for step in shard_steps():
-        name = step.name
-        try:
-            shards = step.units(ctx)
-        except (FileNotFoundError, StepNotReady):  # the stage before has not run
-            shards = []
-        done: list[str] = []
-        stale: list[str] = []
-        for shard in shards:
-            marker = ctx.read_marker(name, shard.id)
-            if marker is None:
-                continue
-            try:
-                (done if step.is_done(ctx, shard) else stale).append(shard.id)
-            except Exception:  # noqa: BLE001 - an upstream step is missing: the marker is not current
-                stale.append(shard.id)
-        bad = sorted(failed.get(name, {}))
-        pending = sorted(s.id for s in shards if s.id not in done and s.id not in bad)
-        report[name] = {
-            "shards": len(shards),
-            "done": sorted(done),
-            "failed": bad,
-            "pending": pending,
-            "stale": sorted(stale),
-            "errors": failed.get(name, {}),
+        t = tally(step, ctx, failed)
+        listed = set(ctx.completed_units(step.name))
+        report[step.name] = {
+            "shards": len(t.units),
+            "done": t.done,
+            "failed": sorted(t.failed),
+            "pending": t.pending,
+            "stale": [u for u in t.units if u in listed and u not in set(t.done)],
+            "errors": t.failed,
         }
     report["stopped"] = stop_reason(ctx)
     report["last_attempt"] = last_attempt(ctx)
@@ -167,3 +154,38 @@ def last_attempt(ctx: RunContext) -> dict | None:
     if entry.get("outcome") == "started":
         entry["note"] = "did not finish: killed (SIGKILL, machine lost), or still running"
     return entry
+
+
+def attempt_summary(ctx: RunContext) -> list[str]:
+    """This attempt's end in a few lines, for its log: how it ended, the failures still open and how to
+    re-run only them, and the run's result when it is current for today's inputs."""
+    from orthoselect.stages import STEPS
+
+    view = ctx.frozen_markers(strict=True)
+    record = ctx.storage.read_json(f"attempts/{ctx.attempt}.json", default=None) or {}
+    lines = [f"attempt {ctx.attempt}: {record.get('outcome', 'not recorded')}"]
+    failed = open_failures(view)
+    if failed:
+        shown = "; ".join(f"{step}: {', '.join(sorted(units))}" for step, units in failed.items())
+        lines.append(
+            f"failed, still open: {shown}; re-run only these with `orthoselect retry-failed {ctx.cfg.run_dir}` "
+            "(or the deployment's Run form with only_failed: true)"
+        )
+    manifest = ctx.storage.read_json("manifest.json", default=None)
+    if manifest is None:
+        return lines
+    if not unit_done(STEPS["manifest"], view, None):
+        lines.append(f"the results in {ctx.cfg.run_dir} are not today's (inputs changed, or a step failed since)")
+        return lines
+    counts, spend = manifest["counts"], manifest.get("spend", {})
+    lines.append(
+        f"selected {counts['selected']:,} of {counts['valid']:,} documents with {len(manifest['chosen_rules'])} "
+        f"rules; results of attempt {(view.read_marker('manifest') or {}).get('attempt', '?')} in "
+        f"{ctx.cfg.run_dir} (report.md, report.html)"
+    )
+    if spend:
+        lines.append(
+            f"cost of the outputs ${spend.get('cost_usd', 0):.4f}; paid over all attempts "
+            f"${spend.get('spent_by_attempts_usd', 0):.4f}"
+        )
+    return lines

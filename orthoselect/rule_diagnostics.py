@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 
 from orthoselect.dpp_inference import DPPInputError
 
@@ -175,6 +174,8 @@ def mean_scores(s: np.ndarray, membership: np.ndarray) -> np.ndarray:
 def _unit_ranks(x: np.ndarray) -> np.ndarray:
     """Column-wise average ranks, centred and scaled to unit norm: the dot product of two such
     columns is their Spearman correlation."""
+    from scipy.stats import rankdata  # scipy.stats costs ~1 s to import: only where it is used
+
     ranked = rankdata(x, axis=0)
     centred = ranked - ranked.mean(axis=0)
     norm = np.sqrt((centred**2).sum(axis=0))

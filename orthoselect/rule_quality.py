@@ -22,8 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.cluster.hierarchy import fcluster, linkage
-from scipy.spatial.distance import squareform
 
 VARIANCE_RTOL = 1e-10
 """A pairwise variance below this share of the mean square counts as zero (a constant column)."""
@@ -66,6 +64,9 @@ def redundancy_clusters(corr: np.ndarray, duplicate_correlation: float) -> np.nd
         return np.zeros(n, dtype=int)
     distance = np.clip(1.0 - (corr + corr.T) / 2, 0.0, 2.0)
     np.fill_diagonal(distance, 0.0)
+    from scipy.cluster.hierarchy import fcluster, linkage  # imported where used: commands start faster
+    from scipy.spatial.distance import squareform
+
     raw = fcluster(
         linkage(squareform(distance, checks=False), method="average"),
         t=1.0 - duplicate_correlation,

@@ -19,12 +19,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import fsspec
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
+
+if TYPE_CHECKING:  # pandas and pyarrow load where parquet is read or written: commands start faster
+    import pandas as pd
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -170,6 +171,8 @@ class Storage:
 
     def read_parquet(self, rel: str, columns: list[str] | None = None) -> pd.DataFrame:
         data = self.read_bytes(rel)
+        import pyarrow.parquet as pq
+
         return pq.read_table(io.BytesIO(data), columns=columns).to_pandas()
 
     def list(self, folder: str) -> list[str]:
@@ -220,6 +223,9 @@ class Storage:
         self.write_bytes(rel, text.encode())
 
     def write_parquet(self, rel: str, df: pd.DataFrame | pa.Table) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         table = df if isinstance(df, pa.Table) else pa.Table.from_pandas(df, preserve_index=False)
         buf = io.BytesIO()
         pq.write_table(table, buf, compression="zstd")

@@ -6,8 +6,12 @@
 `STEPS` is the registry: every list of steps (stage flows, status, manifest, progress bars, artifacts)
 is derived from it and from what each step declares (orthoselect/stages/base.py)."""
 
+import logging
+from typing import Any
+
 from orthoselect.stages.base import RUN_UNIT, Artifact, RunContext, RunStep, ShardStep, Step, StepNotReady
 from orthoselect.stages.dialect import FindDialect
+from orthoselect.stages.done import outstanding
 from orthoselect.stages.index import DrawSample, Plan, ScanShard, sampled_shards
 from orthoselect.stages.manifest import WriteManifest, build_manifest, render_report
 from orthoselect.stages.rating import RateSample, ScorePool
@@ -42,9 +46,64 @@ def shard_steps() -> list[ShardStep]:
 
 
 def execute(step_name: str, ctx: RunContext, unit=None) -> dict:
-    """Run one step on one unit (a shard, or None for a whole-run step): what a Dask worker runs. It
-    lives here, in the library, so that unpickling it on a worker imports the library only."""
-    return STEPS[step_name](ctx, unit)
+    """Run one step on one unit (a shard, or None for a whole-run step): what a Dask worker runs. The step
+    sees the run as it was when it started (a view: the shard list and each marker read once), plus its own
+    writes. It lives here, in the library, so that unpickling it on a worker imports the library only."""
+    return STEPS[step_name](ctx.frozen_markers(), unit)
+
+
+class _Lines(logging.Handler):
+    """Collects the library's log lines (level, text) while a step runs."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[tuple[int, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append((record.levelno, record.getMessage()))
+
+
+def execute_logged(step_name: str, ctx: RunContext, unit=None) -> tuple[Any, list[tuple[int, str]]]:
+    """`execute`, returning its outcome (the stats, or the exception it raised) with the library's log
+    lines of the call (level, text; warnings and up unless the logger says otherwise): what a Dask worker
+    runs, so that a step's warnings reach its task run's log in the Prefect UI."""
+    logger = logging.getLogger("orthoselect")
+    collect = _Lines()
+    logger.addHandler(collect)
+    try:
+        return execute(step_name, ctx, unit), collect.lines
+    except Exception as e:  # noqa: BLE001 - the caller records it against its unit
+        return e, collect.lines
+    finally:
+        logger.removeHandler(collect)
+
+
+def work_left(ctx: RunContext, stages: tuple[str, ...] = tuple(STAGES)) -> dict[str, list[str]]:
+    """What running `stages` now would do, decided from the markers alone: the plan step runs here first
+    when `index_pool` is among them (the dataset listed and fingerprinted as it is now), then each later
+    step's units not done for today's inputs (`orthoselect.stages.done.outstanding`). {}: nothing, every
+    unit of every step is done; a rerun need not start a cluster."""
+    if "index_pool" in stages:
+        execute("plan", ctx)
+    steps = [STEPS[name] for stage in stages for name in STAGES[stage] if STEPS[name].cacheable]
+    return outstanding(ctx.frozen_markers(strict=True), steps)
+
+
+def done_results(ctx: RunContext, stages: tuple[str, ...]) -> dict[str, dict]:
+    """What running `stages` returns when `work_left` found nothing to do: per stage, each whole-run step's
+    recorded stats and each shard step's shards, all done and none run."""
+    view = ctx.frozen_markers()
+    results: dict[str, dict] = {}
+    for stage in stages:
+        results[stage] = {}
+        for name in STAGES[stage]:
+            step = STEPS[name]
+            if isinstance(step, ShardStep):
+                n = len(step.units(view))
+                results[stage][name] = {"shards": n, "cached": n}
+            else:
+                results[stage][name] = (view.read_marker(name) or {}).get("stats", {})
+    return results
 
 
 def run_local(ctx: RunContext, stages: tuple[str, ...] = tuple(STAGES)) -> dict:
@@ -58,9 +117,8 @@ def run_local(ctx: RunContext, stages: tuple[str, ...] = tuple(STAGES)) -> dict:
     try:
         for stage in stages:
             for name in STAGES[stage]:
-                step = STEPS[name]
-                for unit in step.units(ctx):
-                    step(ctx, unit)
+                for unit in STEPS[name].units(ctx.frozen_markers()):
+                    execute(name, ctx, unit)
     finally:
         if own:
             ctx.governor.flush()
@@ -79,9 +137,12 @@ __all__ = [
     "Step",
     "StepNotReady",
     "build_manifest",
+    "done_results",
     "execute",
+    "execute_logged",
     "render_report",
     "run_local",
     "sampled_shards",
     "shard_steps",
+    "work_left",
 ]

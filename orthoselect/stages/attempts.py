@@ -12,7 +12,8 @@ import logging
 from dataclasses import asdict, dataclass
 
 from orthoselect.report_text import outcome_says
-from orthoselect.stages.base import RunContext, RunStep, ShardStep
+from orthoselect.stages.base import RunContext, RunStep
+from orthoselect.stages.done import outstanding, unit_done
 from orthoselect.storage import Storage
 
 log = logging.getLogger("orthoselect")
@@ -86,50 +87,28 @@ class Shown:
 
 def current_results(ctx: RunContext, failures: dict[str, dict[str, dict]]) -> list[Shown]:
     """Every whole-run step with a marker, in pipeline order, and whether its result is current for today's
-    inputs: its key unchanged (`is_done`) and every step before it done on all its units with no open
-    failure (`failures`: `orthoselect.ledger.open_failures`). Pipeline order stands in for dependency
-    order, so a failure hides everything after it: never a stale result shown as today's."""
+    inputs (orthoselect.stages.done, in a strict view: its key unchanged, all the way up) with no open
+    failure (`failures`: `orthoselect.ledger.open_failures`) at it or before it in the pipeline; never a
+    stale result shown as today's."""
     from orthoselect.stages import STEPS
 
-    ctx = ctx.frozen_markers()
+    view = ctx.frozen_markers(strict=True)
+    order = list(STEPS)
+    # steps with work left for today's inputs, or with a failure still open: nothing after them is current
+    left = list(dict.fromkeys([*outstanding(view, list(STEPS.values())), *failures]))
     shown: list[Shown] = []
-    blocked = ""  # the first step before which something is failing or not done
     for step in STEPS.values():
-        if isinstance(step, ShardStep):
-            if not blocked and (failures.get(step.name) or not _all_done(ctx, step)):
-                blocked = step.name
-            continue
-        assert isinstance(step, RunStep)
-        marker = ctx.read_marker(step.name)
+        marker = view.read_marker(step.name) if isinstance(step, RunStep) else None
         if marker is None:
-            blocked = blocked or step.name
             continue
-        done = _done(ctx, step)
-        if blocked:
-            why = f"step `{blocked}` before it failed or is not done for today's inputs"
-        elif failures.get(step.name):
+        before = sorted((n for n in left if order.index(n) < order.index(step.name)), key=order.index)
+        if failures.get(step.name):
             why = "it failed"
-        elif not done:
+        elif before:
+            why = f"step `{before[0]}` before it failed or is not done for today's inputs"
+        elif not unit_done(step, view, None):
             why = "its inputs changed since"
         else:
             why = ""
         shown.append(Shown(step.name, str(marker.get("attempt", "?")), not why, why))
-        if why:
-            blocked = blocked or step.name
     return shown
-
-
-def _done(ctx: RunContext, step: RunStep | ShardStep, unit=None) -> bool:
-    try:
-        return step.is_done(ctx, unit)
-    except Exception as e:  # noqa: BLE001 - an upstream result is missing or unreadable: not current
-        log.debug("%s %s: not current (%s: %s)", step.name, unit, type(e).__name__, e)
-        return False
-
-
-def _all_done(ctx: RunContext, step: ShardStep) -> bool:
-    try:
-        units = step.units(ctx)
-    except Exception:  # noqa: BLE001 - the step before has not run
-        return False
-    return all(_done(ctx, step, unit) for unit in units)

@@ -34,6 +34,7 @@ class RunContext:
     attempt: str = "local"  # id of this invocation on the run directory (ledger/<attempt>/)
     _shards: list[Shard] | None = field(default=None, repr=False)
     _markers: dict | None = field(default=None, repr=False)  # see `frozen_markers`
+    _current: dict | None = field(default=None, repr=False)  # a strict view's {(step, unit): done today}
     governor: Any = field(default=None, repr=False)  # the run's LLM limits (a llm.governor.GovernorLike), if any
 
     @cached_property
@@ -59,10 +60,12 @@ class RunContext:
     # --- shards --------------------------------------------------------------------------------
     def shards(self) -> list[Shard]:
         """The shard manifest written by the `plan` step at the start of the run."""
-        if self._shards is None:
-            data = self.storage.read_json("shards.json")
-            self._shards = [Shard(**s) for s in data["shards"]]
-        return self._shards
+        if self._shards is not None:
+            return self._shards
+        shards = [Shard(**s) for s in self.storage.read_json("shards.json")["shards"]]
+        if self._markers is not None:  # a view (`frozen_markers`) keeps what it read; a live context never
+            self._shards = shards
+        return shards
 
     def shard(self, shard_id: str) -> Shard:
         for s in self.shards():
@@ -82,34 +85,57 @@ class RunContext:
             self._markers[(stage, unit)] = self.storage.read_json(self.marker_path(stage, unit), default=None)
         return self._markers[(stage, unit)]
 
-    def frozen_markers(self) -> RunContext:
-        """A copy that reads each marker once: for computing many keys at one moment (a group's cache
-        keys, a status report) without re-reading the same upstream markers from storage each time."""
-        return replace(self, _markers={}, _shards=self._shards)
+    def frozen_markers(self, strict: bool = False) -> RunContext:
+        """A view of the run at one moment: a copy that reads the shard list and each marker once, for
+        computing many keys (a group's cache keys, a status report, progress) without re-reading the same
+        markers from storage. Nothing is carried over from this context: a context that lives across
+        steps (the flow's, a progress viewer's) would otherwise hold the shard list of an earlier plan.
+
+        `strict`: an upstream result counts only when it is itself done for today's inputs, all the way
+        up (what status and progress report); otherwise its marker is taken as it is (what a step running
+        after its upstream steps, in pipeline order, needs: one read per upstream marker)."""
+        return replace(self, _markers={}, _shards=None, _current={} if strict else None)
 
     def done_key(self, stage: str, unit: str = RUN_UNIT) -> str:
         """Identity of a completed upstream result: the hash of its output when the step records one
         (so an upstream rerun that produces the same output invalidates nothing), else its key.
-        Raises StepNotReady if the step has not completed."""
+        Raises StepNotReady if the step has not completed (in a strict view: for today's inputs)."""
         marker = self.read_marker(stage, unit)
         if marker is None:
             raise StepNotReady(f"step {stage!r} has not completed for {unit!r} in {self.cfg.run_dir}")
+        if self._current is not None and not self._done_today(stage, unit):
+            raise StepNotReady(f"step {stage!r} is not done for today's inputs of {unit!r} in {self.cfg.run_dir}")
         return marker["stats"].get("output_hash") or marker["key"]
 
+    def _done_today(self, stage: str, unit: str) -> bool:
+        """In a strict view: whether `stage` is done for today's inputs on `unit` (memoised)."""
+        assert self._current is not None
+        if (stage, unit) not in self._current:
+            from orthoselect.stages import STEPS  # the registry imports this module
+
+            step = STEPS[stage]
+            try:
+                self._current[(stage, unit)] = step.is_done(self, None if unit == RUN_UNIT else self.shard(unit))
+            except (StepNotReady, FileNotFoundError, KeyError):
+                self._current[(stage, unit)] = False
+        return self._current[(stage, unit)]
+
     def write_marker(self, stage: str, unit: str, key: str, stats: dict, seconds: float = 0.0) -> None:
-        self.storage.write_json(
-            self.marker_path(stage, unit),
-            {
-                "stage": stage,
-                "unit": unit,
-                "key": key,
-                "stats": stats,
-                "attempt": self.attempt,
-                "seconds": round(seconds, 4),
-                "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
-                "version": __version__,
-            },
-        )
+        marker = {
+            "stage": stage,
+            "unit": unit,
+            "key": key,
+            "stats": stats,
+            "attempt": self.attempt,
+            "seconds": round(seconds, 4),
+            "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+            "version": __version__,
+        }
+        self.storage.write_json(self.marker_path(stage, unit), marker)
+        if self._markers is not None:
+            self._markers[(stage, unit)] = marker
+        if self._current is not None:
+            self._current.pop((stage, unit), None)
 
     def completed_units(self, stage: str) -> list[str]:
         return [name.removesuffix(".json") for name in self.storage.list(f"_markers/{stage}")]

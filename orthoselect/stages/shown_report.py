@@ -12,8 +12,8 @@ import socket
 from collections.abc import Callable
 
 from orthoselect.artifacts import Artifact
-from orthoselect.html_report import HTML_REPORT, location
 from orthoselect.report_data import SCORE_COUNTS, SCORE_PLOT, ScoreCounts, plot_png
+from orthoselect.report_files import HTML_REPORT, location
 from orthoselect.report_text import in_step_order
 from orthoselect.storage import Storage, is_remote
 
