@@ -7,22 +7,25 @@ import logging
 import os
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import yaml
 from rich.console import Console
-from rich.markdown import Markdown
 
 from flows.runtime import apply_defaults
 
 apply_defaults()  # the `orthoselect` command is an entry point: defaults before Prefect, Dask or litellm load
 
-from flows.progress import console, stage_progress
-from orthoselect import preflight
-from orthoselect.config import Config, ConfigError, load_config
-from orthoselect.config_overrides import parse_override
-from orthoselect.stages import STAGES, RunContext
+from flows.progress import console
+
+if TYPE_CHECKING:
+    from orthoselect.config import Config
+    from orthoselect.stages import RunContext
+
+# The library, Prefect and Dask are imported by the commands that use them, so that `--help`, `status` and
+# `report` answer in about a second. The stage commands, in pipeline order (a test checks them against
+# orthoselect.stages.STAGES, which would import every step and their libraries here).
+STAGES = ("index_pool", "generate_rules", "rate_sample", "select_rules", "score_pool", "select_data")
 
 app = typer.Typer(
     add_completion=False,
@@ -44,6 +47,8 @@ SetOpt = Annotated[
 def _overrides(pairs: list[str] | None) -> dict:
     """{dotted key: value} of `--set key=value` pairs, each value read by `parse_override` (ConfigError
     naming the key when it cannot be read)."""
+    from orthoselect.config_overrides import parse_override
+
     out = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
@@ -54,6 +59,8 @@ def _overrides(pairs: list[str] | None) -> dict:
 
 
 def _load(config: Path, sets: list[str] | None) -> Config:
+    from orthoselect.config import ConfigError, load_config
+
     try:
         cfg = load_config(config, _overrides(sets))
     except ConfigError as e:
@@ -65,6 +72,9 @@ def _load(config: Path, sets: list[str] | None) -> Config:
 def _checked(cfg: Config) -> Config:
     """`cfg` checked against its files (`preflight`), once: a config that cannot run exits 2 here, in one
     line naming the key, before any Prefect API or Dask cluster starts; the run's start_run skips it."""
+    from orthoselect import preflight
+    from orthoselect.config import ConfigError
+
     if preflight.checked(cfg):
         return cfg
     try:
@@ -85,8 +95,7 @@ def _say(line: str, style: str) -> None:
 def _run(cfg: Config, stages: list[str], show_progress: bool = True, only_failed: bool = False) -> None:
     """The parent flow for the whole pipeline, else the stage flows, under a Prefect API."""
     _checked(cfg)  # a run directory's config (retry-failed) was not loaded by `_load`
-    from flows.pipeline import BudgetStopped, StageFailed, orthoselect_pipeline, run_stages, start_run
-    from flows.runtime import GracefulStop, off_main_thread, prefect_api
+    from orthoselect.config import ConfigError
     from orthoselect.llm.governor import check_budget_prices
 
     try:
@@ -94,6 +103,13 @@ def _run(cfg: Config, stages: list[str], show_progress: bool = True, only_failed
     except ConfigError as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from None
+    if not os.environ.get("PREFECT_API_URL") and _nothing_to_do(cfg, stages):
+        return  # no Prefect server or Dask cluster started (nor Prefect imported) for a run with nothing to do
+    from flows.pipeline import BudgetStopped, StageFailed, orthoselect_pipeline, run_stages, start_run
+    from flows.progress import stage_progress
+    from flows.runtime import GracefulStop, off_main_thread, prefect_api
+    from orthoselect.stages import RunContext
+
     viewer = RunContext(cfg)  # reads markers for the progress bars; asks the workers to stop on SIGTERM
     stopped = ""  # "asked": the run wound down after a stop request; "forced": it was cut short
     with prefect_api() as api, GracefulStop(viewer, announce=console.print) as stop:
@@ -118,6 +134,25 @@ def _run(cfg: Config, stages: list[str], show_progress: bool = True, only_failed
         _interrupted(viewer, hard=stopped == "forced")
 
 
+def _nothing_to_do(cfg: Config, stages: list[str]) -> bool:
+    """Whether `stages` are done for today's inputs (the dataset re-listed and fingerprinted, every marker
+    checked): then the attempt is recorded as completed with nothing to do and the report's attempt
+    figures refreshed, and no server or cluster needs to start. A long-running Prefect API gets a flow run
+    instead (it decides the same before starting a cluster), so that the UI shows the attempt."""
+    from orthoselect.ledger import new_attempt, record_attempt
+    from orthoselect.stages import RunContext, work_left
+    from orthoselect.stages.manifest import refresh_attempts
+
+    ctx = RunContext(cfg, attempt=new_attempt())
+    if work_left(ctx, tuple(stages)):
+        return False
+    ctx.clear_stop_request()
+    record_attempt(ctx, "completed")
+    refresh_attempts(ctx)
+    console.print(f"nothing to do: every step is done for today's inputs in {cfg.run_dir} (attempt {ctx.attempt})")
+    return True
+
+
 def _interrupted(ctx: RunContext, hard: bool) -> None:
     """Mark the run stopped on request under its last attempt, say how to resume, exit with 130 (as for
     SIGINT). `hard`: the run was cut short and threads of it may still wait on a gone cluster: exit now."""
@@ -136,7 +171,11 @@ def _interrupted(ctx: RunContext, hard: bool) -> None:
 
 
 def _print_summary(cfg: Config) -> None:
-    storage = RunContext(cfg).storage
+    from rich.markdown import Markdown
+
+    from orthoselect.storage import Storage
+
+    storage = Storage(cfg.run_dir, cfg.storage.options, cfg.storage.retries)
     if storage.exists("report.md"):
         Console().print(Markdown(storage.read_bytes("report.md").decode()))
 
@@ -166,10 +205,18 @@ for _stage in STAGES:
 
 
 def _run_dir_config(run_dir: str) -> Config:
+    """The config a run directory holds (the plan writes it), for commands given a run directory; given
+    a config file instead, the run directory it names."""
+    from orthoselect.config import ConfigError, load_config
+
+    where = run_dir
     try:
-        return load_config(f"{run_dir.rstrip('/')}/config.yaml")
-    except ConfigError as e:
-        console.print(f"[red]{run_dir}: not a run directory ({e})[/red]")
+        if run_dir.endswith((".yaml", ".yml")):  # a config: the run it writes to
+            where = load_config(run_dir).run_dir
+        return load_config(f"{where.rstrip('/')}/config.yaml")
+    except (ConfigError, OSError) as e:
+        problem = "no run there yet" if where != run_dir else str(e).splitlines()[0]
+        _say(f"{where}: not a run directory ({problem})", "red")
         raise typer.Exit(2) from None
 
 
@@ -182,6 +229,8 @@ def estimate(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Project requests, tokens and dollars per stage before any LLM call (and the paper's R x N)."""
+    from rich.markdown import Markdown
+
     from orthoselect.estimate import estimate as project
     from orthoselect.estimate import render_estimate
 
@@ -201,6 +250,7 @@ def status(
     from rich.table import Table
 
     from orthoselect.ledger import status as run_status
+    from orthoselect.stages import RunContext
 
     report = run_status(RunContext(_run_dir_config(run_dir)))
     if json_out:
@@ -267,7 +317,10 @@ def demo(
 ) -> None:
     """Write the sample corpus and a config into FOLDER, run the pipeline with the offline simulated
     rater, and print the chosen rules, rho and the selection."""
+    import yaml
+
     from flows.demo import DEMO_CONFIG, demo_summary
+    from orthoselect.config import load_config
 
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / "data").exists():
@@ -297,6 +350,9 @@ def eval_command(
 ) -> None:
     """Compare every rule chooser, random r-subsets and all rules against ground-truth labels of the
     sample documents: MSE, Spearman, AUC, top-p precision, fidelity, rho, win rate; a table, JSON, plots."""
+    from rich.markdown import Markdown
+
+    from orthoselect.config import ConfigError, load_config
     from orthoselect.eval_report import eval_markdown
     from orthoselect.evaluate import EvalInputError, EvalRequest, run_eval
 
@@ -340,7 +396,9 @@ def report(
     html: Annotated[bool, typer.Option("--html", help="Print where report.html is (written if missing).")] = False,
 ) -> None:
     """Print a finished run's report, or with --html the location of its HTML report with the plots."""
-    from orthoselect.html_report import ReportMissing, report_html, report_markdown
+    from rich.markdown import Markdown
+
+    from orthoselect.report_files import ReportMissing, report_html, report_markdown
     from orthoselect.storage import Storage
 
     try:

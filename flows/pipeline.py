@@ -14,19 +14,20 @@ apply_defaults()  # an entry point (deployments, workers): defaults before Prefe
 import logging
 from typing import Annotated, Any, TypeVar, cast
 
-from prefect import flow, get_run_logger
-from prefect.exceptions import MissingContextError
+from prefect import flow, get_run_logger, tags
 from prefect.futures import wait
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 from pydantic import BeforeValidator, WithJsonSchema
 
+from flows.naming import pipeline_run_name, run_tags, stage_run_name
 from flows.runtime import dask_cluster
 from orthoselect import preflight
 from orthoselect.config import Config, load_config
 from orthoselect.dataset import Shard
 from orthoselect.ledger import (
+    attempt_summary,
     clear_stop,
     new_attempt,
     open_failures,
@@ -34,15 +35,18 @@ from orthoselect.ledger import (
     record_resolved,
     record_stop,
 )
-from orthoselect.stages import STAGES, STEPS, RunContext, ShardStep
+from orthoselect.stages import STAGES, STEPS, RunContext, ShardStep, done_results, work_left
+from orthoselect.stages.manifest import refresh_attempts
 from orthoselect.stages.shown import failed_shards_artifact, run_artifacts
 from tasks.artifacts import publish
 from tasks.progress import UPDATE_SECONDS, StepProgress
 from tasks.runtime import Runtime, connect
-from tasks.steps import Failure, StepFailed, result_storage, run_step, shard_step
+from tasks.steps import Failure, StepFailed, refresh, result_storage, run_step, shard_step
 
 V = TypeVar("V")
 log = logging.getLogger("orthoselect")
+if log.level == logging.NOTSET:
+    log.setLevel(logging.INFO)  # a run's own lines (cluster start, what was left to do) in its log
 
 
 class StageFailed(RuntimeError):
@@ -69,18 +73,19 @@ def start_run(config: Config | dict | str, overrides: dict | None = None) -> Run
     )
     if not preflight.consume(cfg):
         for warning in preflight.preflight(cfg):
-            _warn(warning)
+            log.warning("%s", warning)  # in a flow run, its log in the UI too (an extra Prefect logger)
     ctx = RunContext(cfg, attempt=new_attempt())
     ctx.clear_stop_request()  # a stop asked of an earlier attempt does not stop this one
     return ctx
 
 
-def _warn(message: str) -> None:
-    """A warning in the flow run's log (the Prefect UI), or the library's log outside a flow run."""
+def _open_failures_line(ctx: RunContext) -> str:
+    """The failures open before this attempt, as a line: `scan: part-00007; rate: part-00002`."""
     try:
-        get_run_logger().warning("%s", message)
-    except MissingContextError:
-        log.warning("%s", message)
+        failed = open_failures(ctx.frozen_markers())
+    except FileNotFoundError:  # no plan yet
+        return "none are open"
+    return "; ".join(f"{step}: {', '.join(sorted(units))}" for step, units in failed.items()) or "none are open"
 
 
 def shard_groups(shards: list[Shard], max_tasks: int) -> list[list[Shard]]:
@@ -110,18 +115,23 @@ def _stopped(ctx: RunContext, e: StepFailed, units: int | None = None) -> StageF
 
 
 def _run_shard_step(
-    step: ShardStep, ctx: RunContext, runtime: Runtime, only: list[str] | None, storage: Any
+    step: ShardStep, ctx: RunContext, runtime: Runtime, only_failed: bool, storage: Any
 ) -> dict[str, int]:
-    """One task run per group of units (`cluster.max_tasks_per_step`), every unit its own Dask task."""
-    units = step.units(ctx)
-    if only is not None:
-        units = [u for u in units if u.id in set(only)]
-    failed_before = open_failures(ctx).get(step.name, {})
+    """One task run per group of units (`cluster.max_tasks_per_step`), every unit its own Dask task.
+    `only_failed`: only the units whose failure is open in the ledger, when the step has any (read now,
+    after this attempt's plan: a repaired shard is keyed on its content as it is now)."""
+    view = ctx.frozen_markers()  # the run as it is now; `ctx` itself never holds a shard list or markers
+    units = step.units(view)
+    failed_before = open_failures(view).get(step.name, {})
+    if only_failed and failed_before:
+        units = [u for u in units if u.id in failed_before]
     task = shard_step.with_options(result_storage=storage, retries=ctx.cfg.cluster.task_retries)
     progress = StepProgress(ctx, step, units)
     # quote(): Prefect must not walk the context (config + shard list) for every task it submits
     futures = {
-        task.submit(step.name, _quoted(ctx), _quoted(runtime), g, _label(g)): g
+        task.with_options(refresh_cache=refresh(step.name, ctx, g)).submit(
+            step.name, _quoted(ctx), _quoted(runtime), g, _label(g)
+        ): g
         for g in shard_groups(units, ctx.cfg.cluster.max_tasks_per_step)
     }
     done = cached = 0
@@ -134,12 +144,11 @@ def _run_shard_step(
             group = futures[future]
             group_failures = _group_failures(future, group)
             failures.update(group_failures)
-            is_cached = future.state.name == "Cached"
             done += len(group) - len(group_failures)  # a failed task run's healthy shards are done too
-            cached += len(group) if is_cached else 0
+            cached += len(group) if future.state.name == "Cached" else 0
             for shard in (s for s in group if s.id in failed_before and s.id not in group_failures):
                 record_resolved(ctx, step.name, shard.id)
-            progress.task_done((s.id for s in group), {u: str(f) for u, f in group_failures.items()}, is_cached)
+            progress.failed({u: str(f) for u, f in group_failures.items()})
         progress.update()
     progress.close()
     get_run_logger().info("%s: %d units done (%d cached), %d failed", step.name, done, cached, len(failures))
@@ -149,13 +158,31 @@ def _run_shard_step(
     return {"shards": done, "cached": cached}
 
 
-def show_run(ctx: RunContext) -> None:
-    """The run's artifacts on the parent flow run, however far it got: what its completed whole-run steps
-    show (rules, plots, report, usage) and its failed shards."""
+def show_run(ctx: RunContext, artifacts: bool = True) -> None:
+    """The end of an attempt, once `record_attempt` has said how it ended: the report's over-all-attempts
+    figures and its notice refreshed (`refresh_attempts`), then (`artifacts`; not for a run asked to stop)
+    the parent flow run's artifacts: how the attempt ended, what its whole-run steps current for today's
+    inputs show (each marked with the attempt it comes from), its failed shards."""
     try:
-        publish(run_artifacts(ctx, open_failures(ctx)), ctx.cfg.run_name)
+        refresh_attempts(ctx)
+    except Exception as e:  # noqa: BLE001 - storage down: the run's outcome stands
+        get_run_logger().warning("the report's attempt counts not refreshed (%s: %s)", type(e).__name__, e)
+    if not artifacts:
+        return
+    try:
+        view = ctx.frozen_markers()
+        publish(run_artifacts(view, open_failures(view)), ctx.cfg.run_name)
     except Exception as e:  # noqa: BLE001 - storage or API down: the run's outcome stands
         get_run_logger().warning("the run's artifacts not shown (%s: %s)", type(e).__name__, e)
+
+
+def _summarise(ctx: RunContext) -> None:
+    """How the attempt ended, what is still failed and the run's result, in the parent run's log."""
+    try:
+        for line in attempt_summary(ctx):
+            log.info("%s", line)
+    except Exception as e:  # noqa: BLE001 - storage down: the run's outcome stands
+        log.warning("no summary (%s: %s)", type(e).__name__, e)
 
 
 def show_failed_shards(ctx: RunContext) -> None:
@@ -178,76 +205,66 @@ def _group_failures(future: Any, group: list[Shard]) -> dict[str, Failure]:
     return {s.id: failure for s in group}
 
 
-def _run_stage(stage: str, ctx: RunContext, runtime: Runtime, only: dict[str, list[str]] | None) -> dict[str, Any]:
+def _run_stage(stage: str, ctx: RunContext, runtime: Runtime, only_failed: bool = False) -> dict[str, Any]:
     """Run a stage's steps in order: a whole-run step is one task; a shard step, one task per group of
-    shards. `only` limits shard steps to the listed shards (re-running failed shards). Returns each
-    whole-run step's stats and each shard step's counts of units done and cached (each unit's stats
-    are in its marker)."""
+    shards (`only_failed`: only its failed shards, when it has any). Returns each whole-run step's stats
+    and each shard step's counts of units done and cached (each unit's stats are in its marker)."""
     storage = result_storage(ctx)
     results: dict[str, Any] = {}
     for name in STAGES[stage]:
         step = STEPS[name]
         if isinstance(step, ShardStep):
-            results[name] = _run_shard_step(step, ctx, runtime, (only or {}).get(name) if only else None, storage)
+            results[name] = _run_shard_step(step, ctx, runtime, only_failed, storage)
+            continue
+        found = ctx.read_marker(name) if not step.cacheable else None
+        if found is not None and found["attempt"] == ctx.attempt:
+            results[name] = found["stats"]  # this attempt ran it already, deciding what was left to do
             continue
         try:
-            results[name] = run_step.with_options(result_storage=storage)(name, _quoted(ctx), _quoted(runtime))
+            task = run_step.with_options(result_storage=storage, refresh_cache=refresh(name, ctx, [None]))
+            results[name] = task(name, _quoted(ctx), _quoted(runtime))
         except StepFailed as e:
             raise _stopped(ctx, e) from None
     return results
-
-
-def stage_run_name() -> str:
-    """A stage flow run's name: the stage and its run (Config.run_name), e.g. `rate-sample: demo-3f2a1c`."""
-    from prefect.context import FlowRunContext
-
-    run = FlowRunContext.get()
-    flow_name = run.flow.name if run is not None and run.flow is not None else "orthoselect-stage"
-    try:
-        ctx = run.parameters["ctx"]  # type: ignore[union-attr,index]
-        ctx = ctx.unquote() if isinstance(ctx, quote) else ctx
-        return f"{flow_name}: {ctx.cfg.run_name}"
-    except Exception:  # noqa: BLE001 - a name must never fail a run
-        return flow_name
 
 
 STAGE_OPTIONS: dict[str, Any] = {"log_prints": True, "validate_parameters": False, "flow_run_name": stage_run_name}
 
 
 @flow(name="index-pool", **STAGE_OPTIONS)
-def index_pool(ctx: RunContext, runtime: Runtime, only: dict[str, list[str]] | None = None) -> dict:
+def index_pool(ctx: RunContext, runtime: Runtime, only_failed: bool = False) -> dict:
     """Stage 0: shard manifest, validated scan of every shard, duplicate ids, seeded sample."""
-    return _run_stage("index_pool", ctx, runtime, only)
+    return _run_stage("index_pool", ctx, runtime, only_failed)
 
 
 @flow(name="generate-rules", **STAGE_OPTIONS)
-def generate_rules(ctx: RunContext, runtime: Runtime, only: dict[str, list[str]] | None = None) -> dict:
+def generate_rules(ctx: RunContext, runtime: Runtime, only_failed: bool = False) -> dict:
     """Stage 1: R candidate rules from the LLM (or the rule file, or the offline simulator)."""
-    return _run_stage("generate_rules", ctx, runtime, only)
+    return _run_stage("generate_rules", ctx, runtime, only_failed)
 
 
 @flow(name="rate-sample", **STAGE_OPTIONS)
-def rate_sample(ctx: RunContext, runtime: Runtime, only: dict[str, list[str]] | None = None) -> dict:
+def rate_sample(ctx: RunContext, runtime: Runtime, only_failed: bool = False) -> dict:
     """Stage 2: the sample rated against all R rules, one task per shard holding sampled documents."""
-    return _run_stage("rate_sample", ctx, runtime, only)
+    return _run_stage("rate_sample", ctx, runtime, only_failed)
 
 
 @flow(name="select-rules", **STAGE_OPTIONS)
-def select_rules(ctx: RunContext, runtime: Runtime, only: dict[str, list[str]] | None = None) -> dict:
+def select_rules(ctx: RunContext, runtime: Runtime, only_failed: bool = False) -> dict:
     """Stage 3: the quality-diversity DPP keeps r rules; fidelity and rho diagnostics."""
-    return _run_stage("select_rules", ctx, runtime, only)
+    return _run_stage("select_rules", ctx, runtime, only_failed)
 
 
 @flow(name="score-pool", **STAGE_OPTIONS)
-def score_pool(ctx: RunContext, runtime: Runtime, only: dict[str, list[str]] | None = None) -> dict:
+def score_pool(ctx: RunContext, runtime: Runtime, only_failed: bool = False) -> dict:
     """Stage 4: every pool document scored with the r chosen rules, one task per shard."""
-    return _run_stage("score_pool", ctx, runtime, only)
+    return _run_stage("score_pool", ctx, runtime, only_failed)
 
 
 @flow(name="select-data", **STAGE_OPTIONS)
-def select_data(ctx: RunContext, runtime: Runtime, only: dict[str, list[str]] | None = None) -> dict:
+def select_data(ctx: RunContext, runtime: Runtime, only_failed: bool = False) -> dict:
     """Stage 5: rank, keep by the configured mode, write the selected shards and the manifest."""
-    return _run_stage("select_data", ctx, runtime, only)
+    return _run_stage("select_data", ctx, runtime, only_failed)
 
 
 STAGE_FLOWS = {
@@ -260,18 +277,26 @@ STAGE_FLOWS = {
 }
 
 
-def run_stages(ctx: RunContext, stages: list[str], only: dict[str, list[str]] | None = None) -> dict:
+def run_stages(ctx: RunContext, stages: list[str], only_failed: bool = False) -> dict:
     """Run stage flows in order, on one Dask cluster for all of them; each stage's step results.
-    Prefect tasks run on threads of this process and hand their work to the cluster (tasks/runtime.py)."""
+    `only_failed`: each shard step runs only its failed shards, when it has any. Prefect tasks run on
+    threads of this process and hand their work to the cluster (tasks/runtime.py)."""
     cfg = ctx.cfg
-    with dask_cluster(cfg.cluster) as address, connect(address, cfg, ctx.storage, ctx.attempt) as runtime:
+    if not work_left(ctx, tuple(stages)):  # decided from the markers, before any cluster starts
+        log.info("nothing to do: every step of %s is done for today's inputs", ", ".join(stages))
+        return done_results(ctx, tuple(stages))
+    with (
+        tags(*run_tags(cfg.run_name)),  # the stage runs and their tasks carry the run's tags too
+        dask_cluster(cfg.cluster) as address,
+        connect(address, cfg, ctx.storage, ctx.attempt) as runtime,
+    ):
         ctx.governor = runtime.governor
         # a thread per task run of a step: every shard reaches Dask at once, and no worker waits while a
         # thread that finished its group starts the next task run
         runner: Any = ThreadPoolTaskRunner(max_workers=max(4, cfg.cluster.max_tasks_per_step))
         try:
             return {
-                stage: STAGE_FLOWS[stage].with_options(task_runner=runner)(_quoted(ctx), _quoted(runtime), only)
+                stage: STAGE_FLOWS[stage].with_options(task_runner=runner)(_quoted(ctx), _quoted(runtime), only_failed)
                 for stage in stages
             }
         finally:
@@ -296,32 +321,18 @@ StageName = Annotated[
 ]
 
 
-def pipeline_run_name() -> str:
-    """A pipeline run's name: its config file's name (or its run directory's), then the stages it runs
-    unless all, and whether it re-runs failed shards only, e.g. `nightly [score-pool]`."""
-    from prefect.runtime import flow_run
-
-    try:
-        params = flow_run.parameters or {}
-        config, config_path = params.get("config"), params.get("config_path")
-        if config_path:
-            name = str(config_path).rstrip("/").rsplit("/", 1)[-1].removesuffix(".yaml").removesuffix(".yml")
-        else:
-            run_dir = config.run_dir if isinstance(config, Config) else (config or {}).get("run_dir")
-            run_dir = (params.get("overrides") or {}).get("run_dir", run_dir)
-            name = str(run_dir).rstrip("/").rsplit("/", 1)[-1] if run_dir else "orthoselect"
-        extras = [str(s).replace("_", "-") for s in params.get("stages") or []]
-        if params.get("only_failed"):
-            extras.append("failed shards")
-        return f"{name} [{', '.join(extras)}]" if extras else name
-    except Exception:  # noqa: BLE001 - a name must never fail a run
-        return "orthoselect"
+# the Run form shows the inline config as one JSON object, not a form of every option (config_path is
+# what a deployment sets; the CLI passes a Config)
+InlineConfig = Annotated[
+    Config | dict | None,
+    WithJsonSchema({"type": "object", "title": "config", "description": "the config itself, as JSON"}),
+]
 
 
 @flow(name="orthoselect-pipeline", log_prints=True, flow_run_name=pipeline_run_name)
 def orthoselect_pipeline(
     config_path: str | None = None,
-    config: Config | dict | None = None,
+    config: InlineConfig = None,
     overrides: dict[str, Any] | None = None,
     stages: list[StageName] | None = None,
     only_failed: bool = False,
@@ -332,7 +343,8 @@ def orthoselect_pipeline(
         config_path: The run's YAML config: a path (relative to the worker's working directory) or a
             URL (s3://bucket/configs/nightly.yaml). A deployment sets it; `orthoselect
             config-template` lists every option.
-        config: The config itself, instead of config_path (what the CLI passes).
+        config: The config itself as JSON, instead of config_path (what the CLI passes); ignored when
+            config_path is set.
         overrides: Dotted config keys and their values, applied over the config, e.g.
             {"rating.concurrency": 32, "budget_usd": 50}.
         stages: Run only these stages, in this order (empty: all): index-pool, generate-rules,
@@ -341,31 +353,34 @@ def orthoselect_pipeline(
         only_failed: Re-run only the shards recorded as failed in the run's ledger (what `orthoselect
             retry-failed` does), then finish the stages after them.
     """
+    if config_path and config:
+        raise ValueError("give config_path or config, not both (config_path is the deployment's; config inline)")
     ctx = start_run(config_path if config_path else config or {}, overrides)
-    only = None
-    if only_failed:
-        only = {step: sorted(shards) for step, shards in open_failures(ctx).items()}
-        get_run_logger().info("re-running failed shards only: %s", only or "none are open")
+    if only_failed:  # which: read by each shard step after this attempt's plan (shards as they are now)
+        get_run_logger().info("re-running failed shards only: %s", _open_failures_line(ctx))
     # the parent's heartbeat tells the server if the run dies; a subflow's own heartbeat thread costs
     # ~1 s at its exit (Prefect joins a thread that sleeps in 1 s steps), so subflows run without one
     record_attempt(ctx, "started")
     try:
         with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-            results = run_stages(ctx, stages or list(STAGES), only)
+            results = run_stages(ctx, stages or list(STAGES), only_failed)
     except BudgetStopped as e:
         record_stop(ctx, "budget", str(e))
         record_attempt(ctx, "stopped by budget")
         show_run(ctx)
+        _summarise(ctx)
         raise
     except BaseException as e:
         stopping = ctx.stop_requested()
         record_attempt(ctx, "interrupted" if stopping else "failed")
-        if isinstance(e, Exception) and not stopping:  # a run asked to stop exits without more work
-            show_run(ctx)
+        if isinstance(e, Exception):  # a run asked to stop refreshes its report only, no artifacts
+            show_run(ctx, artifacts=not stopping)
+            _summarise(ctx)
         raise
     record_attempt(ctx, "completed")
     clear_stop(ctx)
     show_run(ctx)
+    _summarise(ctx)
     cached = {
         step: r["cached"]
         for stage in results.values()

@@ -5,31 +5,32 @@ them."""
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from orthoselect.stages import STEPS, RunContext, RunStep, ShardStep, StepNotReady, shard_steps
+if TYPE_CHECKING:  # the library is imported where the bars run: the CLI's `--help` does not wait for it
+    from orthoselect.stages import RunContext, ShardStep
 
 console = Console(stderr=True)
+POLL_SECONDS = 0.5
 
 
-def _ready(ctx: RunContext, step: ShardStep) -> bool:
-    """Whether `step` can have started: the step before it in the registry has completed."""
+def _ready(view: RunContext, step: ShardStep) -> bool:
+    """Whether `step` can have started: the step before it in the registry is done for today's inputs."""
+    from orthoselect.stages import STEPS
+    from orthoselect.stages.done import outstanding
+
     names = list(STEPS)
-    before = STEPS[names[names.index(step.name) - 1]] if names.index(step.name) else None
-    if before is None:
-        return True
-    if isinstance(before, RunStep):
-        return ctx.read_marker(before.name) is not None
-    try:
-        return len(ctx.completed_units(before.name)) >= len(before.units(ctx))
-    except (FileNotFoundError, StepNotReady):
-        return False
+    at = names.index(step.name)
+    return at == 0 or not outstanding(view, [STEPS[names[at - 1]]])
 
 
 @contextmanager
@@ -58,32 +59,58 @@ def logs_through(out: Console) -> Iterator[None]:
 
 @contextmanager
 def stage_progress(ctx: RunContext, stages: list[str]) -> Iterator[None]:
-    """Bars for the shard steps of `stages`, updated every half second while the block runs."""
+    """Bars for the shard steps of `stages`, in pipeline order, while the block runs: shards done for
+    today's inputs of all (a stale marker never counts), failed shards in red (not counted), documents per
+    second of the shards this command finished. Green only when every shard is done."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from orthoselect.ledger import open_failures
+    from orthoselect.stages import shard_steps
+    from orthoselect.stages.done import tally
+
     progress = Progress(
-        TextColumn("{task.description:<12}"),
+        TextColumn("{task.description:<8}"),
         BarColumn(),
         MofNCompleteColumn(),
+        TextColumn("{task.fields[note]}"),
         TimeElapsedColumn(),
         console=console,
         transient=False,
     )
     steps = [step for step in shard_steps() if step.stage in stages]
-    bars: dict[str, TaskID] = {}
+    bars = {s.name: progress.add_task(s.name, total=None, start=False, visible=False, note="") for s in steps}
+    since = dt.datetime.now(dt.UTC)
     stop = threading.Event()
 
+    def show() -> float:
+        """Update every bar from one view of the run; returns how long reading it took."""
+        began = time.monotonic()
+        view = ctx.frozen_markers(strict=True)
+        try:
+            failures = open_failures(view)
+        except FileNotFoundError:  # no plan yet
+            failures = {}
+        for step in steps:
+            t = tally(step, view, failures, since)
+            bar = bars[step.name]
+            if not t.units:
+                continue  # not known yet: the steps that decide its shards have not run
+            if not progress.tasks[bar].started and (t.done_since or t.failed or _ready(view, step)):
+                progress.start_task(bar)  # its elapsed time counts from here
+            elapsed = progress.tasks[bar].elapsed or 0.0
+            note = [f"{t.docs_since / elapsed:,.0f} docs/s" if t.docs_since and elapsed > 0 else ""]
+            if t.failed:
+                note.append(f"[red]{len(t.failed)} failed[/red]")
+            progress.update(bar, total=len(t.units), completed=len(t.done), visible=True, note="  ".join(note))
+            if progress.tasks[bar].finished and progress.tasks[bar].stop_time is None:
+                progress.stop_task(bar)  # its time and documents per second stay those of the step
+        return time.monotonic() - began
+
     def poll() -> None:
-        while not stop.wait(0.5):
-            for step in steps:
-                try:
-                    total = len(step.units(ctx))
-                except (FileNotFoundError, StepNotReady):  # the step before has not run yet
-                    continue
-                if step.name not in bars:
-                    bars[step.name] = progress.add_task(step.name, total=total, start=False)
-                bar = bars[step.name]
-                if not progress.tasks[bar].started and _ready(ctx, step):
-                    progress.start_task(bar)  # its elapsed time counts from here
-                progress.update(bar, total=total, completed=len(ctx.completed_units(step.name)))
+        wait = POLL_SECONDS
+        while not stop.wait(wait):
+            with contextlib.suppress(Exception):  # storage busy or gone: the next poll tries again
+                wait = max(POLL_SECONDS, 3 * show())  # reading markers takes at most a quarter of the time
 
     thread = threading.Thread(target=poll, daemon=True)
     with progress, logs_through(console):
@@ -93,3 +120,8 @@ def stage_progress(ctx: RunContext, stages: list[str]) -> Iterator[None]:
         finally:
             stop.set()
             thread.join()
+            with contextlib.suppress(Exception):
+                show()  # where the run left every step
+            for step in steps:  # a bar that did not finish stops its clock
+                if not progress.tasks[bars[step.name]].finished:
+                    progress.stop_task(bars[step.name])

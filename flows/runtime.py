@@ -18,10 +18,12 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from orthoselect import env
-from orthoselect.config import ClusterConfig
+
+if TYPE_CHECKING:
+    from orthoselect.config import ClusterConfig
 
 log = logging.getLogger("orthoselect")
 
@@ -34,6 +36,9 @@ RUNTIME_DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
     # Dask: cluster start/stop chatter stays out of the run's log; warnings still show
     "DASK_LOGGING__DISTRIBUTED": "warning",
+    # the library's log lines in a flow run reach its log in the UI (outside a run they stay local)
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "orthoselect",
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
 }
 
 

@@ -1,16 +1,16 @@
-"""A shard step's progress in the Prefect UI: a progress artifact updated as its shards finish (done,
-done earlier, failed, documents per second), then a table of every shard's state.
+"""A shard step's progress in the Prefect UI: a progress artifact updated as its shards finish, then a table
+of every shard's state.
 
-Progress is read from the step's completion markers, one listing per update, so it moves shard by
-shard whatever the grouping of shards into task runs: a marker that appears during the step is a shard
-this attempt ran (its marker is read once, for its documents and seconds); a shard whose marker was
-already there counts when its task run finishes (it was skipped as done, or redone)."""
+Done means done for today's inputs (orthoselect.stages.done): a shard counts when its marker holds the key
+its inputs give now, whichever attempt wrote it; a stale marker never counts. Failed shards are shown as
+failed, never as progress. Documents per second are those of the shards this attempt finished."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,36 +18,30 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from orthoselect.dataset import Shard
 from orthoselect.stages import RunContext, ShardStep
+from orthoselect.stages.done import StepTally, marker_docs, tally
 from orthoselect.stages.shown import ShardState, shard_states_artifact
 from tasks.artifacts import publish
 
 log = logging.getLogger("orthoselect")
 UPDATE_SECONDS = 2.0  # how often a running step refreshes its progress artifact
-
-
-def _docs(stats: dict) -> int | None:
-    """The documents a shard step handled, from its stats (`docs`; the scan's `valid`)."""
-    value = stats.get("docs", stats.get("valid"))
-    return int(value) if value is not None else None
+MAX_READ_SHARE = 0.25  # at most this share of the time goes into reading markers for progress
 
 
 class StepProgress:
-    """The progress artifact of one shard step over `units`, keyed by step and run."""
+    """The progress artifact of one shard step over `units` (this attempt's units), keyed by step and run."""
 
     def __init__(self, ctx: RunContext, step: ShardStep, units: list[Shard]):
         self.ctx, self.step, self.units = ctx, step, [u.id for u in units]
-        self.unit_set = set(self.units)
         self.started = time.monotonic()
-        self.before: set[str] = set()  # shards with a marker of an earlier attempt
-        self.ran: dict[str, dict] = {}  # shard -> its marker, for shards this attempt completed
-        self.finished: set[str] = set()  # shards of task runs that completed
-        self.failed: dict[str, str] = {}  # shard -> "Error: message"
+        self.since = dt.datetime.now(dt.UTC)
+        self.errors: dict[str, str] = {}  # shard -> "Error: message", as this attempt's task runs report them
+        self.now: StepTally | None = None
         self.artifact_id: Any = None
         self.warned = False
+        self.next_read = 0.0
         with self._best_effort():
-            self.before = set(ctx.completed_units(step.name)) & self.unit_set
             key = f"orthoselect-progress-{step.name}-{ctx.cfg.run_name}"
-            self.artifact_id = create_progress_artifact(0.0, key=key, description=self._describe())
+            self.artifact_id = create_progress_artifact(0.0, key=key, description=self._read())
 
     @contextmanager
     def _best_effort(self) -> Iterator[None]:
@@ -60,54 +54,66 @@ class StepProgress:
                 log.warning("%s: progress not shown (%s: %s)", self.step.name, type(e).__name__, e)
             self.warned = True
 
-    def task_done(self, shards: Iterable[str], failed: dict[str, str], cached: bool) -> None:
-        """A task run ended (`cached`: Prefect found its result cached): its shards are finished, but those
-        in `failed`. A shard done by an earlier attempt was skipped, or redone when its inputs changed:
-        its marker says which, unless Prefect skipped the whole task run."""
-        self.failed.update(failed)
-        finished = {s for s in shards if s not in failed}
-        self.finished |= finished
-        with self._best_effort():
-            for shard in set() if cached else finished & self.before:
-                marker = self.ctx.read_marker(self.step.name, shard) or {}
-                if marker.get("attempt") == self.ctx.attempt:
-                    self.ran[shard] = marker
+    def failed(self, errors: dict[str, str]) -> None:
+        """Shards a finished task run reports failed."""
+        self.errors.update(errors)
 
-    def update(self) -> None:
-        """Read the new markers and refresh the artifact."""
+    def update(self, force: bool = False) -> None:
+        """Read where the step stands and refresh the artifact; reading is skipped while it would take more
+        than MAX_READ_SHARE of the time (many shards on a slow store)."""
+        if not force and time.monotonic() < self.next_read:
+            return
         with self._best_effort():
-            listed = set(self.ctx.completed_units(self.step.name)) & self.unit_set
-            for shard in listed - self.before - set(self.ran):
-                self.ran[shard] = self.ctx.read_marker(self.step.name, shard) or {}
-            share = 100.0 * (len(set(self.ran) | self.finished) + len(self.failed)) / max(1, len(self.units))
-            if self.artifact_id is not None:
-                update_progress_artifact(self.artifact_id, min(share, 100.0), description=self._describe())
+            description = self._read()
+            if self.artifact_id is not None and self.now is not None:
+                share = 100.0 * len(self.now.done) / max(1, len(self.units))
+                update_progress_artifact(self.artifact_id, share, description=description)
+
+    def _read(self) -> str:
+        began = time.monotonic()
+        view = self.ctx.frozen_markers(strict=True)
+        now = tally(self.step, view, {}, self.since)
+        units = set(self.units)
+        self.now = StepTally(
+            now.step,
+            self.units,
+            [u for u in now.done if u in units],
+            {u: {"message": e} for u, e in self.errors.items() if u not in set(now.done)},
+            [u for u in now.done_since if u in units],
+            now.docs_since,
+        )
+        took = time.monotonic() - began
+        self.next_read = time.monotonic() + took * (1 / MAX_READ_SHARE - 1)
+        return self._describe()
 
     def _describe(self) -> str:
-        ran, earlier = len(self.ran), len(self.finished - set(self.ran))
-        docs = sum(_docs(m.get("stats", {})) or 0 for m in self.ran.values())
-        rate = docs / max(1e-9, time.monotonic() - self.started)
+        t = self.now
+        if t is None:
+            return f"{self.step.name}: {len(self.units)} shards"
+        rate = t.docs_since / max(1e-9, time.monotonic() - self.started)
         return (
-            f"{self.step.name}: {ran + earlier} of {len(self.units)} shards done ({ran} run now, {earlier} done "
-            f"earlier), {len(self.failed)} failed; {docs:,} documents at {rate:,.0f} docs/s"
+            f"{self.step.name}: {len(t.done)} of {len(t.units)} shards done for today's inputs "
+            f"({len(t.done_since)} by this attempt, {len(t.done_before)} earlier), {len(t.failed)} failed, "
+            f"{len(t.pending)} left; {t.docs_since:,} documents at {rate:,.0f} docs/s"
         )
 
     def states(self) -> list[ShardState]:
         """Every shard's state at the end of the step."""
+        t = self.now or StepTally(self.step.name, self.units, [])
+        recent, earlier = set(t.done_since), set(t.done_before)
         out = []
         for shard in self.units:
-            marker = self.ran.get(shard)
-            if shard in self.failed:
-                out.append(ShardState(shard, "failed", error=self.failed[shard][:300]))
-            elif marker is not None:
-                stats = marker.get("stats", {})
-                out.append(ShardState(shard, "done", _docs(stats), marker.get("seconds")))
+            if shard in t.failed:
+                out.append(ShardState(shard, "failed", error=self.errors[shard][:300]))
+            elif shard in recent:
+                marker = self.ctx.read_marker(self.step.name, shard) or {}
+                out.append(ShardState(shard, "done", marker_docs(marker.get("stats", {})), marker.get("seconds")))
             else:
-                out.append(ShardState(shard, "done earlier" if shard in self.finished else "not run"))
+                out.append(ShardState(shard, "done earlier" if shard in earlier else "not run"))
         return out
 
     def close(self) -> None:
         """The final progress, and the table of every shard's state."""
-        self.update()
+        self.update(force=True)
         with self._best_effort():
             publish([shard_states_artifact(self.step.name, self.states())], self.ctx.cfg.run_name)

@@ -26,8 +26,9 @@ from orthoselect.llm.limits import BudgetExhausted
 from orthoselect.raters.llm_run import RaterSetupError
 from orthoselect.rule_diagnostics import RaterNotDiscriminating
 from orthoselect.rules import RulesError
-from orthoselect.stages import RUN_UNIT, STEPS, RunContext, StepNotReady, execute
+from orthoselect.stages import RUN_UNIT, STEPS, RunContext, StepNotReady, execute_logged
 from orthoselect.stages.base import MissingOutput, RunInterrupted
+from orthoselect.stages.done import unit_done
 from orthoselect.stages.tally import EndpointDown, TooManyFailedRatings
 from tasks.artifacts import publish
 from tasks.runtime import Runtime
@@ -119,6 +120,16 @@ def step_cache_key(context: TaskRunContext, parameters: dict) -> str | None:
     return f"{step.name}-{stable_hash([ctx.cfg.run_dir, keys], 24)}"
 
 
+def refresh(step_name: str, ctx: RunContext, units: list) -> bool:
+    """Whether a task run must not take its result from Prefect's cache: some unit's marker does not hold
+    today's key. The key of today's inputs may still have a cache entry from an earlier run (content A,
+    then B, then A again), which must not stand in for a marker that B's run overwrote; the task runs (its
+    done units are skipped by their markers) and its result replaces the entry."""
+    view = ctx.frozen_markers()
+    step = STEPS[step_name]
+    return not all(unit_done(step, view, unit) for unit in units)
+
+
 def result_storage(ctx: RunContext) -> Any:
     """Where task results persist: beside the run's artifacts. A local run directory is a Path; a remote
     one is a saved RemoteFileSystem block every worker can reach."""
@@ -131,6 +142,19 @@ def result_storage(ctx: RunContext) -> Any:
         name, overwrite=True
     )
     return f"remote-file-system/{name}"
+
+
+def _outcomes(results: list[Any]) -> list[Any]:
+    """Each unit's outcome (its stats or its exception), its log lines from the worker replayed into this
+    task run's log (the UI); a unit whose Dask task itself failed (a lost worker) brings no lines."""
+    logger = get_run_logger()
+    outcomes = []
+    for result in results:
+        outcome, lines = result if isinstance(result, tuple) else (result, [])
+        for level, text in lines:
+            logger.log(level, "%s", text)
+        outcomes.append(outcome)
+    return outcomes
 
 
 def _try_number() -> int:
@@ -150,7 +174,7 @@ def _try_number() -> int:
 )
 def run_step(step_name: str, ctx: RunContext, runtime: Runtime) -> dict:
     """A whole-run step (plan, sample, rules, dpp, rank, manifest), run on a Dask worker."""
-    [stats] = runtime.run_each(partial(execute, step_name), ctx, [None], step_name)
+    [stats] = _outcomes(runtime.run_each(partial(execute_logged, step_name), ctx, [None], step_name))
     if isinstance(stats, BaseException):
         record_failure(ctx, step_name, RUN_UNIT, stats, _try_number())
         raise StepFailed(step_name, {RUN_UNIT: Failure.of(stats)}) from stats
@@ -170,7 +194,7 @@ def run_step(step_name: str, ctx: RunContext, runtime: Runtime) -> dict:
 def shard_step(step_name: str, ctx: RunContext, runtime: Runtime, units: list[Shard], label: str) -> dict[str, dict]:
     """A per-shard step (scan, rate, score, write) on a group of shards, each its own Dask task.
     Shards that fail are recorded in the ledger; the task then fails, naming them."""
-    outcomes = runtime.run_each(partial(execute, step_name), ctx, units, f"{step_name}-{label}")
+    outcomes = _outcomes(runtime.run_each(partial(execute_logged, step_name), ctx, units, f"{step_name}-{label}"))
     failures = {}
     for shard, outcome in zip(units, outcomes):
         if isinstance(outcome, BaseException):
