@@ -73,7 +73,12 @@ def failures(ctx: RunContext) -> list[dict]:
 
 def open_failures(ctx: RunContext) -> dict[str, dict[str, dict]]:
     """{step: {shard: latest failure}} for shards of today's manifest neither completed nor resolved
-    since they last failed (a shard removed from the dataset is no longer failed)."""
+    since they last failed, nor done for today's inputs (orthoselect.stages.done: a shard repaired back to
+    the content its marker was made from is done again, not failed); a shard removed from the dataset is
+    no longer failed."""
+    from orthoselect.stages import STEPS
+
+    ctx = ctx.strict_view()
     current = {s.id for s in ctx.shards()} | {"run"}
     latest: dict[tuple[str, str], dict] = {}
     for entry in _entries(ctx):
@@ -84,8 +89,11 @@ def open_failures(ctx: RunContext) -> dict[str, dict[str, dict]]:
         if entry.get("resolved"):
             continue
         marker = ctx.read_marker(step, shard)
-        if marker is None or _when(marker["finished_at"]) < _when(entry["at"]):
-            open_.setdefault(step, {})[shard] = entry
+        if marker is not None and _when(marker["finished_at"]) >= _when(entry["at"]):
+            continue  # completed since
+        if step in STEPS and unit_done(STEPS[step], ctx, None if shard == "run" else ctx.shard(shard)):
+            continue
+        open_.setdefault(step, {})[shard] = entry
     return open_
 
 

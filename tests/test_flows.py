@@ -174,7 +174,8 @@ def test_a_failed_attempt_says_so_on_every_artifact_of_its_run(prefect_api, corp
     from prefect import flow
 
     from flows.pipeline import show_run, start_run
-    from orthoselect.ledger import record_attempt, record_failure
+    from orthoselect.ledger import record_attempt
+    from support.runs import fail_unit
 
     config = small_config(corpus_dir, tmp_path / "run", output__path=str(tmp_path / "out"))
     completed = RunContext(Config.model_validate(config), attempt="20260101T000000000000Z")
@@ -186,7 +187,7 @@ def test_a_failed_attempt_says_so_on_every_artifact_of_its_run(prefect_api, corp
     def failed_attempt() -> str:
         ctx = start_run(config)
         record_attempt(ctx, "started")
-        record_failure(ctx, "rate", "part-00001", RuntimeError("endpoint unreachable"))
+        fail_unit(ctx, "rate", "part-00001", RuntimeError("endpoint unreachable"))
         record_attempt(ctx, "failed")
         show_run(ctx)
         return ctx.attempt

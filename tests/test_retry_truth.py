@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from orthoselect.config import Config
-from orthoselect.ledger import status
+from orthoselect.ledger import open_failures, status
 from orthoselect.stages import RunContext, shard_steps
 from support.configs import small_config
 from support.prefect_api import api_url
@@ -38,6 +38,7 @@ def _markers(ctx: RunContext) -> dict[tuple[str, str], dict | None]:
 
 
 def assert_all_done(ctx: RunContext) -> None:
+    assert open_failures(ctx) == {}  # what retry-failed and the failed-shards artifact read
     report = status(ctx)
     for step in shard_steps():
         r = report[step.name]

@@ -16,11 +16,12 @@ from PIL import Image
 from orthoselect import plots
 from orthoselect.artifacts import Artifact, readable
 from orthoselect.config import Config
-from orthoselect.ledger import open_failures, record_attempt, record_failure
+from orthoselect.ledger import open_failures, record_attempt
 from orthoselect.stages import STEPS, RunContext, run_local
 from orthoselect.stages.manifest import refresh_attempts
 from orthoselect.stages.shown import run_artifacts
 from support.configs import small_config
+from support.runs import fail_unit
 
 FIRST = "20260101T000000000000Z"  # attempt ids sort by time, as orthoselect.ledger.new_attempt makes them
 
@@ -53,7 +54,7 @@ def run_dir(completed, tmp_path) -> Path:
 
 
 def fail(ctx: RunContext, step: str, shard: str = "part-00001") -> None:
-    record_failure(ctx, step, shard, RuntimeError("connection refused"))
+    fail_unit(ctx, step, shard, RuntimeError("connection refused"))
     record_attempt(ctx, "failed")
 
 

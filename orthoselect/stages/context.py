@@ -96,6 +96,10 @@ class RunContext:
         after its upstream steps, in pipeline order, needs: one read per upstream marker)."""
         return replace(self, _markers={}, _shards=None, _current={} if strict else None)
 
+    def strict_view(self) -> RunContext:
+        """This context when it is a strict view already (its reads are reused), else a new strict view."""
+        return self if self._current is not None else self.frozen_markers(strict=True)
+
     def done_key(self, stage: str, unit: str = RUN_UNIT) -> str:
         """Identity of a completed upstream result: the hash of its output when the step records one
         (so an upstream rerun that produces the same output invalidates nothing), else its key.

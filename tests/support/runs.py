@@ -47,3 +47,14 @@ def same_selection(ctx: RunContext, reference: RunContext) -> None:
 def llm_sent(manifest: dict, steps: tuple[str, ...] = ("rules", "rate", "score")) -> int:
     """Requests the run's manifest says its LLM steps sent, over every attempt (killed ones included)."""
     return sum(manifest["calls"][s]["requests_all_attempts"] for s in steps if s in manifest["calls"])
+
+
+def fail_unit(ctx: RunContext, step: str, unit: str, error: BaseException) -> None:
+    """What a unit that failed leaves behind: its failure in the ledger, and a marker made for other inputs
+    (an earlier content of the shard), never one of today's inputs."""
+    from orthoselect.ledger import record_failure
+
+    marker = ctx.read_marker(step, unit)
+    if marker is not None:
+        ctx.storage.write_json(ctx.marker_path(step, unit), marker | {"key": f"{step}-of-other-inputs"})
+    record_failure(ctx, step, unit, error)
