@@ -2,7 +2,7 @@
 (issues 12 and 18).
 
     .venv/bin/python bench/bench_kill.py [--kills 20] [--docs 1000] [--shards 4] [--rules 10] [--sample 100]
-        [--k 4] [--latency-ms 20] [--concurrency 32] [--seed 0] [--out bench/RESULTS_kill.md]
+        [--k 4] [--latency-ms 20] [--concurrency 64] [--seed 0] [--out bench/RESULTS_kill.md]
 
 A run with real HTTP rating (the fake LLM server in its own process, answering each request `latency_ms`
 after it arrives) is started as `orthoselect run CONFIG` (a subprocess and its own process group: the CLI,
@@ -15,9 +15,9 @@ request cache, with the server's counts reset. Per kill:
   answered before: what a client pays twice);
 - in flight: requests the server was answering when the kill was sent; throughput over the second before
   (requests/s; answers/s is the same here, the server fails nothing) and the answers of the last 0.5 s;
-- bound: workers x concurrency (every request in flight) + 32 answers per rating process (the most that
-  ever wait for the request cache, orthoselect.llm.cache_writer.MAX_UNSTORED): what the design allows,
-  whatever the throughput;
+- bound: workers x concurrency (every request in flight) + 32 answers per rating process (a rater sends
+  nothing new while that many wait for the request cache, orthoselect.llm.cache_writer.MAX_UNSTORED):
+  what the design allows, whatever the throughput;
 - the rerun's selection against an uninterrupted run's (same documents, same scores);
 - the manifest's `requests_all_attempts` (dialect + rate + score, every attempt's usage log, the
   requests a killed attempt had in flight included) against the server's count of requests: a usage log
@@ -98,7 +98,7 @@ def main() -> None:
     p.add_argument("--sample", type=int, default=100)
     p.add_argument("--k", type=int, default=4)
     p.add_argument("--latency-ms", type=float, default=20.0)
-    p.add_argument("--concurrency", type=int, default=32, help="per worker process (the run has 2)")
+    p.add_argument("--concurrency", type=int, default=64, help="per worker process (the run has 2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
@@ -153,6 +153,9 @@ def report(a: argparse.Namespace, rows: list[dict], total: int, base: dict, wall
     killed = [r for r in rows if not r["finished_first"]]
     paid = [r["paid_twice"] for r in killed]
     beyond = [r["paid_twice"] - r["in_flight"] for r in killed]
+    # the run's own count of its requests in flight (the killed attempt's last usage log): the server's
+    # misses answers it sent that the client had not read yet
+    beyond_own = [r["paid_twice"] - r["unanswered"] for r in killed]
     over = [r for r in killed if r["paid_twice"] > r["bound"]]
     gaps = [r["server_requests"] - r["manifest_requests_all_attempts"] for r in killed]
     lines = [
@@ -185,8 +188,10 @@ def report(a: argparse.Namespace, rows: list[dict], total: int, base: dict, wall
         lines += [
             "",
             f"Paid twice per kill over {len(killed)} kills: min {min(paid)}, median {statistics.median(paid):g}, "
-            f"max {max(paid)}; beyond the requests in flight at the kill: min {min(beyond)}, median "
-            f"{statistics.median(beyond):g}, max {max(beyond)}; within the bound ({capacity} in flight + "
+            f"max {max(paid)}; beyond the requests in flight at the kill as the server saw them: min {min(beyond)}, "
+            f"median {statistics.median(beyond):g}, max {max(beyond)}; beyond those the run had in flight by its "
+            f"own count (its last usage log): min {min(beyond_own)}, median {statistics.median(beyond_own):g}, max "
+            f"{max(beyond_own)}; within the bound ({capacity} in flight + "
             f"{MAX_UNSTORED} x {WORKERS} answers) {len(killed) - len(over)}/{len(killed)}; kills at >= 1,000 "
             f"requests/s: {len(fast)}, paid twice there at most "
             f"{max((r['paid_twice'] for r in fast), default=0)}; same selection as the uninterrupted run "

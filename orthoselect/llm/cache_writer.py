@@ -6,8 +6,9 @@ killed at any moment thus loses the answers of at most its concurrency (requests
 and not stored) plus `max_unstored`: that is all a kill can cost twice, whatever the throughput.
 
 Before each batch goes to the cache, `before_write` runs (the rater writes its usage log there), so a
-usage log on storage always covers every answer in the cache. `on_tick` runs every `max_delay_s` while
-the writer lives (the rater watches for a stop request and reports its usage there)."""
+usage log on storage always covers every answer in the cache; `report_soon()` has it run without a batch
+(the rater asks when it has sent `max_batch` requests since its last report). `on_tick` runs every
+`max_delay_s` while the writer lives (the rater watches for a stop request and reports its usage there)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ class CacheWriter:
         self._pending: list[dict] = []
         self._since: float | None = None  # when the oldest pending record arrived
         self._unstored = 0  # put and not yet written (pending, or in the batch being written)
+        self._report_due = False  # before_write to run even without a batch
         self._waiting_room: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
         self._cond = threading.Condition()
         self._write_lock = threading.Lock()  # one batch at a time, whoever writes it
@@ -69,6 +71,13 @@ class CacheWriter:
                 self._since = time.monotonic()
             if len(self._pending) >= self.max_batch:
                 self._cond.notify()
+
+    def report_soon(self) -> None:
+        """Have `before_write` run now, batch or not."""
+        with self._cond:
+            self._start()
+            self._report_due = True
+            self._cond.notify()
 
     async def room(self) -> None:
         """Return once fewer than `max_unstored` answers wait for storage."""
@@ -103,6 +112,8 @@ class CacheWriter:
 
     def _due(self) -> bool:
         """Whether the waiting records are to be written now (call with the condition held)."""
+        if self._report_due:
+            return True
         if not self._pending:
             return False
         waited = time.monotonic() - (self._since or time.monotonic())
@@ -126,7 +137,10 @@ class CacheWriter:
         with self._write_lock:
             with self._cond:
                 batch, self._pending, self._since = self._pending, [], None
+                report, self._report_due = self._report_due, False
             if not batch:
+                if report:
+                    self._call(self.before_write, "usage log")
                 return
             try:
                 self._call(self.before_write, "usage log before a cache write")

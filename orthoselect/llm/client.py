@@ -9,7 +9,7 @@ import contextlib
 import os
 import random
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -166,6 +166,7 @@ class LLMClient:
         self.concurrency, self.timeout_s = concurrency, timeout_s
         self.max_retries, self.temperature, self.backoff_base_s = max_retries, temperature, backoff_base_s
         self.usage = Usage()
+        self.on_send: Callable[[], None] | None = None  # told of every request as it leaves
         self.limiter, self.prices = limiter, prices
         self._unsettled = False  # permits taken from the limiter since it was last settled
         self._key = Secret(key)
@@ -289,6 +290,8 @@ class LLMClient:
         retry, used, ended = call.tries > 0, (0, 0.0), False
         call.tries += 1
         self.usage.sending()
+        if self.on_send is not None:
+            self.on_send()
         try:
             completion = await transport.complete(
                 Request(

@@ -94,7 +94,9 @@ class LiteLLMRater(Rater):
         self.usage_sink, self.should_stop = usage_sink, should_stop
         self._reported: dict | None = None  # the last usage handed to the sink
         self._report_lock = threading.Lock()  # one report at a time, the newest last
+        self._sent_unreported = 0  # requests sent since the last report (a hint: never exact)
         self.writer = CacheWriter(cache, on_tick=self._tick, before_write=self._report_usage)
+        self.client.on_send = self._sent
 
     @property
     def stats(self) -> RaterStats:
@@ -182,12 +184,21 @@ class LiteLLMRater(Rater):
             self.client.stopping = True
         self._report_usage()
 
+    def _sent(self) -> None:
+        """A request left: once `max_batch` have since the last report, report soon (a burst of requests
+        is on storage before their answers are)."""
+        self._sent_unreported += 1
+        if self._sent_unreported >= self.writer.max_batch and self.usage_sink is not None:
+            self._sent_unreported = 0
+            self.writer.report_soon()
+
     def _report_usage(self) -> None:
         """Hand the usage to the sink unless it is what the sink got last (before every batch of answers
         is stored, on every tick, at the end)."""
         if self.usage_sink is None:
             return
         with self._report_lock:
+            self._sent_unreported = 0
             usage = self.usage()
             if usage != self._reported:
                 self.usage_sink(usage)
