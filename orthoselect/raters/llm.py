@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -38,6 +37,7 @@ from orthoselect.raters.llm_run import (
     RatingRun,
     count_cache_hits,
 )
+from orthoselect.raters.usage_report import UsageReporter, usage_record
 from orthoselect.tokens import truncate_tokens
 from orthoselect.types import Document, RaterStats, Rating, Rule
 
@@ -91,12 +91,10 @@ class LiteLLMRater(Rater):
             dialect = TEXT
         self.set_dialect(dialect if dialect is not None else fixed_dialect(cfg.structured_output))
         self.client = self._own_client(client, limiter)
-        self.usage_sink, self.should_stop = usage_sink, should_stop
-        self._reported: dict | None = None  # the last usage handed to the sink
-        self._report_lock = threading.Lock()  # one report at a time, the newest last
-        self._sent_unreported = 0  # requests sent since the last report (a hint: never exact)
-        self.writer = CacheWriter(cache, on_tick=self._tick, before_write=self._report_usage)
-        self.client.on_send = self._sent
+        self.should_stop = should_stop
+        self.reporter = UsageReporter(self.usage, usage_sink)
+        self.writer = CacheWriter(cache, on_tick=self._tick, before_write=self.reporter.report)
+        self.reporter.writer, self.client.on_send = self.writer, self.reporter.sent
 
     @property
     def stats(self) -> RaterStats:
@@ -114,20 +112,21 @@ class LiteLLMRater(Rater):
         self._stats = value
 
     @property
+    def usage_sink(self) -> Callable[[dict], None] | None:
+        return self.reporter.sink
+
+    @usage_sink.setter
+    def usage_sink(self, sink: Callable[[dict], None] | None) -> None:
+        self.reporter.sink = sink
+
+    @property
     def connect_errors(self) -> int:
         """Attempts whose connection was refused: no request reached the endpoint."""
         return self.client.usage.connect_errors
 
     def usage(self) -> dict:
-        """The rater's stats and its client's usage at one moment: requests that ended, refused
-        connections, requests in flight, tokens, dollars (what a usage log holds)."""
-        used = self.client.usage.snapshot()
-        for _ in range(3):  # the event loop may be adding a status to by_status right now
-            try:
-                return {**self._stats.to_dict(), **used}
-            except RuntimeError:
-                continue
-        return {**dataclasses.asdict(RaterStats()), **used}
+        """What a usage log holds: the rater's stats with its client's usage (raters/usage_report.py)."""
+        return usage_record(self._stats, self.client.usage)
 
     def _own_client(self, client: LLMClient | None, limiter: Limiter | None) -> LLMClient:
         """A client from the config, or the caller's given the limiter and prices it lacks."""
@@ -182,27 +181,7 @@ class LiteLLMRater(Rater):
         asked to stop, and hand the usage so far to the sink when it changed."""
         if self.should_stop is not None and not self.client.stopping and self.should_stop():
             self.client.stopping = True
-        self._report_usage()
-
-    def _sent(self) -> None:
-        """A request left: once `max_batch` have since the last report, report soon (a burst of requests
-        is on storage before their answers are)."""
-        self._sent_unreported += 1
-        if self._sent_unreported >= self.writer.max_batch and self.usage_sink is not None:
-            self._sent_unreported = 0
-            self.writer.report_soon()
-
-    def _report_usage(self) -> None:
-        """Hand the usage to the sink unless it is what the sink got last (before every batch of answers
-        is stored, on every tick, at the end)."""
-        if self.usage_sink is None:
-            return
-        with self._report_lock:
-            self._sent_unreported = 0
-            usage = self.usage()
-            if usage != self._reported:
-                self.usage_sink(usage)
-                self._reported = usage
+        self.reporter.report()
 
     def set_dialect(self, dialect: str | None) -> None:
         """Ask in `dialect` from now on (None: negotiate it with the next pair rated)."""
