@@ -1,6 +1,6 @@
 """Benchmark: do the chosen rules rate documents better than random rules? (issue 10)
 
-Synthetic worlds with a known truth (`orthoselect.synthetic`): for every family and seed, each chooser
+Synthetic worlds with a known truth (`orthoselect.evaluation.synthetic`): for every family and seed, each chooser
 picks r = 10 of the R rules from the n = 1,000 sample documents' scores (no labels), and the MSE of
 the standardised mean of those rules' scores to the standardised truth is measured on a held-out pool
 of 5,000 documents. "win" is the share of 200 random r-subsets whose MSE is worse. Goal for the
@@ -30,8 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orthoselect.dpp import select_rules
-from orthoselect.synthetic import FAMILIES, HOLDOUT_FAMILIES, LIMIT_FAMILIES, subset_mse, world
+from orthoselect.choice.dpp import select_rules
+from orthoselect.evaluation.synthetic import FAMILIES, HOLDOUT_FAMILIES, LIMIT_FAMILIES, subset_mse, world
 
 K = 10
 RANDOM = 200
@@ -117,9 +117,9 @@ def simulator_check(samples: int) -> list[str]:
     import pandas as pd
     from scipy.stats import rankdata
 
-    from orthoselect.corpus import build_corpus
-    from orthoselect.raters.simulated import SimulatedRater, simulated_rules
-    from orthoselect.rules import make_rules
+    from orthoselect.data.corpus import build_corpus
+    from orthoselect.rules.sets import make_rules
+    from orthoselect.scoring.simulated import SimulatedRater, simulated_rules
     from orthoselect.types import Document
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -50,7 +50,7 @@ import pandas as pd
 import yaml
 
 from flows.runtime import prefect_api
-from orthoselect.corpus import build_corpus
+from orthoselect.data.corpus import build_corpus
 from orthoselect.llm.cache_writer import MAX_UNSTORED
 from support.configs import llm_config
 from support.kills import WINDOW_S, WORKERS, Kill, kill_at, run_to_completion

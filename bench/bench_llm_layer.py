@@ -56,7 +56,7 @@ def rating_config(url: str, concurrency: int) -> RatingConfig:
 
 # --- limiter ------------------------------------------------------------------------------------
 def rate_pairs(url: str, pairs, concurrency: int, limiter=None) -> int:
-    from orthoselect.raters.llm import LiteLLMRater
+    from orthoselect.scoring.llm import LiteLLMRater
 
     with LiteLLMRater(rating_config(url, concurrency), limiter=limiter) as rater:
         return sum(r.status == "ok" for r in rater.rate(pairs))
@@ -101,7 +101,7 @@ def bench_limiter(url: str, rates: list[int], seconds: float) -> list[dict]:
         for rps in rates:
             n = int(rps * seconds) // 2 * 2
             governor = ActorGovernor(client.submit(Governor, rps * 60, actor=True).result())
-            client.run(lambda: __import__("orthoselect.raters.llm"))  # imports before the clock starts
+            client.run(lambda: __import__("orthoselect.scoring.llm"))  # imports before the clock starts
             t0 = time.perf_counter()
             futures = [
                 client.submit(
@@ -133,7 +133,7 @@ def _limited(setup: str, rps: int, n: int, ok: int, wall: float) -> dict:
 # --- cache --------------------------------------------------------------------------------------
 def bench_cache(url: str, n: int, tmp: Path) -> list[dict]:
     from orthoselect.llm.cache import RequestCache
-    from orthoselect.raters.llm import LiteLLMRater
+    from orthoselect.scoring.llm import LiteLLMRater
 
     pairs = workload(n, seed=7)
     rows = []
@@ -160,7 +160,7 @@ def bench_cache(url: str, n: int, tmp: Path) -> list[dict]:
 def bench_calls(url: str, docs: int, shards: int, rules: int, sample: int, k: int, tmp: Path) -> list[dict]:
     from flows.pipeline import orthoselect_pipeline
     from flows.runtime import prefect_api
-    from orthoselect.corpus import build_corpus
+    from orthoselect.data.corpus import build_corpus
 
     data = tmp / "data"
     build_corpus(str(data), n_docs=docs, n_shards=shards, seed=0)

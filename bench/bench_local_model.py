@@ -4,12 +4,12 @@ OpenAI-compatible server on loopback (tests/support/llama_server.py builds the v
     .venv/bin/python bench/bench_local_model.py [--n 24] [--concurrency 1,2] [--out bench/RESULTS_local_model.md]
     ... --api-base http://127.0.0.1:8080/v1 [--server-pid PID]   # a server started elsewhere (llama-server)
 
-Every request is OrthoSelect's own rating prompt (orthoselect.prompts.rating_messages) for one rule and one
-~1,500-character document (Python standard-library text, orthoselect.corpus), max_tokens 16, temperature 0,
+Every request is OrthoSelect's own rating prompt (orthoselect.scoring.prompts.rating_messages) for one rule and one
+~1,500-character document (Python standard-library text, orthoselect.data.corpus), max_tokens 16, temperature 0,
 sent over plain aiohttp so the figures are the server's. Variants: concurrency 1 and 2, each with no
 response_format (text) and with llama.cpp's dialect {"type": "json_object", "schema": {...}}. Each variant
 gets its own documents (no prompt repeats) after 2 warm-up requests. `parsed` = answers that
-orthoselect.parsing.parse_score reads as a score. Before the variants, the dialect probe sends one request
+orthoselect.scoring.parsing.parse_score reads as a score. Before the variants, the dialect probe sends one request
 per structured-output form a negotiation might try and records the HTTP status and body it got."""
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import aiohttp
 
-from orthoselect.corpus import clean_documents
-from orthoselect.parsing import ScoreParseError, parse_score
-from orthoselect.prompts import RATING_JSON_SCHEMA, RATING_RESPONSE_FORMAT, rating_messages
+from orthoselect.data.corpus import clean_documents
+from orthoselect.scoring.parsing import ScoreParseError, parse_score
+from orthoselect.scoring.prompts import RATING_JSON_SCHEMA, RATING_RESPONSE_FORMAT, rating_messages
 from support.llama_server import (
     LLAMA_CPP_PYTHON,
     LlamaServer,

@@ -91,7 +91,7 @@ def make_data(root: Path, shards: int, per_shard: int) -> Path:
     (the standard library yields ~37k distinct documents; larger pools repeat texts under other ids)."""
     import pandas as pd
 
-    from orthoselect.corpus import build_corpus
+    from orthoselect.data.corpus import build_corpus
 
     base = root / "base"
     if not base.exists():

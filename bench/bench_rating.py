@@ -25,8 +25,8 @@ from flows.runtime import apply_defaults
 apply_defaults()  # offline defaults before litellm
 from orthoselect.config import RatingConfig
 from orthoselect.llm.cache import RequestCache
-from orthoselect.prompts import rating_messages
-from orthoselect.raters.llm import LiteLLMRater
+from orthoselect.scoring.llm import LiteLLMRater
+from orthoselect.scoring.prompts import rating_messages
 from orthoselect.types import Document, Rule
 
 ROOT = Path(__file__).resolve().parents[1]

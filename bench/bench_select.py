@@ -33,8 +33,8 @@ R = 10
 def make_run(run_dir: Path, docs: int, shards: int) -> None:
     """Score shards, markers and rule files shaped exactly as the pipeline writes them."""
     from orthoselect.config import Config
-    from orthoselect.dataset import Shard
-    from orthoselect.rules import make_rules, rules_to_json
+    from orthoselect.data.shards import Shard
+    from orthoselect.rules.sets import make_rules, rules_to_json
     from orthoselect.stages import RunContext
 
     rng = np.random.default_rng(0)

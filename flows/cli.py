@@ -47,7 +47,7 @@ SetOpt = Annotated[
 def _overrides(pairs: list[str] | None) -> dict:
     """{dotted key: value} of `--set key=value` pairs, each value read by `parse_override` (ConfigError
     naming the key when it cannot be read)."""
-    from orthoselect.config_overrides import parse_override
+    from orthoselect.config.overrides import parse_override
 
     out = {}
     for pair in pairs or []:
@@ -72,8 +72,8 @@ def _load(config: Path, sets: list[str] | None) -> Config:
 def _checked(cfg: Config) -> Config:
     """`cfg` checked against its files (`preflight`), once: a config that cannot run exits 2 here, in one
     line naming the key, before any Prefect API or Dask cluster starts; the run's start_run skips it."""
-    from orthoselect import preflight
     from orthoselect.config import ConfigError
+    from orthoselect.preflight import checks as preflight
 
     if preflight.checked(cfg):
         return cfg
@@ -139,8 +139,8 @@ def _nothing_to_do(cfg: Config, stages: list[str]) -> bool:
     checked): then the attempt is recorded as completed with nothing to do and the report's attempt
     figures refreshed, and no server or cluster needs to start. A long-running Prefect API gets a flow run
     instead (it decides the same before starting a cluster), so that the UI shows the attempt."""
-    from orthoselect.ledger import new_attempt, record_attempt
     from orthoselect.stages import RunContext, work_left
+    from orthoselect.stages.ledger import new_attempt, record_attempt
     from orthoselect.stages.manifest import refresh_attempts
 
     ctx = RunContext(cfg, attempt=new_attempt())
@@ -158,7 +158,7 @@ def _interrupted(ctx: RunContext, hard: bool) -> None:
     SIGINT). `hard`: the run was cut short and threads of it may still wait on a gone cluster: exit now."""
     from dataclasses import replace
 
-    from orthoselect.ledger import last_attempt, record_stop
+    from orthoselect.stages.ledger import last_attempt, record_stop
 
     message = "interrupted: stopped on request; rerun the same command to resume (finished work is kept)"
     last = last_attempt(ctx)
@@ -173,7 +173,7 @@ def _interrupted(ctx: RunContext, hard: bool) -> None:
 def _print_summary(cfg: Config) -> None:
     from rich.markdown import Markdown
 
-    from orthoselect.storage import Storage
+    from orthoselect.data.storage import Storage
 
     storage = Storage(cfg.run_dir, cfg.storage.options, cfg.storage.retries)
     if storage.exists("report.md"):
@@ -231,8 +231,8 @@ def estimate(
     """Project requests, tokens and dollars per stage before any LLM call (and the paper's R x N)."""
     from rich.markdown import Markdown
 
-    from orthoselect.estimate import estimate as project
-    from orthoselect.estimate import render_estimate
+    from orthoselect.preflight.estimate import estimate as project
+    from orthoselect.preflight.estimate import render_estimate
 
     est = project(_load(config, set), sample_docs=sample_docs, retry_overhead=retry_overhead)
     if json_out:
@@ -249,8 +249,8 @@ def status(
     """Shards done, failed and pending for each shard step of a run, with the failures' errors."""
     from rich.table import Table
 
-    from orthoselect.ledger import status as run_status
     from orthoselect.stages import RunContext
+    from orthoselect.stages.ledger import status as run_status
 
     report = run_status(RunContext(_run_dir_config(run_dir)))
     if json_out:
@@ -299,7 +299,7 @@ def sample_data(
     seed: int = 0,
 ) -> None:
     """Write the sample corpus: Python standard-library docstrings and comments, with degraded variants."""
-    from orthoselect.corpus import build_corpus
+    from orthoselect.data.corpus import build_corpus
 
     try:
         summary = build_corpus(str(out), n_docs=docs, n_shards=shards, seed=seed)
@@ -353,8 +353,8 @@ def eval_command(
     from rich.markdown import Markdown
 
     from orthoselect.config import ConfigError, load_config
-    from orthoselect.eval_report import eval_markdown
-    from orthoselect.evaluate import EvalInputError, EvalRequest, run_eval
+    from orthoselect.evaluation.evaluate import EvalInputError, EvalRequest, run_eval
+    from orthoselect.evaluation.report import eval_markdown
 
     try:  # a run directory holds its config: its storage options reach the same bucket
         options = load_config(f"{run_dir.rstrip('/')}/config.yaml").storage.options
@@ -398,11 +398,13 @@ def report(
     """Print a finished run's report, or with --html the location of its HTML report with the plots."""
     from rich.markdown import Markdown
 
-    from orthoselect.report_files import ReportMissing, report_html, report_markdown
-    from orthoselect.storage import Storage
+    from orthoselect.data.storage import Storage
+    from orthoselect.report.files import ReportMissing, report_markdown
 
     try:
         if html:
+            from orthoselect.report.html import report_html  # draws the plots of a run that predates report.html
+
             print(report_html(Storage(run_dir)))
         else:
             Console().print(Markdown(report_markdown(Storage(run_dir))))
@@ -414,7 +416,7 @@ def report(
 @app.command("config-template")
 def config_template() -> None:
     """Print a config with every option, its default and its documentation."""
-    from orthoselect.config_doc import documented_yaml
+    from orthoselect.config.doc import documented_yaml
 
     print(documented_yaml(), end="")
 

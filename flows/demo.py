@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 
 from flows.progress import console
+from orthoselect.choice.dpp import LOW_QUALITY
 from orthoselect.config import Config
-from orthoselect.dpp import LOW_QUALITY
+from orthoselect.data.storage import Storage
 from orthoselect.stages import RunContext
-from orthoselect.storage import Storage
 
 DEMO_CONFIG = {
     "run_dir": "run",

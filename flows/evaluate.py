@@ -1,5 +1,5 @@
 """`orthoselect-eval`: compare the rule choosers on a finished run against ground-truth labels
-(`orthoselect.evaluate`), as a Prefect flow whose artifacts show the comparison in the UI."""
+(`orthoselect.evaluation.evaluate`), as a Prefect flow whose artifacts show the comparison in the UI."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ apply_defaults()  # an entry point (deployments, workers): defaults before Prefe
 
 from prefect import flow
 
-from orthoselect.config import run_name
-from orthoselect.eval_report import eval_artifacts
-from orthoselect.evaluate import EvalRequest, run_eval
+from orthoselect.config.files import run_name
+from orthoselect.evaluation.evaluate import EvalRequest, run_eval
+from orthoselect.evaluation.report import eval_artifacts
 from tasks.artifacts import publish
 
 

@@ -23,10 +23,11 @@ from pydantic import BeforeValidator, WithJsonSchema
 
 from flows.naming import pipeline_run_name, run_tags, stage_run_name
 from flows.runtime import dask_cluster
-from orthoselect import preflight
 from orthoselect.config import Config, load_config
-from orthoselect.dataset import Shard
-from orthoselect.ledger import (
+from orthoselect.data.shards import Shard
+from orthoselect.preflight import checks as preflight
+from orthoselect.stages import STAGES, STEPS, RunContext, ShardStep, done_results, work_left
+from orthoselect.stages.ledger import (
     attempt_summary,
     clear_stop,
     new_attempt,
@@ -35,7 +36,6 @@ from orthoselect.ledger import (
     record_resolved,
     record_stop,
 )
-from orthoselect.stages import STAGES, STEPS, RunContext, ShardStep, done_results, work_left
 from orthoselect.stages.manifest import refresh_attempts
 from orthoselect.stages.shown import failed_shards_artifact, run_artifacts
 from tasks.artifacts import publish

@@ -64,9 +64,9 @@ def stage_progress(ctx: RunContext, stages: list[str]) -> Iterator[None]:
     second of the shards this command finished. Green only when every shard is done."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from orthoselect.ledger import open_failures
     from orthoselect.stages import shard_steps
     from orthoselect.stages.done import tally
+    from orthoselect.stages.ledger import open_failures
 
     progress = Progress(
         TextColumn("{task.description:<8}"),

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from orthoselect import env
+from orthoselect.config import env
 
 if TYPE_CHECKING:
     from orthoselect.config import ClusterConfig

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
-from orthoselect.artifacts import Artifact
+from orthoselect.report.artifacts import Artifact
 
 
 def publish(artifacts: list[Artifact], run_name: str | None = None) -> None:
-    """Publish what a step declares it shows (orthoselect.artifacts.Artifact) as Prefect artifacts in the
+    """Publish what a step declares it shows (orthoselect.report.artifacts.Artifact) as Prefect artifacts in the
     current flow or task run. `run_name` (Config.run_name) ends every key, so that a key's history in
     the UI's Artifacts page is the history of one run directory."""
     for a in artifacts:

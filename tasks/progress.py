@@ -16,7 +16,7 @@ from typing import Any
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-from orthoselect.dataset import Shard
+from orthoselect.data.shards import Shard
 from orthoselect.stages import RunContext, ShardStep
 from orthoselect.stages.done import StepTally, marker_docs, tally
 from orthoselect.stages.shown import ShardState, shard_states_artifact

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from orthoselect.config import Config
+from orthoselect.data.storage import Storage
 from orthoselect.llm.governor import Governor, governor_args, limits_wanted
-from orthoselect.storage import Storage
 
 
 class ActorGovernor:

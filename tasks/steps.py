@@ -17,18 +17,18 @@ from prefect.client.schemas.objects import State
 from prefect.context import TaskRunContext
 from prefect.utilities.annotations import quote
 
+from orthoselect.choice.diagnostics import RaterNotDiscriminating
+from orthoselect.choice.inference import DPPInputError, KernelRankError
 from orthoselect.config import ConfigError
-from orthoselect.dataset import Shard, ShardError
-from orthoselect.dpp_inference import DPPInputError, KernelRankError
+from orthoselect.data.shards import Shard, ShardError
 from orthoselect.hashing import stable_hash
-from orthoselect.ledger import record_failure
 from orthoselect.llm.limits import BudgetExhausted
-from orthoselect.raters.llm_run import RaterSetupError
-from orthoselect.rule_diagnostics import RaterNotDiscriminating
-from orthoselect.rules import RulesError
+from orthoselect.rules.sets import RulesError
+from orthoselect.scoring.llm_run import RaterSetupError
 from orthoselect.stages import RUN_UNIT, STEPS, RunContext, StepNotReady, execute_logged
 from orthoselect.stages.base import MissingOutput, RunInterrupted
 from orthoselect.stages.done import unit_done
+from orthoselect.stages.ledger import record_failure
 from orthoselect.stages.tally import EndpointDown, TooManyFailedRatings
 from tasks.artifacts import publish
 from tasks.runtime import Runtime

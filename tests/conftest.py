@@ -45,7 +45,7 @@ def prefect_api() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small sample corpus (real stdlib text with degraded variants), built once per session."""
-    from orthoselect.corpus import build_corpus
+    from orthoselect.data.corpus import build_corpus
 
     out = tmp_path_factory.mktemp("corpus")
     build_corpus(str(out), n_docs=1200, n_shards=4, seed=0)

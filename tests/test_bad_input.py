@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from orthoselect.config import Config, DatasetConfig
-from orthoselect.dataset import ShardError, discover_shards, read_batches
+from orthoselect.data.shards import ShardError, discover_shards, read_batches
 from orthoselect.stages import RunContext, run_local
 from support.configs import small_config
 from support.net import free_port, responds, wait_for
@@ -80,7 +80,7 @@ def test_bad_rows_are_quarantined_and_a_huge_document_is_kept_whole(corpus_dir, 
 @pytest.mark.integration
 def test_unreadable_files_fail_their_shards_into_the_ledger(prefect_api, corpus_dir, tmp_path):
     from flows.pipeline import StageFailed, orthoselect_pipeline
-    from orthoselect.ledger import failures, open_failures, status
+    from orthoselect.stages.ledger import failures, open_failures, status
 
     data = tmp_path / "data"
     shutil.copytree(corpus_dir, data)
@@ -186,7 +186,7 @@ def test_an_object_the_credentials_cannot_read(locked_s3):
 def test_preflight_finds_an_object_the_credentials_cannot_read(locked_s3, tmp_path):
     """On S3 the check lists the objects and reads the first byte of each: a run does not start."""
     from orthoselect.config import ConfigError
-    from orthoselect.preflight import preflight
+    from orthoselect.preflight.checks import preflight
 
     cfg = Config.model_validate(
         small_config("s3://locked/data", tmp_path / "run", storage={"options": locked_s3, "retries": 0})

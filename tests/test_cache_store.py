@@ -22,7 +22,7 @@ import pytest
 from orthoselect.config import RatingConfig
 from orthoselect.llm.cache import Cache, RequestCache, open_cache, request_key
 from orthoselect.llm.object_cache import ObjectStoreCache
-from orthoselect.raters.llm import LiteLLMRater
+from orthoselect.scoring.llm import LiteLLMRater
 from orthoselect.types import Document, Rule
 from support.fake_llm_server import FakeLLMServer
 from support.net import free_port

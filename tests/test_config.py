@@ -6,9 +6,9 @@ import pytest
 import yaml
 
 from orthoselect.config import Config, ConfigError, load_config
-from orthoselect.config_doc import documented_yaml
-from orthoselect.config_files import load_yaml12
-from orthoselect.config_overrides import option_type, parse_override
+from orthoselect.config.doc import documented_yaml
+from orthoselect.config.files import load_yaml12
+from orthoselect.config.overrides import option_type, parse_override
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from orthoselect.corpus import BOILERPLATE, MAX_CHARS, MIN_CHARS, build_corpus, degrade
+from orthoselect.data.corpus import BOILERPLATE, MAX_CHARS, MIN_CHARS, build_corpus, degrade
 from support.corpus import read_shards
 
 N_DOCS, N_SHARDS = 600, 4

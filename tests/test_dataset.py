@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from orthoselect.config import DatasetConfig
-from orthoselect.dataset import ShardError, discover_shards, read_batches
+from orthoselect.data.shards import ShardError, discover_shards, read_batches
 
 
 def shard_of(path, **cfg):
@@ -130,7 +130,7 @@ def test_storage_retries_transient_errors_of_the_s3_stack_not_permanent_ones(mon
     import aiohttp
     import botocore.exceptions
 
-    from orthoselect import storage
+    from orthoselect.data import storage
 
     monkeypatch.setattr(storage.time, "sleep", lambda s: None)
     for error in (
@@ -159,7 +159,7 @@ def test_a_write_that_landed_is_not_failed_by_its_cleanup(monkeypatch):
 
     from fsspec.implementations.memory import MemoryFileSystem
 
-    from orthoselect import storage
+    from orthoselect.data import storage
 
     def cut(self, path, *args, **kwargs):
         raise ConnectionError("the network went away")

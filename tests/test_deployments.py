@@ -69,7 +69,7 @@ def test_the_deployments_config_ships_and_runs_offline(corpus_dir: Path, tmp_pat
     corpus (`orthoselect sample-data demo/data`, or `make demo`), paths read from the file's folder; as it
     is, it passes the preflight check and completes."""
     from orthoselect.config import SIMULATED, load_config
-    from orthoselect.preflight import preflight
+    from orthoselect.preflight.checks import preflight
     from orthoselect.stages import RunContext, run_local
 
     [path] = {d.parameters["config_path"] for d in read_prefect_yaml("prefect.yaml").deployments}

@@ -7,8 +7,8 @@ import pytest
 
 from orthoselect.llm.dialects import encode, fixed_dialect, honours, rejects_format
 from orthoselect.llm.transport import LLMError
-from orthoselect.prompts import RATING_JSON_SCHEMA, RATING_RESPONSE_FORMAT
-from orthoselect.raters.simulated import simulated_score
+from orthoselect.scoring.prompts import RATING_JSON_SCHEMA, RATING_RESPONSE_FORMAT
+from orthoselect.scoring.simulated import simulated_score
 from orthoselect.types import Document, Rule
 from support.fake_llm_server import FakeLLMServer
 from support.raters import http_rater
@@ -154,8 +154,8 @@ def rules_cfg(url: str, **over):
 
 @pytest.mark.integration
 def test_rule_generation_that_fails_shows_each_answer_and_why(request_cache):
-    from orthoselect.rule_generation import generate_rules
-    from orthoselect.rules import RulesError
+    from orthoselect.rules.generation import generate_rules
+    from orthoselect.rules.sets import RulesError
 
     refusal = "I am sorry, as a small model I cannot write rules for this task."
     with FakeLLMServer(mode="fixed", text=refusal) as srv, pytest.raises(RulesError) as info:
@@ -169,7 +169,7 @@ def test_rule_generation_that_fails_shows_each_answer_and_why(request_cache):
 
 @pytest.mark.integration
 def test_generated_rules_are_cached_like_ratings(request_cache):
-    from orthoselect.rule_generation import generate_rules
+    from orthoselect.rules.generation import generate_rules
 
     with FakeLLMServer() as srv:
         first, stats = generate_rules(rules_cfg(srv.url), "code", "docs", [], 0, cache=request_cache)

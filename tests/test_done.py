@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from orthoselect.config import Config
-from orthoselect.ledger import open_failures, record_failure, status
 from orthoselect.stages import STEPS, RunContext, execute, run_local, shard_steps
 from orthoselect.stages.done import outstanding, tally
+from orthoselect.stages.ledger import open_failures, record_failure, status
 from support.configs import small_config
 
 SHARD = "part-00002"

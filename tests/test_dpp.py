@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy.stats import chisquare
 
-from orthoselect.dpp import (
+from orthoselect.choice.dpp import (
     DPPInputError,
     KernelRankError,
     RuleSelection,

@@ -11,13 +11,14 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-import orthoselect.pool_size as pool_size
+import orthoselect.data.pool_size as pool_size
 from orthoselect.config import load_config
-from orthoselect.estimate import _usd, estimate, render_estimate
-from orthoselect.prompts import rating_messages, rules_messages
-from orthoselect.raters.simulated import simulated_rules
-from orthoselect.rules import make_rules
-from orthoselect.tokens import count_tokens, truncate_tokens
+from orthoselect.llm.tokens import count_tokens, truncate_tokens
+from orthoselect.preflight.estimate import _usd, estimate, render_estimate
+from orthoselect.rules.prompts import rules_messages
+from orthoselect.rules.sets import make_rules
+from orthoselect.scoring.prompts import rating_messages
+from orthoselect.scoring.simulated import simulated_rules
 
 UNKNOWN = "openai/some-unknown-model"  # no price in litellm's map
 PRICED = "openai/house-rater"  # neither: priced by the config

@@ -8,7 +8,15 @@ import pytest
 from typer.testing import CliRunner
 
 from orthoselect.config import Config
-from orthoselect.evaluate import EvalInputError, EvalRequest, align, evaluate, load_labels, run_eval, set_metrics
+from orthoselect.evaluation.evaluate import (
+    EvalInputError,
+    EvalRequest,
+    align,
+    evaluate,
+    load_labels,
+    run_eval,
+    set_metrics,
+)
 from orthoselect.stages import RunContext, run_local
 from support.configs import small_config
 from support.corpus import corpus_labels

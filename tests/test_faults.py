@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from orthoselect.config import Config
-from orthoselect.prompts import rating_messages
+from orthoselect.scoring.prompts import rating_messages
 from orthoselect.stages import RunContext
 from support import ROOT
 from support.configs import FAST_DPP, llm_config
@@ -182,7 +182,7 @@ def test_s3_outage_fails_shards_into_the_ledger_then_retry_failed(
     machine's speed, what the product guarantees does not."""
     import tasks.steps
     from flows.pipeline import StageFailed, orthoselect_pipeline
-    from orthoselect.ledger import open_failures, status
+    from orthoselect.stages.ledger import open_failures, status
 
     upload(corpus_dir, "s3://test-bucket/outage/corpus")
     proxy = s3_proxy

@@ -84,7 +84,7 @@ def flow_run_names() -> set[str]:
 
 def test_rule_choice_and_eval_are_prefect_artifacts(pipeline_run, corpus_dir, tmp_path):
     from flows.evaluate import evaluate_rules
-    from orthoselect.evaluate import EvalRequest
+    from orthoselect.evaluation.evaluate import EvalRequest
 
     config = pipeline_run[0]
     name = Config.model_validate(config).run_name
@@ -174,7 +174,7 @@ def test_a_failed_attempt_says_so_on_every_artifact_of_its_run(prefect_api, corp
     from prefect import flow
 
     from flows.pipeline import show_run, start_run
-    from orthoselect.ledger import record_attempt
+    from orthoselect.stages.ledger import record_attempt
     from support.runs import fail_unit
 
     config = small_config(corpus_dir, tmp_path / "run", output__path=str(tmp_path / "out"))

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
+from orthoselect.data.storage import Storage
 from orthoselect.llm.governor import Governor, Permits, spent_so_far
 from orthoselect.llm.limits import BudgetExhausted
-from orthoselect.storage import Storage
 
 
 def drive(

@@ -19,9 +19,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from orthoselect import plots
 from orthoselect.config import Config
-from orthoselect.html_report import read_score_counts, render_html
+from orthoselect.report import plots
+from orthoselect.report.html import read_score_counts, render_html
 from orthoselect.stages import STEPS, RunContext, run_local
 from orthoselect.stages.headline import excerpt
 from support.configs import small_config

@@ -10,9 +10,9 @@ from functools import partial
 import pytest
 
 from orthoselect.llm.cache import request_key
-from orthoselect.parsing import ScoreParseError, parse_score
-from orthoselect.prompts import RATING_RESPONSE_FORMAT, TEMPLATE_VERSION, rating_messages
-from orthoselect.raters.judge import Judge, Messages, ScoreJudge
+from orthoselect.scoring.judge import Judge, Messages, ScoreJudge
+from orthoselect.scoring.parsing import ScoreParseError, parse_score
+from orthoselect.scoring.prompts import RATING_RESPONSE_FORMAT, TEMPLATE_VERSION, rating_messages
 from orthoselect.types import RATING_COLUMNS, Document, Rating, Rule
 from support.fake_llm_server import FakeLLMServer
 from support.raters import http_rater

@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 from orthoselect.config import Config
-from orthoselect.corpus import build_corpus
-from orthoselect.ledger import status
+from orthoselect.data.corpus import build_corpus
 from orthoselect.stages import RunContext
+from orthoselect.stages.ledger import status
 from orthoselect.stages.tally import USAGE_FIELDS
 from support.configs import llm_config
 from support.kills import kill_at, kill_when_held, run_to_completion

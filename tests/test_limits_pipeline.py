@@ -32,7 +32,7 @@ def test_limits_hold_across_worker_processes():
         cfg = RatingConfig(model="openai/fake", api_base=server.url, concurrency=16, structured_output="off")
 
         def rate(worker: int, governor) -> int:
-            from orthoselect.raters.llm import LiteLLMRater
+            from orthoselect.scoring.llm import LiteLLMRater
             from orthoselect.types import Document, Rule
 
             rules = [Rule(f"r{j}", f"Rule {j}: the text is clear and useful, part {j}.") for j in range(4)]
@@ -70,7 +70,7 @@ def budget_config(data: Path, run_dir: Path, url: str, budget: float) -> dict:
 
 def test_budget_stops_the_run_and_a_larger_budget_resumes_it(prefect_api, corpus_dir, tmp_path):
     from flows.pipeline import BudgetStopped, orthoselect_pipeline
-    from orthoselect.ledger import status
+    from orthoselect.stages.ledger import status
 
     with FakeLLMServer() as server:
         config = budget_config(corpus_dir, tmp_path / "run", server.url, budget=1.0)

@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 
 from orthoselect.config import Config
-from orthoselect.ledger import failures, open_failures
-from orthoselect.raters.simulated import simulated_score
+from orthoselect.scoring.simulated import simulated_score
 from orthoselect.stages import RunContext
+from orthoselect.stages.ledger import failures, open_failures
 from support.configs import FAST_DPP, llm_config
 from support.corpus import run_rules, run_texts
 from support.fake_llm_server import FakeLLMServer

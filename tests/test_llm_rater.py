@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from orthoselect.llm.cache import RequestCache
-from orthoselect.prompts import RATING_STRICT_SUFFIX, parse_rating_prompt
-from orthoselect.raters.llm import RaterSetupError
-from orthoselect.raters.simulated import simulated_score
+from orthoselect.scoring.llm import RaterSetupError
+from orthoselect.scoring.prompts import RATING_STRICT_SUFFIX, parse_rating_prompt
+from orthoselect.scoring.simulated import simulated_score
 from orthoselect.types import Document, Rule
 from support.fake_llm_server import FakeLLMServer
 from support.raters import http_rater

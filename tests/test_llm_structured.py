@@ -9,9 +9,9 @@ import pytest
 
 from orthoselect.llm.cache import request_key
 from orthoselect.llm.limits import BudgetExhausted
-from orthoselect.prompts import RATING_RESPONSE_FORMAT, rating_messages
-from orthoselect.raters.llm import RaterSetupError
-from orthoselect.raters.simulated import simulated_score
+from orthoselect.scoring.llm import RaterSetupError
+from orthoselect.scoring.prompts import RATING_RESPONSE_FORMAT, rating_messages
+from orthoselect.scoring.simulated import simulated_score
 from orthoselect.types import Document, Rating, Rule
 from support.fake_llm_server import FakeLLMServer
 from support.raters import http_rater

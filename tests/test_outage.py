@@ -48,7 +48,7 @@ def test_outage_fails_the_run_fast_then_retry_failed_pays_nothing_twice(
 
     from flows.cli import app
     from flows.pipeline import StageFailed, orthoselect_pipeline
-    from orthoselect.ledger import status
+    from orthoselect.stages.ledger import status
 
     server = FakeLLMServer(latency_ms=20)
     server.start()

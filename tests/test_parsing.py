@@ -2,7 +2,7 @@
 
 import pytest
 
-from orthoselect.parsing import ScoreParseError, parse_score
+from orthoselect.scoring.parsing import ScoreParseError, parse_score
 
 ACCEPTED = [
     ("0.7", 0.7),

@@ -19,11 +19,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner, Result
 
-from orthoselect import preflight as preflight_module
 from orthoselect.config import Config, ConfigError, DatasetConfig, load_config
-from orthoselect.dataset import ShardError, discover_shards
-from orthoselect.preflight import preflight
-from orthoselect.raters.simulated import BANK_RULES, simulated_rules
+from orthoselect.data.shards import ShardError, discover_shards
+from orthoselect.preflight import checks as preflight_module
+from orthoselect.preflight.checks import preflight
+from orthoselect.scoring.simulated import BANK_RULES, simulated_rules
 from orthoselect.stages import RunContext, run_local
 from support.configs import small_config
 
@@ -155,12 +155,12 @@ def test_models_are_checked_against_litellms_providers_offline(data, tmp_path, o
 
 def test_litellm_is_imported_only_for_providers_it_must_tell(data, tmp_path, monkeypatch):
     """Simulated models, and providers the lean HTTP client serves, need no litellm import (~3 s)."""
-    import orthoselect.env
+    import orthoselect.config.env
 
     def refuse() -> Any:
         raise AssertionError("litellm was imported")
 
-    monkeypatch.setattr(orthoselect.env, "import_litellm", refuse)
+    monkeypatch.setattr(orthoselect.config.env, "import_litellm", refuse)
     for model in ("simulated", "openai/gpt-4o-mini", "hosted_vllm/meta-llama/Meta-Llama-3-8B-Instruct"):
         assert preflight(config(data, tmp_path, rating__model=model)) == [], model
 
@@ -298,9 +298,9 @@ def failed_state(error: BaseException) -> Any:
 
 
 def test_step_tasks_do_not_retry_what_cannot_be_transient():
-    from orthoselect.dataset import ShardError
-    from orthoselect.dpp_inference import KernelRankError
-    from orthoselect.rules import RulesError
+    from orthoselect.choice.inference import KernelRankError
+    from orthoselect.data.shards import ShardError
+    from orthoselect.rules.sets import RulesError
     from tasks.steps import RUN_UNIT, Failure, StepFailed, run_step, shard_step, worth_retrying
 
     assert run_step.retry_condition_fn is worth_retrying

@@ -14,8 +14,8 @@ import pytest
 from test_preflight import cli, no_servers, write_data  # noqa: F401 - no_servers: a fixture, used by name
 
 from orthoselect.config import ConfigError, load_config
-from orthoselect.preflight import preflight
-from orthoselect.storage import Storage
+from orthoselect.data.storage import Storage
+from orthoselect.preflight.checks import preflight
 from support.configs import small_config
 from support.s3 import s3_options, upload
 

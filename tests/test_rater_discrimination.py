@@ -8,15 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from orthoselect.dpp import select_rules
-from orthoselect.dpp_inference import DPPInputError, KernelRankError
-from orthoselect.rule_diagnostics import (
+from orthoselect.choice.diagnostics import (
     SAME_ANSWER_SHARE,
     RaterNotDiscriminating,
     check_rater_discriminates,
     rater_spread,
 )
-from orthoselect.rule_quality import score_matrix
+from orthoselect.choice.dpp import select_rules
+from orthoselect.choice.inference import DPPInputError, KernelRankError
+from orthoselect.choice.quality import score_matrix
 
 RULES = [f"r{i:02d}" for i in range(12)]
 
@@ -146,8 +146,8 @@ def test_select_rules_fails_naming_a_rater_that_answers_the_same_everywhere(pref
     on Prefect and Dask; select_rules fails with the diagnosis, once (not retried)."""
     from flows.pipeline import StageFailed, run_stages, start_run
     from orthoselect.config import Config
-    from orthoselect.ledger import failures
     from orthoselect.stages import RunContext
+    from orthoselect.stages.ledger import failures
     from support.configs import llm_config
     from support.fake_llm_server import FakeLLMServer
 

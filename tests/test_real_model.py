@@ -14,7 +14,7 @@ import pytest
 
 from orthoselect.llm.client import LLMClient
 from orthoselect.llm.transport import Completion
-from orthoselect.prompts import rating_messages
+from orthoselect.scoring.prompts import rating_messages
 from support.llama_server import LlamaServer, ensure_llama_python, ensure_smollm2
 
 pytestmark = [pytest.mark.integration, pytest.mark.real_model]
@@ -101,8 +101,8 @@ def real_config(tmp_path: Path, llama: LlamaServer, transport: str) -> dict:
 def test_the_pipeline_runs_on_the_real_model_or_says_why_not(
     llama: LlamaServer, tmp_path: Path, transport: str
 ) -> None:
+    from orthoselect.choice.diagnostics import RaterNotDiscriminating
     from orthoselect.config import Config
-    from orthoselect.rule_diagnostics import RaterNotDiscriminating
     from orthoselect.stages import RunContext, run_local
     from orthoselect.stages.tally import TooManyFailedRatings, usage_over_attempts
 

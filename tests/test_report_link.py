@@ -8,8 +8,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from orthoselect.data.storage import Storage
 from orthoselect.stages.shown_report import REPORT_LINK_SECONDS, report_artifacts
-from orthoselect.storage import Storage
 from support.s3 import s3_options
 
 pytestmark = pytest.mark.integration

@@ -13,8 +13,8 @@ import pytest
 from orthoselect.config import Config, RatingConfig
 from orthoselect.llm.breaker import Breaker, EndpointUnreachable
 from orthoselect.llm.cache_writer import CacheWriter
-from orthoselect.raters.base import Rater
-from orthoselect.raters.llm import LiteLLMRater
+from orthoselect.scoring.base import Rater
+from orthoselect.scoring.llm import LiteLLMRater
 from orthoselect.stages import STEPS, RunContext, run_local
 from orthoselect.stages.context import RunInterrupted
 from orthoselect.stages.tally import (
@@ -253,7 +253,7 @@ def test_a_shard_with_unavailable_ratings_is_not_done_and_a_rerun_completes_it(c
     rules = [r["id"] for r in ctx.storage.read_json("rules.json")["rules"]]
     step = STEPS["rate"]
     shard = step.units(ctx)[0]
-    import orthoselect.stages.rating as rating_module
+    import orthoselect.stages.recorded as rating_module  # where the run builds its raters
 
     monkeypatch.setattr(rating_module, "make_rater", lambda *a, **k: FlakyRater({rules[0]}))
     with pytest.raises(RatingsIncomplete, match="not obtained"):
@@ -269,8 +269,8 @@ def test_a_shard_with_unavailable_ratings_is_not_done_and_a_rerun_completes_it(c
 
 
 def test_usage_logs_of_every_attempt_add_up(tmp_path):
+    from orthoselect.data.storage import Storage
     from orthoselect.stages.tally import UsageLog
-    from orthoselect.storage import Storage
 
     storage = Storage(str(tmp_path))
     first, again = UsageLog(storage, "a1", "score", "part-0"), UsageLog(storage, "a1", "score", "part-0")

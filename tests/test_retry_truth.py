@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from orthoselect.config import Config
-from orthoselect.ledger import open_failures, status
 from orthoselect.stages import RunContext, shard_steps
+from orthoselect.stages.ledger import open_failures, status
 from support.configs import small_config
 from support.prefect_api import api_url
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
+from orthoselect.choice.diagnostics import Fidelity, curve_sizes
+from orthoselect.choice.dpp import select_rules
+from orthoselect.choice.quality import pairwise_corr, redundancy_clusters, rule_quality
 from orthoselect.config import DPPConfig
-from orthoselect.dpp import select_rules
-from orthoselect.rule_diagnostics import Fidelity, curve_sizes
-from orthoselect.rule_quality import pairwise_corr, redundancy_clusters, rule_quality
 
 N = 1500
 

@@ -13,17 +13,17 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from orthoselect import plots
-from orthoselect.artifacts import Artifact, readable
 from orthoselect.config import Config
-from orthoselect.ledger import open_failures, record_attempt
+from orthoselect.report import plots
+from orthoselect.report.artifacts import Artifact, readable
 from orthoselect.stages import STEPS, RunContext, run_local
+from orthoselect.stages.ledger import open_failures, record_attempt
 from orthoselect.stages.manifest import refresh_attempts
 from orthoselect.stages.shown import run_artifacts
 from support.configs import small_config
 from support.runs import fail_unit
 
-FIRST = "20260101T000000000000Z"  # attempt ids sort by time, as orthoselect.ledger.new_attempt makes them
+FIRST = "20260101T000000000000Z"  # attempt ids sort by time, as orthoselect.stages.ledger.new_attempt makes them
 
 
 def attempt(cfg: dict, run_dir: Path, name: str, **over) -> RunContext:

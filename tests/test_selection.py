@@ -9,7 +9,7 @@ import pytest
 
 from orthoselect.config import SelectionConfig
 from orthoselect.hashing import uint64_key
-from orthoselect.selection import SelectionInputError, SelectionResult, select_documents
+from orthoselect.selection.modes import SelectionInputError, SelectionResult, select_documents
 
 
 def frame(scores, tokens=None, ids=None) -> pd.DataFrame:
@@ -221,7 +221,7 @@ def test_bad_input_is_a_clear_value_error():
 def test_streaming_merge_equals_one_shot(selection):
     """Selecting shard by shard (keeping the best of candidates + next shard) with the pool's stats gives
     exactly the one-shot selection: what the rank step relies on to stay within shard-sized memory."""
-    from orthoselect.selection import PoolStats
+    from orthoselect.selection.modes import PoolStats
 
     rng = np.random.default_rng(3)
     n = 1000

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from orthoselect.config import Config
-from orthoselect.corpus import build_corpus
+from orthoselect.data.corpus import build_corpus
 from orthoselect.stages import RunContext
 from support import ROOT
 from support.configs import FAST_DPP, llm_config
@@ -83,7 +83,7 @@ def test_a_stop_signal_ends_the_run_within_seconds_and_a_rerun_resumes(
     prefect_api, small_corpus, tmp_path, signum: signal.Signals, to_group: bool
 ):
     from flows.pipeline import orthoselect_pipeline
-    from orthoselect.ledger import status
+    from orthoselect.stages.ledger import status
 
     rules_file = write_rules(tmp_path / "rules.txt")
     reference = reference_run(small_corpus, rules_file, tmp_path / "reference", dpp=FAST_DPP, selection__size=50)

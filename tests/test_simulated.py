@@ -6,10 +6,10 @@ import re
 import numpy as np
 import pytest
 
-from orthoselect.corpus import build_corpus
+from orthoselect.data.corpus import build_corpus
 from orthoselect.hashing import stable_hash
-from orthoselect.raters.base import Rater
-from orthoselect.raters.simulated import (
+from orthoselect.scoring.base import Rater
+from orthoselect.scoring.simulated import (
     BANK_RULES,
     SimulatedRater,
     rule_profile,
@@ -106,7 +106,7 @@ def test_correlations_have_duplicates_and_independent_rules(bank_scores):
 def test_the_default_chooser_leaves_the_near_constant_rules_out(bank_scores):
     # Safety and Privacy score 0.85-1.0 on almost every document: the old independence-only default
     # picked them first; the quality kernel sees that they share nothing with the other rules
-    from orthoselect.dpp import select_rules
+    from orthoselect.choice.dpp import select_rules
 
     ids = [make_rule(text).id for text in BANK_RULES]
     flat = {make_rule(named(n)).id for n in ("Safety", "Privacy")}

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from orthoselect.dpp import select_rules
-from orthoselect.synthetic import FAMILIES, HOLDOUT_FAMILIES, LIMIT_FAMILIES, subset_mse, world
+from orthoselect.choice.dpp import select_rules
+from orthoselect.evaluation.synthetic import FAMILIES, HOLDOUT_FAMILIES, LIMIT_FAMILIES, subset_mse, world
 
 BY_NAME = {f.name: f for f in FAMILIES + HOLDOUT_FAMILIES + LIMIT_FAMILIES}
 

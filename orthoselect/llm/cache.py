@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from orthoselect.storage import is_remote
+from orthoselect.data.storage import is_remote
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ def resolve_endpoint(model: str, api_base: str | None) -> tuple[str, str, str | 
         if prefix == "openai":
             env_base = os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE")
         return prefix, rest, api_base or env_base or _FAST_PROVIDERS[prefix], True, None
-    from orthoselect.env import import_litellm
+    from orthoselect.config.env import import_litellm
 
     litellm = import_litellm()
 

@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from orthoselect.data.storage import Storage
 from orthoselect.llm.limits import BudgetExhausted
-from orthoselect.storage import Storage
 
 PERSIST_EVERY_S = 5.0
 

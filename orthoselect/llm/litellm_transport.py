@@ -31,7 +31,7 @@ def freeze_litellm_heap() -> None:
 
 
 def _quiet_litellm():
-    from orthoselect.env import import_litellm
+    from orthoselect.config.env import import_litellm
 
     litellm = import_litellm()
 

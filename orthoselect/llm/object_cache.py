@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from orthoselect.storage import filesystem, with_retries
+from orthoselect.data.storage import filesystem, with_retries
 
 log = logging.getLogger(__name__)
 

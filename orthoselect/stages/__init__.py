@@ -4,7 +4,12 @@
          -> score (per shard) -> rank -> write (per shard) -> manifest
 
 `STEPS` is the registry: every list of steps (stage flows, status, manifest, progress bars, artifacts)
-is derived from it and from what each step declares (orthoselect/stages/base.py)."""
+is derived from it and from what each step declares (orthoselect/stages/base.py). Around the steps: the run
+context and its markers (`context`), what done means (`done`), the failure ledger and the run's status
+(`ledger`, `attempts`), what the run shows a person (`shown`, `shown_report`, `headline`, `manifest`).
+
+May import every other part of the library; nothing but the orchestration (`tasks/`, `flows/`) imports the
+steps."""
 
 import logging
 from typing import Any

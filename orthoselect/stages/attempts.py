@@ -1,4 +1,4 @@
-"""The attempts of a run and how each ended, read from what `orthoselect.ledger` wrote: `attempts/<id>.json`
+"""The attempts of a run and how each ended, read from what `orthoselect.stages.ledger` wrote: `attempts/<id>.json`
 (one per invocation: "started", then "completed", "failed", "stopped by budget" or "interrupted"; one
 still "started" was killed or is running) and `ledger/<id>/` (the steps whose units failed in it).
 
@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 
-from orthoselect.report_text import outcome_says
+from orthoselect.data.storage import Storage
+from orthoselect.report.text import outcome_says
 from orthoselect.stages.base import RunContext, RunStep
 from orthoselect.stages.done import outstanding, unit_done
-from orthoselect.storage import Storage
 
 log = logging.getLogger("orthoselect")
 ENDINGS = ("completed", "failed", "stopped by budget", "interrupted")
@@ -88,7 +88,7 @@ class Shown:
 def current_results(ctx: RunContext, failures: dict[str, dict[str, dict]]) -> list[Shown]:
     """Every whole-run step with a marker, in pipeline order, and whether its result is current for today's
     inputs (orthoselect.stages.done, in a strict view: its key unchanged, all the way up) with no open
-    failure (`failures`: `orthoselect.ledger.open_failures`) at it or before it in the pipeline; never a
+    failure (`failures`: `orthoselect.stages.ledger.open_failures`) at it or before it in the pipeline; never a
     stale result shown as today's."""
     from orthoselect.stages import STEPS
 

@@ -20,9 +20,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
-from orthoselect.artifacts import Artifact
-from orthoselect.dataset import Shard
+from orthoselect.data.shards import Shard
 from orthoselect.hashing import stable_hash
+from orthoselect.report.artifacts import Artifact
 from orthoselect.stages.context import RUN_UNIT, RunContext, RunInterrupted, StepNotReady, run_limiter
 
 log = logging.getLogger("orthoselect")

@@ -11,8 +11,8 @@ from typing import Any
 
 from orthoselect import __version__
 from orthoselect.config import Config
-from orthoselect.dataset import Shard
-from orthoselect.storage import Storage, is_remote
+from orthoselect.data.shards import Shard
+from orthoselect.data.storage import Storage, is_remote
 
 RUN_UNIT = "run"  # the unit name of whole-run steps
 STOP_FILE = "control/stop.json"  # written when the run is asked to stop (SIGTERM, Ctrl-C)

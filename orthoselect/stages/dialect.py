@@ -9,49 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from orthoselect.config import SIMULATED, LLMEndpoint
-from orthoselect.llm.dialects import fixed_dialect
-from orthoselect.raters.judge import ScoreJudge
+from orthoselect.config import SIMULATED
+from orthoselect.scoring.judge import ScoreJudge
 from orthoselect.stages.base import RunContext, RunStep, UsageStats
 from orthoselect.stages.index import NO_TOTAL, example_texts
-from orthoselect.stages.rules import load_rules
+from orthoselect.stages.recorded import dialect_file, endpoint_record, known_dialect, load_rules, rater_for
 from orthoselect.types import Document
-
-
-def dialect_file(section: str) -> str:
-    return f"structured_output/{section}.json"
-
-
-def read_dialect(ctx: RunContext, section: str) -> str | None:
-    """The dialect the run found for an endpoint; None when not yet found (or a simulated one)."""
-    path = dialect_file(section)
-    return ctx.storage.read_json(path).get("dialect") if ctx.storage.exists(path) else None
-
-
-def endpoint_record(section: LLMEndpoint, dialect: str | None, **found) -> dict:
-    """What `structured_output/<section>.json` holds."""
-    return {
-        "dialect": dialect,
-        "setting": section.structured_output,
-        "model": section.model,
-        "api_base": section.api_base,
-        **found,
-    }
-
-
-def known_dialect(ctx: RunContext, section: LLMEndpoint) -> str | None:
-    """A dialect for `section` without a request: the one it names, or the one found for the same endpoint
-    by another section of this run (rule generation on the rating model)."""
-    if (fixed := fixed_dialect(section.structured_output)) is not None:
-        return fixed
-    for other in ("rules", "rating"):
-        path = dialect_file(other)
-        if ctx.storage.exists(path):
-            rec = ctx.storage.read_json(path)
-            same = (rec.get("model"), rec.get("api_base"), rec.get("setting"))
-            if rec.get("dialect") and same == (section.model, section.api_base, section.structured_output):
-                return rec["dialect"]
-    return None
 
 
 @dataclass
@@ -78,7 +41,6 @@ class FindDialect(RunStep[DialectStats]):
         }
 
     def run(self, ctx: RunContext, unit: None) -> DialectStats:
-        from orthoselect.stages.rating import rater_for  # rating imports this module
 
         rating = ctx.cfg.rating
         if rating.model == SIMULATED:

@@ -86,7 +86,7 @@ def marker_docs(stats: dict) -> int:
 def tally(
     step: Step, ctx: RunContext, failures: dict[str, dict[str, dict]], since: dt.datetime | None = None
 ) -> StepTally:
-    """`step` as it stands in the view `ctx`; `failures` as `orthoselect.ledger.open_failures` gives them;
+    """`step` as it stands in the view `ctx`; `failures` as `orthoselect.stages.ledger.open_failures` gives them;
     `since` (timezone-aware): count the units finished from then on, and their documents."""
     units = [step.unit_id(u) for u in step_units(step, ctx)]
     done = done_units(step, ctx)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from orthoselect.dataset import read_batches
+from orthoselect.data.shards import read_batches
 from orthoselect.stages.base import RunContext
 
 log = logging.getLogger("orthoselect")

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from orthoselect.config import ConfigError
-from orthoselect.config_files import dump_config
-from orthoselect.dataset import Shard, discover_shards, read_batches
+from orthoselect.config.files import dump_config
+from orthoselect.data.shards import Shard, discover_shards, read_batches
 from orthoselect.hashing import frame_hash, stable_hash
 from orthoselect.stages.base import Artifact, RunContext, RunStep, ShardStep, Stats, log
 

@@ -1,5 +1,5 @@
-"""The run manifest (`manifest.json`) and its human summary (`report.md`: `orthoselect.report_md`, and
-`report.html` with the plots: `orthoselect.html_report`), built only from what the stages persisted:
+"""The run manifest (`manifest.json`) and its human summary (`report.md`: `orthoselect.report.markdown`, and
+`report.html` with the plots: `orthoselect.report.html`), built only from what the stages persisted:
 markers, rule files, the scores and the selection. The over-all-attempts figures (attempt count,
 `*_all_attempts`, dollars paid) and the notice about the latest attempt are refreshed at the end of every
 attempt (`refresh_attempts`), also when the manifest step itself was skipped."""
@@ -10,16 +10,16 @@ import datetime as dt
 from dataclasses import dataclass
 
 from orthoselect import __version__
-from orthoselect.html_report import rewrite_html_report, write_html_report
-from orthoselect.raters import rater_label
-from orthoselect.report_md import render_report
+from orthoselect.data.storage import Storage
+from orthoselect.report.html import rewrite_html_report, write_html_report
+from orthoselect.report.markdown import render_report
+from orthoselect.scoring import rater_label
 from orthoselect.stages.attempts import attempt_ids, outcome_of
 from orthoselect.stages.base import Artifact, RunContext, RunStep, ShardStep, Stats, Step
-from orthoselect.stages.dialect import dialect_file
 from orthoselect.stages.headline import build_headline
+from orthoselect.stages.recorded import dialect_file
 from orthoselect.stages.shown_report import report_artifacts
 from orthoselect.stages.tally import USAGE_FIELDS, usage_over_attempts
-from orthoselect.storage import Storage
 
 __all__ = ["WriteManifest", "build_manifest", "refresh_attempts", "render_report"]
 

@@ -12,16 +12,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from orthoselect.config import SIMULATED
-from orthoselect.dataset import Shard, read_batches
+from orthoselect.data.shards import Shard, read_batches
 from orthoselect.hashing import frame_hash
-from orthoselect.raters import Rater, make_rater
-from orthoselect.raters.judge import ScoreJudge
-from orthoselect.stages.base import RunContext, ShardStep, Stats, run_limiter
-from orthoselect.stages.dialect import read_dialect
+from orthoselect.llm.tokens import count_tokens
+from orthoselect.scoring.judge import ScoreJudge
+from orthoselect.stages.base import RunContext, ShardStep, Stats
 from orthoselect.stages.index import NO_TOTAL, sampled_documents, sampled_shards
-from orthoselect.stages.rules import load_chosen_rules, load_rules
-from orthoselect.stages.tally import Tally, UsageLog
-from orthoselect.tokens import count_tokens
+from orthoselect.stages.recorded import load_chosen_rules, load_rules, rater_for, read_dialect
+from orthoselect.stages.tally import Tally
 from orthoselect.types import RATING_COLUMNS, Document, Rating
 
 RATING_SCHEMA = pa.schema(
@@ -66,17 +64,6 @@ def rating_fingerprint(ctx: RunContext) -> dict:
 def ratings_table(ratings: list[Rating]) -> pa.Table:
     columns = {name: [getattr(x, name) for x in ratings] for name in RATING_COLUMNS}
     return pa.Table.from_pydict(columns, schema=RATING_SCHEMA)
-
-
-def rater_for(ctx: RunContext, step: str, unit: str, dialect: str | None = "found") -> Rater:
-    """The run's rater for one unit of a step: within the run's LLM limits, with its request cache when
-    enabled, reporting what it sends under the run's attempt, asking in the dialect the run found
-    (`dialect` "found"; None: negotiate it)."""
-    cache = ctx.cache_path() if ctx.cfg.cache.enabled else None
-    usage = UsageLog(ctx.storage, ctx.attempt, step, unit)
-    if dialect == "found":
-        dialect = read_dialect(ctx, "rating")
-    return make_rater(ctx.cfg, cache, run_limiter(ctx), usage, should_stop=ctx.stop_requested, dialect=dialect)
 
 
 @dataclass

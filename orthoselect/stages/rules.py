@@ -9,26 +9,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from orthoselect.choice.diagnostics import RaterNotDiscriminating, check_rater_discriminates
+from orthoselect.choice.dpp import RuleSelection, select_rules
+from orthoselect.choice.quality import score_matrix
 from orthoselect.config import SIMULATED
-from orthoselect.dpp import RuleSelection, select_rules
 from orthoselect.hashing import stable_hash
-from orthoselect.rule_diagnostics import RaterNotDiscriminating, check_rater_discriminates
-from orthoselect.rule_quality import score_matrix
-from orthoselect.rule_report import num, pct, rule_choice_markdown
-from orthoselect.rules import RulesError, load_rules_file, rules_from_json, rules_to_json
+from orthoselect.report.rules import num, pct, rule_choice_markdown
+from orthoselect.rules.sets import RulesError, load_rules_file, rules_to_json
 from orthoselect.stages.base import Artifact, RunContext, RunStep, Stats, UsageStats, log, run_limiter
 from orthoselect.stages.index import example_texts, sampled_shards
+from orthoselect.stages.recorded import dialect_file, endpoint_record, known_dialect, load_rules
 from orthoselect.types import Rule
-
-
-def load_rules(ctx: RunContext) -> list[Rule]:
-    return rules_from_json(ctx.storage.read_json("rules.json"))
-
-
-def load_chosen_rules(ctx: RunContext) -> list[Rule]:
-    """The r rules kept by the DPP, in pick order."""
-    by_id = {r.id: r for r in load_rules(ctx)}
-    return [by_id[i] for i in ctx.storage.read_json("rule_selection.json")["chosen_ids"]]
 
 
 @dataclass
@@ -84,8 +75,7 @@ def _generated_rules(ctx: RunContext) -> tuple[list[Rule], dict]:
     """Rules from the LLM (or the simulator), in the dialect found for its endpoint (negotiated now if
     none was, and kept in structured_output/rules.json), answers served from the request cache."""
     from orthoselect.llm.cache import open_cache
-    from orthoselect.rule_generation import generate_rules
-    from orthoselect.stages.dialect import dialect_file, endpoint_record, known_dialect
+    from orthoselect.rules.generation import generate_rules
 
     r, cfg = ctx.cfg.rules, ctx.cfg
     examples = example_texts(ctx, r.examples) if r.model != SIMULATED else []

@@ -14,12 +14,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from orthoselect.dataset import Shard, read_batches
+from orthoselect.data.shards import Shard, read_batches
 from orthoselect.hashing import frame_hash
-from orthoselect.raters import rater_label
-from orthoselect.selection import PoolStats, select_documents
+from orthoselect.scoring import rater_label
+from orthoselect.selection.modes import PoolStats, select_documents
 from orthoselect.stages.base import RunContext, RunStep, ShardStep, Stats
-from orthoselect.stages.rules import load_chosen_rules
+from orthoselect.stages.recorded import load_chosen_rules
 
 RANK_COLUMNS = ["doc_id", "row", "n_tokens", "score", "n_rated"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 
-from orthoselect.artifacts import Artifact
+from orthoselect.report.artifacts import Artifact
 from orthoselect.stages.attempts import Outcome, Shown, attempt_ids, current_results, outcome_of
 from orthoselect.stages.base import RunContext
 from orthoselect.stages.shown_report import PLOTS

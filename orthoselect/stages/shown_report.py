@@ -1,7 +1,7 @@
 """What the whole-run steps show a person watching the run: the report (its text, where report.html is and
 a link a browser can open), LLM usage per step in pipeline order, failed ratings, and the plots. The plots
 are shown once per attempt, on the parent pipeline run (`orthoselect.stages.shown.run_artifacts`), from the
-palette PNGs the report keeps in the run directory (`orthoselect.report_data`)."""
+palette PNGs the report keeps in the run directory (`orthoselect.report.data`)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import logging
 import socket
 from collections.abc import Callable
 
-from orthoselect.artifacts import Artifact
-from orthoselect.report_data import SCORE_COUNTS, SCORE_PLOT, ScoreCounts, plot_png
-from orthoselect.report_files import HTML_REPORT, location
-from orthoselect.report_text import in_step_order
-from orthoselect.storage import Storage, is_remote
+from orthoselect.data.storage import Storage, is_remote
+from orthoselect.report.artifacts import Artifact
+from orthoselect.report.data import SCORE_COUNTS, SCORE_PLOT, ScoreCounts, plot_png
+from orthoselect.report.files import HTML_REPORT, location
+from orthoselect.report.text import in_step_order
 
 log = logging.getLogger("orthoselect")
 SHARD_ROWS = 500

@@ -14,8 +14,8 @@ import json
 import os
 import uuid
 
-from orthoselect.raters import Rater
-from orthoselect.storage import Storage, is_remote
+from orthoselect.data.storage import Storage, is_remote
+from orthoselect.scoring import Rater
 from orthoselect.types import TRANSIENT_STATUSES, Rating
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import pyarrow.parquet as pq
 
-from orthoselect.dataset import Shard, read_batches
+from orthoselect.data.shards import Shard, read_batches
 
 if TYPE_CHECKING:
     from orthoselect.stages import RunContext

@@ -61,7 +61,7 @@ except ImportError:  # pragma: no cover
 if __package__ in (None, ""):  # run as a script: make `orthoselect` importable from the checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from orthoselect.prompts import parse_rating_prompt  # noqa: E402
+from orthoselect.scoring.prompts import parse_rating_prompt  # noqa: E402
 
 FAULTS = ("429", "500", "503", "400", "timeout", "garbage", "truncated_json", "length", "refused")
 _COUNT_RE = re.compile(r"Write (\d+) distinct")
@@ -182,7 +182,7 @@ class FakeLLMServer:
         parsed = parse_rating_prompt(user)
         if parsed:
             if self._simulated is None:
-                from orthoselect.raters.simulated import simulated_score
+                from orthoselect.scoring.simulated import simulated_score
 
                 self._simulated = simulated_score
             score = self._simulated(parsed[0], parsed[1], self.seed)
@@ -335,7 +335,7 @@ class FakeLLMServer:
     # --- running --------------------------------------------------------------------------------
     async def _start(self) -> None:
         if self.mode == "simulated" and self._simulated is None:  # imported now, not by the first request
-            from orthoselect.raters.simulated import simulated_score
+            from orthoselect.scoring.simulated import simulated_score
 
             self._simulated = simulated_score
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, shutdown_timeout=0.5)

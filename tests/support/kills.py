@@ -17,9 +17,9 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from orthoselect.data.storage import Storage
 from orthoselect.llm.cache_writer import MAX_UNSTORED
 from orthoselect.stages.tally import usage_over_attempts
-from orthoselect.storage import Storage
 from support import ROOT
 from support.llm_process import LLMProcess
 from support.net import wait_for

@@ -7,8 +7,8 @@ from typing import Any
 from orthoselect.config import RatingConfig
 from orthoselect.llm.cache import Cache
 from orthoselect.llm.limits import Limiter
-from orthoselect.raters.judge import Judge
-from orthoselect.raters.llm import LiteLLMRater
+from orthoselect.scoring.judge import Judge
+from orthoselect.scoring.llm import LiteLLMRater
 
 
 def http_rater(

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from orthoselect.config import Config
-from orthoselect.raters.simulated import simulated_rules
+from orthoselect.scoring.simulated import simulated_rules
 from orthoselect.stages import RunContext, run_local
 from support.configs import small_config
 
@@ -52,7 +52,7 @@ def llm_sent(manifest: dict, steps: tuple[str, ...] = ("rules", "rate", "score")
 def fail_unit(ctx: RunContext, step: str, unit: str, error: BaseException) -> None:
     """What a unit that failed leaves behind: its failure in the ledger, and a marker made for other inputs
     (an earlier content of the shard), never one of today's inputs."""
-    from orthoselect.ledger import record_failure
+    from orthoselect.stages.ledger import record_failure
 
     marker = ctx.read_marker(step, unit)
     if marker is not None:

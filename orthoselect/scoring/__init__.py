@@ -1,0 +1,47 @@
+"""Scoring documents against rules: the raters (`base`: the interface; `simulated`: the offline simulator,
+`rating.model: simulated`; `llm` and `llm_run`: any model through the LLM layer), what one request asks and
+how its answer is read (`judge`, `prompts`, `parsing`), and what a rater reports of its usage
+(`usage_report`). `make_rater` picks the rater a config asks for.
+
+May import: `orthoselect.config`, `orthoselect.data`, `orthoselect.llm`, `orthoselect.types`,
+`orthoselect.hashing`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from orthoselect.config import SIMULATED, Config
+from orthoselect.llm.limits import Limiter
+from orthoselect.scoring.base import Rater
+
+
+def make_rater(
+    cfg: Config,
+    cache_path: str | None = None,
+    limiter: Limiter | None = None,
+    usage_sink: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    dialect: str | None = None,
+) -> Rater:
+    """The rater the config asks for, with the request cache at `cache_path` (None: no cache), within
+    `limiter` (the run's LLM limits; None: none). An LLM rater reports what it sends to `usage_sink`,
+    sends nothing new once `should_stop()` says the run is stopping, and asks in the structured-output
+    `dialect` (None: the config's, negotiated with its first request when `auto`)."""
+    rating = cfg.rating
+    if rating.model == SIMULATED:
+        from orthoselect.scoring.simulated import SimulatedRater
+
+        return SimulatedRater(seed=cfg.seed, max_doc_tokens=rating.max_doc_tokens)
+    from orthoselect.llm.cache import open_cache
+    from orthoselect.scoring.llm import LiteLLMRater
+
+    cache = open_cache(cache_path, cfg.storage.options) if cache_path else None
+    return LiteLLMRater(rating, cache, limiter=limiter, usage_sink=usage_sink, should_stop=should_stop, dialect=dialect)
+
+
+def rater_label(model: str) -> str:
+    """How outputs name the rater; the simulator always says so."""
+    return "simulated (offline simulator, not an LLM)" if model == SIMULATED else model
+
+
+__all__ = ["Rater", "make_rater", "rater_label"]

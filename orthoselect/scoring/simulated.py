@@ -1,0 +1,341 @@
+"""The OFFLINE SIMULATOR: a stand-in for a rater LLM, for demos and tests without any model.
+
+A document is described by text features (character mix, repeated lines, boilerplate markers, ragged
+endings, ...), standardised with fixed constants so each document is scored on its own. The features
+make seven latent quality factors. A rule loads on those factors: bank rules by hand, after their
+meaning; any other rule text by a seeded hash of its text, into a few clusters. The score is
+sigmoid(loadings . factors + bias + noise), rounded to 2 decimals, with noise drawn from a hash of
+(seed, rule text, document text): deterministic, and independent of batching.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from orthoselect.hashing import uint64_key
+from orthoselect.llm.tokens import count_tokens, truncate_tokens
+from orthoselect.scoring.base import Rater
+from orthoselect.scoring.simulated_bank import BANK as _BANK
+from orthoselect.types import Document, Rating, Rule
+
+MODEL = "simulated"
+NOISE_SD = 0.3
+
+FEATURES = (
+    "alpha",
+    "odd_chars",
+    "code_chars",
+    "digits",
+    "unique_lines",
+    "word_length",
+    "stopwords",
+    "broken_words",
+    "log_length",
+    "boilerplate",
+    "paragraph_ends",
+    "ragged_end",
+)
+# Mean and spread of each feature over a mixed corpus (the stdlib demo corpus); fixed, not fitted per run.
+FEATURE_MEAN = np.array([0.91, 0.013, 0.015, 0.011, 0.93, 5.4, 0.345, 0.024, 6.84, 0.22, 0.71, 0.38])
+FEATURE_SD = np.array([0.068, 0.032, 0.026, 0.019, 0.156, 0.8, 0.074, 0.074, 0.61, 0.63, 0.276, 0.49])
+
+FACTORS = ("clean_chars", "unique", "no_boilerplate", "complete", "length", "technical", "prose")
+_FACTOR_RECIPES = {
+    "clean_chars": {"alpha": 0.3, "odd_chars": -0.6, "broken_words": -0.6},
+    "unique": {"unique_lines": 1.0},
+    "no_boilerplate": {"boilerplate": -1.0},
+    "complete": {"ragged_end": -1.0, "paragraph_ends": 0.4},
+    "length": {"log_length": 1.0, "word_length": 0.2},
+    "technical": {"code_chars": 0.8, "digits": 0.4},
+    "prose": {"stopwords": 0.8, "paragraph_ends": 0.3, "code_chars": -0.3},
+}
+FACTOR_WEIGHTS = np.array([[recipe.get(f, 0.0) for f in FEATURES] for recipe in _FACTOR_RECIPES.values()])
+# Divides each factor to about unit spread on the same reference corpus.
+FACTOR_SCALE = np.array([1.35, 1.0, 1.0, 1.25, 1.0, 0.78, 1.0])
+
+
+def _byte_classes() -> np.ndarray:
+    """Class of each UTF-8 byte: 0 space, 1 letter, 2 digit, 3 prose punctuation, 4 code symbol, 5 odd
+    (rare ASCII symbols, control characters and every byte of a non-ASCII character)."""
+    classes = np.full(256, 5, dtype=np.intp)
+    for chars, cls in (
+        (" \t\n\r\x0b\x0c", 0),
+        ("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", 1),
+        ("0123456789", 2),
+        (".,;:!?'\"()-", 3),
+        ("{}[]=<>_#*/+%&", 4),
+    ):
+        classes[[ord(c) for c in chars]] = cls
+    return classes
+
+
+_BYTE_CLASS = _byte_classes()
+
+_STOPWORDS = frozenset(
+    "the of and to a in is it that this for on with as be are by an or not if from at which when was "  # noqa: SIM905
+    "can will its has have but all any one so than then there these they we you no may should must "
+    "into only also each other such more".split()
+)
+_BOILERPLATE = (
+    "copyright",
+    "all rights reserved",
+    "click here",
+    "cookie",
+    "privacy policy",
+    "terms of service",
+    "terms of use",
+    "subscribe",
+    "newsletter",
+    "sign in",
+    "log in",
+    "skip to",
+    "share this",
+    "advertisement",
+    "back to top",
+    "home |",
+)
+_BROKEN_WORD = re.compile(r"[A-Za-z][^\sA-Za-z.,;:!?'\"()\[\]{}<>=_/\\*+#&%-][A-Za-z]")
+_PARAGRAPHS = re.compile(r"\n\s*\n")
+
+
+def document_features(text: str) -> np.ndarray:
+    """The raw feature vector of one document, in FEATURES order."""
+    data = np.frombuffer(text.encode("utf-8", "surrogatepass"), dtype=np.uint8)
+    counts = np.bincount(_BYTE_CLASS[data], minlength=6)
+    visible = max(1, int(counts[1:].sum()))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lowered = text.lower()
+    words = lowered.split()
+    n_words = max(1, len(words))
+    stripped = text.rstrip()
+    paragraphs = [p for p in _PARAGRAPHS.split(stripped) if p.strip()]
+    return np.array(
+        [
+            counts[1] / visible,
+            counts[5] / visible,
+            counts[4] / visible,
+            counts[2] / visible,
+            len(set(lines)) / len(lines) if lines else 0.0,
+            sum(map(len, words)) / n_words,
+            sum(map(_STOPWORDS.__contains__, words)) / n_words,
+            len(_BROKEN_WORD.findall(text)) / n_words,
+            math.log1p(len(text)),
+            math.log1p(sum(lowered.count(marker) for marker in _BOILERPLATE)),
+            sum(p.rstrip()[-1] in ".!?:)\"'" for p in paragraphs) / len(paragraphs) if paragraphs else 0.0,
+            float(stripped[-1:].isalnum()) + 0.5 * (text.count("(") != text.count(")")),
+        ]
+    )
+
+
+def document_factors(text: str) -> np.ndarray:
+    """The document's latent quality factors, in FACTORS order; about zero mean and unit spread."""
+    z = np.clip((document_features(text) - FEATURE_MEAN) / FEATURE_SD, -4.0, 4.0)
+    return FACTOR_WEIGHTS @ z / FACTOR_SCALE
+
+
+BANK_RULES = [text for text, _, _ in _BANK]
+
+
+def normalise_rule(text: str) -> str:
+    """Lower case, single spaces: rules differing only in case or spacing are the same rule."""
+    return " ".join(text.lower().split())
+
+
+def _frozen(values: list[float] | np.ndarray) -> np.ndarray:
+    array = np.array(values, dtype=np.float64)
+    array.setflags(write=False)
+    return array
+
+
+_BANK_PROFILES = {
+    normalise_rule(text): (_frozen([weights.get(letter, 0.0) for letter in "cubtnkp"]), bias)
+    for text, weights, bias in _BANK
+}
+
+# Rules outside the bank: keywords point to the factors they name; a rule naming none falls into one of
+# the clusters below, chosen by its hash. Loadings are then jittered a little, also by the hash.
+_KEYWORDS = [
+    (re.compile(rf"\b(?:{words.replace(' ', '|')})"), "cubtnkp".index(letter))
+    for words, letter in (
+        ("spell typo character encoding garbl corrupt symbol noise", "c"),
+        ("repeat repetit duplicat redundan", "u"),
+        ("boilerplate navigation cookie advert spam footer menu banner", "b"),
+        ("complete truncat cut.off abrupt unfinished ending", "t"),
+        ("length long depth detail informative substan", "n"),
+        ("code technical programming api function example", "k"),
+        ("fluen prose grammar readab natural clarity clear", "p"),
+    )
+]
+_CLUSTERS = np.array(
+    [
+        [1.2, 0, 0, 0, 0, 0, 0],
+        [0, 1.2, 0, 0, 0, 0, 0],
+        [0, 0, 1.2, 0, 0, 0, 0],
+        [0, 0, 0, 1.2, 0, 0, 0],
+        [0, 0, 0, 0, 1.2, 0, 0],
+        [0, 0, 0, 0, 0, 1.2, 0],
+        [0, 0, 0, 0, 0, 0, 1.2],
+        [0.6, 0.6, 0.6, 0.6, 0, 0, 0],
+    ]
+)
+JITTER_SD = 0.15
+
+
+@functools.lru_cache(maxsize=4096)
+def rule_profile(rule_text: str, seed: int) -> tuple[np.ndarray, float]:
+    """(loadings over FACTORS, bias) of a rule: hand-set for bank rules, else drawn from a seeded hash."""
+    key = normalise_rule(rule_text)
+    if key in _BANK_PROFILES:
+        return _BANK_PROFILES[key]
+    rng = np.random.default_rng(uint64_key("simulated-rule", key, seed))
+    named = [factor for pattern, factor in _KEYWORDS if pattern.search(key)]
+    if named:
+        centre = np.zeros(len(FACTORS))
+        centre[named] = 1.2 / math.sqrt(len(named))
+    else:
+        centre = _CLUSTERS[rng.integers(len(_CLUSTERS))]
+    loadings = centre + rng.normal(0.0, JITTER_SD, len(FACTORS))
+    return _frozen(loadings), float(rng.normal(0.4, 0.3))
+
+
+def _check_seed(seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    return int(seed)
+
+
+def simulated_rules(count: int, seed: int) -> list[str]:
+    """`count` distinct bank rules, drawn in a seeded order."""
+    seed = _check_seed(seed)
+    if not 0 <= count <= len(BANK_RULES):
+        raise ValueError(f"count must be between 0 and the bank size {len(BANK_RULES)}, got {count}")
+    order = np.random.default_rng(uint64_key("simulated-rules", seed)).permutation(len(BANK_RULES))
+    return [BANK_RULES[i] for i in order[:count]]
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser: a bijective scramble of 64-bit integers."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def _pair_noise(doc_keys: np.ndarray, rule_keys: np.ndarray) -> np.ndarray:
+    """One standard normal per (document, rule) pair, a pure function of the two keys (Box-Muller)."""
+    state = _mix64(doc_keys ^ _mix64(rule_keys))
+    u1 = ((state >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
+    u2 = (_mix64(state ^ np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+
+
+def _doc_key(doc_text: str) -> int:
+    return uint64_key("simulated-doc", doc_text)
+
+
+def _rule_key(rule_text: str, seed: int) -> int:
+    return uint64_key("simulated-noise", normalise_rule(rule_text), seed)
+
+
+def _scores(factors: np.ndarray, loadings: np.ndarray, bias: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """Row-wise sigmoid(loadings . factors + bias + NOISE_SD * noise), rounded to 2 decimals. Summed
+    factor by factor, so a row's value never depends on the other rows."""
+    logit = bias + NOISE_SD * noise
+    for k in range(factors.shape[1]):
+        logit = logit + factors[:, k] * loadings[:, k]
+    return np.round(1.0 / (1.0 + np.exp(-logit)), 2)
+
+
+def simulated_score(rule_text: str, doc_text: str, seed: int) -> float:
+    """The simulator's score in [0, 1] of one document against one rule; depends on these inputs only."""
+    if not isinstance(rule_text, str) or not isinstance(doc_text, str):
+        raise TypeError("simulated_score needs the rule text and the document text as str")
+    if not rule_text.strip():
+        raise ValueError("the rule text is empty")
+    seed = _check_seed(seed)
+    loadings, bias = rule_profile(rule_text, seed)
+    doc_keys = np.array([_doc_key(doc_text)], np.uint64)
+    noise = _pair_noise(doc_keys, np.array([_rule_key(rule_text, seed)], np.uint64))
+    return float(_scores(document_factors(doc_text)[None, :], loadings[None, :], np.array([bias]), noise)[0])
+
+
+class SimulatedRater(Rater):
+    """The offline simulator as a Rater: no model, no network; scores from simulated_score."""
+
+    model = MODEL
+
+    def __init__(self, seed: int = 0, max_doc_tokens: int = 2048) -> None:
+        super().__init__()
+        if max_doc_tokens <= 0:
+            raise ValueError(f"max_doc_tokens must be positive, got {max_doc_tokens}")
+        self.seed = _check_seed(seed)
+        self.max_doc_tokens = max_doc_tokens
+
+    def _truncate(self, text: str) -> tuple[str, bool, int]:
+        """(text as rated, whether it was cut, its tokens); a text that fits is encoded only once."""
+        if len(text) <= 8 * self.max_doc_tokens:
+            tokens = count_tokens(text)
+            if tokens <= self.max_doc_tokens:
+                return text, False, tokens
+        kept, cut = truncate_tokens(text, self.max_doc_tokens)
+        return kept, cut, count_tokens(kept)
+
+    def rate(self, pairs: Sequence[tuple[Document, Rule]]) -> list[Rating]:
+        """One "ok" Rating per pair, in order. Each distinct document is truncated and featurised once."""
+        doc_index: dict[Document, int] = {}
+        rule_index: dict[str, int] = {}
+        docs: list[tuple[str, bool, int]] = []  # truncated text, truncated?, tokens
+        rules: list[str] = []
+        pair_idx = np.empty((len(pairs), 2), dtype=np.intp)
+        for n, pair in enumerate(pairs):
+            doc, rule = pair
+            if not isinstance(doc, Document) or not isinstance(rule, Rule):
+                kinds = f"{type(doc).__name__}, {type(rule).__name__}"
+                raise TypeError(f"pair {n} is not a (Document, Rule) but ({kinds})")
+            if not rule.text.strip():
+                raise ValueError(f"pair {n}: rule {rule.id!r} has no text")
+            if doc not in doc_index:
+                doc_index[doc] = len(docs)
+                docs.append(self._truncate(doc.text))
+            if rule.text not in rule_index:
+                rule_index[rule.text] = len(rules)
+                rules.append(rule.text)
+            pair_idx[n] = doc_index[doc], rule_index[rule.text]
+        if not pairs:
+            return []
+
+        factors = np.array([document_factors(text) for text, _, _ in docs])
+        doc_keys = np.array([_doc_key(text) for text, _, _ in docs], dtype=np.uint64)
+        profiles = [rule_profile(text, self.seed) for text in rules]
+        loadings = np.array([p[0] for p in profiles])
+        bias = np.array([p[1] for p in profiles])
+        rule_keys = np.array([_rule_key(text, self.seed) for text in rules], dtype=np.uint64)
+        rule_tokens = [count_tokens(text) for text in rules]
+        d, r = pair_idx[:, 0], pair_idx[:, 1]
+        scores = _scores(factors[d], loadings[r], bias[r], _pair_noise(doc_keys[d], rule_keys[r])).tolist()
+
+        ratings = []
+        for (doc, rule), score, di, ri in zip(pairs, scores, d.tolist(), r.tolist()):
+            _, cut, doc_tokens = docs[di]
+            ratings.append(
+                Rating.ok(
+                    doc.id,
+                    rule.id,
+                    score,
+                    model=MODEL,
+                    tokens_in=doc_tokens + rule_tokens[ri],
+                    tokens_out=1,
+                    cost_usd=0.0,
+                    truncated=cut,
+                )
+            )
+        self.stats.requests += len(ratings)
+        self.stats.tokens_in += sum(rating.tokens_in for rating in ratings)
+        self.stats.tokens_out += len(ratings)
+        self.stats.by_status["ok"] = self.stats.by_status.get("ok", 0) + len(ratings)
+        return ratings
