@@ -11,11 +11,11 @@ from flows.runtime import apply_defaults
 
 apply_defaults()  # an entry point (deployments, workers): defaults before Prefect, Dask or litellm load
 
+import concurrent.futures
 import logging
 from typing import Annotated, Any, TypeVar, cast
 
 from prefect import flow, get_run_logger, tags
-from prefect.futures import wait
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
@@ -138,7 +138,7 @@ def _run_shard_step(
     failures: dict[str, Failure] = {}
     pending = set(futures)
     while pending:
-        finished, pending = wait(list(pending), timeout=UPDATE_SECONDS)
+        finished, pending = _some_done(pending, UPDATE_SECONDS)
         for future in finished:
             future.wait()  # its final state, not the API's view of it (which can lag)
             group = futures[future]
@@ -156,6 +156,16 @@ def _run_shard_step(
         show_failed_shards(ctx)
         raise _stopped(ctx, StepFailed(step.name, failures), len(units))
     return {"shards": done, "cached": cached}
+
+
+def _some_done(futures: set, timeout: float) -> tuple[set, set]:
+    """(finished, pending) once one of `futures` (of the thread-pool task runner) finished or after
+    `timeout` seconds. Not Prefect's `wait(futures, timeout)`: in the main thread it arms SIGALRM around a
+    `threading.Event.wait` that already keeps the deadline, and the alarm landing inside that wait broke
+    its lock ("release unlocked lock": a run crashed under load, test_llm_faults)."""
+    wrapped = {f.wrapped_future: f for f in futures}
+    done, pending = concurrent.futures.wait(wrapped, timeout=timeout, return_when=concurrent.futures.FIRST_COMPLETED)
+    return {wrapped[f] for f in done}, {wrapped[f] for f in pending}
 
 
 def show_run(ctx: RunContext, artifacts: bool = True) -> None:
