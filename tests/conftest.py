@@ -78,6 +78,16 @@ def s3_endpoint() -> Iterator[str]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def dask_address() -> Iterator[str]:
+    """A Dask cluster of 2 worker processes for the session (`cluster.address` of a run): tests that run
+    the pipeline many times skip starting a LocalCluster each time."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
+
+
 @pytest.fixture(autouse=True)
 def closed_breakers() -> Iterator[None]:
     """Each test starts with every endpoint's circuit breaker closed: a loopback server of a later test

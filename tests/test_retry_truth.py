@@ -1,7 +1,7 @@
-"""After a failure the run tells the truth (issue 18): a corrupted shard, repaired, retried through the CLI
-and through a deployment's `only_failed` run, is keyed on its current content; `status` then shows every
-shard done and a plain rerun does no work. The Prefect cache never says `Cached` for a unit whose marker
-is not current, and progress never counts a stale marker as done."""
+"""After a failure the run tells the truth (issue 18): a corrupted shard, then repaired, retried through the
+CLI and through a deployment's `only_failed` run, is keyed on its content as it is now; `status` then shows
+every shard done and a plain rerun does no work. The CLI bars of the failed run count only what is done for
+today's inputs. The Prefect cache never says `Cached` for a unit whose marker is not current."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
+from typer.testing import CliRunner
 
+from flows.cli import app
 from orthoselect.config import Config
-from orthoselect.stages import RunContext, shard_steps
+from orthoselect.stages import RunContext, run_local, shard_steps
 from orthoselect.stages.ledger import open_failures, status
 from support.configs import small_config
 from support.prefect_api import api_url
@@ -46,55 +49,57 @@ def assert_all_done(ctx: RunContext) -> None:
         assert len(r["done"]) == r["shards"] > 0, (step.name, r)
 
 
-def _fail_then_repair(config: dict, shard: Path, tmp_path: Path) -> RunContext:
-    """Truncate `shard`, run the CLI (scan fails on it, as it should), put the shard back as it was. The
-    bars show the failed shard in red and count only what is done for today's inputs."""
-    import yaml
-    from typer.testing import CliRunner
+def _cli(*args: str):
+    return CliRunner().invoke(app, list(args), env={"PREFECT_API_URL": api_url(), "COLUMNS": "200"})
 
-    from flows.cli import app
 
+def _corrupt(shard: Path) -> bytes:
     good = shard.read_bytes()
     shard.write_bytes(good[: len(good) // 2])
-    config_file = tmp_path / "config.yaml"
-    config_file.write_text(yaml.safe_dump(config))
-    failed = CliRunner().invoke(app, ["run", str(config_file)], env={"PREFECT_API_URL": api_url(), "COLUMNS": "200"})
-    assert failed.exit_code == 1 and "'scan' failed on 1 of 4 shards" in failed.output, failed.output
-    bars = {
-        line.split()[0]: line
-        for line in failed.output.splitlines()
-        if line.split()[:1] in (["scan"], ["rate"], ["score"], ["write"])
-    }
-    assert "3/4" in bars["scan"] and "1 failed" in bars["scan"], failed.output
-    assert "4/4" not in bars["score"] and "4/4" not in bars["write"], failed.output
-    ctx = RunContext(Config.model_validate(config))
-    assert status(ctx)["scan"]["failed"] == [SHARD]
-    shard.write_bytes(good)
-    return ctx
+    return good
 
 
-@pytest.mark.parametrize("route", ["cli", "deployment"])
-def test_a_repaired_shard_retried_is_keyed_on_its_content(route, prefect_api, corpus_dir, tmp_path):
-    from flows.pipeline import orthoselect_pipeline
+def test_a_repaired_shard_retried_is_keyed_on_its_content(prefect_api, dask_address, corpus_dir, tmp_path):
+    """Two failures of the same shard: the first repaired as it was (the retry finds nothing to do: the
+    markers of that content are current again), the second repaired with other content (the retry re-runs
+    that shard's scan and what depends on it, keyed on the content now)."""
+    from flows.pipeline import StageFailed, orthoselect_pipeline
 
     data, shard = _data(corpus_dir, tmp_path)
-    config = small_config(data, tmp_path / "run")
-    orthoselect_pipeline(config=config)
-    ctx = _fail_then_repair(config, shard, tmp_path)
+    config = small_config(data, tmp_path / "run", cluster={"address": dask_address})
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    ctx = RunContext(Config.model_validate(config))
+    run_local(ctx)
 
-    if route == "cli":
-        from typer.testing import CliRunner
+    # 1. corrupted: the CLI run fails on it, and its bars count only what is done for today's inputs
+    good = _corrupt(shard)
+    failed = _cli("run", str(config_file))
+    assert failed.exit_code == 1 and "'scan' failed on 1 of 4 shards" in failed.output, failed.output
+    bars = {line.split()[0]: line for line in failed.output.splitlines() if line.split()[:1] in (["scan"], ["score"])}
+    assert "3/4" in bars["scan"] and "1 failed" in bars["scan"], failed.output
+    assert "4/4" not in bars["score"], failed.output  # its markers are on disk, but of other inputs upstream
+    assert status(ctx)["scan"]["failed"] == [SHARD]
 
-        from flows.cli import app
-
-        retried = CliRunner().invoke(
-            app, ["retry-failed", config["run_dir"], "--no-progress"], env={"PREFECT_API_URL": api_url()}
-        )
-        assert retried.exit_code == 0, retried.output
-    else:  # what a deployment's Run form with only_failed: true runs
-        orthoselect_pipeline(config=config, only_failed=True)
-
+    # repaired as it was: retry-failed finds nothing to do (no marker rewritten), no failure stays open
+    shard.write_bytes(good)
+    before = _markers(ctx)
+    retried = _cli("retry-failed", config["run_dir"], "--no-progress")
+    assert retried.exit_code == 0, retried.output
+    assert _markers(ctx) == before
     assert_all_done(ctx)
+
+    # 2. corrupted again (a flow run fails), repaired with other content, retried as a deployment's
+    # only_failed run: the shard is scanned again and keyed on its content now
+    _corrupt(shard)
+    with pytest.raises(StageFailed, match=f"scan.*{SHARD}"):
+        orthoselect_pipeline(config=config)
+    lines = gzip.decompress(good).splitlines(keepends=True)
+    shard.write_bytes(gzip.compress(b"".join(lines[:-1])))  # valid, one document fewer
+    orthoselect_pipeline(config=config, only_failed=True)
+    assert_all_done(ctx)
+    assert ctx.read_marker("scan", SHARD)["stats"]["valid"] == len(lines) - 1  # type: ignore[index]
+
     before = _markers(ctx)
     again = orthoselect_pipeline(config=config)  # a plain rerun: nothing left to do
     assert again["cached_shards"] == {step.name: len(step.units(ctx)) for step in shard_steps()}
@@ -102,13 +107,13 @@ def test_a_repaired_shard_retried_is_keyed_on_its_content(route, prefect_api, co
     assert_all_done(ctx)
 
 
-def test_prefect_never_says_cached_for_a_stale_marker(prefect_api, corpus_dir, tmp_path):
+def test_prefect_never_says_cached_for_a_stale_marker(prefect_api, dask_address, corpus_dir, tmp_path):
     """Content A, then B, then A again: the first run's Prefect cache entry for A must not stand in for the
     marker, which holds B's key (before the fix the scan was `Cached` and its marker stayed stale forever)."""
     from flows.pipeline import orthoselect_pipeline
 
     data, shard = _data(corpus_dir, tmp_path)
-    config = small_config(data, tmp_path / "run")
+    config = small_config(data, tmp_path / "run", cluster={"address": dask_address})
     original = shard.read_bytes()
     orthoselect_pipeline(config=config)
     other = next(p for p in sorted(data.glob("*.jsonl.gz")) if p != shard)

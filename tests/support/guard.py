@@ -22,7 +22,7 @@ import pytest
 MARK = "integration"
 # fixtures that are a server in another process (the Prefect harness, a moto subprocess) or a server shared
 # by the session (only the first test to use it starts it)
-SERVER_FIXTURES = frozenset({"prefect_api", "s3_endpoint", "locked_s3"})
+SERVER_FIXTURES = frozenset({"prefect_api", "s3_endpoint", "locked_s3", "dask_address"})
 
 
 class ServerInUnmarkedTest(RuntimeError):
