@@ -124,6 +124,7 @@ class RaterStats:
     cache_hits: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
+    tokens_cached: int = 0  # of tokens_in, read from the provider's prompt cache
     retries: int = 0
     failures: int = 0
     cost_usd: float = 0.0  # sum of known costs
@@ -136,6 +137,7 @@ class RaterStats:
             "cache_hits",
             "tokens_in",
             "tokens_out",
+            "tokens_cached",
             "retries",
             "failures",
             "cost_usd",

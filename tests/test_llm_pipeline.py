@@ -12,12 +12,13 @@ from support.fake_llm_server import FakeLLMServer
 pytestmark = pytest.mark.integration
 
 KEY = "sk-test-0123456789abcdef-never-log-me"
+PRICES = {"input": 1.0, "output": 2.0, "cached_input": 0.1}  # dollars per million tokens
 
 
 @pytest.fixture(scope="module")
 def llm_server():
     os.environ["ORTHOSELECT_TEST_KEY"] = KEY  # before the Dask workers start: they inherit it
-    with FakeLLMServer(api_key=KEY) as server:
+    with FakeLLMServer(api_key=KEY, prefix_cache=True) as server:
         yield server
     os.environ.pop("ORTHOSELECT_TEST_KEY", None)
 
@@ -30,7 +31,7 @@ def pipeline_config(data: Path, run_dir: Path, url: str, cache_path: Path) -> di
         url,
         model="openai/fake-rater",
         cache=cache_path,
-        endpoint={"api_key_env": "ORTHOSELECT_TEST_KEY"},
+        endpoint={"api_key_env": "ORTHOSELECT_TEST_KEY", "price_per_million_tokens": PRICES},
         rule_count=24,
         examples=3,
         sample_size=200,
@@ -55,6 +56,22 @@ def test_llm_pipeline_counts_match_and_reruns_are_free(prefect_api, llm_server, 
     assert calls["score"]["requests"] == (1200 - 200) * 6 and calls["score"]["reused_from_sample"] == 200 * 6
     assert sent == calls["rules"]["requests"] + calls["rate"]["requests"] + calls["score"]["requests"]
     assert llm_server.unauthorized == 0 and not llm_server.key_outside_header
+
+    # the prompt cache: the r requests of a document share its prefix; what the server reported as cached is
+    # counted, priced at the cached rate and shown
+    cached = {step: c["tokens_cached"] for step, c in calls.items()}
+    assert cached["rate"] > 0 and cached["score"] > 0 and sum(cached.values()) == llm_server.cached_tokens
+    spend = manifest["spend"]
+    assert spend["input_tokens_cached"] == llm_server.cached_tokens
+    billed = sum(
+        (c["tokens_in"] - c["tokens_cached"]) * PRICES["input"]
+        + c["tokens_cached"] * PRICES["cached_input"]
+        + c["tokens_out"] * PRICES["output"]
+        for c in calls.values()
+    )
+    assert spend["cost_usd"] == pytest.approx(billed / 1e6)
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert f"{llm_server.cached_tokens:,} read from the provider's prompt cache" in report
 
     # the same config again: every step is already done; not one request reaches the server
     second = orthoselect_pipeline(config=config)

@@ -71,6 +71,12 @@ class DataConfig(Section):
 class Prices(Section):
     input: float = Field(..., ge=0, description="Dollars per million input (prompt) tokens.")
     output: float = Field(..., ge=0, description="Dollars per million output (completion) tokens.")
+    cached_input: float | None = Field(
+        None,
+        ge=0,
+        description="Dollars per million input tokens the provider reads from its prompt cache (OpenAI's "
+        "`cached_tokens`, Anthropic's cache reads). null: the `input` price (no discount is assumed).",
+    )
 
 
 class LLMEndpoint(Section):

@@ -316,7 +316,7 @@ class LLMClient:
             return e
         else:
             ended = True
-            cost = self._price(completion.tokens_in, completion.tokens_out)
+            cost = self._price(completion.tokens_in, completion.tokens_out, completion.tokens_cached)
             self.usage.ended(reached=True, retry=retry, answer=completion, cost=cost)
             call.sent += 1
             self.breaker.answered()
@@ -341,9 +341,10 @@ class LLMClient:
             return min(err.retry_after, RETRY_AFTER_CAP_S)
         return self._rng.uniform(0, min(BACKOFF_CAP_S, self.backoff_base_s * 2**attempt))
 
-    def _price(self, tokens_in: int, tokens_out: int) -> float | None:
-        """Dollars for a request's tokens; None at an unknown price (or none given)."""
-        return self.prices.cost(tokens_in, tokens_out) if self.prices is not None else None
+    def _price(self, tokens_in: int, tokens_out: int, tokens_cached: int = 0) -> float | None:
+        """Dollars for a request's tokens (`tokens_cached` of the input at the cached rate); None at an
+        unknown price (or none given)."""
+        return self.prices.cost(tokens_in, tokens_out, tokens_cached) if self.prices is not None else None
 
     def run_sync(self, coro: Coroutine) -> Any:
         """Run a coroutine on the client's private loop thread and return its result."""

@@ -22,15 +22,24 @@ class Prices:
     input_per_token: float | None
     output_per_token: float | None
     source: str  # "config", "litellm", "simulated" or "unknown"
+    cached_input_per_token: float | None = None  # input read from the provider's prompt cache; None: input's
 
     @property
     def known(self) -> bool:
         return self.input_per_token is not None and self.output_per_token is not None
 
-    def cost(self, tokens_in: int, tokens_out: int) -> float | None:
+    @property
+    def cached_rate(self) -> float | None:
+        """Dollars per cached input token: the cached price where one is known, else the input price."""
+        return self.input_per_token if self.cached_input_per_token is None else self.cached_input_per_token
+
+    def cost(self, tokens_in: int, tokens_out: int, tokens_cached: int = 0) -> float | None:
+        """Dollars for a request: `tokens_cached` of its `tokens_in` at the cached rate."""
         if self.input_per_token is None or self.output_per_token is None:
             return None
-        return tokens_in * self.input_per_token + tokens_out * self.output_per_token
+        cached = min(tokens_cached, tokens_in)
+        fresh = (tokens_in - cached) * self.input_per_token
+        return fresh + cached * (self.cached_rate or 0.0) + tokens_out * self.output_per_token
 
 
 @functools.lru_cache(maxsize=1)
@@ -41,9 +50,9 @@ def _cost_map() -> dict:
 
 
 @functools.lru_cache(maxsize=64)
-def _litellm_prices(model: str) -> tuple[float, float] | None:
-    """(input, output) dollars per token: the model string as given, then without its provider prefix
-    when the map's entry is for that provider (openai/gpt-4o-mini -> gpt-4o-mini)."""
+def _litellm_prices(model: str) -> tuple[float, float, float | None] | None:
+    """(input, output, cached input or None) dollars per token: the model string as given, then without
+    its provider prefix when the map's entry is for that provider (openai/gpt-4o-mini -> gpt-4o-mini)."""
     cost_map = _cost_map()
     provider, _, bare = model.partition("/")
     for name, same_provider in ((model, True), (bare, False)):
@@ -51,7 +60,12 @@ def _litellm_prices(model: str) -> tuple[float, float] | None:
         if not info or (not same_provider and info.get("litellm_provider") not in (provider, None)):
             continue
         if info.get("input_cost_per_token") is not None and info.get("output_cost_per_token") is not None:
-            return float(info["input_cost_per_token"]), float(info["output_cost_per_token"])
+            cached = info.get("cache_read_input_token_cost")
+            return (
+                float(info["input_cost_per_token"]),
+                float(info["output_cost_per_token"]),
+                None if cached is None else float(cached),
+            )
     return None
 
 
@@ -61,8 +75,9 @@ def prices_for(model: str, override: PriceConfig | dict | None = None) -> Prices
         return Prices(model, 0.0, 0.0, "simulated")
     if override is not None:
         o = override if isinstance(override, PriceConfig) else PriceConfig(**override)
-        return Prices(model, o.input / 1e6, o.output / 1e6, "config")
+        cached = None if o.cached_input is None else o.cached_input / 1e6
+        return Prices(model, o.input / 1e6, o.output / 1e6, "config", cached)
     found = _litellm_prices(model)
     if found is None:
         return Prices(model, None, None, "unknown")
-    return Prices(model, found[0], found[1], "litellm")
+    return Prices(model, found[0], found[1], "litellm", found[2])

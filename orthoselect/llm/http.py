@@ -14,6 +14,7 @@ from orthoselect.llm.transport import (
     LLMError,
     Request,
     Transport,
+    cached_tokens,
     error_for_status,
     parse_retry_after,
     redact,
@@ -114,6 +115,7 @@ class OpenAIHttpTransport(Transport):
             latency,
             1,
             request.structured,
+            cached_tokens(usage),
         )
 
     async def aclose(self) -> None:

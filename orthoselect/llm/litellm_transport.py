@@ -11,6 +11,7 @@ from orthoselect.llm.transport import (
     LLMError,
     Request,
     Transport,
+    cached_tokens,
     error_for_status,
     parse_retry_after,
     redact,
@@ -93,6 +94,7 @@ class LiteLLMTransport(Transport):
             latency,
             1,
             request.structured,
+            cached_tokens(_as_dict(usage)),
         )
 
     def _map(self, e: Exception) -> LLMError | Completion:
@@ -125,6 +127,15 @@ class LiteLLMTransport(Transport):
 
 
 _REFUSED = {"ConnectError", "ClientConnectorError"}  # httpx's and aiohttp's "no connection was made"
+
+
+def _as_dict(usage: object) -> dict:
+    """litellm's Usage object (or None) as the plain dict a provider sent."""
+    if usage is None:
+        return {}
+    if hasattr(usage, "model_dump"):
+        return usage.model_dump()
+    return dict(usage) if isinstance(usage, dict) else {}
 
 
 def _refused(e: BaseException) -> bool:

@@ -43,6 +43,17 @@ class Completion:
     latency_ms: float
     attempts: int = 1  # requests sent for it, retries included (set by LLMClient)
     structured: bool = False  # the request asked for a JSON-schema answer (Request.structured)
+    tokens_cached: int = 0  # of tokens_in, those the provider served from its prompt cache (billed cheaper)
+
+
+def cached_tokens(usage: dict) -> int:
+    """Prompt tokens a provider's usage reports as read from its prompt cache: OpenAI's (and vLLM's,
+    litellm's) `prompt_tokens_details.cached_tokens`, Anthropic's `cache_read_input_tokens`."""
+    details = usage.get("prompt_tokens_details") or {}
+    found = details.get("cached_tokens") if isinstance(details, dict) else None
+    if not found:
+        found = usage.get("cache_read_input_tokens")
+    return int(found or 0)
 
 
 class LLMError(Exception):

@@ -21,6 +21,7 @@ class Usage:
     in_flight: int = 0  # sent, not ended yet
     tokens_in: int = 0
     tokens_out: int = 0
+    tokens_cached: int = 0  # of tokens_in, read from the provider's prompt cache
     cost_usd: float = 0.0  # of the requests at a known price
     cost_unknown: int = 0  # requests at an unknown price
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -42,6 +43,7 @@ class Usage:
             if answer is not None:
                 self.tokens_in += answer.tokens_in
                 self.tokens_out += answer.tokens_out
+                self.tokens_cached += answer.tokens_cached
             if cost is None:
                 self.cost_unknown += 1
             else:

@@ -12,7 +12,14 @@ from collections.abc import Callable
 from orthoselect.choice.dpp import LOW_QUALITY
 from orthoselect.report.data import SCORE_PLOT, ScoreCounts
 from orthoselect.report.rules import num, pct, shared_clusters
-from orthoselect.report.text import EXAMPLE_TITLES, NO_TEXT, headline_sentences, in_step_order, notice
+from orthoselect.report.text import (
+    EXAMPLE_TITLES,
+    NO_TEXT,
+    cached_input_line,
+    headline_sentences,
+    in_step_order,
+    notice,
+)
 
 log = logging.getLogger("orthoselect.report.html")
 
@@ -244,6 +251,8 @@ def calls_section(m: dict) -> list[str]:
     cost += (f"; paid over all attempts ${paid:.4f}" if paid else "") + (
         f" (budget ${spend['budget_usd']:g})" if spend["budget_usd"] else ""
     )
+    if spend.get("input_tokens_cached"):
+        cost += f". Input tokens: {cached_input_line(spend)}"
     return [
         "<h2>Calls</h2>",
         '<p class="note">Per stage: what the run\'s outputs cost, then (<code>*_all_attempts</code>) what was sent '

@@ -5,7 +5,7 @@ later attempt (`orthoselect.stages.manifest.refresh_attempts`)."""
 from __future__ import annotations
 
 from orthoselect.report.rules import rule_choice_markdown
-from orthoselect.report.text import headline_markdown, in_step_order, notice
+from orthoselect.report.text import cached_input_line, headline_markdown, in_step_order, notice
 
 
 def _dollars(value: float, unknown: int) -> str:
@@ -62,6 +62,8 @@ def render_report(m: dict) -> str:
         + (f"; paid over all attempts ${paid:.4f}" if paid else "")
         + (f" (budget ${spend['budget_usd']:g})" if spend["budget_usd"] else ""),
     ]
+    if spend.get("input_tokens_cached"):
+        lines += [f"Input tokens: {cached_input_line(spend)}"]
     flagged = [r for r in m["rule_failures"] if r["flagged"]]
     if flagged:
         lines += ["", "## Rules flagged for failed ratings", ""]

@@ -80,3 +80,10 @@ def in_step_order(names: Mapping[str, object], order: list[str] | None) -> list[
     its keys), any step it does not list last."""
     known = [s for s in order or [] if s in names]
     return known + [s for s in names if s not in known]
+
+
+def cached_input_line(spend: dict) -> str:
+    """How much of the outputs' input the provider read from its prompt cache (billed at its cached price)."""
+    cached, fresh = spend.get("input_tokens_cached", 0), spend.get("input_tokens_uncached", 0)
+    share = cached / (cached + fresh) if cached + fresh else 0.0
+    return f"{cached:,} read from the provider's prompt cache ({100 * share:.1f} %), {fresh:,} not"

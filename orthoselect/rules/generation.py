@@ -87,7 +87,8 @@ class _Generation:
         s["retries"] += answer.attempts - 1
         s["tokens_in"] += answer.tokens_in
         s["tokens_out"] += answer.tokens_out
-        cost = self.client.prices.cost(answer.tokens_in, answer.tokens_out)
+        s["tokens_cached"] += answer.tokens_cached
+        cost = self.client.prices.cost(answer.tokens_in, answer.tokens_out, answer.tokens_cached)
         if cost is None:
             s["cost_unknown"] += 1
         else:
@@ -126,7 +127,9 @@ def generate_rules(
     from orthoselect.llm.transport import LLMError
 
     clipped = [e[: cfg.example_chars] for e in examples[: cfg.examples]]
-    stats: dict[str, Any] = dict.fromkeys(("requests", "retries", "tokens_in", "tokens_out", "cost_unknown"), 0)
+    stats: dict[str, Any] = dict.fromkeys(
+        ("requests", "retries", "tokens_in", "tokens_out", "tokens_cached", "cost_unknown"), 0
+    )
     stats |= {"cost_usd": 0.0, "model": cfg.model, "parse_failures": 0, "cache_hits": 0}
     texts: list[str] = []
     with LLMClient(

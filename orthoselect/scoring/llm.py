@@ -103,7 +103,7 @@ class LiteLLMRater(Rater):
         client = self.__dict__.get("client")
         if client is not None:
             used = client.usage.snapshot()
-            for name in ("requests", "retries", "tokens_in", "tokens_out", "cost_usd", "cost_unknown"):
+            for name in ("requests", "retries", "tokens_in", "tokens_out", "tokens_cached", "cost_usd", "cost_unknown"):
                 setattr(stats, name, used[name])
         return stats
 

@@ -84,6 +84,7 @@ class Tally:
     attempts: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
+    tokens_cached: int = 0
     latency_ms: float = 0.0
     raw: str = ""  # the last answer's text
 
@@ -92,6 +93,7 @@ class Tally:
         self.attempts += c.attempts
         self.tokens_in += c.tokens_in
         self.tokens_out += c.tokens_out
+        self.tokens_cached += c.tokens_cached
         self.latency_ms += c.latency_ms
         self.raw = c.text
 
@@ -208,7 +210,7 @@ class RatingRun:
 
     def _cost(self, tally: Tally) -> float | None:
         """One pair's dollar cost (None at an unknown price)."""
-        return self.prices.cost(tally.tokens_in, tally.tokens_out)
+        return self.prices.cost(tally.tokens_in, tally.tokens_out, tally.tokens_cached)
 
     def _rating(self, job: Job, tally: Tally, cost: float | None, verdict: float | Failure) -> Rating:
         """The pair's Rating, counted by status."""

@@ -92,6 +92,7 @@ class UsageStats(Stats):
     retries: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
+    tokens_cached: int = 0  # of tokens_in, read from the provider's prompt cache
     cost_usd: float = 0.0
     cost_unknown: int = 0
 

@@ -87,6 +87,7 @@ def build_manifest(ctx: RunContext) -> dict:
         "failed",
         "tokens_in",
         "tokens_out",
+        "tokens_cached",
         "retries",
         "cost_usd",
         "cost_unknown",
@@ -210,8 +211,14 @@ def spend_summary(ctx: RunContext, calls: dict) -> dict:
     known = sum(c.get("cost_usd", 0.0) for c in calls.values())
     unknown = sum(c.get("cost_unknown", 0) for c in calls.values())
     logged = sum(c.get("cost_usd_all_attempts", 0.0) for c in calls.values())
+    tokens_in = sum(c.get("tokens_in", 0) for c in calls.values())
+    cached = sum(c.get("tokens_cached", 0) for c in calls.values())
     return {
         "cost_usd": known,
+        # input tokens of this run's outputs: read from the provider's prompt cache (billed at its cached
+        # price) and not
+        "input_tokens_cached": cached,
+        "input_tokens_uncached": tokens_in - cached,
         "unknown_requests": unknown,
         "complete": unknown == 0,
         # the governor's ledger when the run has one (it sees every request, rules included), else the raters' logs

@@ -78,6 +78,7 @@ class RatingStats(Stats):
     cache_misses: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
+    tokens_cached: int = 0  # of tokens_in, read from the provider's prompt cache
     retries: int = 0
     connect_errors: int = 0  # attempts whose connection was refused: not requests
     cost_usd: float = 0.0

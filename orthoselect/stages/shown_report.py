@@ -105,6 +105,7 @@ def usage_table(manifest: dict) -> Artifact:
                 "cache_hits": c.get("cache_hits"),
                 "tokens_in": c.get("tokens_in"),
                 "tokens_out": c.get("tokens_out"),
+                "tokens_cached": c.get("tokens_cached"),
                 "cost_usd": c.get("cost_usd"),
                 "requests_all_attempts": c.get("requests_all_attempts"),
                 "cost_usd_all_attempts": c.get("cost_usd_all_attempts"),
@@ -117,7 +118,8 @@ def usage_table(manifest: dict) -> Artifact:
         "orthoselect-usage",
         "table",
         rows,
-        f"LLM calls, tokens, cost and cache hits per step (cost of the outputs ${spend.get('cost_usd', 0):.4f}; "
+        "LLM calls, tokens (tokens_cached: input read from the provider's prompt cache), cost and cache hits "
+        f"per step (cost of the outputs ${spend.get('cost_usd', 0):.4f}; "
         f"paid over all attempts ${spend.get('spent_by_attempts_usd', 0):.4f}); wall seconds of the latest "
         "attempt that ran the step, busy seconds added over its units",
     )

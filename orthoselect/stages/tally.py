@@ -128,6 +128,7 @@ class Tally:
             "cache_misses": ratings - s["cache_hits"],
             "tokens_in": s["tokens_in"],
             "tokens_out": s["tokens_out"],
+            "tokens_cached": s.get("tokens_cached", 0),
             "retries": s["retries"],
             "connect_errors": getattr(rater, "connect_errors", 0),  # refused connections: not requests
             "cost_usd": s["cost_usd"],
@@ -175,6 +176,7 @@ USAGE_FIELDS = (
     "unanswered",
     "tokens_in",
     "tokens_out",
+    "tokens_cached",
     "cost_usd",
     "cost_unknown",
 )

@@ -65,6 +65,7 @@ from orthoselect.scoring.prompts import parse_rating_prompt  # noqa: E402
 
 FAULTS = ("429", "500", "503", "400", "timeout", "garbage", "truncated_json", "length", "refused")
 _COUNT_RE = re.compile(r"Write (\d+) distinct")
+PREFIX_BLOCK = 64  # characters per block of the fake prompt cache
 
 
 class FakeLLMServer:
@@ -94,6 +95,7 @@ class FakeLLMServer:
         host: str = "127.0.0.1",
         port: int = 0,
         reuse_port: bool = False,
+        prefix_cache: bool = False,
     ) -> None:
         self.latency_s = latency_ms / 1000.0
         self.mode, self.text, self.seed = mode, text, seed
@@ -112,6 +114,11 @@ class FakeLLMServer:
         self.dialects = () if reject_response_format else dialects
         self.unsupported = unsupported
         self.host, self.port, self.reuse_port = host, port, reuse_port
+        # a provider's prompt cache: prefixes seen, in blocks of PREFIX_BLOCK characters, reported back as
+        # usage.prompt_tokens_details.cached_tokens (as OpenAI and vLLM do)
+        self.prefix_cache = prefix_cache
+        self._prefixes: set[int] = set()
+        self.cached_tokens = 0  # reported as cached over every answer
         self.bodies: deque[dict] = deque(maxlen=keep_bodies)  # the last request bodies, as received
         self._simulated: Callable[[str, str, int], float] | None = None
         self._thread: threading.Thread | None = None
@@ -273,6 +280,11 @@ class FakeLLMServer:
             self.answered[content] += 1
         n_in = sum(len(str(m.get("content", ""))) for m in messages) // 4
         self.usage_tokens += n_in + 2
+        usage: dict[str, Any] = {"prompt_tokens": n_in, "completion_tokens": 2, "total_tokens": n_in + 2}
+        if self.prefix_cache:
+            cached = min(n_in, self._cached_prefix(messages) // 4)
+            self.cached_tokens += cached
+            usage["prompt_tokens_details"] = {"cached_tokens": cached}
         return web.Response(
             body=_dumps(
                 {
@@ -283,11 +295,23 @@ class FakeLLMServer:
                     "choices": [
                         {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
                     ],
-                    "usage": {"prompt_tokens": n_in, "completion_tokens": 2, "total_tokens": n_in + 2},
+                    "usage": usage,
                 }
             ),
             content_type="application/json",
         ), fault
+
+    def _cached_prefix(self, messages: list[dict]) -> int:
+        """Characters of this prompt's longest block-aligned prefix seen in an earlier prompt; remembers its own."""
+        prompt = "".join(str(m.get("content", "")) for m in messages)
+        blocks = [hash(prompt[:end]) for end in range(PREFIX_BLOCK, len(prompt) + 1, PREFIX_BLOCK)]
+        seen = 0
+        for n, block in enumerate(blocks, start=1):
+            if block not in self._prefixes:
+                break
+            seen = n * PREFIX_BLOCK
+        self._prefixes.update(blocks)
+        return seen
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})
