@@ -317,3 +317,38 @@ def test_invalid_rows_and_unreadable_shards_are_reported(tmp_path):
     assert any("invalid" in note for note in est["notes"])
     text = render_estimate(est)
     assert "Unreadable shards" in text and "b:" in text
+
+
+def test_each_rating_mode_is_projected_with_its_cached_input(corpus_dir, tmp_path):
+    """One rule per call, grouped (all of a document's rules in one call) and expected scores: requests
+    follow the formulas of orthoselect/preflight/modes.py, and what a prefix cache would read is priced at
+    the cached rate."""
+    prices = {"input": 1.0, "output": 2.0, "cached_input": 0.1}
+    cfg = config(
+        corpus_dir, tmp_path / "run", rating={"model": "openai/house-rater", "price_per_million_tokens": prices}
+    )
+    est = estimate(cfg, sample_docs=40)
+    N, R, r, n = est["pool"]["documents"], 24, 6, 300
+    modes = est["modes"]
+    single, grouped, expected = modes["rows"]
+    assert single["requests"] == n * R + (N - n) * r == est["total"]["requests"]
+    assert grouped["requests"] == N and expected["requests"] == single["requests"]
+    shared = modes["shared_prefix_tokens"]
+    assert shared > modes["rule_tokens"] > 0
+    if shared >= modes["cache_min_tokens"]:  # the provider caches it: all but a document's first request
+        assert single["input_tokens_cached"] == round(n * (R - 1) * shared) + round((N - n) * (r - 1) * shared)
+    else:  # below OpenAI's 1,024-token minimum, nothing is projected as cached
+        assert single["input_tokens_cached"] == 0
+    for row in (single, grouped, expected):
+        billed = row["input_tokens_uncached"] * 1.0 + row["input_tokens_cached"] * 0.1 + row["output_tokens"] * 2.0
+        assert row["cost_usd"] == pytest.approx(billed / 1e6)
+    assert grouped["input_tokens"] < single["input_tokens"] and expected["output_tokens"] < single["output_tokens"]
+    table = render_estimate(est)
+    assert "| grouped | all |" in table and "x R·N" in table
+
+    local = estimate(
+        config(corpus_dir, tmp_path / "run", rating={"model": "hosted_vllm/m", "api_base": "http://127.0.0.1:1/v1"}),
+        sample_docs=40,
+    )
+    assert local["modes"]["cache_min_tokens"] == 0  # a self-hosted server reuses any shared prefix
+    assert local["modes"]["rows"][0]["input_tokens_cached"] > 0

@@ -27,6 +27,8 @@ from orthoselect.data.pool_size import count_rows, sample_documents
 from orthoselect.data.shards import discover_shards
 from orthoselect.llm.cost import Prices, prices_for
 from orthoselect.llm.tokens import count_tokens, truncate_tokens
+from orthoselect.preflight.modes import EXPECTED_OUTPUT_TOKENS, GROUP_OUTPUT_TOKENS, Mode, modes_table, prefix_cache
+from orthoselect.preflight.modes import project as project_mode
 from orthoselect.rules.prompts import rules_messages
 from orthoselect.scoring.prompts import rating_messages
 
@@ -154,8 +156,24 @@ def estimate(cfg: Config, sample_docs: int = 200, retry_overhead: float = 0.0) -
         "tokens are the messages' text; providers add a few tokens of chat framing per message."
     )
 
+    shared, own = _prefix_split(rated_docs, proxies, mean_rule)
+    cache_min, cache_why = prefix_cache(cfg.rating.model, cfg.rating.api_base)
+    modes = [
+        project_mode(m, [(n, R), (N - n, r)], shared, own, rating_prices, cache_min)
+        for m in (
+            Mode("one rule per call", 1, out_typ),
+            Mode("grouped", None, GROUP_OUTPUT_TOKENS),
+            Mode("expected scores", 1, EXPECTED_OUTPUT_TOKENS),
+        )
+    ]
+    notes.append(
+        f"Modes: a document's requests share {shared:,.0f} tokens (instructions and the document, before the "
+        f"rule); {cache_why}."
+    )
+
     budget = cfg.budget_usd
     return {
+        "modes": {"shared_prefix_tokens": shared, "rule_tokens": own, "cache_min_tokens": cache_min, "rows": modes},
         "pool": {
             "shards": len(shards),
             "documents": N,
@@ -216,6 +234,19 @@ def _rule_texts(cfg: Config, notes: list[str]) -> tuple[list[str] | None, str]:
             )
         return _bank_rules(cfg.rules.count, cfg.seed), SIMULATED
     return None, f"llm:{cfg.rules.model}"
+
+
+def _prefix_split(docs: list[str], rules: list[str], mean_rule: float) -> tuple[float, float]:
+    """Mean tokens a rating prompt shares with the other rules' prompts of its document (everything before
+    the rule) and its own (the rule, at `mean_rule` tokens, and what follows it)."""
+    shared, own = [], []
+    for i, doc in enumerate(docs):
+        rule = rules[i % len(rules)]
+        system, user = (m["content"] for m in rating_messages(rule, doc))
+        cut = user.rindex(f"Rule: {rule}")
+        shared.append(count_tokens(system) + count_tokens(user[:cut]))
+        own.append(count_tokens(user[cut:]) - count_tokens(rule) + mean_rule)
+    return sum(shared) / len(shared), sum(own) / len(own)
 
 
 # --- stages ------------------------------------------------------------------------------------------
@@ -385,6 +416,10 @@ def render_estimate(est: dict) -> str:
             f"requests (R·n + r·(N-n)) are {ratio} of it."
         ),
     ]
+    modes = est.get("modes")
+    if modes:
+        lines += ["", "What rating would cost in each mode (rating.rules_per_call, rating.score_mode):", ""]
+        lines += modes_table(modes["rows"], paper["requests"])
     budget = est["budget_usd"]
     if budget is not None:
         if est["fits_budget"] is None:
