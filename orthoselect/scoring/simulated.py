@@ -336,6 +336,9 @@ class SimulatedRater(Rater):
             )
         self.stats.requests += len(ratings)
         self.stats.tokens_in += sum(rating.tokens_in for rating in ratings)
+        # a provider's prompt cache: every request of a document after its first shares the document
+        firsts = np.unique(d, return_index=True)[1]
+        self.stats.tokens_cached += sum(docs[i][2] for i in d.tolist()) - sum(docs[d[i]][2] for i in firsts.tolist())
         self.stats.tokens_out += len(ratings)
         self.stats.by_status["ok"] = self.stats.by_status.get("ok", 0) + len(ratings)
         return ratings
