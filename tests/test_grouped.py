@@ -206,3 +206,74 @@ def test_unreadable_grouped_answers_fall_back_and_failures_keep_their_raw_answer
         ratings = rater.rate(PAIRS[: len(RULES)])
         assert all(r.status == "parse_error" and r.raw == "no idea" for r in ratings)
         assert rater.group_stats.reasked_by_reason == {"no json object": len(RULES)}
+
+
+# --- the agreement check and the pool, in process (simulator) -------------------------------------------
+
+
+def run_grouped(corpus_dir, run_dir, **over):
+    from orthoselect.config import Config
+    from orthoselect.stages import RunContext, run_local
+    from support.configs import small_config
+
+    ctx = RunContext(Config.model_validate(small_config(corpus_dir, run_dir, **over)))
+    return ctx, run_local(ctx)
+
+
+def test_agreement_figures():
+    import numpy as np
+
+    from orthoselect.choice.agreement import group_agreement
+    from orthoselect.config import GroupAgreement
+
+    rng = np.random.default_rng(0)
+    single = rng.random((200, 3))
+    close = np.clip(single + rng.normal(0, 0.01, single.shape), 0, 1)
+    far = close.copy()
+    far[:, 2] = rng.random(200)  # rule c answers at random when grouped
+    good = group_agreement(single, close, ["a", "b", "c"], GroupAgreement())
+    assert good["passed"] and good["aggregate_spearman"] > 0.99 and good["top_overlap"] >= 0.9
+    assert good["disagreeing"] == [] and good["docs_compared"] == 200
+    bad = group_agreement(single, far, ["a", "b", "c"], GroupAgreement())
+    assert not bad["passed"] and bad["disagreeing"] == ["c"]
+    single[5, 1] = np.nan  # a document without every rating is left out of the aggregate
+    assert group_agreement(single, close, ["a", "b", "c"], GroupAgreement())["docs_compared"] == 199
+
+
+def test_passing_check_scores_the_pool_grouped(corpus_dir, tmp_path, caplog):
+    ctx, m = run_grouped(corpus_dir, tmp_path / "run", rating__rules_per_call="all", rating__group_check_docs=150)
+    check = ctx.storage.read_json("group_check.json")
+    assert check["checked"] and check["passed"] and check["pool_mode"] == "grouped"
+    assert check["docs_compared"] == 150 and len(check["rules"]) == 6
+    assert check["requests"] == 150  # one request per document: all 6 chosen rules in one call
+    assert m["grouping"]["pool_mode"] == "grouped"
+    # the pool: (1200 - 300) documents not in the sample, one request each instead of 6
+    assert m["calls"]["score"]["requests"] == 900 and m["calls"]["score"]["ratings"] == 900 * 6
+    assert m["calls"]["group_check"]["requests"] == 150
+    report = ctx.storage.read_bytes("report.md").decode()
+    assert "## Grouped rating check" in report and "pool scored grouped" in report
+    assert "Grouped rating check" in ctx.storage.read_bytes("report.html").decode()
+    assert not [r for r in caplog.records if "agreement check failed" in r.getMessage()]
+
+
+def test_failing_check_falls_back_to_one_rule_per_call_and_names_the_rules(corpus_dir, tmp_path, caplog):
+    over = {"rating__rules_per_call": 3, "rating__simulated_group_noise": 3.0, "rating__simulated_position_bias": 2.0}
+    with caplog.at_level("WARNING", logger="orthoselect"):
+        ctx, m = run_grouped(corpus_dir, tmp_path / "run", **over)
+    check = ctx.storage.read_json("group_check.json")
+    assert check["checked"] and not check["passed"] and check["pool_mode"] == "single"
+    assert check["requests"] == 200 * 2  # 6 chosen rules by 3: two requests per document
+    warned = [r.getMessage() for r in caplog.records if "agreement check failed" in r.getMessage()]
+    assert len(warned) == 1 and check["disagreeing"]
+    assert all(rule_id in warned[0] for rule_id in check["disagreeing"])
+    assert m["calls"]["score"]["requests"] == 900 * 6  # one rule per call
+    assert "FAILED" in ctx.storage.read_bytes("report.md").decode()
+
+
+def test_default_run_has_no_check_and_unchanged_keys(corpus_dir, tmp_path):
+    from orthoselect.config import Config
+    from orthoselect.stages import STEPS, RunContext
+    from support.configs import small_config
+
+    ctx = RunContext(Config.model_validate(small_config(corpus_dir, tmp_path / "run")))
+    assert STEPS["group_check"].inputs(ctx, None) == {"rules_per_call": 1}

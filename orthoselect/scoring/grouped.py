@@ -48,7 +48,8 @@ between 0 and 1, for example {example}."""
 GROUP_VERSION = stable_hash(["group", GROUP_SYSTEM, GROUP_USER], 12)
 
 _GROUP_PROMPT = re.compile(
-    r"\n<document (?P<tag>[0-9a-f]{8})>\n(?P<doc>.*)\n</document (?P=tag)>\n\nRules:\n(?P<rules>.*?)\n\nRespond only with a JSON object.*\Z",
+    r"\n<document (?P<tag>[0-9a-f]{8})>\n(?P<doc>.*)\n</document (?P=tag)>\n\nRules:\n(?P<rules>.*?)"
+    r"\n\nRespond only with a JSON object.*\Z",
     re.S,
 )
 _RULE_LINE = re.compile(r"(?P<label>R\d+): (?P<rule>.*)")

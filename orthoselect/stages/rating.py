@@ -1,7 +1,8 @@
 """Stages 2 and 4: rate the sample against all R rules (`ratings/<shard>.parquet`, long form), then
 score every pool document with the r chosen rules (`scores/<shard>.parquet`, one row a document;
-new ratings in `pool_ratings/<shard>.parquet`). Sample ratings of chosen rules are reused, never
-requested again. A document's score is the mean of its rule ratings that succeeded."""
+new ratings in `pool_ratings/<shard>.parquet`), several rules per request when `rating.rules_per_call`
+asks for it and the agreement check passed (`grouping.py`, `group_check.json`). Sample ratings of
+chosen rules are reused, never requested again. A document's score is the mean of its rule ratings that succeeded."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from orthoselect.llm.tokens import count_tokens
 from orthoselect.scoring.judge import ScoreJudge
 from orthoselect.stages.base import RunContext, ShardStep, Stats
 from orthoselect.stages.index import NO_TOTAL, sampled_documents, sampled_shards
-from orthoselect.stages.recorded import load_chosen_rules, load_rules, rater_for, read_dialect
+from orthoselect.stages.recorded import load_chosen_rules, load_rules, pool_grouped, rater_for, read_dialect
 from orthoselect.stages.tally import Tally
 from orthoselect.types import RATING_COLUMNS, Document, Rating
 
@@ -164,7 +165,7 @@ class ScorePool(ShardStep[ScoreStats]):
             "chosen": ctx.done_key("dpp"),
             "rating": rating_fingerprint(ctx),
             "reused": ctx.done_key("rate", shard.id) if self._sample_rated(ctx, shard) else None,
-        }
+        } | ({"grouping": ctx.done_key("group_check")} if ctx.cfg.rating.rules_per_call != 1 else {})
 
     @staticmethod
     def _sample_rated(ctx: RunContext, shard: Shard) -> bool:
@@ -199,7 +200,7 @@ class ScorePool(ShardStep[ScoreStats]):
         totals = {"docs": 0, "rated": 0, "unrated": 0, "reused": 0, "duplicates_dropped": 0}
         tally = Tally()
         with (
-            rater_for(ctx, self.name, shard.id) as rater,
+            rater_for(ctx, self.name, shard.id, grouped=pool_grouped(ctx)) as rater,
             ctx.storage.local_staging(f"scores/{shard.id}.parquet") as scores_tmp,
             ctx.storage.local_staging(f"pool_ratings/{shard.id}.parquet") as ratings_tmp,
             pq.ParquetWriter(scores_tmp, score_schema, compression="zstd") as scores_out,
