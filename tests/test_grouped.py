@@ -277,3 +277,51 @@ def test_default_run_has_no_check_and_unchanged_keys(corpus_dir, tmp_path):
 
     ctx = RunContext(Config.model_validate(small_config(corpus_dir, tmp_path / "run")))
     assert STEPS["group_check"].inputs(ctx, None) == {"rules_per_call": 1}
+
+
+@pytest.mark.integration
+def test_llm_pipeline_grouped_one_request_per_document_and_rerun_from_cache(corpus_dir, tmp_path):
+    """Rules from a file, ratings from the loopback server, all in process: the check passes (the server's
+    grouped answers equal its single ones), the pool costs one request per document, and a second run on
+    the same cache sends nothing."""
+    from orthoselect.config import Config
+    from orthoselect.stages import RunContext, run_local
+    from support.configs import llm_config
+    from support.fake_llm_server import FakeLLMServer
+
+    rules = tmp_path / "rules.txt"
+    rules.write_text("".join(f"Rule {i}: the text has property number {i}.\n" for i in range(10)))
+    with FakeLLMServer() as srv:
+
+        def run(name: str) -> tuple[RunContext, dict]:
+            cfg = llm_config(
+                corpus_dir,
+                tmp_path / name,
+                srv.url,
+                model="openai/fake",
+                cache=tmp_path / "cache.sqlite",
+                rules_file=rules,
+                sample_size=100,
+                concurrency=16,
+                rating__rules_per_call="all",
+                rating__group_check_docs=50,
+                rating__structured_output="json_schema",
+                rating__price_per_million_tokens={"input": 1.0, "output": 2.0},
+                dpp__k=4,
+            )
+            ctx = RunContext(Config.model_validate(cfg))
+            return ctx, run_local(ctx)
+
+        ctx, m = run("first")
+        check = ctx.storage.read_json("group_check.json")
+        assert check["passed"] and check["pool_mode"] == "grouped" and check["aggregate_spearman"] > 0.9999
+        assert check["requests"] == 50 == srv.grouped - 1100
+        assert m["calls"]["score"]["requests"] == 1100  # 1,200 documents, 100 rated in the sample: one request each
+        assert m["calls"]["rate"]["requests"] == 100 * 10
+        assert srv.requests == 100 * 10 + 50 + 1100
+        pool = ctx.storage.read_parquet("pool_ratings/" + ctx.storage.list("pool_ratings")[0])
+        assert (pool.status == "ok").all() and pool.cost_usd.sum() > 0
+        srv.reset_counts()
+        _, again = run("second")
+        assert srv.requests == 0  # every answer, grouped or not, came from the request cache
+        assert again["counts"]["selected"] == m["counts"]["selected"]
