@@ -112,7 +112,7 @@ def test_simulator_position_bias_favours_early_rules():
 
 
 def grouped(url, cache=None, rules_per_call="all", **over) -> GroupedRater:
-    return GroupedRater(http_rater(url, cache, concurrency=8, max_retries=1, **over), rules_per_call, seed=0)
+    return GroupedRater(http_rater(url, cache, **{"concurrency": 8, "max_retries": 1, **over}), rules_per_call, seed=0)
 
 
 @pytest.mark.integration
@@ -325,3 +325,29 @@ def test_llm_pipeline_grouped_one_request_per_document_and_rerun_from_cache(corp
         _, again = run("second")
         assert srv.requests == 0  # every answer, grouped or not, came from the request cache
         assert again["counts"]["selected"] == m["counts"]["selected"]
+
+
+@pytest.mark.integration
+def test_budget_stops_grouped_rating_and_a_larger_budget_resumes_without_paying_twice(request_cache):
+    from orthoselect.llm.governor import Governor, Permits
+    from orthoselect.llm.limits import BudgetExhausted
+    from support.fake_llm_server import FakeLLMServer
+
+    docs = [Document(f"b{i}", f"Budget document {i}. " + "Some words here. " * (5 + i % 7)) for i in range(60)]
+    pairs = [(d, r) for d in docs for r in RULES]
+    price = {"input": 100.0, "output": 100.0}  # dollars per million tokens: ~$0.01 a grouped request
+    with FakeLLMServer() as srv:
+        limiter = Permits(Governor(budget_usd=0.2), batch=1)
+        rater = grouped(srv.url, request_cache, limiter=limiter, price_per_million_tokens=price, concurrency=2)
+        with rater, pytest.raises(BudgetExhausted) as stop:
+            rater.rate(pairs)
+        partial = stop.value.partial
+        assert partial is not None
+        assert 0 < sum(r is not None for r in partial) < len(pairs)
+        assert all(r.status == "ok" for r in partial if r is not None)
+        paid = srv.requests
+        limiter = Permits(Governor(budget_usd=100.0), batch=1)
+        with grouped(srv.url, request_cache, limiter=limiter, price_per_million_tokens=price) as rater:
+            ratings = rater.rate(pairs)
+        assert [r.score for r in ratings] == [simulated_score(r.text, d.text, 0) for d, r in pairs]
+        assert srv.stats()["repeated"] == 0 and srv.requests == len(docs) > paid

@@ -101,6 +101,13 @@ class ScoreStats(RatingStats):
     reused: int = 0
     duplicates_dropped: int = 0
     rules: int = field(default=0, metadata=NO_TOTAL)
+    # grouped rating (rating.rules_per_call, when the agreement check passed): grouped requests, the pairs
+    # they rated, the pairs re-asked one rule per call by reason, and answered labels not asked for
+    groups: int = 0
+    pairs_grouped: int = 0
+    pairs_reasked: int = 0
+    reasked_by_reason: dict[str, int] = field(default_factory=dict)
+    unknown_labels: int = 0
 
 
 class RateSample(ShardStep[RatingStats]):
@@ -247,4 +254,6 @@ class ScorePool(ShardStep[ScoreStats]):
                 totals["unrated"] += int((n_rated == 0).sum())
             tally.check(self.name, shard.id, ctx.cfg.rating.max_failed_share)
             stats = tally.stats(rater)
-        return ScoreStats.from_dict({**totals, **stats, "rules": len(rules)})
+            group_stats = getattr(rater, "group_stats", None)
+            grouping = group_stats.to_dict() if group_stats is not None else {}
+        return ScoreStats.from_dict({**totals, **stats, **grouping, "rules": len(rules)})
