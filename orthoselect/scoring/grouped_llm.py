@@ -43,7 +43,7 @@ from orthoselect.types import Document, FailureStatus, RaterStats, Rating, Rule
 
 log = logging.getLogger(__name__)
 
-GROUP_ANSWER_TOKENS = 8  # completion tokens allowed per rule of a group, on top of rating.max_tokens
+GROUP_ANSWER_TOKENS = 12  # completion tokens per rule of a group (`"R10": 0.35, ` is ~8), on top of max_tokens
 
 Pairs = Sequence[tuple[Document, Rule]]
 
