@@ -351,3 +351,22 @@ def test_budget_stops_grouped_rating_and_a_larger_budget_resumes_without_paying_
             ratings = rater.rate(pairs)
         assert [r.score for r in ratings] == [simulated_score(r.text, d.text, 0) for d, r in pairs]
         assert srv.stats()["repeated"] == 0 and srv.requests == len(docs) > paid
+
+
+@pytest.mark.integration
+def test_pipeline_flow_runs_the_check_as_a_step_with_its_artifact_and_reruns_cached(prefect_api, corpus_dir, tmp_path):
+    """Through Prefect and a Dask cluster: the check runs as its own step (stage select_rules), shows its
+    table as an artifact, the pool is scored grouped, and a rerun is all cached."""
+    from orthoselect.config import Config
+    from support.configs import small_config
+    from support.pipeline import run_twice
+    from support.prefect_api import read_everything
+
+    config = small_config(corpus_dir, tmp_path / "run", rating__rules_per_call=4, rating__group_check_docs=100)
+    _, first, second = run_twice(config)
+    assert first["grouping"]["pool_mode"] == "grouped" and first["grouping"]["requests"] == 200  # 6 rules by 4
+    assert first["calls"]["score"]["requests"] == 900 * 2
+    assert second["cached_shards"]["score"] == 4 and second["grouping"] == first["grouping"]
+
+    name = Config.model_validate(config).run_name
+    assert f"orthoselect-group-check-{name}" in {a.key for a in read_everything("read_artifacts") if a.key}

@@ -23,7 +23,7 @@ from orthoselect.report.rules import num
 from orthoselect.stages.base import Artifact, RunContext, RunStep, UsageStats
 from orthoselect.stages.index import NO_TOTAL, sampled_documents, sampled_shards
 from orthoselect.stages.rating import rating_fingerprint
-from orthoselect.stages.recorded import CHECK_FILE, grouping_wanted, load_chosen_rules, rater_for
+from orthoselect.stages.recorded import CHECK_FILE, grouping_fingerprint, grouping_wanted, load_chosen_rules, rater_for
 from orthoselect.stages.tally import Tally
 from orthoselect.types import Document
 
@@ -56,8 +56,8 @@ class CheckGrouping(RunStep[GroupCheckStats]):
         r = ctx.cfg.rating
         if not grouping_wanted(ctx):
             return {"rules_per_call": 1}
-        found: dict = {
-            "rules_per_call": r.rules_per_call,
+        return {
+            "grouping": grouping_fingerprint(ctx),
             "docs": r.group_check_docs,
             "thresholds": r.min_group_agreement.model_dump(),
             "seed": ctx.cfg.seed,
@@ -65,9 +65,6 @@ class CheckGrouping(RunStep[GroupCheckStats]):
             "ratings": {s: ctx.done_key("rate", s) for s in sampled_shards(ctx)},
             "rating": rating_fingerprint(ctx),
         }
-        if r.model == SIMULATED:
-            found["simulated"] = [r.simulated_group_noise, r.simulated_position_bias]
-        return found
 
     def run(self, ctx: RunContext, unit: None) -> GroupCheckStats:
         r = ctx.cfg.rating

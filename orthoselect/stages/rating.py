@@ -19,7 +19,15 @@ from orthoselect.llm.tokens import count_tokens
 from orthoselect.scoring.judge import ScoreJudge
 from orthoselect.stages.base import RunContext, ShardStep, Stats
 from orthoselect.stages.index import NO_TOTAL, sampled_documents, sampled_shards
-from orthoselect.stages.recorded import load_chosen_rules, load_rules, pool_grouped, rater_for, read_dialect
+from orthoselect.stages.recorded import (
+    grouping_fingerprint,
+    grouping_wanted,
+    load_chosen_rules,
+    load_rules,
+    pool_grouped,
+    rater_for,
+    read_dialect,
+)
 from orthoselect.stages.tally import Tally
 from orthoselect.types import RATING_COLUMNS, Document, Rating
 
@@ -172,7 +180,7 @@ class ScorePool(ShardStep[ScoreStats]):
             "chosen": ctx.done_key("dpp"),
             "rating": rating_fingerprint(ctx),
             "reused": ctx.done_key("rate", shard.id) if self._sample_rated(ctx, shard) else None,
-        } | ({"grouping": ctx.done_key("group_check")} if ctx.cfg.rating.rules_per_call != 1 else {})
+        } | ({"grouping": [ctx.done_key("group_check"), grouping_fingerprint(ctx)]} if grouping_wanted(ctx) else {})
 
     @staticmethod
     def _sample_rated(ctx: RunContext, shard: Shard) -> bool:

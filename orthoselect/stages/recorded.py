@@ -7,7 +7,7 @@ in it, the rating steps' keys hold it, the manifest records it), and the run's r
 
 from __future__ import annotations
 
-from orthoselect.config import LLMEndpoint
+from orthoselect.config import SIMULATED, LLMEndpoint
 from orthoselect.llm.dialects import fixed_dialect
 from orthoselect.rules.sets import rules_from_json
 from orthoselect.scoring import make_rater
@@ -38,6 +38,18 @@ def grouping_wanted(ctx: RunContext) -> bool:
 def pool_grouped(ctx: RunContext) -> bool:
     """Whether the pool is scored grouped: asked for, and the agreement check passed."""
     return grouping_wanted(ctx) and ctx.storage.read_json(CHECK_FILE).get("pool_mode") == "grouped"
+
+
+def grouping_fingerprint(ctx: RunContext) -> dict:
+    """What grouped answers depend on besides the single-rule rating's fingerprint: rules per call, the
+    grouped prompt and parser, and the simulator's grouping knobs (a change asks again)."""
+    from orthoselect.scoring.grouped import GROUP_VERSION
+
+    r = ctx.cfg.rating
+    found: dict = {"rules_per_call": r.rules_per_call, "template": GROUP_VERSION}
+    if r.model == SIMULATED:
+        found["simulated"] = [r.simulated_group_noise, r.simulated_position_bias]
+    return found
 
 
 def dialect_file(section: str) -> str:
