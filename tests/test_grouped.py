@@ -363,10 +363,13 @@ def test_pipeline_flow_runs_the_check_as_a_step_with_its_artifact_and_reruns_cac
     from support.prefect_api import read_everything
 
     config = small_config(corpus_dir, tmp_path / "run", rating__rules_per_call=4, rating__group_check_docs=100)
+    from orthoselect.stages import RunContext
+
     _, first, second = run_twice(config)
-    assert first["grouping"]["pool_mode"] == "grouped" and first["grouping"]["requests"] == 200  # 6 rules by 4
-    assert first["calls"]["score"]["requests"] == 900 * 2
-    assert second["cached_shards"]["score"] == 4 and second["grouping"] == first["grouping"]
+    m = RunContext(Config.model_validate(config)).storage.read_json("manifest.json")
+    assert m["grouping"]["pool_mode"] == "grouped" and m["grouping"]["requests"] == 200  # 6 rules by 4: 2 a doc
+    assert m["calls"]["score"]["requests"] == 900 * 2
+    assert m["counts"]["attempts"] == 2 and second["counts"]["selected"] == first["counts"]["selected"] == 100
 
     name = Config.model_validate(config).run_name
     assert f"orthoselect-group-check-{name}" in {a.key for a in read_everything("read_artifacts") if a.key}
