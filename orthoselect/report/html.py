@@ -22,6 +22,7 @@ from orthoselect.report.data import (
     read_score_counts,
 )
 from orthoselect.report.files import HTML_REPORT, ReportMissing, location, missing
+from orthoselect.report.grouping import grouping_section
 from orthoselect.report.html_sections import (
     calls_section,
     choice_section,
@@ -71,6 +72,7 @@ def render_html(
     body = header_section(manifest)
     body += choice_section(selection, manifest["dpp"].get("sample_docs"), png)
     body += rules_section(selection, heatmap, png)
+    body += grouping_section(manifest)
     body += counts_section(manifest, scores, png)
     body += calls_section(manifest)
     body += failures_section(manifest)

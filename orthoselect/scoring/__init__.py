@@ -1,6 +1,7 @@
 """Scoring documents against rules: the raters (`base`: the interface; `simulated`: the offline simulator,
 `rating.model: simulated`; `llm` and `llm_run`: any model through the LLM layer), what one request asks and
-how its answer is read (`judge`, `prompts`, `parsing`), and what a rater reports of its usage
+how its answer is read (`judge`, `prompts`, `parsing`), several rules in one request (`grouped`: prompt
+and parser; `grouped_llm`: the LLM rater's grouped requests), and what a rater reports of its usage
 (`usage_report`). `make_rater` picks the rater a config asks for.
 
 May import: `orthoselect.config`, `orthoselect.data`, `orthoselect.llm`, `orthoselect.types`,
@@ -22,21 +23,39 @@ def make_rater(
     usage_sink: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     dialect: str | None = None,
+    grouped: bool = False,
 ) -> Rater:
     """The rater the config asks for, with the request cache at `cache_path` (None: no cache), within
     `limiter` (the run's LLM limits; None: none). An LLM rater reports what it sends to `usage_sink`,
     sends nothing new once `should_stop()` says the run is stopping, and asks in the structured-output
-    `dialect` (None: the config's, negotiated with its first request when `auto`)."""
+    `dialect` (None: the config's, negotiated with its first request when `auto`). `grouped`: rate
+    `rating.rules_per_call` rules per request (`grouped`, `grouped_llm`; nothing changes when that is 1)."""
     rating = cfg.rating
+    per_call = rating.rules_per_call if grouped else 1
     if rating.model == SIMULATED:
         from orthoselect.scoring.simulated import SimulatedRater
 
-        return SimulatedRater(seed=cfg.seed, max_doc_tokens=rating.max_doc_tokens)
+        if per_call == 1:
+            return SimulatedRater(seed=cfg.seed, max_doc_tokens=rating.max_doc_tokens)
+        return SimulatedRater(
+            seed=cfg.seed,
+            max_doc_tokens=rating.max_doc_tokens,
+            rules_per_call=per_call,
+            group_noise=rating.simulated_group_noise,
+            position_bias=rating.simulated_position_bias,
+        )
     from orthoselect.llm.cache import open_cache
     from orthoselect.scoring.llm import LiteLLMRater
 
     cache = open_cache(cache_path, cfg.storage.options) if cache_path else None
-    return LiteLLMRater(rating, cache, limiter=limiter, usage_sink=usage_sink, should_stop=should_stop, dialect=dialect)
+    rater = LiteLLMRater(
+        rating, cache, limiter=limiter, usage_sink=usage_sink, should_stop=should_stop, dialect=dialect
+    )
+    if per_call == 1:
+        return rater
+    from orthoselect.scoring.grouped_llm import GroupedRater
+
+    return GroupedRater(rater, per_call, cfg.seed)
 
 
 def rater_label(model: str) -> str:

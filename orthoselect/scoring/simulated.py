@@ -242,13 +242,22 @@ def _rule_key(rule_text: str, seed: int) -> int:
     return uint64_key("simulated-noise", normalise_rule(rule_text), seed)
 
 
-def _scores(factors: np.ndarray, loadings: np.ndarray, bias: np.ndarray, noise: np.ndarray) -> np.ndarray:
-    """Row-wise sigmoid(loadings . factors + bias + NOISE_SD * noise), rounded to 2 decimals. Summed
-    factor by factor, so a row's value never depends on the other rows."""
+def _scores(
+    factors: np.ndarray, loadings: np.ndarray, bias: np.ndarray, noise: np.ndarray, shift: np.ndarray | None = None
+) -> np.ndarray:
+    """Row-wise sigmoid(loadings . factors + bias + NOISE_SD * noise [+ shift]), rounded to 2 decimals.
+    Summed factor by factor, so a row's value never depends on the other rows."""
     logit = bias + NOISE_SD * noise
+    if shift is not None:  # a grouped answer's perturbation
+        logit = logit + shift
     for k in range(factors.shape[1]):
         logit = logit + factors[:, k] * loadings[:, k]
     return np.round(1.0 / (1.0 + np.exp(-logit)), 2)
+
+
+def _split(total: int, n: int) -> list[int]:
+    base, rest = divmod(total, n)
+    return [base + (j < rest) for j in range(n)]
 
 
 def simulated_score(rule_text: str, doc_text: str, seed: int) -> float:
@@ -264,17 +273,66 @@ def simulated_score(rule_text: str, doc_text: str, seed: int) -> float:
     return float(_scores(document_factors(doc_text)[None, :], loadings[None, :], np.array([bias]), noise)[0])
 
 
+_GROUP_SALT = np.uint64(0x6A09E667F3BCC908)  # a grouped answer's noise is another draw than the single one's
+
+
+def _group_shift(
+    pairs: Sequence[tuple[Document, Rule]],
+    doc_idx: np.ndarray,
+    docs: list[tuple[str, bool, int]],
+    doc_keys: np.ndarray,
+    rule_keys: np.ndarray,
+    rule_idx: np.ndarray,
+    rules_per_call: int | str,
+    seed: int,
+    noise_sd: float,
+    position_bias: float,
+) -> tuple[np.ndarray, list[list[int]]]:
+    """What grouping adds to each pair's logit, and the groups (pair indices in prompt order): the rules of
+    a document are grouped as the LLM rater groups them (`rule_groups`); a rule at place p of a group of k
+    gets position_bias * (1/2 - p/(k-1)) plus noise_sd times a standard normal drawn from the pair."""
+    from orthoselect.scoring.grouped import rule_groups
+
+    by_doc: dict[int, list[int]] = {}
+    for n, d in enumerate(doc_idx.tolist()):
+        by_doc.setdefault(d, []).append(n)
+    shift = noise_sd * _pair_noise(doc_keys[doc_idx], rule_keys[rule_idx] ^ _GROUP_SALT)
+    groups = []
+    for d, members in by_doc.items():
+        for part in rule_groups(docs[d][0], len(members), rules_per_call, seed):
+            group = [members[j] for j in part]
+            groups.append(group)
+            if len(group) > 1:
+                for p, n in enumerate(group):
+                    shift[n] += position_bias * (0.5 - p / (len(group) - 1))
+    return shift, groups
+
+
 class SimulatedRater(Rater):
-    """The offline simulator as a Rater: no model, no network; scores from simulated_score."""
+    """The offline simulator as a Rater: no model, no network; scores from simulated_score.
+
+    With `rules_per_call` other than 1 it answers as a grouped rater would (one request per group of a
+    document's rules, grouped and ordered as `orthoselect.scoring.grouped.rule_groups` does): each pair's
+    single-rule score moved, on the logit scale, by a seeded normal of spread `group_noise` (less agreement
+    with single-rule rating) and by `position_bias` between the first and the last rule of its group."""
 
     model = MODEL
 
-    def __init__(self, seed: int = 0, max_doc_tokens: int = 2048) -> None:
+    def __init__(
+        self,
+        seed: int = 0,
+        max_doc_tokens: int = 2048,
+        *,
+        rules_per_call: int | str = 1,
+        group_noise: float = 0.0,
+        position_bias: float = 0.0,
+    ) -> None:
         super().__init__()
         if max_doc_tokens <= 0:
             raise ValueError(f"max_doc_tokens must be positive, got {max_doc_tokens}")
         self.seed = _check_seed(seed)
         self.max_doc_tokens = max_doc_tokens
+        self.rules_per_call, self.group_noise, self.position_bias = rules_per_call, group_noise, position_bias
 
     def _truncate(self, text: str) -> tuple[str, bool, int]:
         """(text as rated, whether it was cut, its tokens); a text that fits is encoded only once."""
@@ -317,28 +375,43 @@ class SimulatedRater(Rater):
         rule_keys = np.array([_rule_key(text, self.seed) for text in rules], dtype=np.uint64)
         rule_tokens = [count_tokens(text) for text in rules]
         d, r = pair_idx[:, 0], pair_idx[:, 1]
-        scores = _scores(factors[d], loadings[r], bias[r], _pair_noise(doc_keys[d], rule_keys[r])).tolist()
+        noise = _pair_noise(doc_keys[d], rule_keys[r])
+        if self.rules_per_call == 1:
+            scores = _scores(factors[d], loadings[r], bias[r], noise).tolist()
+            tokens_in = [docs[di][2] + rule_tokens[ri] for di, ri in zip(d.tolist(), r.tolist())]
+            tokens_out, requests = [1] * len(pairs), len(pairs)
+            asked = d.tolist()  # the document of each request
+        else:
+            shift, groups = _group_shift(
+                pairs, d, docs, doc_keys, rule_keys, r, self.rules_per_call, self.seed, self.group_noise,
+                self.position_bias,
+            )  # fmt: skip
+            scores = _scores(factors[d], loadings[r], bias[r], noise, shift).tolist()
+            tokens_in, tokens_out, requests = [0] * len(pairs), [0] * len(pairs), len(groups)
+            asked = [int(d[group[0]]) for group in groups]
+            for group in groups:  # a request's tokens split evenly over its pairs, as the LLM rater does
+                used_in = docs[d[group[0]]][2] + sum(rule_tokens[r[n]] + 3 for n in group)
+                for n, t_in, t_out in zip(group, _split(used_in, len(group)), _split(6 * len(group), len(group))):
+                    tokens_in[n], tokens_out[n] = t_in, t_out
 
         ratings = []
-        for (doc, rule), score, di, ri in zip(pairs, scores, d.tolist(), r.tolist()):
-            _, cut, doc_tokens = docs[di]
+        for (doc, rule), score, di, t_in, t_out in zip(pairs, scores, d.tolist(), tokens_in, tokens_out):
             ratings.append(
                 Rating.ok(
                     doc.id,
                     rule.id,
                     score,
                     model=MODEL,
-                    tokens_in=doc_tokens + rule_tokens[ri],
-                    tokens_out=1,
+                    tokens_in=t_in,
+                    tokens_out=t_out,
                     cost_usd=0.0,
-                    truncated=cut,
+                    truncated=docs[di][1],
                 )
             )
-        self.stats.requests += len(ratings)
-        self.stats.tokens_in += sum(rating.tokens_in for rating in ratings)
+        self.stats.requests += requests
+        self.stats.tokens_in += sum(tokens_in)
+        self.stats.tokens_out += sum(tokens_out)
         # a provider's prompt cache: every request of a document after its first shares the document
-        firsts = np.unique(d, return_index=True)[1]
-        self.stats.tokens_cached += sum(docs[i][2] for i in d.tolist()) - sum(docs[d[i]][2] for i in firsts.tolist())
-        self.stats.tokens_out += len(ratings)
+        self.stats.tokens_cached += sum(docs[i][2] for i in asked) - sum(docs[i][2] for i in set(asked))
         self.stats.by_status["ok"] = self.stats.by_status.get("ok", 0) + len(ratings)
         return ratings

@@ -1,7 +1,7 @@
 """The pipeline's steps, in data-flow order. Each reads only what the steps before it persisted:
 
     plan -> scan (per shard) -> sample -> rules -> dialect -> rate (per sampled shard) -> dpp
-         -> score (per shard) -> rank -> write (per shard) -> manifest
+         -> group_check -> score (per shard) -> rank -> write (per shard) -> manifest
 
 `STEPS` is the registry: every list of steps (stage flows, status, manifest, progress bars, artifacts)
 is derived from it and from what each step declares (orthoselect/stages/base.py). Around the steps: the run
@@ -17,6 +17,7 @@ from typing import Any
 from orthoselect.stages.base import RUN_UNIT, Artifact, RunContext, RunStep, ShardStep, Step, StepNotReady
 from orthoselect.stages.dialect import FindDialect
 from orthoselect.stages.done import outstanding
+from orthoselect.stages.grouping import CheckGrouping
 from orthoselect.stages.index import DrawSample, Plan, ScanShard, sampled_shards
 from orthoselect.stages.manifest import WriteManifest, build_manifest, render_report
 from orthoselect.stages.rating import RateSample, ScorePool
@@ -33,6 +34,7 @@ STEPS: dict[str, Step] = {
         FindDialect(),
         RateSample(),
         SelectRules(),
+        CheckGrouping(),
         ScorePool(),
         RankPool(),
         WriteSelected(),

@@ -69,6 +69,14 @@ class WriteManifest(RunStep[ManifestStats]):
         return report_artifacts(ctx.storage)
 
 
+def _grouping(ctx: RunContext) -> dict:
+    """The agreement check's record (`group_check.json`) when grouped rating was asked for: how the pool
+    was scored (`pool_mode`) and why."""
+    if ctx.cfg.rating.rules_per_call == 1 or not ctx.storage.exists("group_check.json"):
+        return {}
+    return {"grouping": ctx.storage.read_json("group_check.json")}
+
+
 def build_manifest(ctx: RunContext) -> dict:
     from orthoselect.stages import STEPS  # the registry imports this module
 
@@ -94,8 +102,8 @@ def build_manifest(ctx: RunContext) -> dict:
     )
     calls = {
         s: {k: stages[s][k] for k in fields if k in stages[s]}
-        for s in ("rules", "dialect", "rate", "score")
-        if stages.get(s)
+        for s in ("rules", "dialect", "rate", "group_check", "score")
+        if stages.get(s) and (s != "group_check" or stages[s].get("docs"))
     }
     calls["score"]["reused_from_sample"] = score.get("reused", 0)
     _add_usage_over_attempts(ctx.storage, calls)
@@ -133,6 +141,7 @@ def build_manifest(ctx: RunContext) -> dict:
         "rho": {k: chosen[k] for k in ("rho_chosen", "rho_all", "percentile", "random_rhos") if k in chosen},
         "fidelity": {k: chosen.get(k) for k in ("fidelity", "fidelity_percentile", "random_fidelity")},
         "rule_choice": chosen,
+        **_grouping(ctx),
         "dpp": {
             "kernel": cfg.dpp.kernel,
             "method": cfg.dpp.method,

@@ -1,7 +1,8 @@
 """Stages 2 and 4: rate the sample against all R rules (`ratings/<shard>.parquet`, long form), then
 score every pool document with the r chosen rules (`scores/<shard>.parquet`, one row a document;
-new ratings in `pool_ratings/<shard>.parquet`). Sample ratings of chosen rules are reused, never
-requested again. A document's score is the mean of its rule ratings that succeeded."""
+new ratings in `pool_ratings/<shard>.parquet`), several rules per request when `rating.rules_per_call`
+asks for it and the agreement check passed (`grouping.py`, `group_check.json`). Sample ratings of
+chosen rules are reused, never requested again. A document's score is the mean of its rule ratings that succeeded."""
 
 from __future__ import annotations
 
@@ -18,7 +19,15 @@ from orthoselect.llm.tokens import count_tokens
 from orthoselect.scoring.judge import ScoreJudge
 from orthoselect.stages.base import RunContext, ShardStep, Stats
 from orthoselect.stages.index import NO_TOTAL, sampled_documents, sampled_shards
-from orthoselect.stages.recorded import load_chosen_rules, load_rules, rater_for, read_dialect
+from orthoselect.stages.recorded import (
+    grouping_fingerprint,
+    grouping_wanted,
+    load_chosen_rules,
+    load_rules,
+    pool_grouped,
+    rater_for,
+    read_dialect,
+)
 from orthoselect.stages.tally import Tally
 from orthoselect.types import RATING_COLUMNS, Document, Rating
 
@@ -101,6 +110,13 @@ class ScoreStats(RatingStats):
     reused: int = 0
     duplicates_dropped: int = 0
     rules: int = field(default=0, metadata=NO_TOTAL)
+    # grouped rating (rating.rules_per_call, when the agreement check passed): grouped requests, the pairs
+    # they rated, the pairs re-asked one rule per call by reason, and answered labels not asked for
+    groups: int = 0
+    pairs_grouped: int = 0
+    pairs_reasked: int = 0
+    reasked_by_reason: dict[str, int] = field(default_factory=dict)
+    unknown_labels: int = 0
 
 
 class RateSample(ShardStep[RatingStats]):
@@ -165,7 +181,7 @@ class ScorePool(ShardStep[ScoreStats]):
             "chosen": ctx.done_key("dpp"),
             "rating": rating_fingerprint(ctx),
             "reused": ctx.done_key("rate", shard.id) if self._sample_rated(ctx, shard) else None,
-        }
+        } | ({"grouping": [ctx.done_key("group_check"), grouping_fingerprint(ctx)]} if grouping_wanted(ctx) else {})
 
     @staticmethod
     def _sample_rated(ctx: RunContext, shard: Shard) -> bool:
@@ -200,7 +216,7 @@ class ScorePool(ShardStep[ScoreStats]):
         totals = {"docs": 0, "rated": 0, "unrated": 0, "reused": 0, "duplicates_dropped": 0}
         tally = Tally()
         with (
-            rater_for(ctx, self.name, shard.id) as rater,
+            rater_for(ctx, self.name, shard.id, grouped=pool_grouped(ctx)) as rater,
             ctx.storage.local_staging(f"scores/{shard.id}.parquet") as scores_tmp,
             ctx.storage.local_staging(f"pool_ratings/{shard.id}.parquet") as ratings_tmp,
             pq.ParquetWriter(scores_tmp, score_schema, compression="zstd") as scores_out,
@@ -247,4 +263,6 @@ class ScorePool(ShardStep[ScoreStats]):
                 totals["unrated"] += int((n_rated == 0).sum())
             tally.check(self.name, shard.id, ctx.cfg.rating.max_failed_share)
             stats = tally.stats(rater)
-        return ScoreStats.from_dict({**totals, **stats, "rules": len(rules)})
+            group_stats = getattr(rater, "group_stats", None)
+            grouping = group_stats.to_dict() if group_stats is not None else {}
+        return ScoreStats.from_dict({**totals, **stats, **grouping, "rules": len(rules)})

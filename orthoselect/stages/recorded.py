@@ -7,7 +7,7 @@ in it, the rating steps' keys hold it, the manifest records it), and the run's r
 
 from __future__ import annotations
 
-from orthoselect.config import LLMEndpoint
+from orthoselect.config import SIMULATED, LLMEndpoint
 from orthoselect.llm.dialects import fixed_dialect
 from orthoselect.rules.sets import rules_from_json
 from orthoselect.scoring import make_rater
@@ -25,6 +25,31 @@ def load_chosen_rules(ctx: RunContext) -> list[Rule]:
     """The r rules kept by the DPP, in pick order."""
     by_id = {r.id: r for r in load_rules(ctx)}
     return [by_id[i] for i in ctx.storage.read_json("rule_selection.json")["chosen_ids"]]
+
+
+CHECK_FILE = "group_check.json"  # the agreement check of grouped rating (stages/grouping.py)
+
+
+def grouping_wanted(ctx: RunContext) -> bool:
+    """Whether `rating.rules_per_call` asks for grouped rating of the pool."""
+    return ctx.cfg.rating.rules_per_call != 1
+
+
+def pool_grouped(ctx: RunContext) -> bool:
+    """Whether the pool is scored grouped: asked for, and the agreement check passed."""
+    return grouping_wanted(ctx) and ctx.storage.read_json(CHECK_FILE).get("pool_mode") == "grouped"
+
+
+def grouping_fingerprint(ctx: RunContext) -> dict:
+    """What grouped answers depend on besides the single-rule rating's fingerprint: rules per call, the
+    grouped prompt and parser, and the simulator's grouping knobs (a change asks again)."""
+    from orthoselect.scoring.grouped import GROUP_VERSION
+
+    r = ctx.cfg.rating
+    found: dict = {"rules_per_call": r.rules_per_call, "template": GROUP_VERSION}
+    if r.model == SIMULATED:
+        found["simulated"] = [r.simulated_group_noise, r.simulated_position_bias]
+    return found
 
 
 def dialect_file(section: str) -> str:
@@ -63,12 +88,14 @@ def known_dialect(ctx: RunContext, section: LLMEndpoint) -> str | None:
     return None
 
 
-def rater_for(ctx: RunContext, step: str, unit: str, dialect: str | None = "found") -> Rater:
+def rater_for(ctx: RunContext, step: str, unit: str, dialect: str | None = "found", grouped: bool = False) -> Rater:
     """The run's rater for one unit of a step: within the run's LLM limits, with its request cache when
     enabled, reporting what it sends under the run's attempt, asking in the dialect the run found
-    (`dialect` "found"; None: negotiate it)."""
+    (`dialect` "found"; None: negotiate it); `grouped`: `rating.rules_per_call` rules per request."""
     cache = ctx.cache_path() if ctx.cfg.cache.enabled else None
     usage = UsageLog(ctx.storage, ctx.attempt, step, unit)
     if dialect == "found":
         dialect = read_dialect(ctx, "rating")
-    return make_rater(ctx.cfg, cache, run_limiter(ctx), usage, should_stop=ctx.stop_requested, dialect=dialect)
+    return make_rater(
+        ctx.cfg, cache, run_limiter(ctx), usage, should_stop=ctx.stop_requested, dialect=dialect, grouped=grouped
+    )

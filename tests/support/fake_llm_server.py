@@ -7,7 +7,8 @@ As a process:   python tests/support/fake_llm_server.py --port 0 --latency-ms 10
 Endpoints: POST /v1/chat/completions, GET /v1/models, GET /stats. `latency_ms` runs from a request's
 arrival to its answer, the server's own work included, as with a real server.
 Answers: "simulated" (default) reads rule and document out of a rating prompt and answers
-simulated_score(rule, doc, seed) with two decimals; other prompts get a JSON list of rules when they ask
+simulated_score(rule, doc, seed) with two decimals (a grouped prompt: {"R1": score, ...}, or what
+`group_answer` makes of it); other prompts get a JSON list of rules when they ask
 for one, else a fixed text. "fixed" answers `text` to everything.
 Faults (rate_429, rate_500, rate_503, rate_400, rate_timeout, rate_garbage, rate_truncated_json,
 rate_length, rate_refused) are drawn from a hash of (seed, request content, attempt number of that
@@ -61,6 +62,7 @@ except ImportError:  # pragma: no cover
 if __package__ in (None, ""):  # run as a script: make `orthoselect` importable from the checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from orthoselect.scoring.grouped import parse_group_prompt  # noqa: E402
 from orthoselect.scoring.prompts import parse_rating_prompt  # noqa: E402
 
 FAULTS = ("429", "500", "503", "400", "timeout", "garbage", "truncated_json", "length", "refused")
@@ -120,6 +122,9 @@ class FakeLLMServer:
         self._prefixes: set[int] = set()
         self.cached_tokens = 0  # reported as cached over every answer
         self.bodies: deque[dict] = deque(maxlen=keep_bodies)  # the last request bodies, as received
+        # A grouped prompt (several rules) is answered {label: simulated score}; `group_answer`, when set,
+        # turns that dict (and the prompt's [(label, rule)]) into the answer text instead (tests' faults).
+        self.group_answer: Callable[[dict[str, float], list[tuple[str, str]]], str] | None = None
         self._simulated: Callable[[str, str, int], float] | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -145,6 +150,7 @@ class FakeLLMServer:
         self.in_flight = self.max_in_flight = 0  # requests being answered now / at most at once
         self.usage_tokens = 0  # prompt + completion tokens of every answer sent, as a provider bills them
         self.held = 0  # requests held by `hold`
+        self.grouped = 0  # requests carrying a grouped (several-rule) rating prompt
         self.bodies.clear()
 
     def stats(self) -> dict:
@@ -163,6 +169,7 @@ class FakeLLMServer:
             "key_outside_header": self.key_outside_header,
             "usage_tokens": self.usage_tokens,
             "held": self.held,
+            "grouped": self.grouped,
         }
 
     def content_count(self, model: str, messages: list[dict]) -> int:
@@ -194,6 +201,16 @@ class FakeLLMServer:
                 self._simulated = simulated_score
             score = self._simulated(parsed[0], parsed[1], self.seed)
             return f"{score:.2f}"
+        grouped = parse_group_prompt(user)
+        if grouped:
+            self.grouped += 1
+            if self._simulated is None:
+                from orthoselect.scoring.simulated import simulated_score
+
+                self._simulated = simulated_score
+            doc, rules = grouped
+            scores = {label: round(self._simulated(rule, doc, self.seed), 2) for label, rule in rules}
+            return self.group_answer(scores, rules) if self.group_answer is not None else json.dumps(scores)
         if "JSON list" in user:
             n = int(m.group(1)) if (m := _COUNT_RE.search(user)) else 5
             return json.dumps(
