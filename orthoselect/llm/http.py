@@ -16,6 +16,7 @@ from orthoselect.llm.transport import (
     Transport,
     error_for_status,
     parse_retry_after,
+    read_logprobs,
     redact,
     strip_provider,
 )
@@ -74,6 +75,9 @@ class OpenAIHttpTransport(Transport):
             payload["response_format"] = request.response_format
         if request.extra_body:
             payload.update(request.extra_body)
+        if request.top_logprobs is not None:
+            payload["logprobs"] = True
+            payload["top_logprobs"] = request.top_logprobs
         body = _dumps(payload)
         timeout = request.timeout
         to = self._timeouts.get(timeout)
@@ -114,6 +118,7 @@ class OpenAIHttpTransport(Transport):
             latency,
             1,
             request.structured,
+            read_logprobs(choice.get("logprobs")) if request.top_logprobs is not None else None,
         )
 
     async def aclose(self) -> None:

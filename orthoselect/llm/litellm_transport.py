@@ -13,6 +13,7 @@ from orthoselect.llm.transport import (
     Transport,
     error_for_status,
     parse_retry_after,
+    read_logprobs,
     redact,
 )
 
@@ -63,6 +64,9 @@ class LiteLLMTransport(Transport):
         extra: dict = {"response_format": request.response_format} if request.response_format is not None else {}
         if request.extra_body:
             extra["extra_body"] = request.extra_body
+        if request.top_logprobs is not None:  # dropped by litellm where the provider takes none (drop_params)
+            extra["logprobs"] = True
+            extra["top_logprobs"] = request.top_logprobs
         try:
             resp = await self._litellm.acompletion(
                 model=self.model,
@@ -93,6 +97,7 @@ class LiteLLMTransport(Transport):
             latency,
             1,
             request.structured,
+            read_logprobs(getattr(choice, "logprobs", None)) if request.top_logprobs is not None else None,
         )
 
     def _map(self, e: Exception) -> LLMError | Completion:

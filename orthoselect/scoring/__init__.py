@@ -22,21 +22,32 @@ def make_rater(
     usage_sink: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     dialect: str | None = None,
+    score_mode: str | None = None,
 ) -> Rater:
     """The rater the config asks for, with the request cache at `cache_path` (None: no cache), within
     `limiter` (the run's LLM limits; None: none). An LLM rater reports what it sends to `usage_sink`,
     sends nothing new once `should_stop()` says the run is stopping, and asks in the structured-output
-    `dialect` (None: the config's, negotiated with its first request when `auto`)."""
+    `dialect` (None: the config's, negotiated with its first request when `auto`), with scores of
+    `score_mode` (None: the config's `rating.score_mode`; `expected`: ExpectedScoreJudge)."""
     rating = cfg.rating
+    mode = score_mode or rating.score_mode
     if rating.model == SIMULATED:
         from orthoselect.scoring.simulated import SimulatedRater
 
-        return SimulatedRater(seed=cfg.seed, max_doc_tokens=rating.max_doc_tokens)
+        return SimulatedRater(seed=cfg.seed, max_doc_tokens=rating.max_doc_tokens, score_mode=mode)
     from orthoselect.llm.cache import open_cache
+    from orthoselect.scoring.judge import Judge
     from orthoselect.scoring.llm import LiteLLMRater
 
+    judge: Judge | None = None
+    if mode == "expected":
+        from orthoselect.scoring.expected import ExpectedScoreJudge
+
+        judge = ExpectedScoreJudge(rating.top_logprobs)
     cache = open_cache(cache_path, cfg.storage.options) if cache_path else None
-    return LiteLLMRater(rating, cache, limiter=limiter, usage_sink=usage_sink, should_stop=should_stop, dialect=dialect)
+    return LiteLLMRater(
+        rating, cache, limiter=limiter, judge=judge, usage_sink=usage_sink, should_stop=should_stop, dialect=dialect
+    )
 
 
 def rater_label(model: str) -> str:

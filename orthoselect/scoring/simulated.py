@@ -6,6 +6,11 @@ make seven latent quality factors. A rule loads on those factors: bank rules by 
 meaning; any other rule text by a seeded hash of its text, into a few clusters. The score is
 sigmoid(loadings . factors + bias + noise), rounded to 2 decimals, with noise drawn from a hash of
 (seed, rule text, document text): deterministic, and independent of batching.
+
+`score_mode: expected` (scoring/expected.py) gets, per rating, a distribution over the digits 0..9 around
+9 x that score (`digit_distribution`: a normal of EXPECTED_SD digits, cut to the scale, renormalised) and
+reports its expectation / 9, rounded to 4 decimals: as an LLM's expected score, it keeps the order of the
+sampled scores and is pulled toward the middle near the ends of the scale. Sampled mode is unchanged.
 """
 
 from __future__ import annotations
@@ -264,17 +269,39 @@ def simulated_score(rule_text: str, doc_text: str, seed: int) -> float:
     return float(_scores(document_factors(doc_text)[None, :], loadings[None, :], np.array([bias]), noise)[0])
 
 
+EXPECTED_SD = 1.0  # spread, in digits, of the simulated digit distribution in expected mode
+_DIGITS = np.arange(10, dtype=np.float64)
+
+
+def digit_distribution(scores: np.ndarray | float) -> np.ndarray:
+    """Probabilities of the digits 0..9 (last axis) for scores in [0, 1]: a normal around 9 x score with
+    EXPECTED_SD digits, cut to the scale and renormalised. What the simulator and the loopback test server
+    give as an LLM's digit distribution."""
+    centre = 9.0 * np.asarray(scores, dtype=np.float64)[..., None]
+    weights = np.exp(-0.5 * ((_DIGITS - centre) / EXPECTED_SD) ** 2)
+    return weights / weights.sum(axis=-1, keepdims=True)
+
+
+def expected_scores(scores: np.ndarray) -> np.ndarray:
+    """The expectation / 9 of `digit_distribution(scores)`, rounded to 4 decimals."""
+    return np.round(digit_distribution(scores) @ _DIGITS / 9.0, 4)
+
+
 class SimulatedRater(Rater):
-    """The offline simulator as a Rater: no model, no network; scores from simulated_score."""
+    """The offline simulator as a Rater: no model, no network; scores from simulated_score, or in
+    `score_mode` "expected" the expectation of a digit distribution around it (`expected_scores`)."""
 
     model = MODEL
 
-    def __init__(self, seed: int = 0, max_doc_tokens: int = 2048) -> None:
+    def __init__(self, seed: int = 0, max_doc_tokens: int = 2048, score_mode: str = "sampled") -> None:
         super().__init__()
         if max_doc_tokens <= 0:
             raise ValueError(f"max_doc_tokens must be positive, got {max_doc_tokens}")
+        if score_mode not in ("sampled", "expected"):
+            raise ValueError(f"score_mode must be 'sampled' or 'expected', got {score_mode!r}")
         self.seed = _check_seed(seed)
         self.max_doc_tokens = max_doc_tokens
+        self.score_mode = score_mode
 
     def _truncate(self, text: str) -> tuple[str, bool, int]:
         """(text as rated, whether it was cut, its tokens); a text that fits is encoded only once."""
@@ -317,7 +344,8 @@ class SimulatedRater(Rater):
         rule_keys = np.array([_rule_key(text, self.seed) for text in rules], dtype=np.uint64)
         rule_tokens = [count_tokens(text) for text in rules]
         d, r = pair_idx[:, 0], pair_idx[:, 1]
-        scores = _scores(factors[d], loadings[r], bias[r], _pair_noise(doc_keys[d], rule_keys[r])).tolist()
+        sampled = _scores(factors[d], loadings[r], bias[r], _pair_noise(doc_keys[d], rule_keys[r]))
+        scores = (expected_scores(sampled) if self.score_mode == "expected" else sampled).tolist()
 
         ratings = []
         for (doc, rule), score, di, ri in zip(pairs, scores, d.tolist(), r.tolist()):
