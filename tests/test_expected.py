@@ -151,13 +151,16 @@ def truth(top: int = 20) -> list[float]:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("dialect", ["json_schema", "off"])
-def test_expected_scores_from_the_server_and_a_rerun_pays_nothing(dialect, request_cache):
+@pytest.mark.parametrize(
+    ("dialect", "transport"), [("json_schema", "http"), ("off", "http"), ("json_schema", "litellm")]
+)
+def test_expected_scores_from_the_server_and_a_rerun_pays_nothing(dialect, transport, request_cache):
     from support.fake_llm_server import FakeLLMServer
     from support.raters import http_rater
 
     with FakeLLMServer() as srv:
-        with http_rater(srv.url, request_cache, judge=ExpectedScoreJudge(5), structured_output=dialect) as r:
+        over = {"structured_output": dialect, "transport": transport}
+        with http_rater(srv.url, request_cache, judge=ExpectedScoreJudge(5), **over) as r:
             first = r.rate(PAIRS)
         body = srv.bodies[-1]
         assert body["logprobs"] is True and body["top_logprobs"] == 5
@@ -165,7 +168,7 @@ def test_expected_scores_from_the_server_and_a_rerun_pays_nothing(dialect, reque
         assert all(x.status == "ok" for x in first), [x.reason for x in first]
         assert [x.score for x in first] == pytest.approx(truth(5), abs=1e-5)
         assert len({x.score for x in first}) >= len(PAIRS) - 2  # a spread, not a few values
-        with http_rater(srv.url, request_cache, judge=ExpectedScoreJudge(5), structured_output=dialect) as r:
+        with http_rater(srv.url, request_cache, judge=ExpectedScoreJudge(5), **over) as r:
             again = r.rate(PAIRS)
             assert r.stats.cache_hits == len(PAIRS)
         assert srv.requests == len(PAIRS)  # the rerun sent nothing
