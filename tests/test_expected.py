@@ -208,6 +208,7 @@ def test_a_run_in_expected_mode_records_the_mode_spreads_and_reruns_for_nothing(
         assert found["dialect"] == "json_object"
         mode = found["score_mode"]
         assert mode["used"] == "expected" and mode["logprobs"] is True and mode["reason"] == ""
+        assert "scores: **expected**" in ctx.storage.read_bytes("report.md").decode()
         assert mode["requests"] == 1 and m["calls"]["dialect"]["requests"] == 3  # 2 to negotiate, 1 probe
         ratings = ctx.storage.read_parquet("ratings/" + ctx.storage.list("ratings")[0])
         assert (ratings.status == "ok").all() and ratings.raw.str.contains('"p": ').all()
@@ -239,6 +240,7 @@ def test_an_endpoint_without_logprobs_falls_back_to_sampled_scores_and_says_so(c
     mode = m["structured_output"]["rating"]["score_mode"]
     assert mode["setting"] == "expected" and mode["used"] == "sampled" and mode["logprobs"] is False
     assert "without logprobs" in mode["reason"] and mode["outcome"] == "none"
+    assert "scores: **sampled**, though `expected` was asked" in ctx.storage.read_bytes("report.md").decode()
     assert any("returns no logprobs" in r.getMessage() and "sampled" in r.getMessage() for r in caplog.records)
     ratings = ctx.storage.read_parquet("ratings/" + ctx.storage.list("ratings")[0])
     assert (ratings.status == "ok").all() and not ratings.raw.str.contains('"p": ').any()  # the sampled judge's answers
@@ -254,3 +256,28 @@ def test_the_simulator_runs_in_expected_mode(corpus_dir, tmp_path):
     m = run_local(ctx)
     assert m["structured_output"]["rating"]["score_mode"]["used"] == "expected"
     assert m["counts"]["selected"] == 100
+
+
+def test_sampled_runs_keep_their_keys_and_expected_changes_them(tmp_path):
+    from orthoselect.config import Config, RatingConfig
+    from orthoselect.stages import RunContext
+    from orthoselect.stages.dialect import FindDialect
+    from orthoselect.stages.rating import rating_fingerprint
+    from support.configs import small_config
+    from support.raters import http_rater
+
+    ctx = RunContext(Config.model_validate(small_config(tmp_path, tmp_path / "run")))
+    assert "score_mode" not in rating_fingerprint(ctx) and "score_mode" not in FindDialect().inputs(ctx, None)
+    exp = RunContext(Config.model_validate(small_config(tmp_path, tmp_path / "run", rating__score_mode="expected")))
+    assert rating_fingerprint(exp)["score_mode"] == "expected" and "score_mode" in FindDialect().inputs(exp, None)
+    sampled = http_rater("http://127.0.0.1:9/v1").params()
+    assert "logprobs" not in sampled and "top_logprobs" not in sampled
+    expected = http_rater("http://127.0.0.1:9/v1", judge=ExpectedScoreJudge(7)).params()
+    assert expected["logprobs"] is True and expected["top_logprobs"] == 7
+
+    class Grouped(RatingConfig):  # grouped prompts (another part of issue 20) add rules_per_call
+        rules_per_call: int = 1
+
+    assert Grouped(score_mode="expected").score_mode == "expected"
+    with pytest.raises(ValueError, match="one rule per call"):
+        Grouped(score_mode="expected", rules_per_call=3)
