@@ -68,7 +68,7 @@ POOL = [
 ]
 
 
-def real_config(tmp_path: Path, llama: LlamaServer, transport: str) -> dict:
+def real_config(tmp_path: Path, llama: LlamaServer, transport: str, **rating: object) -> dict:
     """Six documents and four rules from a file: four documents rated against every rule, r = 2 rules
     chosen, the other two documents rated against those, the best three kept."""
     data = tmp_path / "data"
@@ -90,7 +90,7 @@ def real_config(tmp_path: Path, llama: LlamaServer, transport: str) -> dict:
         "seed": 0,
         "dataset": {"path": str(data)},
         "rules": {"file": str(rules)},
-        "rating": {**endpoint, "sample_size": 4, "concurrency": 1, "max_doc_tokens": 256},
+        "rating": {**endpoint, "sample_size": 4, "concurrency": 1, "max_doc_tokens": 256, **rating},
         "dpp": {"k": 2, "random_subsets": 20},
         "selection": {"mode": "top_k", "size": 3},
         "cache": {"path": str(tmp_path / "cache.sqlite")},
@@ -142,3 +142,27 @@ def test_the_pipeline_runs_on_the_real_model_or_says_why_not(
     if manifest is not None:
         assert manifest["structured_output"]["rating"]["dialect"] == "json_object"
         assert manifest["counts"]["selected"] == 3
+
+
+def test_expected_scores_give_the_real_model_a_spread_and_the_run_completes(llama: LlamaServer, tmp_path: Path) -> None:
+    """`score_mode: expected`: llama-cpp-python's server returns top_logprobs for chat completions (before its
+    grammar: the raw distribution), so the digit at the score position of {"score": d} has its distribution,
+    and the sample's scores are no longer one value: the run completes instead of stopping with the
+    "rater does not discriminate" diagnosis (SmolLM2 answers 0.5 to almost everything when sampled)."""
+    from orthoselect.choice.diagnostics import SAME_ANSWER_SHARE, rater_spread
+    from orthoselect.config import Config
+    from orthoselect.stages import RunContext, run_local
+
+    ctx = RunContext(Config.model_validate(real_config(tmp_path, llama, "http", score_mode="expected")))
+    manifest = run_local(ctx)  # no RaterNotDiscriminating, no TooManyFailedRatings
+
+    found = manifest["structured_output"]["rating"]
+    assert found["dialect"] == "json_object"
+    assert found["score_mode"]["used"] == "expected" and found["score_mode"]["logprobs"] is True, found
+    sample = pd.concat([ctx.storage.read_parquet(f"ratings/{name}") for name in ctx.storage.list("ratings")])
+    ok = sample[sample.status == "ok"]
+    assert len(ok) >= 0.9 * len(sample) and ok.score.between(0, 1).all()
+    assert ok.raw.str.contains('"p": ').all()  # each score from its digit distribution
+    spread = rater_spread(sample, sorted(set(sample.rule_id)))
+    assert spread.top_share < SAME_ANSWER_SHARE / 2, spread  # well below the diagnosis's 95 %
+    assert manifest["counts"]["selected"] == 3

@@ -118,8 +118,8 @@ def check_rater_discriminates(
         )
     answers = f". Raw answers: {', '.join(spread.answers)}" if spread.answers else ""
     remedy = (
-        ". Try a stronger rating.model, a finer answer scale (0-10) or logprob-weighted scores (a judge in "
-        "orthoselect/scoring/judge.py), or a larger rating.sample_size"
+        ". Try a stronger rating.model, a finer answer scale (0-10) or logprob-weighted scores (rating.score_mode: "
+        "expected), or a larger rating.sample_size"
         + (
             f"; or replace the constant rules, or lower dpp.k to at most {len(spread.varying)}"
             if spread.top_share < share and spread.varying

@@ -258,6 +258,35 @@ class RatingConfig(LLMEndpoint):
             raise ValueError("rules_per_call must be at least 1, or `all`")
         return value
 
+    score_mode: Literal["sampled", "expected"] = Field(
+        "sampled",
+        description="`sampled`: the score is the number the model answers (a float in [0, 1]). `expected`: "
+        "the model answers on an integer scale 0-9 (one token a value) and the score is the mean of its "
+        "probabilities over the ten digits at the answer's score position (from `logprobs`/`top_logprobs`, "
+        "renormalised over the digits), d/9 mapped to [0, 1]: a spread where a small model answers one value "
+        "to everything. Whether the endpoint returns logprobs is found once per run (structured_output/"
+        "rating.json, the manifest, the keys); one that returns none is rated `sampled`, with the reason "
+        "recorded and a warning. An answer without logprobs in an expected run is a failed rating "
+        "(parse_error 'no logprobs', re-asked once), never mixed in as a sampled score.",
+    )
+    top_logprobs: int = Field(
+        20,
+        ge=1,
+        le=20,
+        description="Alternatives asked for per answer token in `score_mode: expected` (OpenAI allows at "
+        "most 20); digits outside them count as probability 0. Part of every request's key.",
+    )
+
+    @model_validator(mode="after")
+    def _expected_one_rule_a_call(self) -> RatingConfig:
+        per_call = self.rules_per_call
+        if self.score_mode == "expected" and per_call != 1:
+            raise ValueError(
+                f"rating.score_mode 'expected' rates one rule per call for now; rating.rules_per_call is "
+                f"{per_call!r}: set it to 1, or use score_mode 'sampled' with grouped prompts"
+            )
+        return self
+
 
 class DPPConfig(Section):
     k: int = Field(10, gt=0, description="r: rules kept by the DPP.")

@@ -88,6 +88,7 @@ class _Call:
     est_cost: float = 0.0
     tries: int = 0
     sent: int = 0
+    top_logprobs: int | None = None  # logprobs asked for, with this many alternatives a token
 
 
 class _LoopThread:
@@ -235,13 +236,16 @@ class LLMClient:
         temperature: float | None = None,
         response_format: dict | None = None,
         dialect: str = "json_schema",
+        top_logprobs: int | None = None,
     ) -> Completion:
-        """One answer; with `response_format` (OpenAI's json_schema form) asked for in `dialect`.
+        """One answer; with `response_format` (OpenAI's json_schema form) asked for in `dialect`; with
+        `top_logprobs`, the answer's token logprobs asked for (Completion.logprobs, None where not returned).
         Retryable errors (429, 5xx, connection, timeout) are retried up to max_retries times with
         exponential backoff and full jitter, or after Retry-After when the server sends it.
         BudgetExhausted from the limiter propagates."""
         transport, sem = self._bind()
         call = self._call(messages, max_tokens, temperature, encode(dialect, response_format))
+        call.top_logprobs = top_logprobs
         attempt = 0
         while True:
             async with sem:
@@ -301,6 +305,7 @@ class LLMClient:
                     self.timeout_s,
                     call.response_format,
                     call.extra_body,
+                    call.top_logprobs,
                 )
             )
         except LLMError as e:

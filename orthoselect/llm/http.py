@@ -17,6 +17,7 @@ from orthoselect.llm.transport import (
     cached_tokens,
     error_for_status,
     parse_retry_after,
+    read_logprobs,
     redact,
     strip_provider,
 )
@@ -75,6 +76,9 @@ class OpenAIHttpTransport(Transport):
             payload["response_format"] = request.response_format
         if request.extra_body:
             payload.update(request.extra_body)
+        if request.top_logprobs is not None:
+            payload["logprobs"] = True
+            payload["top_logprobs"] = request.top_logprobs
         body = _dumps(payload)
         timeout = request.timeout
         to = self._timeouts.get(timeout)
@@ -115,7 +119,8 @@ class OpenAIHttpTransport(Transport):
             latency,
             1,
             request.structured,
-            cached_tokens(usage),
+            tokens_cached=cached_tokens(usage),
+            logprobs=read_logprobs(choice.get("logprobs")) if request.top_logprobs is not None else None,
         )
 
     async def aclose(self) -> None:

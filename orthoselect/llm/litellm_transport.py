@@ -14,6 +14,7 @@ from orthoselect.llm.transport import (
     cached_tokens,
     error_for_status,
     parse_retry_after,
+    read_logprobs,
     redact,
 )
 
@@ -64,6 +65,9 @@ class LiteLLMTransport(Transport):
         extra: dict = {"response_format": request.response_format} if request.response_format is not None else {}
         if request.extra_body:
             extra["extra_body"] = request.extra_body
+        if request.top_logprobs is not None:  # dropped by litellm where the provider takes none (drop_params)
+            extra["logprobs"] = True
+            extra["top_logprobs"] = request.top_logprobs
         try:
             resp = await self._litellm.acompletion(
                 model=self.model,
@@ -94,7 +98,8 @@ class LiteLLMTransport(Transport):
             latency,
             1,
             request.structured,
-            cached_tokens(_as_dict(usage)),
+            tokens_cached=cached_tokens(_as_dict(usage)),
+            logprobs=read_logprobs(getattr(choice, "logprobs", None)) if request.top_logprobs is not None else None,
         )
 
     def _map(self, e: Exception) -> LLMError | Completion:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 # Statuses that mean the request itself or the setup is wrong: retrying cannot help.
 _FATAL = {
@@ -27,6 +28,7 @@ class Request:
     timeout: float
     response_format: dict | None = None
     extra_body: dict | None = None
+    top_logprobs: int | None = None  # ask for logprobs with this many alternatives per token (None: none)
 
     @property
     def structured(self) -> bool:
@@ -44,6 +46,7 @@ class Completion:
     attempts: int = 1  # requests sent for it, retries included (set by LLMClient)
     structured: bool = False  # the request asked for a JSON-schema answer (Request.structured)
     tokens_cached: int = 0  # of tokens_in, those the provider served from its prompt cache (billed cheaper)
+    logprobs: tuple[TokenLogprob, ...] | None = None  # per answer token, when asked for and returned
 
 
 def cached_tokens(usage: dict) -> int:
@@ -54,6 +57,43 @@ def cached_tokens(usage: dict) -> int:
     if not found:
         found = usage.get("cache_read_input_tokens")
     return int(found or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One token of an answer as `choices[0].logprobs.content[i]` reports it: its text, its log-probability
+    and the `top_logprobs` alternatives at its position, (token, logprob) pairs, most likely first."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+def read_logprobs(logprobs: object) -> tuple[TokenLogprob, ...] | None:
+    """`choices[0].logprobs` of an OpenAI-style chat answer (a dict, or the SDK's objects through litellm)
+    as TokenLogprobs; None when the answer carries none (not asked, or the endpoint gives none)."""
+    content = _field(logprobs, "content")
+    if not content or not isinstance(content, (list, tuple)):
+        return None
+    out = []
+    try:
+        for item in content:
+            alts: Any = _field(item, "top_logprobs") or ()
+            top = tuple((str(_field(alt, "token")), _number(_field(alt, "logprob"))) for alt in alts)
+            out.append(TokenLogprob(str(_field(item, "token")), _number(_field(item, "logprob")), top))
+    except (TypeError, ValueError):  # a malformed entry: read as no logprobs, never as a guess
+        return None
+    return tuple(out)
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"not a number: {value!r}")
+    return float(value)
+
+
+def _field(obj: object, name: str) -> Any:
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
 
 
 class LLMError(Exception):

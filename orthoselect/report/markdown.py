@@ -13,6 +13,18 @@ def _dollars(value: float, unknown: int) -> str:
     return f"${value:.4f}" + (f" + unknown for {unknown} requests" if unknown else "")
 
 
+def _score_mode_lines(mode: dict | None) -> list[str]:
+    """What `rating.score_mode: expected` became (scoring/expected.py); nothing for sampled runs."""
+    if not mode:
+        return []
+    if mode.get("used") == "expected":
+        return [
+            f"- scores: **expected** (the mean of the digit distribution 0-9, top_logprobs {mode.get('top_logprobs')})"
+        ]
+    why = mode.get("reason") or "the endpoint returns no logprobs"
+    return [f"- scores: **sampled**, though `expected` was asked: {why}"]
+
+
 def render_report(m: dict) -> str:
     """Markdown summary: chosen rules with their quality, fidelity and rho beside random subsets, counts."""
     c, sel = m["counts"], m["selection"]
@@ -29,6 +41,7 @@ def render_report(m: dict) -> str:
             for section, rec in m.get("structured_output", {}).items()
             if rec.get("dialect")  # not for the offline simulator
         ),
+        *_score_mode_lines(m.get("structured_output", {}).get("rating", {}).get("score_mode")),
         f"- run dir: `{m['run_dir']}`; output: `{m['output']}`; seed {m['seed']}; config {m['config_hash']}",
         "",
     ]

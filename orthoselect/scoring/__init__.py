@@ -24,19 +24,23 @@ def make_rater(
     should_stop: Callable[[], bool] | None = None,
     dialect: str | None = None,
     grouped: bool = False,
+    score_mode: str | None = None,
 ) -> Rater:
     """The rater the config asks for, with the request cache at `cache_path` (None: no cache), within
     `limiter` (the run's LLM limits; None: none). An LLM rater reports what it sends to `usage_sink`,
     sends nothing new once `should_stop()` says the run is stopping, and asks in the structured-output
-    `dialect` (None: the config's, negotiated with its first request when `auto`). `grouped`: rate
-    `rating.rules_per_call` rules per request (`grouped`, `grouped_llm`; nothing changes when that is 1)."""
+    `dialect` (None: the config's, negotiated with its first request when `auto`), with scores of
+    `score_mode` (None: the config's `rating.score_mode`; `expected`: ExpectedScoreJudge). `grouped`: rate
+    `rating.rules_per_call` rules per request (`grouped`, `grouped_llm`; nothing changes when that is 1; the
+    config refuses grouped prompts with expected scores)."""
     rating = cfg.rating
     per_call = rating.rules_per_call if grouped else 1
+    mode = score_mode or rating.score_mode
     if rating.model == SIMULATED:
         from orthoselect.scoring.simulated import SimulatedRater
 
         if per_call == 1:
-            return SimulatedRater(seed=cfg.seed, max_doc_tokens=rating.max_doc_tokens)
+            return SimulatedRater(seed=cfg.seed, max_doc_tokens=rating.max_doc_tokens, score_mode=mode)
         return SimulatedRater(
             seed=cfg.seed,
             max_doc_tokens=rating.max_doc_tokens,
@@ -45,11 +49,17 @@ def make_rater(
             position_bias=rating.simulated_position_bias,
         )
     from orthoselect.llm.cache import open_cache
+    from orthoselect.scoring.judge import Judge
     from orthoselect.scoring.llm import LiteLLMRater
 
+    judge: Judge | None = None
+    if mode == "expected":
+        from orthoselect.scoring.expected import ExpectedScoreJudge
+
+        judge = ExpectedScoreJudge(rating.top_logprobs)
     cache = open_cache(cache_path, cfg.storage.options) if cache_path else None
     rater = LiteLLMRater(
-        rating, cache, limiter=limiter, usage_sink=usage_sink, should_stop=should_stop, dialect=dialect
+        rating, cache, limiter=limiter, judge=judge, usage_sink=usage_sink, should_stop=should_stop, dialect=dialect
     )
     if per_call == 1:
         return rater

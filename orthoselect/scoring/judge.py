@@ -6,15 +6,17 @@ to it. This is the shape of distilabel's judge tasks: template + parse + a safe 
 is a failure with its reason, never a default score).
 
 Adding a judge is one new subclass of `Judge`; `ScoreJudge` is the one in use. Another prompt, schema or
-parser needs nothing else. A logprob judge or a multi-rule judge is a subclass here too, but needs one thing
-more from the executor: a logprob judge, logprobs requested and carried on Completion (today: text only);
-a multi-rule judge, `parse` returning one score per rule and one request sent for several pairs."""
+parser needs nothing else. A logprob judge sets `top_logprobs` (the executor asks for logprobs, carried on
+Completion.logprobs) and overrides `read`, which turns a whole answer into the score and the text kept for it
+(`orthoselect/scoring/expected.py`: ExpectedScoreJudge). A multi-rule judge needs `parse` returning one score
+per rule and one request sent for several pairs."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from typing import Any
 
+from orthoselect.llm.transport import Completion
 from orthoselect.scoring.parsing import ScoreParseError, parse_score
 from orthoselect.scoring.prompts import RATING_RESPONSE_FORMAT, TEMPLATE_VERSION, rating_messages
 
@@ -34,6 +36,7 @@ class Judge(ABC):
 
     version: str  # changes whenever the prompts or the parser change; part of the rating stage's fingerprint
     response_format: dict[str, Any] | None = None  # sent where the endpoint takes it (see LLMClient)
+    top_logprobs: int | None = None  # logprobs asked for with this many alternatives a token (None: none)
 
     @abstractmethod
     def messages(self, rule_text: str, doc_text: str) -> Messages:
@@ -46,6 +49,12 @@ class Judge(ABC):
     @abstractmethod
     def parse(self, answer: str) -> float:
         """The score in [0, 1] that `answer` states, or ScoreParseError."""
+
+    def read(self, answer: Completion) -> tuple[float, str]:
+        """(score, the text kept for it) of a whole answer, or ScoreParseError. The kept text is what the
+        request cache stores and a Rating shows as `raw`, and `parse` of it must give the same score, so a
+        cached answer rates as the fresh one did. Default: the answer's text, read by `parse`."""
+        return self.parse(answer.text), answer.text
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(version={self.version!r})"

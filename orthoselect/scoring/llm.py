@@ -226,7 +226,7 @@ class LiteLLMRater(Rater):
         self.set_dialect(dialect)
         key = request_key(self.model, messages, self.params())
         try:
-            self.judge.parse(answer.text)
+            _, answer.text = self.judge.read(answer)  # the text the judge keeps of it
             usable = answer.finish_reason == "stop"
         except ScoreParseError:
             usable = False
@@ -260,7 +260,55 @@ class LiteLLMRater(Rater):
 
     def _first_params(self, dialect: str) -> dict[str, Any]:
         fields = request_fields(dialect, self.response_format)
+        if self.judge.top_logprobs is not None:  # a logprob judge: what it asks for is in the key
+            fields = {**fields, "logprobs": True, "top_logprobs": self.judge.top_logprobs}
         return {"max_tokens": self.cfg.max_tokens, "temperature": self.cfg.temperature, **fields}
+
+    def probe_logprobs(self, doc: Document, rule: Rule) -> dict:
+        """`aprobe_logprobs` for sync callers."""
+        return self.client.run_sync(self._probe_now(doc, rule))
+
+    async def _probe_now(self, doc: Document, rule: Rule) -> dict:
+        self.writer.start()
+        try:
+            return await self.aprobe_logprobs(doc, rule)
+        finally:
+            await asyncio.to_thread(self.writer.flush)
+
+    async def aprobe_logprobs(self, doc: Document, rule: Rule) -> dict:
+        """Whether the endpoint returns logprobs for the judge's request, found by rating (doc, rule) once
+        in the rater's dialect (a usable answer is kept, like the negotiation's: not paid twice; an answer of
+        the request cache says yes without a request). An endpoint that rejects the request's logprobs
+        fields (HTTP 400/422) says no. Returns {"logprobs", "outcome", "detail", "requests"}."""
+        text, _ = _truncate(doc.text, self.cfg.max_doc_tokens)
+        messages = self.judge.messages(rule.text, text)
+        key = request_key(self.model, messages, self.params())
+        found = self._probed.get(key) or (
+            (await asyncio.to_thread(self.cache.get_many, [key])).get(key) if self.cache is not None else None
+        )
+        job = Job(0, doc.id, rule.id, rule.text, text, False, messages, key)
+        if found is not None and self._cached_rating(job, found) is not None:
+            return {"logprobs": True, "outcome": "cached", "detail": "", "requests": 0}
+        sent = self.stats.requests
+        answer = await RatingRun(self, []).send(messages, self.max_tokens())
+        if isinstance(answer, LLMError):
+            if answer.status not in (400, 422):
+                raise answer
+            detail = f"the request with logprobs was rejected: {answer.message[:200]}"
+            return {"logprobs": False, "outcome": "rejected", "detail": detail, "requests": self.stats.requests - sent}
+        has = bool(answer.logprobs)
+        try:
+            _, answer.text = self.judge.read(answer)
+            if answer.finish_reason == "stop":
+                self._probed[key] = record = answer_record(key, self.model, answer)
+                self.writer.put(record)
+            detail = ""
+        except ScoreParseError as e:
+            detail = f"{e.reason}: {answer.text[:80]!r}"
+        if not has:
+            detail = f"the endpoint answered without logprobs ({answer.text[:40]!r})"
+        outcome = "returned" if has else "none"
+        return {"logprobs": has, "outcome": outcome, "detail": detail, "requests": self.stats.requests - sent}
 
     def rate(self, pairs: Pairs) -> list[Rating]:
         """One Rating per pair, in order. Callable from any thread, with or without a running loop."""

@@ -140,6 +140,10 @@ class RatingRun:
 
         return await negotiate(send, self.rater.response_format or {})
 
+    async def send(self, messages: Messages, max_tokens: int) -> Completion | LLMError:
+        """One request of the rater's kind, accounted like a rating's (a probe of the endpoint)."""
+        return await self._request(messages, Tally(), max_tokens)
+
     async def rate_one(self, job: Job) -> Rating:
         """The rating of one pair, asked for and accounted."""
         tally = Tally()
@@ -159,6 +163,7 @@ class RatingRun:
                     "unreachable" if isinstance(answer, EndpointUnreachable) else "unavailable", answer.message
                 )
             verdict = self._interpret(answer, self.rater.max_tokens(reask=round_ > 0))
+            tally.raw = answer.text
             if not isinstance(verdict, Failure):
                 self.ok += 1
                 self._keep(job, round_ == 0, messages, answer)
@@ -182,6 +187,7 @@ class RatingRun:
                 temperature=self.cfg.temperature,
                 response_format=rater.response_format,
                 dialect=dialect or rater.dialect or TEXT,
+                top_logprobs=self.judge.top_logprobs,
             )
         except LLMError as e:
             tally.attempts += e.attempts
@@ -198,9 +204,11 @@ class RatingRun:
             cut = f"answer cut at max_tokens={max_tokens} (finish_reason=length): {c.text[:60]!r}"
             return Failure("parse_error", cut)
         try:
-            return self.judge.parse(c.text)
+            score, kept = self.judge.read(c)
         except ScoreParseError as e:
             return Failure("parse_error", f"{e.reason}: {c.text[:80]!r}")
+        c.text = kept  # what the judge keeps of the answer: cached, shown as raw (a logprob judge's reading)
+        return score
 
     def _keep(self, job: Job, first_round: bool, messages: Messages, c: Completion) -> None:
         """Hand a usable answer to the cache writer under the key of the request really sent."""

@@ -6,6 +6,11 @@ make seven latent quality factors. A rule loads on those factors: bank rules by 
 meaning; any other rule text by a seeded hash of its text, into a few clusters. The score is
 sigmoid(loadings . factors + bias + noise), rounded to 2 decimals, with noise drawn from a hash of
 (seed, rule text, document text): deterministic, and independent of batching.
+
+`score_mode: expected` (scoring/expected.py) gets, per rating, a distribution over the digits 0..9 around
+9 x that score (`digit_distribution`: a normal of EXPECTED_SD digits, cut to the scale, renormalised) and
+reports its expectation / 9, rounded to 4 decimals: as an LLM's expected score, it keeps the order of the
+sampled scores and is pulled toward the middle near the ends of the scale. Sampled mode is unchanged.
 """
 
 from __future__ import annotations
@@ -308,13 +313,33 @@ def _group_shift(
     return shift, groups
 
 
+EXPECTED_SD = 1.0  # spread, in digits, of the simulated digit distribution in expected mode
+_DIGITS = np.arange(10, dtype=np.float64)
+
+
+def digit_distribution(scores: np.ndarray | float) -> np.ndarray:
+    """Probabilities of the digits 0..9 (last axis) for scores in [0, 1]: a normal around 9 x score with
+    EXPECTED_SD digits, cut to the scale and renormalised. What the simulator and the loopback test server
+    give as an LLM's digit distribution."""
+    centre = 9.0 * np.asarray(scores, dtype=np.float64)[..., None]
+    weights = np.exp(-0.5 * ((_DIGITS - centre) / EXPECTED_SD) ** 2)
+    return weights / weights.sum(axis=-1, keepdims=True)
+
+
+def expected_scores(scores: np.ndarray) -> np.ndarray:
+    """The expectation / 9 of `digit_distribution(scores)`, rounded to 4 decimals."""
+    return np.round(digit_distribution(scores) @ _DIGITS / 9.0, 4)
+
+
 class SimulatedRater(Rater):
     """The offline simulator as a Rater: no model, no network; scores from simulated_score.
 
     With `rules_per_call` other than 1 it answers as a grouped rater would (one request per group of a
     document's rules, grouped and ordered as `orthoselect.scoring.grouped.rule_groups` does): each pair's
     single-rule score moved, on the logit scale, by a seeded normal of spread `group_noise` (less agreement
-    with single-rule rating) and by `position_bias` between the first and the last rule of its group."""
+    with single-rule rating) and by `position_bias` between the first and the last rule of its group.
+    In `score_mode` "expected" a score is the expectation of a digit distribution around the simulated
+    score (`expected_scores`); the config rates expected scores one rule per call."""
 
     model = MODEL
 
@@ -326,13 +351,17 @@ class SimulatedRater(Rater):
         rules_per_call: int | str = 1,
         group_noise: float = 0.0,
         position_bias: float = 0.0,
+        score_mode: str = "sampled",
     ) -> None:
         super().__init__()
         if max_doc_tokens <= 0:
             raise ValueError(f"max_doc_tokens must be positive, got {max_doc_tokens}")
+        if score_mode not in ("sampled", "expected"):
+            raise ValueError(f"score_mode must be 'sampled' or 'expected', got {score_mode!r}")
         self.seed = _check_seed(seed)
         self.max_doc_tokens = max_doc_tokens
         self.rules_per_call, self.group_noise, self.position_bias = rules_per_call, group_noise, position_bias
+        self.score_mode = score_mode
 
     def _truncate(self, text: str) -> tuple[str, bool, int]:
         """(text as rated, whether it was cut, its tokens); a text that fits is encoded only once."""
@@ -377,7 +406,8 @@ class SimulatedRater(Rater):
         d, r = pair_idx[:, 0], pair_idx[:, 1]
         noise = _pair_noise(doc_keys[d], rule_keys[r])
         if self.rules_per_call == 1:
-            scores = _scores(factors[d], loadings[r], bias[r], noise).tolist()
+            sampled = _scores(factors[d], loadings[r], bias[r], noise)
+            scores = (expected_scores(sampled) if self.score_mode == "expected" else sampled).tolist()
             tokens_in = [docs[di][2] + rule_tokens[ri] for di, ri in zip(d.tolist(), r.tolist())]
             tokens_out, requests = [1] * len(pairs), len(pairs)
             asked = d.tolist()  # the document of each request

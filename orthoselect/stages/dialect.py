@@ -3,10 +3,18 @@ kept in the run directory, `structured_output/<rules|rating>.json`: every proces
 the rating steps' keys hold it (a change re-asks) and the manifest records it.
 
     {"dialect": "json_object", "setting": "auto", "model": ..., "api_base": ..., "requests": 2,
-     "tried": [{"dialect": "json_schema", "outcome": "rejected", "detail": "HTTP 500 ..."}, ...]}"""
+     "tried": [{"dialect": "json_schema", "outcome": "rejected", "detail": "HTTP 500 ..."}, ...]}
+
+With `rating.score_mode: expected` the rating record also says whether the endpoint returns logprobs, found
+by rating one pair in the found dialect with the expected judge (scoring/expected.py), and which mode the
+run rates in: `expected`, or `sampled` with the reason (a WARNING is logged):
+
+    "score_mode": {"setting": "expected", "used": "sampled", "logprobs": false, "top_logprobs": 20,
+                   "outcome": "none", "reason": "the endpoint answered without logprobs ('7')", "requests": 1}"""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from orthoselect.config import SIMULATED
@@ -15,6 +23,10 @@ from orthoselect.stages.base import RunContext, RunStep, UsageStats
 from orthoselect.stages.index import NO_TOTAL, example_texts
 from orthoselect.stages.recorded import dialect_file, endpoint_record, known_dialect, load_rules, rater_for
 from orthoselect.types import Document
+
+log = logging.getLogger(__name__)
+
+_USAGE = ("requests", "retries", "tokens_in", "tokens_out", "cost_usd", "cost_unknown")
 
 
 @dataclass
@@ -26,7 +38,8 @@ class DialectStats(UsageStats):
 
 class FindDialect(RunStep[DialectStats]):
     """Before stage 2: the rating endpoint's dialect, negotiated by rating one sampled document against the
-    first rule in each dialect (its answer is kept in the request cache, so the rating is not paid twice)."""
+    first rule in each dialect (its answer is kept in the request cache, so the rating is not paid twice);
+    with `score_mode: expected`, whether the endpoint returns logprobs (the same pair rated once more)."""
 
     name = "dialect"
     stage = "rate_sample"
@@ -35,10 +48,15 @@ class FindDialect(RunStep[DialectStats]):
 
     def inputs(self, ctx: RunContext, unit: None) -> dict:
         r = ctx.cfg.rating
-        return {
+        found: dict = {
             "endpoint": [r.model, r.api_base, r.transport, r.structured_output],
             "judge": ScoreJudge.version,
         }
+        if r.score_mode != "sampled":  # a sampled run's key as before
+            from orthoselect.scoring.expected import EXPECTED_VERSION
+
+            found["score_mode"] = [r.score_mode, r.top_logprobs, EXPECTED_VERSION]
+        return found
 
     def run(self, ctx: RunContext, unit: None) -> DialectStats:
 
@@ -49,10 +67,41 @@ class FindDialect(RunStep[DialectStats]):
             record, stats = endpoint_record(rating, dialect, requests=0), DialectStats(dialect=dialect)
         else:
             doc = Document("dialect-probe", example_texts(ctx, 1)[0])
-            with rater_for(ctx, self.name, "run", dialect=None) as rater:
+            with rater_for(ctx, self.name, "run", dialect=None, score_mode="sampled") as rater:
                 found = rater.negotiate(doc, load_rules(ctx)[0])  # type: ignore[attr-defined]  # an LLM rater
                 usage = rater.stats.to_dict()
             record = endpoint_record(rating, found["dialect"], requests=found["requests"], tried=found["tried"])
             stats = DialectStats.from_dict({**usage, "dialect": found["dialect"]})
+        if rating.score_mode == "expected":
+            record["score_mode"] = self._expected(ctx, record["dialect"], stats)
         ctx.storage.write_json(dialect_file("rating"), record)
         return stats
+
+    def _expected(self, ctx: RunContext, dialect: str | None, stats: DialectStats) -> dict:
+        """Whether the rating endpoint returns logprobs, and so the score mode the run rates in; what the
+        probe sent is added to `stats`."""
+        rating = ctx.cfg.rating
+        found = {"setting": "expected", "top_logprobs": rating.top_logprobs}
+        if rating.model == SIMULATED:
+            return found | {"used": "expected", "logprobs": None, "outcome": "simulated", "reason": "", "requests": 0}
+        doc = Document("dialect-probe", example_texts(ctx, 1)[0])
+        with rater_for(ctx, self.name, "logprobs", dialect=dialect, score_mode="expected") as rater:
+            probe = rater.probe_logprobs(doc, load_rules(ctx)[0])  # type: ignore[attr-defined]  # an LLM rater
+            usage = rater.stats.to_dict()
+        for name in _USAGE:
+            setattr(stats, name, getattr(stats, name) + usage.get(name, 0))
+        used = "expected" if probe["logprobs"] else "sampled"
+        if used == "sampled":
+            log.warning(
+                "rating.score_mode expected: %s returns no logprobs (%s); the run is rated with sampled scores",
+                rating.model,
+                probe["detail"],
+            )
+        reason = probe["detail"] if used == "sampled" else ""
+        return found | {
+            "used": used,
+            "logprobs": probe["logprobs"],
+            "outcome": probe["outcome"],
+            "reason": reason,
+            "requests": probe["requests"],
+        }

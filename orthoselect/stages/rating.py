@@ -27,6 +27,7 @@ from orthoselect.stages.recorded import (
     pool_grouped,
     rater_for,
     read_dialect,
+    read_score_mode,
 )
 from orthoselect.stages.tally import Tally
 from orthoselect.types import RATING_COLUMNS, Document, Rating
@@ -65,6 +66,13 @@ def rating_fingerprint(ctx: RunContext) -> dict:
         "parse_retries": r.parse_retries,
         "template": ScoreJudge.version,
     }
+    if r.score_mode != "sampled":  # a sampled run's keys as before
+        from orthoselect.scoring.expected import EXPECTED_VERSION
+
+        mode = read_score_mode(ctx)
+        fp["score_mode"] = mode
+        if mode == "expected":
+            fp |= {"template": EXPECTED_VERSION, "top_logprobs": r.top_logprobs}
     if r.model == SIMULATED:
         return fp | {"seed": ctx.cfg.seed}
     return fp | {"dialect": read_dialect(ctx, "rating")}

@@ -88,14 +88,41 @@ def known_dialect(ctx: RunContext, section: LLMEndpoint) -> str | None:
     return None
 
 
-def rater_for(ctx: RunContext, step: str, unit: str, dialect: str | None = "found", grouped: bool = False) -> Rater:
+def read_score_mode(ctx: RunContext) -> str:
+    """The score mode the run rates in: `rating.score_mode`, except `sampled` where the dialect step found
+    that the rating endpoint returns no logprobs (its record's `score_mode.used`)."""
+    setting = ctx.cfg.rating.score_mode
+    path = dialect_file("rating")
+    if setting == "sampled" or not ctx.storage.exists(path):
+        return setting
+    found = ctx.storage.read_json(path).get("score_mode")
+    return (found.get("used") or setting) if isinstance(found, dict) else setting
+
+
+def rater_for(
+    ctx: RunContext,
+    step: str,
+    unit: str,
+    dialect: str | None = "found",
+    score_mode: str = "found",
+    grouped: bool = False,
+) -> Rater:
     """The run's rater for one unit of a step: within the run's LLM limits, with its request cache when
     enabled, reporting what it sends under the run's attempt, asking in the dialect the run found
-    (`dialect` "found"; None: negotiate it); `grouped`: `rating.rules_per_call` rules per request."""
+    (`dialect` "found"; None: negotiate it), with the score mode the run found (`score_mode` "found");
+    `grouped`: `rating.rules_per_call` rules per request."""
     cache = ctx.cache_path() if ctx.cfg.cache.enabled else None
     usage = UsageLog(ctx.storage, ctx.attempt, step, unit)
     if dialect == "found":
         dialect = read_dialect(ctx, "rating")
+    mode = read_score_mode(ctx) if score_mode == "found" else score_mode
     return make_rater(
-        ctx.cfg, cache, run_limiter(ctx), usage, should_stop=ctx.stop_requested, dialect=dialect, grouped=grouped
+        ctx.cfg,
+        cache,
+        run_limiter(ctx),
+        usage,
+        should_stop=ctx.stop_requested,
+        dialect=dialect,
+        score_mode=mode,
+        grouped=grouped,
     )

@@ -20,6 +20,11 @@ answer as the schema's JSON, {"score": 0.63} or {"rules": [...]}. A request in a
 `unsupported`: "400" rejected as OpenAI does, "500" answered 500 naming the format (llama-cpp-python's
 server with json_schema), "ignore" answered as text. `reject_response_format` = no dialect, "400".
 Rejections count in `rejected_response_format`, not in the content counts that drive faults.
+Logprobs: a rating prompt of `score_mode: expected` (scoring/expected.py) is answered with the digit nearest
+9 x the simulated score (as text, or {"score": d}); a request with `logprobs: true` gets
+`choices[0].logprobs.content` for the answer's tokens, the score's digit with its `top_logprobs` from the
+simulator's digit distribution (`digit_distribution`). `logprobs=False`: answers never carry logprobs, as
+Anthropic or a server without them (`logprob_answers` counts the answers that did).
 Outages: `stop()` closes the port and every connection; `refuse_connections()` closes the port only and
 answers what still arrives on open connections with `Connection: close`, so that every request that
 reached the server is answered and counted, and every later one is refused (no request is cut).
@@ -44,6 +49,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from aiohttp import web
 
 _loads: Callable[[bytes], Any]
@@ -62,8 +68,12 @@ except ImportError:  # pragma: no cover
 if __package__ in (None, ""):  # run as a script: make `orthoselect` importable from the checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from orthoselect.scoring.expected import EXPECTED_STRICT_SUFFIX  # noqa: E402
 from orthoselect.scoring.grouped import parse_group_prompt  # noqa: E402
 from orthoselect.scoring.prompts import parse_rating_prompt  # noqa: E402
+from orthoselect.scoring.simulated import digit_distribution  # noqa: E402
+
+_EXPECTED_ASK = "single digit from 0 to 9"  # in the expected-mode rating prompt (scoring/expected.py)
 
 FAULTS = ("429", "500", "503", "400", "timeout", "garbage", "truncated_json", "length", "refused")
 _COUNT_RE = re.compile(r"Write (\d+) distinct")
@@ -94,6 +104,7 @@ class FakeLLMServer:
         dialects: tuple[str, ...] = ("json_schema",),
         unsupported: str = "400",
         keep_bodies: int = 200,
+        logprobs: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
         reuse_port: bool = False,
@@ -115,6 +126,7 @@ class FakeLLMServer:
         self.retry_after, self.timeout_sleep_s, self.api_key = retry_after, timeout_sleep_s, api_key
         self.dialects = () if reject_response_format else dialects
         self.unsupported = unsupported
+        self.logprobs = logprobs
         self.host, self.port, self.reuse_port = host, port, reuse_port
         # a provider's prompt cache: prefixes seen, in blocks of PREFIX_BLOCK characters, reported back as
         # usage.prompt_tokens_details.cached_tokens (as OpenAI and vLLM do)
@@ -151,6 +163,7 @@ class FakeLLMServer:
         self.usage_tokens = 0  # prompt + completion tokens of every answer sent, as a provider bills them
         self.held = 0  # requests held by `hold`
         self.grouped = 0  # requests carrying a grouped (several-rule) rating prompt
+        self.logprob_answers = 0  # answers sent with logprobs
         self.bodies.clear()
 
     def stats(self) -> dict:
@@ -170,6 +183,7 @@ class FakeLLMServer:
             "usage_tokens": self.usage_tokens,
             "held": self.held,
             "grouped": self.grouped,
+            "logprob_answers": self.logprob_answers,
         }
 
     def content_count(self, model: str, messages: list[dict]) -> int:
@@ -193,13 +207,16 @@ class FakeLLMServer:
         if self.mode == "fixed":
             return self.text
         user = next((m.get("content") or "" for m in reversed(messages) if m.get("role") == "user"), "")
-        parsed = parse_rating_prompt(user)
+        expected = _EXPECTED_ASK in user
+        parsed = parse_rating_prompt(user.removesuffix(EXPECTED_STRICT_SUFFIX))
         if parsed:
             if self._simulated is None:
                 from orthoselect.scoring.simulated import simulated_score
 
                 self._simulated = simulated_score
             score = self._simulated(parsed[0], parsed[1], self.seed)
+            if expected:  # the most likely digit of the distribution the logprobs report
+                return str(int(np.argmax(digit_distribution(score))))
             return f"{score:.2f}"
         grouped = parse_group_prompt(user)
         if grouped:
@@ -284,6 +301,10 @@ class FakeLLMServer:
         text, finish = self._answer(messages), "stop"
         if structured:
             text = _as_json(text, schema)
+        logprobs = None
+        if body.get("logprobs") and self.logprobs and fault is None:
+            logprobs = self._logprobs(text, messages, int(body.get("top_logprobs") or 0))
+            self.logprob_answers += 1
         if fault == "garbage":
             text = "I think this document is quite nice overall."
         elif fault == "truncated_json":
@@ -310,7 +331,12 @@ class FakeLLMServer:
                     "created": 0,
                     "model": model,
                     "choices": [
-                        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": finish,
+                            "logprobs": logprobs,
+                        }
                     ],
                     "usage": usage,
                 }
@@ -329,6 +355,27 @@ class FakeLLMServer:
             seen = n * PREFIX_BLOCK
         self._prefixes.update(blocks)
         return seen
+
+    def _logprobs(self, text: str, messages: list[dict], top: int) -> dict:
+        """`choices[0].logprobs` of an answer: its tokens as a tokenizer would cut `{"score": 7}` (or the bare
+        answer), the score's digit with the simulator's digit distribution as its `top_logprobs`."""
+        tokens = re.findall(r'\{"|":|\d|[A-Za-z_]+|\s+|.', text)
+        user = next((m.get("content") or "" for m in reversed(messages) if m.get("role") == "user"), "")
+        parsed = parse_rating_prompt(user.removesuffix(EXPECTED_STRICT_SUFFIX))
+        probs = None
+        if parsed and _EXPECTED_ASK in user and self._simulated is not None:
+            probs = digit_distribution(self._simulated(parsed[0], parsed[1], self.seed))
+        content = []
+        for token in tokens:
+            if probs is not None and token.isdigit():
+                order = np.argsort(-probs, kind="stable")[: max(top, 1)]
+                alts = [{"token": str(d), "logprob": float(np.log(probs[d])), "bytes": None} for d in order]
+                logprob = float(np.log(probs[int(token)]))
+                probs = None  # only the score's digit
+            else:
+                alts, logprob = [{"token": token, "logprob": 0.0, "bytes": None}], 0.0
+            content.append({"token": token, "logprob": logprob, "bytes": None, "top_logprobs": alts[: max(top, 1)]})
+        return {"content": content, "refusal": None}
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})
@@ -478,6 +525,8 @@ def _as_json(text: str, schema: dict) -> str:
     if "rules" in properties:
         with contextlib.suppress(ValueError):
             return json.dumps({"rules": json.loads(text)})
+    if properties.get("score", {}).get("type") == "integer" and text.isdigit():
+        return f'{{"score": {int(text)}}}'
     try:
         return f'{{"score": {float(text)!r}}}'
     except ValueError:
