@@ -32,14 +32,15 @@ FAULT_MIX = TIMEOUTS | {
 
 @pytest.mark.parametrize("faults", [TIMEOUTS, FAULT_MIX], ids=["2% timeouts", "fault mix"])
 def test_a_flaky_endpoint_rates_everything_with_the_breaker_closed(faults):
-    """All 500 pairs leave at once; the endpoint answers each after 1 s, except 2 % that time out (the
-    client gives up after 3 s). Those slow requests are the last ones open, so they end together, more
-    than ten in a row with no answer in between (their retries take a second): the old breaker (ten
+    """All 500 pairs leave at once; the endpoint answers each after 0.2 s, except 2 % that time out (the
+    client gives up after 8 s: a margin that holds on a loaded machine, where 500 answers at once take
+    seconds of CPU). Those slow requests are the last ones open, so they end together, more than ten in
+    a row with no answer in between (their retries take 0.2 s): the old breaker (ten
     attempts in a row without an answer) opened there and failed their ratings as `unreachable`. They
     left before the endpoint's latest answer, so they do not count; their retries are answered. With the
     whole fault mix, every pair ends with a score or a final parse failure, none as unavailable."""
-    with FakeLLMServer(latency_ms=1000, timeout_sleep_s=10, seed=9, **faults) as srv:
-        with http_rater(srv.url, concurrency=len(PAIRS), timeout_s=3.0, max_retries=6) as rater:
+    with FakeLLMServer(latency_ms=200, timeout_sleep_s=30, seed=1, **faults) as srv:
+        with http_rater(srv.url, concurrency=len(PAIRS), timeout_s=8.0, max_retries=6) as rater:
             out = rater.rate(PAIRS)
         timeouts = srv.faults["timeout"]
         assert timeouts > UNREACHABLE_IN_A_ROW, "the seed must time out more requests than the threshold"
