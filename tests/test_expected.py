@@ -188,6 +188,23 @@ def test_an_answer_without_logprobs_in_an_expected_run_is_a_failed_pair_with_its
     assert len(request_cache) == 0  # nothing kept: a later run asks again
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize(("logprobs", "outcome"), [(True, "returned"), (False, "none"), ("reject", "rejected")])
+def test_the_probe_says_whether_the_endpoint_returns_logprobs(logprobs, outcome, request_cache):
+    from support.fake_llm_server import FakeLLMServer
+    from support.raters import http_rater
+
+    doc, rule = PAIRS[0]
+    with FakeLLMServer(logprobs=logprobs) as srv, http_rater(srv.url, request_cache, judge=ExpectedScoreJudge()) as r:
+        found = r.probe_logprobs(doc, rule)
+        assert found["logprobs"] is (logprobs is True) and found["outcome"] == outcome and found["requests"] == 1
+        assert ("rejected" in found["detail"] and "HTTP 400" in found["detail"]) if outcome == "rejected" else True
+        assert r.client.retries == 0
+        if logprobs is True:  # the probe's answer is the pair's rating: not asked again
+            assert r.rate([(doc, rule)])[0].status == "ok" and srv.requests == 1
+            assert r.probe_logprobs(doc, rule)["outcome"] == "cached"
+
+
 def expected_run(corpus_dir, tmp_path, url: str, **over) -> dict:
     from test_dialects import run_config
 
