@@ -8,9 +8,10 @@ sigmoid(loadings . factors + bias + noise), rounded to 2 decimals, with noise dr
 (seed, rule text, document text): deterministic, and independent of batching.
 
 `score_mode: expected` (scoring/expected.py) gets, per rating, a distribution over the digits 0..9 around
-9 x that score (`digit_distribution`: a normal of EXPECTED_SD digits, cut to the scale, renormalised) and
-reports its expectation / 9, rounded to 4 decimals: as an LLM's expected score, it keeps the order of the
-sampled scores and is pulled toward the middle near the ends of the scale. Sampled mode is unchanged.
+9 x that score before rounding (`digit_distribution`: a normal of EXPECTED_SD digits, cut to the scale,
+renormalised) and reports its expectation / 9, rounded to 4 decimals: as an LLM's expected score, it keeps
+the order of the sampled scores, is finer than the 2-decimal answer, and is pulled toward the middle near
+the ends of the scale. Sampled mode is unchanged.
 """
 
 from __future__ import annotations
@@ -247,13 +248,16 @@ def _rule_key(rule_text: str, seed: int) -> int:
     return uint64_key("simulated-noise", normalise_rule(rule_text), seed)
 
 
-def _scores(factors: np.ndarray, loadings: np.ndarray, bias: np.ndarray, noise: np.ndarray) -> np.ndarray:
-    """Row-wise sigmoid(loadings . factors + bias + NOISE_SD * noise), rounded to 2 decimals. Summed
-    factor by factor, so a row's value never depends on the other rows."""
+def _scores(
+    factors: np.ndarray, loadings: np.ndarray, bias: np.ndarray, noise: np.ndarray, decimals: int | None = 2
+) -> np.ndarray:
+    """Row-wise sigmoid(loadings . factors + bias + NOISE_SD * noise), rounded to `decimals` (None: not
+    rounded). Summed factor by factor, so a row's value never depends on the other rows."""
     logit = bias + NOISE_SD * noise
     for k in range(factors.shape[1]):
         logit = logit + factors[:, k] * loadings[:, k]
-    return np.round(1.0 / (1.0 + np.exp(-logit)), 2)
+    score = 1.0 / (1.0 + np.exp(-logit))
+    return score if decimals is None else np.round(score, decimals)
 
 
 def simulated_score(rule_text: str, doc_text: str, seed: int) -> float:
@@ -344,8 +348,11 @@ class SimulatedRater(Rater):
         rule_keys = np.array([_rule_key(text, self.seed) for text in rules], dtype=np.uint64)
         rule_tokens = [count_tokens(text) for text in rules]
         d, r = pair_idx[:, 0], pair_idx[:, 1]
-        sampled = _scores(factors[d], loadings[r], bias[r], _pair_noise(doc_keys[d], rule_keys[r]))
-        scores = (expected_scores(sampled) if self.score_mode == "expected" else sampled).tolist()
+        noise = _pair_noise(doc_keys[d], rule_keys[r])
+        if self.score_mode == "expected":  # around the unrounded score: the distribution's mean is finer
+            scores = expected_scores(_scores(factors[d], loadings[r], bias[r], noise, decimals=None)).tolist()
+        else:
+            scores = _scores(factors[d], loadings[r], bias[r], noise).tolist()
 
         ratings = []
         for (doc, rule), score, di, ri in zip(pairs, scores, d.tolist(), r.tolist()):
