@@ -118,7 +118,7 @@ class OpenAIHttpTransport(Transport):
             latency,
             1,
             request.structured,
-            read_logprobs(choice.get("logprobs")) if request.top_logprobs is not None else None,
+            logprobs=read_logprobs(choice.get("logprobs")) if request.top_logprobs is not None else None,
         )
 
     async def aclose(self) -> None:

@@ -97,7 +97,7 @@ class LiteLLMTransport(Transport):
             latency,
             1,
             request.structured,
-            read_logprobs(getattr(choice, "logprobs", None)) if request.top_logprobs is not None else None,
+            logprobs=read_logprobs(getattr(choice, "logprobs", None)) if request.top_logprobs is not None else None,
         )
 
     def _map(self, e: Exception) -> LLMError | Completion:
