@@ -152,13 +152,13 @@ def truth(top: int = 20) -> list[float]:
 
 @pytest.mark.integration
 @pytest.mark.parametrize(
-    ("dialect", "transport"), [("json_schema", "http"), ("off", "http"), ("json_schema", "litellm")]
+    ("dialect", "transport"), [("json_schema", "http"), ("off", "http"), ("guided", "http"), ("json_schema", "litellm")]
 )
 def test_expected_scores_from_the_server_and_a_rerun_pays_nothing(dialect, transport, request_cache):
     from support.fake_llm_server import FakeLLMServer
     from support.raters import http_rater
 
-    with FakeLLMServer() as srv:
+    with FakeLLMServer(dialects=("json_schema", "guided")) as srv:
         over = {"structured_output": dialect, "transport": transport}
         with http_rater(srv.url, request_cache, judge=ExpectedScoreJudge(5), **over) as r:
             first = r.rate(PAIRS)
