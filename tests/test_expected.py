@@ -125,11 +125,11 @@ def test_the_simulator_in_expected_mode_spreads_and_sampled_mode_is_unchanged():
     expected = np.array([x.score for x in SimulatedRater(seed=0, score_mode="expected").rate(pairs)])
     assert expected.min() >= 0 and expected.max() <= 1
     assert np.corrcoef(expected, sampled)[0, 1] > 0.99  # the same order, nearly
-    assert len(set(expected.round(6))) >= len(set(np.round(sampled, 6)))  # no coarser than the sampled scores
-    # each rating is the mean of a distribution over 0..9 around 9 x the sampled score
+    assert len(set(expected.round(6))) > len(set(np.round(sampled, 6)))  # finer than the 2-decimal answers
+    # each rating is the mean of a distribution over 0..9 around 9 x the (unrounded) sampled score
     dist = simulated_distribution(np.array(sampled))
     assert dist.shape == (len(pairs), 10) and np.allclose(dist.sum(axis=1), 1)
-    assert np.allclose(expected, np.round(dist @ np.arange(10) / 9, 4))
+    assert np.allclose(expected, dist @ np.arange(10) / 9, atol=0.005)
     with pytest.raises(ValueError, match="score_mode"):
         SimulatedRater(score_mode="greedy")
 
@@ -152,13 +152,13 @@ def truth(top: int = 20) -> list[float]:
 
 @pytest.mark.integration
 @pytest.mark.parametrize(
-    ("dialect", "transport"), [("json_schema", "http"), ("off", "http"), ("json_schema", "litellm")]
+    ("dialect", "transport"), [("json_schema", "http"), ("off", "http"), ("guided", "http"), ("json_schema", "litellm")]
 )
 def test_expected_scores_from_the_server_and_a_rerun_pays_nothing(dialect, transport, request_cache):
     from support.fake_llm_server import FakeLLMServer
     from support.raters import http_rater
 
-    with FakeLLMServer() as srv:
+    with FakeLLMServer(dialects=("json_schema", "guided")) as srv:
         over = {"structured_output": dialect, "transport": transport}
         with http_rater(srv.url, request_cache, judge=ExpectedScoreJudge(5), **over) as r:
             first = r.rate(PAIRS)
@@ -186,6 +186,23 @@ def test_an_answer_without_logprobs_in_an_expected_run_is_a_failed_pair_with_its
         assert srv.requests == 6  # each asked again once, strictly
     assert all(x.status == "parse_error" and x.reason.startswith("no logprobs") and x.score is None for x in out)
     assert len(request_cache) == 0  # nothing kept: a later run asks again
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("logprobs", "outcome"), [(True, "returned"), (False, "none"), ("reject", "rejected")])
+def test_the_probe_says_whether_the_endpoint_returns_logprobs(logprobs, outcome, request_cache):
+    from support.fake_llm_server import FakeLLMServer
+    from support.raters import http_rater
+
+    doc, rule = PAIRS[0]
+    with FakeLLMServer(logprobs=logprobs) as srv, http_rater(srv.url, request_cache, judge=ExpectedScoreJudge()) as r:
+        found = r.probe_logprobs(doc, rule)
+        assert found["logprobs"] is (logprobs is True) and found["outcome"] == outcome and found["requests"] == 1
+        assert ("rejected" in found["detail"] and "HTTP 400" in found["detail"]) if outcome == "rejected" else True
+        assert r.client.retries == 0
+        if logprobs is True:  # the probe's answer is the pair's rating: not asked again
+            assert r.rate([(doc, rule)])[0].status == "ok" and srv.requests == 1
+            assert r.probe_logprobs(doc, rule)["outcome"] == "cached"
 
 
 def expected_run(corpus_dir, tmp_path, url: str, **over) -> dict:

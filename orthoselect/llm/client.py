@@ -305,7 +305,7 @@ class LLMClient:
                     self.timeout_s,
                     call.response_format,
                     call.extra_body,
-                    call.top_logprobs,
+                    top_logprobs=call.top_logprobs,
                 )
             )
         except LLMError as e:

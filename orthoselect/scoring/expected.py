@@ -22,12 +22,16 @@ What is kept (`canonical`) is the distribution, not the answer: `{"score": 7, "p
 0.98}` with p rounded to 6 decimals, and the score is computed from that text both times (`parse_expected`),
 so the request cache (text only) reproduces the same score on a rerun and a rerun pays nothing.
 
-With JSON modes: OpenAI and llama.cpp report the logprobs of the tokens they sampled under the schema's
-constraint; vLLM reports logprobs of the model's raw distribution, before guided decoding's mask, unless
-told otherwise (`logprobs_mode`): either way only the ten digits are kept and renormalised, so tokens the
-schema would forbid do not count. An endpoint that returns no logprobs (Anthropic, OpenAI reasoning models,
-some servers) is found once per run (stages/dialect.py) and rated `sampled`, with the reason recorded.
-Grouped prompts (several rules a call) are refused with expected scores for now (config validation)."""
+With JSON modes: llama-cpp-python's server (measured: it lists tokens the grammar forbids, and appends the
+sampled token) and vLLM (`--logprobs-mode raw_logprobs`, its default) report the model's distribution before
+the schema's mask; a server that reports it after the mask has renormalised over the allowed tokens. At the
+score position the schema allows the digits (and at most whitespace), and only the ten digits are kept and
+renormalised, so both give the same distribution and tokens the schema forbids never count.
+
+An endpoint that returns no logprobs (Anthropic, OpenAI reasoning models, some servers) is found once per
+run (stages/dialect.py) and rated `sampled`, with the reason recorded. An answer without logprobs in a run
+that found them is a failed rating ("no logprobs"), never read as a sampled score. Grouped prompts (several
+rules a call) are refused with expected scores for now (config validation)."""
 
 from __future__ import annotations
 

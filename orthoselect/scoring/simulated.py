@@ -8,9 +8,10 @@ sigmoid(loadings . factors + bias + noise), rounded to 2 decimals, with noise dr
 (seed, rule text, document text): deterministic, and independent of batching.
 
 `score_mode: expected` (scoring/expected.py) gets, per rating, a distribution over the digits 0..9 around
-9 x that score (`digit_distribution`: a normal of EXPECTED_SD digits, cut to the scale, renormalised) and
-reports its expectation / 9, rounded to 4 decimals: as an LLM's expected score, it keeps the order of the
-sampled scores and is pulled toward the middle near the ends of the scale. Sampled mode is unchanged.
+9 x that score before rounding (`digit_distribution`: a normal of EXPECTED_SD digits, cut to the scale,
+renormalised) and reports its expectation / 9, rounded to 4 decimals: as an LLM's expected score, it keeps
+the order of the sampled scores, is finer than the 2-decimal answer, and is pulled toward the middle near
+the ends of the scale. Sampled mode is unchanged.
 """
 
 from __future__ import annotations
@@ -137,16 +138,22 @@ def _rule_key(rule_text: str, seed: int) -> int:
 
 
 def _scores(
-    factors: np.ndarray, loadings: np.ndarray, bias: np.ndarray, noise: np.ndarray, shift: np.ndarray | None = None
+    factors: np.ndarray,
+    loadings: np.ndarray,
+    bias: np.ndarray,
+    noise: np.ndarray,
+    shift: np.ndarray | None = None,
+    decimals: int | None = 2,
 ) -> np.ndarray:
-    """Row-wise sigmoid(loadings . factors + bias + NOISE_SD * noise [+ shift]), rounded to 2 decimals.
-    Summed factor by factor, so a row's value never depends on the other rows."""
+    """Row-wise sigmoid(loadings . factors + bias + NOISE_SD * noise [+ shift]), rounded to `decimals` (None:
+    not rounded). Summed factor by factor, so a row's value never depends on the other rows."""
     logit = bias + NOISE_SD * noise
     if shift is not None:  # a grouped answer's perturbation
         logit = logit + shift
     for k in range(factors.shape[1]):
         logit = logit + factors[:, k] * loadings[:, k]
-    return np.round(1.0 / (1.0 + np.exp(-logit)), 2)
+    score = 1.0 / (1.0 + np.exp(-logit))
+    return score if decimals is None else np.round(score, decimals)
 
 
 def _split(total: int, n: int) -> list[int]:
@@ -295,8 +302,10 @@ class SimulatedRater(Rater):
         d, r = pair_idx[:, 0], pair_idx[:, 1]
         noise = _pair_noise(doc_keys[d], rule_keys[r])
         if self.rules_per_call == 1:
-            sampled = _scores(factors[d], loadings[r], bias[r], noise)
-            scores = (expected_scores(sampled) if self.score_mode == "expected" else sampled).tolist()
+            if self.score_mode == "expected":  # around the unrounded score: the distribution's mean is finer
+                scores = expected_scores(_scores(factors[d], loadings[r], bias[r], noise, decimals=None)).tolist()
+            else:
+                scores = _scores(factors[d], loadings[r], bias[r], noise).tolist()
             tokens_in = [docs[di][2] + rule_tokens[ri] for di, ri in zip(d.tolist(), r.tolist())]
             tokens_out, requests = [1] * len(pairs), len(pairs)
             asked = d.tolist()  # the document of each request

@@ -24,7 +24,8 @@ Logprobs: a rating prompt of `score_mode: expected` (scoring/expected.py) is ans
 9 x the simulated score (as text, or {"score": d}); a request with `logprobs: true` gets
 `choices[0].logprobs.content` for the answer's tokens, the score's digit with its `top_logprobs` from the
 simulator's digit distribution (`digit_distribution`). `logprobs=False`: answers never carry logprobs, as
-Anthropic or a server without them (`logprob_answers` counts the answers that did).
+Anthropic or a server without them (`logprob_answers` counts the answers that did); `logprobs="reject"`: a
+request asking for them is answered 400, as OpenAI's reasoning models do.
 Outages: `stop()` closes the port and every connection; `refuse_connections()` closes the port only and
 answers what still arrives on open connections with `Connection: close`, so that every request that
 reached the server is answered and counted, and every later one is refused (no request is cut).
@@ -104,7 +105,7 @@ class FakeLLMServer:
         dialects: tuple[str, ...] = ("json_schema",),
         unsupported: str = "400",
         keep_bodies: int = 200,
-        logprobs: bool = True,
+        logprobs: bool | str = True,
         host: str = "127.0.0.1",
         port: int = 0,
         reuse_port: bool = False,
@@ -285,6 +286,8 @@ class FakeLLMServer:
                 return _error(
                     400, f"response_format {dialect} is not supported by this model", "invalid_request_error"
                 ), None
+        if body.get("logprobs") and self.logprobs == "reject":
+            return _error(400, "logprobs is not supported with this model.", "invalid_request_error"), None
         structured = dialect in self.dialects
         content = hashlib.sha256(_canon([model, messages])).hexdigest()[:16]
         self.by_content[content] += 1
@@ -302,7 +305,7 @@ class FakeLLMServer:
         if structured:
             text = _as_json(text, schema)
         logprobs = None
-        if body.get("logprobs") and self.logprobs and fault is None:
+        if body.get("logprobs") and self.logprobs is True and fault is None:
             logprobs = self._logprobs(text, messages, int(body.get("top_logprobs") or 0))
             self.logprob_answers += 1
         if fault == "garbage":
