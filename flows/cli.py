@@ -1,13 +1,12 @@
-"""The `orthoselect` command: runs the Prefect flows on a Dask cluster, with progress bars."""
+"""The `orthoselect` command: runs the Prefect flows on a Dask cluster, with progress bars (how a command
+runs them: flows/cli_run.py)."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,16 +15,11 @@ from flows.runtime import apply_defaults
 
 apply_defaults()  # the `orthoselect` command is an entry point: defaults before Prefect, Dask or litellm load
 
+from flows.cli_run import STAGES, launch, load_checked, print_summary, run_dir_config
 from flows.progress import console
 
-if TYPE_CHECKING:
-    from orthoselect.config import Config
-    from orthoselect.stages import RunContext
-
-# The library, Prefect and Dask are imported by the commands that use them, so that `--help`, `status` and
-# `report` answer in about a second. The stage commands, in pipeline order (a test checks them against
-# orthoselect.stages.STAGES, which would import every step and their libraries here).
-STAGES = ("index_pool", "generate_rules", "rate_sample", "select_rules", "score_pool", "select_data")
+# The library, Prefect and Dask are imported by the commands that use them (and by flows.cli_run's helpers
+# inside their functions), so that `--help`, `status` and `report` answer in about a second.
 
 app = typer.Typer(
     add_completion=False,
@@ -44,157 +38,21 @@ SetOpt = Annotated[
 ]
 
 
-def _overrides(pairs: list[str] | None) -> dict:
-    """{dotted key: value} of `--set key=value` pairs, each value read by `parse_override` (ConfigError
-    naming the key when it cannot be read)."""
-    from orthoselect.config.overrides import parse_override
-
-    out = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"--set {pair!r}: expected key=value")
-        out[key.strip()] = parse_override(key.strip(), value)
-    return out
-
-
-def _load(config: Path, sets: list[str] | None) -> Config:
-    from orthoselect.config import ConfigError, load_config
-
-    try:
-        cfg = load_config(config, _overrides(sets))
-    except ConfigError as e:
-        console.print(f"[red]{e}[/red]")
-        raise typer.Exit(2) from None
-    return _checked(cfg)
-
-
-def _checked(cfg: Config) -> Config:
-    """`cfg` checked against its files (`preflight`), once: a config that cannot run exits 2 here, in one
-    line naming the key, before any Prefect API or Dask cluster starts; the run's start_run skips it."""
-    from orthoselect.config import ConfigError
-    from orthoselect.preflight import checks as preflight
-
-    if preflight.checked(cfg):
-        return cfg
-    try:
-        warnings = preflight.preflight(cfg, remember=True)
-    except ConfigError as e:
-        _say(str(e), "red")
-        raise typer.Exit(2) from None
-    for warning in warnings:
-        _say(warning, "yellow")
-    return cfg
-
-
-def _say(line: str, style: str) -> None:
-    """One line as it is: not wrapped at the console's width, brackets in paths not read as markup."""
-    console.print(line, style=style, markup=False, highlight=False, soft_wrap=True)
-
-
-def _run(cfg: Config, stages: list[str], show_progress: bool = True, only_failed: bool = False) -> None:
-    """The parent flow for the whole pipeline, else the stage flows, under a Prefect API."""
-    _checked(cfg)  # a run directory's config (retry-failed) was not loaded by `_load`
-    from orthoselect.config import ConfigError
-    from orthoselect.llm.governor import check_budget_prices
-
-    try:
-        check_budget_prices(cfg)
-    except ConfigError as e:
-        console.print(f"[red]{e}[/red]")
-        raise typer.Exit(2) from None
-    if not os.environ.get("PREFECT_API_URL") and _nothing_to_do(cfg, stages):
-        return  # no Prefect server or Dask cluster started (nor Prefect imported) for a run with nothing to do
-    from flows.pipeline import BudgetStopped, StageFailed, orthoselect_pipeline, run_stages, start_run
-    from flows.progress import stage_progress
-    from flows.runtime import GracefulStop, off_main_thread, prefect_api
-    from orthoselect.stages import RunContext
-
-    viewer = RunContext(cfg)  # reads markers for the progress bars; asks the workers to stop on SIGTERM
-    stopped = ""  # "asked": the run wound down after a stop request; "forced": it was cut short
-    with prefect_api() as api, GracefulStop(viewer, announce=console.print) as stop:
-        console.print(f"Prefect API {api} (UI at {api.removesuffix('/api')}); run dir {cfg.run_dir}")
-        with stage_progress(viewer, stages) if show_progress else nullcontext():
-            try:
-                if stages == list(STAGES):
-                    off_main_thread(lambda: orthoselect_pipeline(config=cfg, only_failed=only_failed))
-                else:
-                    off_main_thread(lambda: run_stages(start_run(cfg), stages))
-            except BudgetStopped as e:
-                console.print(f"[yellow]{e}[/yellow]")
-                raise typer.Exit(3) from None
-            except StageFailed as e:
-                if not stop.requested:
-                    console.print(f"[red]{e}[/red]")
-                    raise typer.Exit(1) from None
-                stopped = "asked"
-            except KeyboardInterrupt:
-                stopped = "forced"
-    if stopped:  # the Prefect server this command started is down now
-        _interrupted(viewer, hard=stopped == "forced")
-
-
-def _nothing_to_do(cfg: Config, stages: list[str]) -> bool:
-    """Whether `stages` are done for today's inputs (the dataset re-listed and fingerprinted, every marker
-    checked): then the attempt is recorded as completed with nothing to do and the report's attempt
-    figures refreshed, and no server or cluster needs to start. A long-running Prefect API gets a flow run
-    instead (it decides the same before starting a cluster), so that the UI shows the attempt."""
-    from orthoselect.stages import RunContext, work_left
-    from orthoselect.stages.ledger import new_attempt, record_attempt
-    from orthoselect.stages.manifest import refresh_attempts
-
-    ctx = RunContext(cfg, attempt=new_attempt())
-    if work_left(ctx, tuple(stages)):
-        return False
-    ctx.clear_stop_request()
-    record_attempt(ctx, "completed")
-    refresh_attempts(ctx)
-    console.print(f"nothing to do: every step is done for today's inputs in {cfg.run_dir} (attempt {ctx.attempt})")
-    return True
-
-
-def _interrupted(ctx: RunContext, hard: bool) -> None:
-    """Mark the run stopped on request under its last attempt, say how to resume, exit with 130 (as for
-    SIGINT). `hard`: the run was cut short and threads of it may still wait on a gone cluster: exit now."""
-    from dataclasses import replace
-
-    from orthoselect.stages.ledger import last_attempt, record_stop
-
-    message = "interrupted: stopped on request; rerun the same command to resume (finished work is kept)"
-    last = last_attempt(ctx)
-    record_stop(replace(ctx, attempt=last["attempt"]) if last else ctx, "interrupted", message)
-    console.print(f"[yellow]{message}[/yellow]")
-    if hard:
-        console.file.flush()
-        os._exit(130)
-    raise typer.Exit(130)
-
-
-def _print_summary(cfg: Config) -> None:
-    from rich.markdown import Markdown
-
-    from orthoselect.data.storage import Storage
-
-    storage = Storage(cfg.run_dir, cfg.storage.options, cfg.storage.retries)
-    if storage.exists("report.md"):
-        Console().print(Markdown(storage.read_bytes("report.md").decode()))
-
-
 # --- commands ------------------------------------------------------------------------------------
 @app.command()
 def run(config: ConfigArg, set: SetOpt = None, progress: bool = True) -> None:
     """Run the whole pipeline; finished work is skipped, so a rerun resumes."""
-    cfg = _load(config, set)
-    _run(cfg, list(STAGES), progress)
-    _print_summary(cfg)
+    cfg = load_checked(config, set)
+    launch(cfg, list(STAGES), progress)
+    print_summary(cfg)
 
 
 def _stage_command(stage: str):
     def command(config: ConfigArg, set: SetOpt = None) -> None:
-        cfg = _load(config, set)
-        _run(cfg, [stage])
+        cfg = load_checked(config, set)
+        launch(cfg, [stage])
         if stage == "select_data":
-            _print_summary(cfg)
+            print_summary(cfg)
 
     command.__doc__ = f"Run only the {stage.replace('_', ' ')} stage (the stages before it must have run)."
     return command
@@ -202,22 +60,6 @@ def _stage_command(stage: str):
 
 for _stage in STAGES:
     app.command(name=_stage.replace("_", "-"))(_stage_command(_stage))
-
-
-def _run_dir_config(run_dir: str) -> Config:
-    """The config a run directory holds (the plan writes it), for commands given a run directory; given
-    a config file instead, the run directory it names."""
-    from orthoselect.config import ConfigError, load_config
-
-    where = run_dir
-    try:
-        if run_dir.endswith((".yaml", ".yml")):  # a config: the run it writes to
-            where = load_config(run_dir).run_dir
-        return load_config(f"{where.rstrip('/')}/config.yaml")
-    except (ConfigError, OSError) as e:
-        problem = "no run there yet" if where != run_dir else str(e).splitlines()[0]
-        _say(f"{where}: not a run directory ({problem})", "red")
-        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -234,7 +76,7 @@ def estimate(
     from orthoselect.preflight.estimate import estimate as project
     from orthoselect.preflight.estimate import render_estimate
 
-    est = project(_load(config, set), sample_docs=sample_docs, retry_overhead=retry_overhead)
+    est = project(load_checked(config, set), sample_docs=sample_docs, retry_overhead=retry_overhead)
     if json_out:
         print(json.dumps(est, indent=2, default=str))
     else:
@@ -252,7 +94,7 @@ def status(
     from orthoselect.stages import RunContext
     from orthoselect.stages.ledger import status as run_status
 
-    report = run_status(RunContext(_run_dir_config(run_dir)))
+    report = run_status(RunContext(run_dir_config(run_dir)))
     if json_out:
         print(json.dumps(report, indent=2))
         return
@@ -286,9 +128,9 @@ def retry_failed(
     run_dir: Annotated[str, typer.Argument(help="Run directory (path or URL).")], progress: bool = True
 ) -> None:
     """Re-run only the shards recorded as failed, then finish the stages after them."""
-    cfg = _run_dir_config(run_dir)
-    _run(cfg, list(STAGES), progress, only_failed=True)
-    _print_summary(cfg)
+    cfg = run_dir_config(run_dir)
+    launch(cfg, list(STAGES), progress, only_failed=True)
+    print_summary(cfg)
 
 
 @app.command("sample-data")

@@ -22,13 +22,13 @@ from prefect.utilities.annotations import quote
 from pydantic import BeforeValidator, WithJsonSchema
 
 from flows.naming import pipeline_run_name, run_tags, stage_run_name
+from flows.outcome import show_failed_shards, show_run, summarise
 from flows.runtime import dask_cluster
 from orthoselect.config import Config, load_config
 from orthoselect.data.shards import Shard
 from orthoselect.preflight import checks as preflight
 from orthoselect.stages import STAGES, STEPS, RunContext, ShardStep, done_results, work_left
 from orthoselect.stages.ledger import (
-    attempt_summary,
     clear_stop,
     new_attempt,
     open_failures,
@@ -36,9 +36,6 @@ from orthoselect.stages.ledger import (
     record_resolved,
     record_stop,
 )
-from orthoselect.stages.manifest import refresh_attempts
-from orthoselect.stages.shown import failed_shards_artifact, run_artifacts
-from tasks.artifacts import publish
 from tasks.progress import UPDATE_SECONDS, StepProgress
 from tasks.runtime import Runtime, connect
 from tasks.steps import Failure, StepFailed, refresh, result_storage, run_step, shard_step
@@ -166,41 +163,6 @@ def _some_done(futures: set, timeout: float) -> tuple[set, set]:
     wrapped = {f.wrapped_future: f for f in futures}
     done, pending = concurrent.futures.wait(wrapped, timeout=timeout, return_when=concurrent.futures.FIRST_COMPLETED)
     return {wrapped[f] for f in done}, {wrapped[f] for f in pending}
-
-
-def show_run(ctx: RunContext, artifacts: bool = True) -> None:
-    """The end of an attempt, once `record_attempt` has said how it ended: the report's over-all-attempts
-    figures and its notice refreshed (`refresh_attempts`), then (`artifacts`; not for a run asked to stop)
-    the parent flow run's artifacts: how the attempt ended, what its whole-run steps current for today's
-    inputs show (each marked with the attempt it comes from), its failed shards."""
-    try:
-        refresh_attempts(ctx)
-    except Exception as e:  # noqa: BLE001 - storage down: the run's outcome stands
-        get_run_logger().warning("the report's attempt counts not refreshed (%s: %s)", type(e).__name__, e)
-    if not artifacts:
-        return
-    try:
-        view = ctx.frozen_markers()
-        publish(run_artifacts(view, open_failures(view)), ctx.cfg.run_name)
-    except Exception as e:  # noqa: BLE001 - storage or API down: the run's outcome stands
-        get_run_logger().warning("the run's artifacts not shown (%s: %s)", type(e).__name__, e)
-
-
-def _summarise(ctx: RunContext) -> None:
-    """How the attempt ended, what is still failed and the run's result, in the parent run's log."""
-    try:
-        for line in attempt_summary(ctx):
-            log.info("%s", line)
-    except Exception as e:  # noqa: BLE001 - storage down: the run's outcome stands
-        log.warning("no summary (%s: %s)", type(e).__name__, e)
-
-
-def show_failed_shards(ctx: RunContext) -> None:
-    """The failed-shards artifact of the current flow run: what failed and how to re-run only that."""
-    try:
-        publish([failed_shards_artifact(ctx, open_failures(ctx))], ctx.cfg.run_name)
-    except Exception as e:  # noqa: BLE001 - storage down: the error the step raises says what failed
-        get_run_logger().warning("failed shards not shown (%s: %s)", type(e).__name__, e)
 
 
 def _group_failures(future: Any, group: list[Shard]) -> dict[str, Failure]:
@@ -378,19 +340,19 @@ def orthoselect_pipeline(
         record_stop(ctx, "budget", str(e))
         record_attempt(ctx, "stopped by budget")
         show_run(ctx)
-        _summarise(ctx)
+        summarise(ctx)
         raise
     except BaseException as e:
         stopping = ctx.stop_requested()
         record_attempt(ctx, "interrupted" if stopping else "failed")
         if isinstance(e, Exception):  # a run asked to stop refreshes its report only, no artifacts
             show_run(ctx, artifacts=not stopping)
-            _summarise(ctx)
+            summarise(ctx)
         raise
     record_attempt(ctx, "completed")
     clear_stop(ctx)
     show_run(ctx)
-    _summarise(ctx)
+    summarise(ctx)
     cached = {
         step: r["cached"]
         for stage in results.values()

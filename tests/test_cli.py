@@ -80,10 +80,10 @@ def test_starting_the_dask_cluster_is_said_with_its_time(caplog):
 
 
 def test_set_values_are_read_against_the_options_type():
-    from flows.cli import _overrides
+    from flows.cli_run import overrides
 
     sets = ["rating.structured_output=off", "cache.enabled=no", "dpp.k=3", "task.description=123", "x.y=[1, on]"]
-    assert _overrides(sets) == {
+    assert overrides(sets) == {
         "rating.structured_output": "off",
         "cache.enabled": False,
         "dpp.k": 3,

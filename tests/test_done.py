@@ -19,14 +19,26 @@ from support.configs import small_config
 SHARD = "part-00002"
 
 
-@pytest.fixture
-def finished(corpus_dir: Path, tmp_path: Path) -> tuple[RunContext, Path]:
-    data = tmp_path / "data"
+def finished_run(corpus_dir: Path, folder: Path) -> tuple[RunContext, Path]:
+    """A finished run (in-process) over a copy of the corpus in `folder`, and the copy of shard SHARD."""
+    data = folder / "data"
     shutil.copytree(corpus_dir, data)
-    ctx = RunContext(Config.model_validate(small_config(data, tmp_path / "run")))
+    ctx = RunContext(Config.model_validate(small_config(data, folder / "run")))
     run_local(ctx)
     [shard] = data.glob(f"{SHARD}.*")
     return ctx, shard
+
+
+@pytest.fixture(scope="module")
+def finished(corpus_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[RunContext, Path]:
+    """One finished run for the tests that only read it."""
+    return finished_run(corpus_dir, tmp_path_factory.mktemp("finished"))
+
+
+@pytest.fixture
+def finished_to_break(corpus_dir: Path, tmp_path: Path) -> tuple[RunContext, Path]:
+    """A finished run of the test's own, whose shard the test corrupts."""
+    return finished_run(corpus_dir, tmp_path)
 
 
 def _fail_scan(ctx: RunContext, shard: Path) -> None:
@@ -47,8 +59,8 @@ def test_a_finished_run_is_done_everywhere(finished):
         assert t.done == t.units and not t.pending
 
 
-def test_after_a_failed_scan_nothing_downstream_of_the_shard_counts(finished):
-    ctx, shard = finished
+def test_after_a_failed_scan_nothing_downstream_of_the_shard_counts(finished_to_break):
+    ctx, shard = finished_to_break
     _fail_scan(ctx, shard)
     view = ctx.frozen_markers(strict=True)
     failures = open_failures(view)

@@ -24,14 +24,20 @@ def test_the_run_form_shows_the_inline_config_as_one_json_object():
     assert config["type"] == "object" and "properties" not in config and "$ref" not in str(config)
 
 
-def test_tags_warnings_and_summary_reach_the_ui(prefect_api, corpus_dir, tmp_path):
+def test_tags_warnings_and_summary_reach_the_ui(prefect_api, dask_address, corpus_dir, tmp_path):
     from prefect import tags
     from prefect.logging.handlers import APILogWorker
 
     from flows.pipeline import orthoselect_pipeline
 
-    # the whole pool as the sample, asked for: the sample step (on a worker) warns
-    config = small_config(corpus_dir, tmp_path / "run", rating__sample_size=2000, rating__allow_sample_is_pool=True)
+    # the whole pool as the sample, asked for: the sample step (on a worker of the session's cluster) warns
+    config = small_config(
+        corpus_dir,
+        tmp_path / "run",
+        rating__sample_size=2000,
+        rating__allow_sample_is_pool=True,
+        cluster__address=dask_address,
+    )
     with tags("nightly"):
         first = orthoselect_pipeline(config=config)
     runs = {r.id: r for r in read_everything("read_flow_runs")}

@@ -1,6 +1,7 @@
 """The Prefect flows on a real Prefect API (test harness) and a real Dask LocalCluster of worker
-processes: the same results as the in-process library run, a rerun that is all `Cached` (and counted as an
-attempt), and what the parent run shows at the end of a completed and of a failed attempt."""
+processes (the session's, `dask_address`; runs that start their own are in test_s3 and test_bad_input): the
+same results as the in-process library run, a rerun that is all `Cached` (and counted as an attempt), and
+what the parent run shows at the end of a completed and of a failed attempt."""
 
 import json
 import socket
@@ -19,8 +20,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def pipeline_run(prefect_api, corpus_dir, tmp_path_factory):
-    return run_twice(small_config(corpus_dir, tmp_path_factory.mktemp("flow-run")))
+def pipeline_run(prefect_api, dask_address, corpus_dir, tmp_path_factory):
+    return run_twice(small_config(corpus_dir, tmp_path_factory.mktemp("flow-run"), cluster={"address": dask_address}))
 
 
 def test_pipeline_flow_matches_in_process_run(pipeline_run, corpus_dir, tmp_path):
@@ -49,21 +50,22 @@ def test_rerun_is_cached_in_prefect(pipeline_run):
     assert "sent over all 2 attempts of the run" in ctx.storage.read_bytes("report.md").decode()
 
 
-def test_stage_flows_run_one_at_a_time(prefect_api, corpus_dir, tmp_path, pipeline_run):
+def test_stage_flows_run_one_at_a_time(prefect_api, dask_address, corpus_dir, tmp_path, pipeline_run):
     from flows.pipeline import run_stages, start_run
 
-    config = small_config(corpus_dir, tmp_path / "staged")
+    config = small_config(corpus_dir, tmp_path / "staged", cluster={"address": dask_address})
     for stage in STAGES:
         run_stages(start_run(config), [stage])
     staged = RunContext(Config.model_validate(config)).storage.read_json("manifest.json")
     assert staged["counts"] == pipeline_run[1]["counts"]
 
 
-def test_stage_out_of_order_fails_clearly(prefect_api, corpus_dir, tmp_path):
+def test_stage_out_of_order_fails_clearly(prefect_api, dask_address, corpus_dir, tmp_path):
     from flows.pipeline import StageFailed, run_stages, start_run
 
+    config = small_config(corpus_dir, tmp_path / "early", cluster={"address": dask_address})
     with pytest.raises(StageFailed, match="not found|has not completed"):
-        run_stages(start_run(small_config(corpus_dir, tmp_path / "early")), ["select_rules"])
+        run_stages(start_run(config), ["select_rules"])
 
 
 def artifacts() -> list:

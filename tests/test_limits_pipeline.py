@@ -16,8 +16,8 @@ from support.fake_llm_server import FakeLLMServer
 pytestmark = pytest.mark.integration
 
 
-def test_limits_hold_across_worker_processes():
-    from distributed import Client, LocalCluster
+def test_limits_hold_across_worker_processes(dask_address):
+    from distributed import Client
 
     from orthoselect.llm.governor import Governor, Permits
     from tasks.runtime import ActorGovernor
@@ -25,8 +25,7 @@ def test_limits_hold_across_worker_processes():
     rpm, in_flight, per_worker = 3000, 6, 200  # 50 requests/s for the whole cluster
     with (
         FakeLLMServer(latency_ms=50) as server,
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
-        Client(cluster) as client,
+        Client(dask_address) as client,  # the session's cluster: 2 worker processes
     ):
         governor = ActorGovernor(client.submit(Governor, rpm, None, in_flight, actor=True).result())
         cfg = RatingConfig(model="openai/fake", api_base=server.url, concurrency=16, structured_output="off")
@@ -55,7 +54,7 @@ def test_limits_hold_across_worker_processes():
     assert 0.75 * rpm / 60 <= steady <= 1.1 * rpm / 60, f"{steady:.1f} requests/s for a limit of {rpm / 60:.0f}/s"
 
 
-def budget_config(data: Path, run_dir: Path, url: str, budget: float) -> dict:
+def budget_config(data: Path, run_dir: Path, url: str, budget: float, address: str) -> dict:
     price = {"input": 1.0, "output": 1.0}  # dollars per million tokens: ~$0.0004 a rating request
     return llm_config(
         data,
@@ -65,15 +64,16 @@ def budget_config(data: Path, run_dir: Path, url: str, budget: float) -> dict:
         endpoint={"price_per_million_tokens": price},
         dpp=FAST_DPP,
         budget_usd=budget,
+        cluster__address=address,  # the session's cluster: each attempt's governor is an actor of its own
     )
 
 
-def test_budget_stops_the_run_and_a_larger_budget_resumes_it(prefect_api, corpus_dir, tmp_path):
+def test_budget_stops_the_run_and_a_larger_budget_resumes_it(prefect_api, dask_address, corpus_dir, tmp_path):
     from flows.pipeline import BudgetStopped, orthoselect_pipeline
     from orthoselect.stages.ledger import status
 
     with FakeLLMServer() as server:
-        config = budget_config(corpus_dir, tmp_path / "run", server.url, budget=1.0)
+        config = budget_config(corpus_dir, tmp_path / "run", server.url, budget=1.0, address=dask_address)
         with pytest.raises(BudgetStopped, match="stopped by budget"):
             orthoselect_pipeline(config=config)
         ctx = RunContext(Config.model_validate(config))

@@ -5,6 +5,7 @@ commands a person runs to look (`--help`, `status`, `report`) load neither Prefe
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,15 +24,21 @@ from support import ROOT
 from support.configs import small_config
 
 
-@pytest.fixture
-def finished(corpus_dir: Path, tmp_path: Path) -> tuple[Path, RunContext]:
-    """A finished run of a config file (in-process, simulated rater)."""
-    config = small_config(corpus_dir, tmp_path / "run")
-    config_file = tmp_path / "config.yaml"
+def finished_run(data: Path, folder: Path) -> tuple[Path, RunContext]:
+    """A finished run of a config file over `data` (in-process, simulated rater), in `folder`."""
+    config = small_config(data, folder / "run")
+    config_file = folder / "config.yaml"
     config_file.write_text(yaml.safe_dump(config))
     ctx = RunContext(Config.model_validate(config))
     run_local(ctx)
     return config_file, ctx
+
+
+@pytest.fixture(scope="module")
+def finished(corpus_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RunContext]:
+    """One finished run for the module's tests that only look at it or rerun it with nothing to do (none
+    edits its data; the one rerun test counts its own attempts)."""
+    return finished_run(corpus_dir, tmp_path_factory.mktemp("finished"))
 
 
 @pytest.fixture
@@ -51,8 +58,10 @@ def test_the_cli_knows_the_stages_without_loading_them():
     assert tuple(STAGES) == CLI_STAGES
 
 
-def test_nothing_left_to_do_after_a_finished_run_but_an_edit_leaves_work(finished):
-    _, ctx = finished
+def test_nothing_left_to_do_after_a_finished_run_but_an_edit_leaves_work(corpus_dir, tmp_path):
+    data = tmp_path / "data"  # a copy: the edit below must not reach the session's corpus
+    shutil.copytree(corpus_dir, data)
+    _, ctx = finished_run(data, tmp_path)
     assert work_left(ctx) == {}
     [shard] = sorted(Path(ctx.cfg.dataset.path).glob("part-00001.*"))
     import pandas as pd

@@ -141,7 +141,9 @@ def test_it_is_not_retried():
 
 
 @pytest.mark.integration
-def test_select_rules_fails_naming_a_rater_that_answers_the_same_everywhere(prefect_api, corpus_dir, tmp_path):
+def test_select_rules_fails_naming_a_rater_that_answers_the_same_everywhere(
+    prefect_api, dask_address, corpus_dir, tmp_path
+):
     """The whole path: rules from a file, a loopback endpoint answering 0.5 to every prompt, the stage flows
     on Prefect and Dask; select_rules fails with the diagnosis, once (not retried)."""
     from flows.pipeline import StageFailed, run_stages, start_run
@@ -155,7 +157,13 @@ def test_select_rules_fails_naming_a_rater_that_answers_the_same_everywhere(pref
     rules.write_text("".join(f"Rule {i}: the text is good in respect {i}.\n" for i in range(12)))
     with FakeLLMServer(mode="fixed", text="0.5") as server:
         config = llm_config(
-            corpus_dir, tmp_path / "run", server.url, model="openai/weak-rater", rules_file=rules, sample_size=40
+            corpus_dir,
+            tmp_path / "run",
+            server.url,
+            model="openai/weak-rater",
+            rules_file=rules,
+            sample_size=40,
+            cluster__address=dask_address,  # the session's Dask cluster
         )
         with pytest.raises(StageFailed) as err:
             run_stages(start_run(config), ["index_pool", "generate_rules", "rate_sample", "select_rules"])
