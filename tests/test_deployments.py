@@ -227,7 +227,9 @@ def test_deployed_pipeline_runs_on_a_worker(corpus_dir: Path, tmp_path: Path):
         "PREFECT_LOGGING_LEVEL": "INFO",
     }
     config_path = tmp_path / "deployed.yaml"
-    config_path.write_text(yaml.safe_dump(small_config(corpus_dir, tmp_path / "run")))
+    deployed_config = small_config(corpus_dir, tmp_path / "run")
+    deployed_config["rating"]["rules_per_call"] = "all"  # a cheaper mode goes through a deployment too (issue 20)
+    config_path.write_text(yaml.safe_dump(deployed_config))
     server_log, worker_log = tmp_path / "server.log", tmp_path / "worker.log"
     t0 = time.monotonic()
 
@@ -279,10 +281,12 @@ def test_deployed_pipeline_runs_on_a_worker(corpus_dir: Path, tmp_path: Path):
     assert (whole.name, stage.name) == ("deployed", "deployed [score-pool]")
     assert stage.start_time >= whole.end_time, "two runs of one config overlapped"
     keys = {a.key for a in artifacts if a.key}
-    for shown in ("orthoselect-report", "orthoselect-chosen-rules"):
+    for shown in ("orthoselect-report", "orthoselect-chosen-rules", "orthoselect-group-check"):
         assert any(k.startswith(shown) for k in keys), keys
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["counts"]["selected"] == 100
+    grouping = manifest["grouping"]  # the agreement check ran on the worker and decided how the pool was scored
+    assert grouping["checked"] and grouping["pool_mode"] in ("grouped", "single"), grouping
     print(
         f"server + pool + worker + deploy {t_deployed - t0:.0f} s, two runs {t_ran - t_deployed:.0f} s,"
         f" stopping the worker and server {t_stopped - t_ran:.0f} s"

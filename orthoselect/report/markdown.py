@@ -78,7 +78,7 @@ def render_report(m: dict) -> str:
         + (f" (budget ${spend['budget_usd']:g})" if spend["budget_usd"] else ""),
     ]
     if spend.get("input_tokens_cached"):
-        lines += [f"Input tokens: {cached_input_line(spend)}"]
+        lines += ["", f"Input tokens: {cached_input_line(spend)}"]
     flagged = [r for r in m["rule_failures"] if r["flagged"]]
     if flagged:
         lines += ["", "## Rules flagged for failed ratings", ""]
