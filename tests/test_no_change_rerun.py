@@ -63,7 +63,7 @@ def test_nothing_left_to_do_after_a_finished_run_but_an_edit_leaves_work(corpus_
     shutil.copytree(corpus_dir, data)
     _, ctx = finished_run(data, tmp_path)
     assert work_left(ctx) == {}
-    [shard] = sorted(data.glob("part-00001.*"))
+    [shard] = sorted(data.glob("part-00001.*"))  # the run's dataset.path
     import pandas as pd
 
     frame = pd.read_parquet(shard)
