@@ -23,8 +23,11 @@ def llm_server():
     os.environ.pop("ORTHOSELECT_TEST_KEY", None)
 
 
+R, N_SAMPLE, K, POOL = 12, 100, 3, 1200  # rules, sample, rules chosen, documents in corpus_dir
+
+
 def pipeline_config(data: Path, run_dir: Path, url: str, cache_path: Path) -> dict:
-    """24 rules and a sample of 200 rated by the endpoint, 16 requests in flight."""
+    """R rules and a sample of N_SAMPLE rated by the endpoint, K chosen, 16 requests in flight."""
     return llm_config(
         data,
         run_dir,
@@ -32,10 +35,11 @@ def pipeline_config(data: Path, run_dir: Path, url: str, cache_path: Path) -> di
         model="openai/fake-rater",
         cache=cache_path,
         endpoint={"api_key_env": "ORTHOSELECT_TEST_KEY", "price_per_million_tokens": PRICES},
-        rule_count=24,
+        rule_count=R,
         examples=3,
-        sample_size=200,
+        sample_size=N_SAMPLE,
         concurrency=16,
+        dpp__k=K,
     )
 
 
@@ -51,9 +55,9 @@ def test_llm_pipeline_counts_match_and_reruns_are_free(prefect_api, llm_server, 
     manifest = RunContext(Config.model_validate(config)).storage.read_json("manifest.json")
     calls = manifest["calls"]
     assert first["counts"]["selected"] == 100 and manifest["rater"] == "openai/fake-rater"
-    assert calls["rules"]["requests"] >= 1 and calls["rate"]["requests"] == 200 * 24
-    assert calls["rate"]["cache_misses"] == 200 * 24 and calls["rate"]["cache_hits"] == 0
-    assert calls["score"]["requests"] == (1200 - 200) * 6 and calls["score"]["reused_from_sample"] == 200 * 6
+    assert calls["rules"]["requests"] >= 1 and calls["rate"]["requests"] == N_SAMPLE * R
+    assert calls["rate"]["cache_misses"] == N_SAMPLE * R and calls["rate"]["cache_hits"] == 0
+    assert calls["score"]["requests"] == (POOL - N_SAMPLE) * K and calls["score"]["reused_from_sample"] == N_SAMPLE * K
     assert sent == calls["rules"]["requests"] + calls["rate"]["requests"] + calls["score"]["requests"]
     assert llm_server.unauthorized == 0 and not llm_server.key_outside_header
 
@@ -85,7 +89,7 @@ def test_llm_pipeline_counts_match_and_reruns_are_free(prefect_api, llm_server, 
     assert llm_server.requests == sent, "ratings were requested again despite the shared cache"
     assert third["chosen_rules"] == first["chosen_rules"]
     third_calls = RunContext(Config.model_validate(again)).storage.read_json("manifest.json")["calls"]
-    assert third_calls["rate"]["cache_hits"] == 200 * 24 and third_calls["rate"]["cache_misses"] == 0
+    assert third_calls["rate"]["cache_hits"] == N_SAMPLE * R and third_calls["rate"]["cache_misses"] == 0
     assert third_calls["score"]["cache_misses"] == 0
 
     # the API key appears nowhere the run wrote
