@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.stats import spearmanr
 
 from orthoselect.config import GroupAgreement
 
@@ -21,6 +20,8 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
     both = np.isfinite(a) & np.isfinite(b)
     if both.sum() < 3 or np.ptp(a[both]) == 0 or np.ptp(b[both]) == 0:
         return None
+    from scipy.stats import spearmanr  # ~1 s to import: only where used, so `status` and `report` stay light
+
     rho = float(spearmanr(a[both], b[both]).statistic)
     return None if math.isnan(rho) else rho
 
