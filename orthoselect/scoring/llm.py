@@ -29,6 +29,7 @@ from orthoselect.llm.limits import BudgetExhausted, Limiter
 from orthoselect.llm.tokens import truncate_tokens
 from orthoselect.llm.transport import LLMError
 from orthoselect.scoring.base import Rater
+from orthoselect.scoring.failures import count_remembered, failure_key, serve_remembered
 from orthoselect.scoring.judge import Judge, Messages, ScoreJudge, ScoreParseError
 from orthoselect.scoring.llm_run import (
     BREAKER,
@@ -367,7 +368,9 @@ class LiteLLMRater(Rater):
             for i, rating in hits:
                 run.out[i] = rating
             probed, self._probed_served = self._probed_served, 0
-            count_cache_hits(self.stats, len(hits), probed)
+            failed = [rating for _, rating in hits if rating.status != "ok"]
+            count_cache_hits(self.stats, len(hits) - len(failed), probed)
+            count_remembered(self.stats, failed)
             for job in todo:
                 if run.stopped is not None:
                     break
@@ -385,6 +388,10 @@ class LiteLLMRater(Rater):
         todo = self._serve_cached(jobs, [j.key for j in jobs], hits)
         if todo and self.cfg.parse_retries and self.cache is not None:  # the strict re-ask's answer may be cached
             todo = self._serve_cached(todo, [self._strict_key(j) for j in todo], hits)
+        if todo and self.cache is not None and not self.cfg.retry_failed_answers:  # a final failure remembered
+            last = [self._strict_key(j) if self.cfg.parse_retries else j.key for j in todo]
+            keys = [failure_key(k, self.judge.version) for k in last]
+            todo = serve_remembered(self.cache, todo, keys, hits, RAW_CHARS)
         return todo, hits
 
     def _job(self, i: int, doc: Document, rule: Rule, prepared: dict[str, tuple[str, bool]], params: dict) -> Job:

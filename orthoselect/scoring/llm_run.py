@@ -22,6 +22,7 @@ from orthoselect.llm.cost import Prices
 from orthoselect.llm.dialects import TEXT, negotiate
 from orthoselect.llm.limits import BudgetExhausted
 from orthoselect.llm.transport import Completion, LLMError
+from orthoselect.scoring.failures import failure_key, failure_record
 from orthoselect.scoring.judge import Judge, Messages, ScoreParseError
 from orthoselect.types import FailureStatus, RaterStats, Rating, RatingDetails
 
@@ -153,6 +154,7 @@ class RatingRun:
     async def _ask(self, job: Job, tally: Tally) -> float | Failure:
         """Request rounds until an answer parses, one fails for good, or the strict re-asks run out."""
         failure = Failure("parse_error", "")
+        last: tuple[int, Messages, Completion] | None = None  # the round, request and answer that failed last
         for round_ in range(self.cfg.parse_retries + 1):
             messages = job.messages if round_ == 0 else self.judge.strict_messages(job.rule, job.text)
             answer = await self._request(messages, tally, self.rater.max_tokens(reask=round_ > 0))
@@ -170,7 +172,9 @@ class RatingRun:
                 return verdict
             if verdict.status != "parse_error":  # refused: asking again would not help
                 return verdict
-            failure = verdict
+            failure, last = verdict, (round_, messages, answer)
+        if last is not None:
+            self._remember(job, *last, failure, tally)
         return failure
 
     async def _request(
@@ -215,6 +219,25 @@ class RatingRun:
         rater = self.rater
         key = job.key if first_round else request_key(rater.model, messages, rater.params(reask=True))
         rater.writer.put(answer_record(key, rater.model, c))
+
+    def _remember(
+        self, job: Job, round_: int, messages: Messages, c: Completion, failure: Failure, tally: Tally
+    ) -> None:
+        """Hand a final failure to the cache writer under the failure key of the request that produced it
+        (scoring/failures.py): a rerun serves it as the same failure instead of paying for it again."""
+        rater = self.rater
+        key = job.key if round_ == 0 else request_key(rater.model, messages, rater.params(reask=True))
+        record = failure_record(
+            failure_key(key, self.judge.version),
+            rater.model,
+            failure.status,
+            failure.reason,
+            c.text[:RAW_CHARS],
+            c.finish_reason,
+            tally.tokens_in,
+            tally.tokens_out,
+        )
+        rater.writer.put(record)
 
     def _cost(self, tally: Tally) -> float | None:
         """One pair's dollar cost (None at an unknown price)."""

@@ -73,6 +73,8 @@ def rating_fingerprint(ctx: RunContext) -> dict:
         fp["score_mode"] = mode
         if mode == "expected":
             fp |= {"template": EXPECTED_VERSION, "top_logprobs": r.top_logprobs}
+    if r.retry_failed_answers:  # asking again for remembered failures redoes the steps; off: keys as before
+        fp["retry_failed_answers"] = True
     if r.model == SIMULATED:
         return fp | {"seed": ctx.cfg.seed}
     return fp | {"dialect": read_dialect(ctx, "rating")}
