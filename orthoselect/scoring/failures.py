@@ -5,6 +5,7 @@ A rating fails for good when the answer to its last request (the strict re-ask, 
 through the same writer as usable answers, under a *failure key* derived from the key of the request that
 produced it and the judge's version: `failure_key(request_key, judge_version)`. So:
 
+- not remembered: an expected-mode answer without logprobs (the endpoint's fault, not the answer's);
 - the record depends on everything that request's key covers (model, prompts, the document, max_tokens,
   temperature, the structured-output dialect, logprob fields) and on how answers are read (the judge's
   version): a change of any of them asks again;
@@ -31,6 +32,13 @@ FAILED_FINISH = "failed"  # the finish_reason of a failure record: never "stop"
 FAILED_PREFIX = "!orthoselect-failed-rating "  # the text of a failure record starts with it
 FAILURE_VERSION = "failed-rating/v1"
 REMEMBERED = ("parse_error",)  # failure statuses remembered: the answer was read and could not be used
+# ...except these reasons: the endpoint's fault, not the answer's (an expected-mode answer without logprobs)
+NOT_REMEMBERED = ("no logprobs",)
+
+
+def worth_remembering(status: str, reason: str) -> bool:
+    """Whether a final failure is the answer's own, to be remembered."""
+    return status in REMEMBERED and not reason.startswith(NOT_REMEMBERED)
 
 
 def failure_key(request_key: str, judge_version: str) -> str:

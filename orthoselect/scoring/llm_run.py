@@ -22,7 +22,7 @@ from orthoselect.llm.cost import Prices
 from orthoselect.llm.dialects import TEXT, negotiate
 from orthoselect.llm.limits import BudgetExhausted
 from orthoselect.llm.transport import Completion, LLMError
-from orthoselect.scoring.failures import failure_key, failure_record
+from orthoselect.scoring.failures import failure_key, failure_record, worth_remembering
 from orthoselect.scoring.judge import Judge, Messages, ScoreParseError
 from orthoselect.types import FailureStatus, RaterStats, Rating, RatingDetails
 
@@ -173,7 +173,7 @@ class RatingRun:
             if verdict.status != "parse_error":  # refused: asking again would not help
                 return verdict
             failure, last = verdict, (round_, messages, answer)
-        if last is not None:
+        if last is not None and worth_remembering(failure.status, failure.reason):
             self._remember(job, *last, failure, tally)
         return failure
 
