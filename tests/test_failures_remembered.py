@@ -132,3 +132,34 @@ def test_expected_scores_remember_their_final_failures(request_cache: RequestCac
         with http_rater(srv.url, request_cache, parse_retries=1) as r:
             r.rate(PAIRS)
         assert srv.requests == len(PAIRS) + BAD
+
+
+@pytest.mark.integration
+def test_a_shard_that_fails_keeps_its_raw_answers_and_a_rerun_pays_nothing_for_them(tmp_path):
+    from orthoselect.config import Config
+    from orthoselect.data.corpus import build_corpus
+    from orthoselect.stages import RunContext, run_local
+    from orthoselect.stages.tally import TooManyFailedRatings
+    from support.configs import llm_config
+    from support.runs import write_rules
+
+    build_corpus(str(tmp_path / "corpus"), n_docs=40, n_shards=1, seed=0)
+    rules = write_rules(tmp_path / "rules.txt", count=6)
+    with FakeLLMServer(garbage_marker="") as srv:  # every rating answered {"score": 1e15}
+        config = llm_config(
+            tmp_path / "corpus", tmp_path / "run", srv.url, model="openai/fake", rules_file=rules, sample_size=10
+        )
+        config["rating"] |= {"structured_output": "json_schema", "max_retries": 0}
+        for attempt in (1, 2):
+            srv.reset_counts()
+            with pytest.raises(TooManyFailedRatings) as info:
+                run_local(RunContext(Config.model_validate(config)))
+            assert srv.requests == (2 * 10 * 6 if attempt == 1 else 0), attempt  # the rerun: none for them
+        message = str(info.value)
+        assert "60 of 60 ratings of" in message and "max_tokens cannot help" in message
+        assert "chat template" in message and "score_mode: expected" in message and "failures/rate/" in message
+        ctx = RunContext(Config.model_validate(config))
+        (name,) = ctx.storage.list("failures/rate")
+        kept = ctx.storage.read_parquet(f"failures/rate/{name}")
+        assert len(kept) == 60 and set(kept.status) == {"parse_error"}
+        assert set(kept.raw) == {'{"score": 1000000000000000}'}
