@@ -163,3 +163,24 @@ def test_a_shard_that_fails_keeps_its_raw_answers_and_a_rerun_pays_nothing_for_t
         kept = ctx.storage.read_parquet(f"failures/rate/{name}")
         assert len(kept) == 60 and set(kept.status) == {"parse_error"}
         assert set(kept.raw) == {'{"score": 1000000000000000}'}
+
+
+def test_the_shard_failure_names_max_tokens_only_when_the_answers_were_cut():
+    from orthoselect.stages.tally import Tally, TooManyFailedRatings
+    from orthoselect.types import Rating
+
+    def failed(reason: str) -> Rating:
+        return Rating.failed("d", "r1", "parse_error", reason)
+
+    for reasons, names_max_tokens in (
+        (["answer cut at max_tokens=16 (finish_reason=length): '{\"score\": 0.'"], True),
+        (["out of range: cannot read a score from '{\"score\": 1000000000000000}'"], False),
+    ):
+        tally = Tally()
+        tally.add([failed(r) for r in reasons])
+        with pytest.raises(TooManyFailedRatings) as info:
+            tally.check("rate", "part-0", 0.2)
+        message = str(info.value)
+        assert ("raise rating.max_tokens" in message) is names_max_tokens
+        assert ("max_tokens cannot help" in message) is not names_max_tokens
+        assert "failures/rate/part-0.parquet" in message

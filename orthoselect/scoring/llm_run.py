@@ -21,6 +21,7 @@ from orthoselect.llm.client import LLMClient
 from orthoselect.llm.cost import Prices
 from orthoselect.llm.dialects import TEXT, negotiate
 from orthoselect.llm.limits import BudgetExhausted
+from orthoselect.llm.tokens import truncate_tokens
 from orthoselect.llm.transport import Completion, LLMError
 from orthoselect.scoring.failures import failure_key, failure_record, worth_remembering
 from orthoselect.scoring.judge import Judge, Messages, ScoreParseError
@@ -277,3 +278,10 @@ class RatingRun:
                 raise RaterSetupError(
                     f"{self.rater.model}: {self.rejected} requests rejected and none succeeded, last: {e.message}"
                 ) from None
+
+
+def truncate_for_rating(text: str, max_tokens: int) -> tuple[str, bool]:
+    """A text of at most max_tokens UTF-8 bytes has at most max_tokens tokens: skip the tokenizer."""
+    if len(text) <= max_tokens and len(text.encode("utf-8", "surrogatepass")) <= max_tokens:
+        return text, False
+    return truncate_tokens(text, max_tokens)
