@@ -80,6 +80,8 @@ class GenerateRules(RunStep[RulesStats]):
                     ]
                 )
             )
+        if stats.get("refused"):  # enough rules, but say what was refused and why
+            log.warning("rule generation refused answers or rules:\n%s", "\n".join(stats["refused"]))
         source = "file" if r.file else (SIMULATED if r.model == SIMULATED else f"llm:{r.model}")
         ctx.storage.write_json("rules.json", rules_to_json(rules, source=source))
         return RulesStats.from_dict(
