@@ -18,6 +18,7 @@ from orthoselect.types import Rule
 
 SHOWN_CHARS = 300  # of each refused answer, in the error
 SHOWN_RULE_CHARS = 120  # of each refused rule, in the error
+SHOWN_RULES = 10  # refused rules shown per answer
 
 
 def parse_rules_answer(text: str) -> list[str]:
@@ -112,8 +113,10 @@ class _Generation:
             self.refused.append(
                 f"  attempt {attempt}: kept {kept} of {total} rules; answered: {_shown(text, SHOWN_CHARS)!r}"
             )
-        for rule, why in refused:
+        for rule, why in refused[:SHOWN_RULES]:
             self.refused.append(f"    refused {_shown(rule, SHOWN_RULE_CHARS)!r}: {why}")
+        if len(refused) > SHOWN_RULES:
+            self.refused.append(f"    ... and {len(refused) - SHOWN_RULES} more refused rules")
 
 
 def _shown(text: str, chars: int) -> str:
