@@ -6,6 +6,7 @@ import asyncio
 import glob
 import pickle
 import re
+import sqlite3
 from functools import partial
 from pathlib import Path
 
@@ -40,6 +41,12 @@ PAIRS = [(d, r) for d in DOCS for r in RULES]
 
 
 rater = partial(http_rater, concurrency=16, max_retries=3)
+
+
+def usable_answers(cache: RequestCache) -> int:
+    """Records of the cache that are answers, not remembered failures (finish_reason "failed")."""
+    with sqlite3.connect(cache.path) as db:
+        return db.execute("SELECT COUNT(*) FROM answers WHERE finish_reason != 'failed'").fetchone()[0]
 
 
 def prompt_document(prompt: str) -> str:
@@ -89,7 +96,8 @@ def test_garbage_is_reasked_strictly_then_recorded_without_a_score(request_cache
     assert all("no number" in x.reason or "unrecognised" in x.reason for x in out), out[0].reason
     assert sum(b["messages"][-1]["content"].endswith(RATING_STRICT_SUFFIX) for b in bodies) == 4
     assert r.stats.failures == 4 and r.stats.by_status == {"parse_error": 4}
-    assert len(request_cache) == 0  # failures are never cached
+    assert usable_answers(request_cache) == 0  # failures are never cached as answers,
+    assert len(request_cache) == 4  # only remembered as failures (scoring/failures.py)
 
 
 def test_strict_answer_is_cached_and_reused(request_cache):
@@ -114,7 +122,7 @@ def test_truncated_json_and_length_are_failures(request_cache):
         rater(srv.url, request_cache, parse_retries=0) as r,
     ):
         out = r.rate(PAIRS)
-    assert all(x.score is None for x in out) and len(request_cache) == 0
+    assert all(x.score is None for x in out) and usable_answers(request_cache) == 0
     cut = [x for x in out if "finish_reason=length" in x.reason]
     bad_json = [x for x in out if x.reason.startswith("bad json")]
     assert cut and bad_json and len(cut) + len(bad_json) == len(out)

@@ -143,6 +143,13 @@ class RatingConfig(LLMEndpoint):
         description="Requests in flight at once for the whole run, across every worker (each "
         "worker also keeps to `concurrency`). null: workers x concurrency.",
     )
+    retry_failed_answers: bool = Field(
+        False,
+        description="A rating that failed for good (its answer still unparseable or out of range after the "
+        "strict re-ask) is remembered with its raw answer in the request cache, under a key derived from the "
+        "request that produced it, so a rerun does not pay for the same failure again; a change of the model, "
+        "prompt, max_tokens, dialect or parser asks again anyway. true: ask again for remembered failures.",
+    )
     max_failed_share: float = Field(
         0.2,
         ge=0,

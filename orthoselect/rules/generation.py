@@ -11,11 +11,14 @@ from typing import Any
 from orthoselect.config import SIMULATED, RulesConfig
 from orthoselect.llm.cache import Cache, answer_record, request_key
 from orthoselect.llm.dialects import TEXT, fixed_dialect, negotiate, request_fields
-from orthoselect.rules.prompts import RULES_RESPONSE_FORMAT, rules_messages
+from orthoselect.rules.checks import RuleChecks
+from orthoselect.rules.prompts import RULES_RESPONSE_FORMAT, retry_note, rules_messages
 from orthoselect.rules.sets import CODE_FENCE, RulesError, make_rules, texts_from_items
 from orthoselect.types import Rule
 
 SHOWN_CHARS = 300  # of each refused answer, in the error
+SHOWN_RULE_CHARS = 120  # of each refused rule, in the error
+SHOWN_RULES = 10  # refused rules shown per answer
 
 
 def parse_rules_answer(text: str) -> list[str]:
@@ -95,10 +98,30 @@ class _Generation:
             s["cost_usd"] += cost
 
     def refuse(self, attempt: int, text: str, why: str) -> None:
+        """An answer that gave no usable rule, shown (shortened) with the reason."""
         self.stats["parse_failures"] += 1
-        shown = " ".join(text.split())
-        shown = shown if len(shown) <= SHOWN_CHARS else shown[:SHOWN_CHARS] + " ..."
-        self.refused.append(f"  attempt {attempt}: {why}; answered: {shown!r}")
+        self.refused.append(f"  attempt {attempt}: {why}; answered: {_shown(text, SHOWN_CHARS)!r}")
+
+    def refuse_rules(self, attempt: int, text: str, kept: int, refused: list[tuple[str, str]]) -> None:
+        """The rules of an answer that were refused, each with its reason (after the answer, shortened,
+        when some of its rules were kept: an answer without any is shown by `refuse`)."""
+        if not refused:
+            return
+        self.stats["rules_refused"] = self.stats.get("rules_refused", 0) + len(refused)
+        if kept:
+            total = kept + len(refused)
+            self.refused.append(
+                f"  attempt {attempt}: kept {kept} of {total} rules; answered: {_shown(text, SHOWN_CHARS)!r}"
+            )
+        for rule, why in refused[:SHOWN_RULES]:
+            self.refused.append(f"    refused {_shown(rule, SHOWN_RULE_CHARS)!r}: {why}")
+        if len(refused) > SHOWN_RULES:
+            self.refused.append(f"    ... and {len(refused) - SHOWN_RULES} more refused rules")
+
+
+def _shown(text: str, chars: int) -> str:
+    shown = " ".join(str(text).split())
+    return shown if len(shown) <= chars else shown[:chars] + " ..."
 
 
 def generate_rules(
@@ -131,7 +154,6 @@ def generate_rules(
         ("requests", "retries", "tokens_in", "tokens_out", "tokens_cached", "cost_unknown"), 0
     )
     stats |= {"cost_usd": 0.0, "model": cfg.model, "parse_failures": 0, "cache_hits": 0}
-    texts: list[str] = []
     with LLMClient(
         model=cfg.model,
         api_base=cfg.api_base,
@@ -144,24 +166,31 @@ def generate_rules(
         prices=prices_for(cfg.model, cfg.price_per_million_tokens),
     ) as client:
         gen = _Generation(cfg, client, cache, dialect or fixed_dialect(cfg.structured_output), stats)
+        checks = RuleChecks(task, data, clipped)
         correction, tokens_factor = "", 1
         for attempt in range(1, cfg.max_attempts + 1):
-            missing = cfg.count - len(make_rules(texts, "llm"))
+            missing = cfg.count - len(checks.kept)
             if missing <= 0:
                 break
             messages = rules_messages(task, data, clipped, missing)
-            if correction:
-                messages.append({"role": "user", "content": correction})
+            if attempt > 1:  # a new draw: the attempt number is in the request and its cache key
+                messages.append({"role": "user", "content": retry_note(attempt, correction, checks.kept)})
             max_tokens = (60 * missing + 200) * tokens_factor
             try:
                 text, finish = gen.ask(messages, max_tokens)
             except LLMError as e:
                 hint = f" ({client.key_hint()})" if e.status in (401, 403) else ""
                 raise RulesError(f"rule generation with {cfg.model}: {e.message}{hint}") from None
-            before = len(make_rules(texts, "llm"))
+            kept: list[str] = []
+            refused: list[tuple[str, str]] = []
             try:
-                texts += parse_rules_answer(text)
-                why = "" if len(make_rules(texts, "llm")) > before else "no new usable rule in it"
+                items = parse_rules_answer(text)
+                kept, refused = checks.check(items)
+                why = (
+                    ""
+                    if kept
+                    else ("an empty list of rules" if not items else f"none of its {len(items)} rules is usable")
+                )
             except RulesError as e:
                 why = str(e)
             if finish == "length":
@@ -171,15 +200,14 @@ def generate_rules(
                 )
             if why:
                 gen.refuse(attempt, text, why)
-                correction = (
-                    f"Your previous answer could not be used: {why}. Answer only with JSON of the form "
-                    '{"rules": ["Name: description", ...]}.'
-                )
+            gen.refuse_rules(attempt, text, len(kept), refused)
+            correction = why or (f"{len(refused)} of your rules were refused, e.g. {refused[0][1]}" if refused else "")
     stats["dialect"] = gen.dialect
-    rules = make_rules(texts, f"llm:{cfg.model}")[: cfg.count]
+    rules = make_rules(checks.kept, f"llm:{cfg.model}")[: cfg.count]
     if not rules:
         raise RulesError(_no_rules_message(cfg, gen))
     stats["short_by"] = cfg.count - len(rules)
+    stats["refused"] = gen.refused  # shown when too few rules are left for the DPP
     return rules, stats
 
 

@@ -26,10 +26,11 @@ from orthoselect.llm.client import LLMClient
 from orthoselect.llm.cost import prices_for
 from orthoselect.llm.dialects import PROBE_ORDER, TEXT, fixed_dialect, honours, request_fields
 from orthoselect.llm.limits import BudgetExhausted, Limiter
-from orthoselect.llm.tokens import truncate_tokens
 from orthoselect.llm.transport import LLMError
 from orthoselect.scoring.base import Rater
+from orthoselect.scoring.failures import count_remembered, failure_key, serve_remembered
 from orthoselect.scoring.judge import Judge, Messages, ScoreJudge, ScoreParseError
+from orthoselect.scoring.llm_probe import probe_logprobs
 from orthoselect.scoring.llm_run import (
     BREAKER,
     RAW_CHARS,
@@ -38,6 +39,7 @@ from orthoselect.scoring.llm_run import (
     RatingRun,
     count_cache_hits,
 )
+from orthoselect.scoring.llm_run import truncate_for_rating as _truncate
 from orthoselect.scoring.usage_report import UsageReporter, usage_record
 from orthoselect.types import Document, RaterStats, Rating, Rule
 
@@ -276,39 +278,8 @@ class LiteLLMRater(Rater):
             await asyncio.to_thread(self.writer.flush)
 
     async def aprobe_logprobs(self, doc: Document, rule: Rule) -> dict:
-        """Whether the endpoint returns logprobs for the judge's request, found by rating (doc, rule) once
-        in the rater's dialect (a usable answer is kept, like the negotiation's: not paid twice; an answer of
-        the request cache says yes without a request). An endpoint that rejects the request's logprobs
-        fields (HTTP 400/422) says no. Returns {"logprobs", "outcome", "detail", "requests"}."""
-        text, _ = _truncate(doc.text, self.cfg.max_doc_tokens)
-        messages = self.judge.messages(rule.text, text)
-        key = request_key(self.model, messages, self.params())
-        found = self._probed.get(key) or (
-            (await asyncio.to_thread(self.cache.get_many, [key])).get(key) if self.cache is not None else None
-        )
-        job = Job(0, doc.id, rule.id, rule.text, text, False, messages, key)
-        if found is not None and self._cached_rating(job, found) is not None:
-            return {"logprobs": True, "outcome": "cached", "detail": "", "requests": 0}
-        sent = self.stats.requests
-        answer = await RatingRun(self, []).send(messages, self.max_tokens())
-        if isinstance(answer, LLMError):
-            if answer.status not in (400, 422):
-                raise answer
-            detail = f"the request with logprobs was rejected: {answer.message[:200]}"
-            return {"logprobs": False, "outcome": "rejected", "detail": detail, "requests": self.stats.requests - sent}
-        has = bool(answer.logprobs)
-        try:
-            _, answer.text = self.judge.read(answer)
-            if answer.finish_reason == "stop":
-                self._probed[key] = record = answer_record(key, self.model, answer)
-                self.writer.put(record)
-            detail = ""
-        except ScoreParseError as e:
-            detail = f"{e.reason}: {answer.text[:80]!r}"
-        if not has:
-            detail = f"the endpoint answered without logprobs ({answer.text[:40]!r})"
-        outcome = "returned" if has else "none"
-        return {"logprobs": has, "outcome": outcome, "detail": detail, "requests": self.stats.requests - sent}
+        """Whether the endpoint returns logprobs for the judge's request (scoring/llm_probe.py)."""
+        return await probe_logprobs(self, doc, rule)
 
     def rate(self, pairs: Pairs) -> list[Rating]:
         """One Rating per pair, in order. Callable from any thread, with or without a running loop."""
@@ -367,7 +338,9 @@ class LiteLLMRater(Rater):
             for i, rating in hits:
                 run.out[i] = rating
             probed, self._probed_served = self._probed_served, 0
-            count_cache_hits(self.stats, len(hits), probed)
+            failed = [rating for _, rating in hits if rating.status != "ok"]
+            count_cache_hits(self.stats, len(hits) - len(failed), probed)
+            count_remembered(self.stats, failed)
             for job in todo:
                 if run.stopped is not None:
                     break
@@ -385,6 +358,10 @@ class LiteLLMRater(Rater):
         todo = self._serve_cached(jobs, [j.key for j in jobs], hits)
         if todo and self.cfg.parse_retries and self.cache is not None:  # the strict re-ask's answer may be cached
             todo = self._serve_cached(todo, [self._strict_key(j) for j in todo], hits)
+        if todo and self.cache is not None and not self.cfg.retry_failed_answers:  # a final failure remembered
+            last = [self._strict_key(j) if self.cfg.parse_retries else j.key for j in todo]
+            keys = [failure_key(k, self.judge.version) for k in last]
+            todo = serve_remembered(self.cache, todo, keys, hits, RAW_CHARS)
         return todo, hits
 
     def _job(self, i: int, doc: Document, rule: Rule, prepared: dict[str, tuple[str, bool]], params: dict) -> Job:
@@ -443,10 +420,3 @@ class LiteLLMRater(Rater):
         finally:
             if self.cache is not None:
                 self.cache.close()
-
-
-def _truncate(text: str, max_tokens: int) -> tuple[str, bool]:
-    """A text of at most max_tokens UTF-8 bytes has at most max_tokens tokens: skip the tokenizer."""
-    if len(text) <= max_tokens and len(text.encode("utf-8", "surrogatepass")) <= max_tokens:
-        return text, False
-    return truncate_tokens(text, max_tokens)

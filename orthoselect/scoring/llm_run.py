@@ -21,7 +21,9 @@ from orthoselect.llm.client import LLMClient
 from orthoselect.llm.cost import Prices
 from orthoselect.llm.dialects import TEXT, negotiate
 from orthoselect.llm.limits import BudgetExhausted
+from orthoselect.llm.tokens import truncate_tokens
 from orthoselect.llm.transport import Completion, LLMError
+from orthoselect.scoring.failures import failure_key, failure_record, worth_remembering
 from orthoselect.scoring.judge import Judge, Messages, ScoreParseError
 from orthoselect.types import FailureStatus, RaterStats, Rating, RatingDetails
 
@@ -153,6 +155,7 @@ class RatingRun:
     async def _ask(self, job: Job, tally: Tally) -> float | Failure:
         """Request rounds until an answer parses, one fails for good, or the strict re-asks run out."""
         failure = Failure("parse_error", "")
+        last: tuple[int, Messages, Completion] | None = None  # the round, request and answer that failed last
         for round_ in range(self.cfg.parse_retries + 1):
             messages = job.messages if round_ == 0 else self.judge.strict_messages(job.rule, job.text)
             answer = await self._request(messages, tally, self.rater.max_tokens(reask=round_ > 0))
@@ -170,7 +173,9 @@ class RatingRun:
                 return verdict
             if verdict.status != "parse_error":  # refused: asking again would not help
                 return verdict
-            failure = verdict
+            failure, last = verdict, (round_, messages, answer)
+        if last is not None and worth_remembering(failure.status, failure.reason):
+            self._remember(job, *last, failure, tally)
         return failure
 
     async def _request(
@@ -216,6 +221,25 @@ class RatingRun:
         key = job.key if first_round else request_key(rater.model, messages, rater.params(reask=True))
         rater.writer.put(answer_record(key, rater.model, c))
 
+    def _remember(
+        self, job: Job, round_: int, messages: Messages, c: Completion, failure: Failure, tally: Tally
+    ) -> None:
+        """Hand a final failure to the cache writer under the failure key of the request that produced it
+        (scoring/failures.py): a rerun serves it as the same failure instead of paying for it again."""
+        rater = self.rater
+        key = job.key if round_ == 0 else request_key(rater.model, messages, rater.params(reask=True))
+        record = failure_record(
+            failure_key(key, self.judge.version),
+            rater.model,
+            failure.status,
+            failure.reason,
+            c.text[:RAW_CHARS],
+            c.finish_reason,
+            tally.tokens_in,
+            tally.tokens_out,
+        )
+        rater.writer.put(record)
+
     def _cost(self, tally: Tally) -> float | None:
         """One pair's dollar cost (None at an unknown price)."""
         return self.prices.cost(tally.tokens_in, tally.tokens_out, tally.tokens_cached)
@@ -254,3 +278,10 @@ class RatingRun:
                 raise RaterSetupError(
                     f"{self.rater.model}: {self.rejected} requests rejected and none succeeded, last: {e.message}"
                 ) from None
+
+
+def truncate_for_rating(text: str, max_tokens: int) -> tuple[str, bool]:
+    """A text of at most max_tokens UTF-8 bytes has at most max_tokens tokens: skip the tokenizer."""
+    if len(text) <= max_tokens and len(text.encode("utf-8", "surrogatepass")) <= max_tokens:
+        return text, False
+    return truncate_tokens(text, max_tokens)

@@ -6,6 +6,7 @@ chosen rules are reused, never requested again. A document's score is the mean o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,7 +30,7 @@ from orthoselect.stages.recorded import (
     read_dialect,
     read_score_mode,
 )
-from orthoselect.stages.tally import Tally
+from orthoselect.stages.tally import Tally, TooManyFailedRatings, failures_path, keep_failures
 from orthoselect.types import RATING_COLUMNS, Document, Rating
 
 RATING_SCHEMA = pa.schema(
@@ -73,6 +74,8 @@ def rating_fingerprint(ctx: RunContext) -> dict:
         fp["score_mode"] = mode
         if mode == "expected":
             fp |= {"template": EXPECTED_VERSION, "top_logprobs": r.top_logprobs}
+    if r.retry_failed_answers:  # asking again for remembered failures redoes the steps; off: keys as before
+        fp["retry_failed_answers"] = True
     if r.model == SIMULATED:
         return fp | {"seed": ctx.cfg.seed}
     return fp | {"dialect": read_dialect(ctx, "rating")}
@@ -81,6 +84,18 @@ def rating_fingerprint(ctx: RunContext) -> dict:
 def ratings_table(ratings: list[Rating]) -> pa.Table:
     columns = {name: [getattr(x, name) for x in ratings] for name in RATING_COLUMNS}
     return pa.Table.from_pydict(columns, schema=RATING_SCHEMA)
+
+
+def checked(ctx: RunContext, step: str, shard: str, tally: Tally, ratings: Callable[[], pa.Table]) -> None:
+    """`tally.check`; a shard that fails for too many final failures keeps them, raw answers included, in
+    failures/<step>/<shard>.parquet (a shard that passes holds them in its own ratings file)."""
+    try:
+        tally.check(step, shard, ctx.cfg.rating.max_failed_share)
+    except TooManyFailedRatings:
+        keep_failures(ctx.storage, step, shard, ratings())
+        raise
+    if ctx.storage.exists(failures_path(step, shard)):  # from an earlier attempt that failed
+        ctx.storage.remove(failures_path(step, shard))
 
 
 @dataclass
@@ -161,7 +176,7 @@ class RateSample(ShardStep[RatingStats]):
                 tally.check_transient(self.name, shard.id)  # the endpoint failed: stop, run again later
                 tables.append(ratings_table(ratings))
                 docs += len(ids)
-            tally.check(self.name, shard.id, ctx.cfg.rating.max_failed_share)
+            checked(ctx, self.name, shard.id, tally, lambda: pa.concat_tables(tables))
             stats = tally.stats(rater)
         table = pa.concat_tables(tables) if tables else RATING_SCHEMA.empty_table()
         ctx.storage.write_parquet(f"ratings/{shard.id}.parquet", table)
@@ -222,7 +237,7 @@ class ScorePool(ShardStep[ScoreStats]):
             + [(c, pa.float64()) for c in score_cols]
         )
         totals = {"docs": 0, "rated": 0, "unrated": 0, "reused": 0, "duplicates_dropped": 0}
-        tally = Tally()
+        tally, failed = Tally(), []
         with (
             rater_for(ctx, self.name, shard.id, grouped=pool_grouped(ctx)) as rater,
             ctx.storage.local_staging(f"scores/{shard.id}.parquet") as scores_tmp,
@@ -255,6 +270,7 @@ class ScorePool(ShardStep[ScoreStats]):
                         matrix[d, j] = rating.score
                 if fresh:
                     ratings_out.write_table(ratings_table(fresh))
+                    failed += [x for x in fresh if x.status != "ok"]
                 n_rated = np.isfinite(matrix).sum(axis=1)
                 score = np.divide(np.nansum(matrix, axis=1), n_rated, out=np.full(len(docs), np.nan), where=n_rated > 0)
                 columns = {
@@ -269,7 +285,7 @@ class ScorePool(ShardStep[ScoreStats]):
                 totals["docs"] += len(docs)
                 totals["rated"] += int((n_rated > 0).sum())
                 totals["unrated"] += int((n_rated == 0).sum())
-            tally.check(self.name, shard.id, ctx.cfg.rating.max_failed_share)
+            checked(ctx, self.name, shard.id, tally, lambda: ratings_table(failed))
             stats = tally.stats(rater)
             group_stats = getattr(rater, "group_stats", None)
             grouping = group_stats.to_dict() if group_stats is not None else {}

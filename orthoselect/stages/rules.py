@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,7 @@ class RulesStats(UsageStats):
     source: str = ""
     model: str = ""
     parse_failures: int = 0
+    rules_refused: int = 0
     short_by: int = 0
     output_hash: str = ""
 
@@ -45,8 +47,11 @@ class GenerateRules(RunStep[RulesStats]):
         if r.file:
             return {"file": stable_hash(Path(r.file).read_bytes().decode("utf-8", "replace"))}
         generation = r.model_dump(exclude={"file", "api_key_env", "api_base", "timeout_s", "max_retries"})
+        from orthoselect.rules.checks import CHECK_VERSION
+
         return {
             "generation": generation,
+            **({"checks": CHECK_VERSION} if r.model != SIMULATED else {}),
             "task": ctx.cfg.task.description,
             "data": ctx.cfg.data.description,
             "seed": ctx.cfg.seed,
@@ -55,15 +60,28 @@ class GenerateRules(RunStep[RulesStats]):
 
     def run(self, ctx: RunContext, unit: None) -> RulesStats:
         r = ctx.cfg.rules
+        stats: dict[str, Any]
         if r.file:
             rules, stats = load_rules_file(r.file), {"requests": 0}
         else:
             rules, stats = _generated_rules(ctx)
         if len(rules) < ctx.cfg.dpp.k:
-            raise RulesError(
-                f"only {len(rules)} distinct rules for dpp.k = {ctx.cfg.dpp.k}; "
-                "add rules, raise rules.max_attempts, or lower dpp.k"
+            refused: list[str] = list(stats.get("refused") or [])
+            shown = (
+                ["", "What the model answered and why each answer or rule was refused:", *refused] if refused else []
             )
+            raise RulesError(
+                "\n".join(
+                    [
+                        f"only {len(rules)} distinct rules for dpp.k = {ctx.cfg.dpp.k}; "
+                        "add rules, raise rules.max_attempts (each attempt is a new request), use a stronger "
+                        "rules.model, or lower dpp.k",
+                        *shown,
+                    ]
+                )
+            )
+        if stats.get("refused"):  # enough rules, but say what was refused and why
+            log.warning("rule generation refused answers or rules:\n%s", "\n".join(stats["refused"]))
         source = "file" if r.file else (SIMULATED if r.model == SIMULATED else f"llm:{r.model}")
         ctx.storage.write_json("rules.json", rules_to_json(rules, source=source))
         return RulesStats.from_dict(

@@ -14,8 +14,11 @@ import json
 import os
 import uuid
 
+import pyarrow as pa
+
 from orthoselect.data.storage import Storage, is_remote
 from orthoselect.scoring import Rater
+from orthoselect.scoring.failures import remedy
 from orthoselect.types import TRANSIENT_STATUSES, Rating
 
 
@@ -47,11 +50,28 @@ class TooManyFailedRatings(RuntimeError):
         super().__init__(
             f"{details['failed']} of {details['ratings']} ratings of {shard} failed for good "
             f"({details['failed_share']:.1%} > rating.max_failed_share {details['limit']:g}): {worst}; "
-            f"e.g. {details['reason']}. Check these rules' wording, the model, or rating.max_tokens"
+            f"e.g. {details['reason']}. What could help: {remedy(details.get('cut', 0), details['failed'])}; "
+            f"or these rules' wording. The raw answers are in {failures_path(step, shard)}; a rerun does not "
+            "pay for these failures again (remembered in the request cache) unless a setting of their "
+            "requests changes or rating.retry_failed_answers is true"
         )
 
     def __reduce__(self):
         return type(self), (self.step, self.shard, self.details)
+
+
+def failures_path(step: str, shard: str) -> str:
+    """Where a shard that failed with TooManyFailedRatings keeps its final failures and their raw answers."""
+    return f"failures/{step}/{shard}.parquet"
+
+
+def keep_failures(storage: Storage, step: str, shard: str, table: pa.Table) -> None:
+    """The final failures of `table` (ratings of a shard that failed for them), raw answers included, in the
+    run directory (`failures_path`): the shard's own ratings file is written only when it succeeds."""
+    import pyarrow.compute as pc
+
+    final = pc.invert(pc.is_in(table["status"], pa.array(["ok", *TRANSIENT_STATUSES])))
+    storage.write_parquet(failures_path(step, shard), table.filter(final))
 
 
 class Tally:
@@ -67,6 +87,7 @@ class Tally:
         self.unreachable = 0
         self.unavailable_reason = ""
         self.final_reason = ""
+        self.cut = 0  # final failures whose last answer was cut at max_tokens (finish_reason=length)
         self.truncated: set[str] = set()
 
     def add(self, ratings: list[Rating]) -> None:
@@ -85,6 +106,7 @@ class Tally:
                 key = f"{r.status}:{r.rule_id}"
                 self.failed_by_status_rule[key] = self.failed_by_status_rule.get(key, 0) + 1
                 self.final_reason = r.reason
+                self.cut += "finish_reason=length" in r.reason
 
     @property
     def ratings(self) -> int:
@@ -114,6 +136,7 @@ class Tally:
                 "limit": max_failed_share,
                 "worst_rules": worst,
                 "reason": self.final_reason[:300],
+                "cut": self.cut,
             }
             raise TooManyFailedRatings(step, shard, details)
 

@@ -76,6 +76,8 @@ from orthoselect.scoring.simulated import digit_distribution  # noqa: E402
 
 _EXPECTED_ASK = "single digit from 0 to 9"  # in the expected-mode rating prompt (scoring/expected.py)
 
+RULES_MODES = ("good", "echo", "empty", "duplicate")
+_ECHO_RULES = ["Name: description", "description", "[name:description]", "Rule 1: description"]
 FAULTS = ("429", "500", "503", "400", "timeout", "garbage", "truncated_json", "length", "refused")
 _COUNT_RE = re.compile(r"Write (\d+) distinct")
 PREFIX_BLOCK = 64  # characters per block of the fake prompt cache
@@ -110,9 +112,20 @@ class FakeLLMServer:
         port: int = 0,
         reuse_port: bool = False,
         prefix_cache: bool = False,
+        rules_mode: str = "good",
+        garbage_marker: str | None = None,
+        garbage_text: str = '{"score": 1000000000000000}',
     ) -> None:
         self.latency_s = latency_ms / 1000.0
         self.mode, self.text, self.seed = mode, text, seed
+        # rule generation answers (RULES_MODES): "good" distinct fake rules, "echo" the prompt's format hint,
+        # "empty" an empty list, "duplicate" one rule repeated (rules_drawn counts rule requests)
+        if rules_mode not in RULES_MODES:
+            raise ValueError(f"rules_mode must be one of {RULES_MODES}")
+        self.rules_mode = rules_mode
+        # a rating prompt whose document holds `garbage_marker` is answered `garbage_text` every time (an
+        # out-of-range score, as Gemma 3 270M answered with its own chat template): a final failure
+        self.garbage_marker, self.garbage_text = garbage_marker, garbage_text
         self.rates = {
             "429": rate_429,
             "500": rate_500,
@@ -165,6 +178,8 @@ class FakeLLMServer:
         self.held = 0  # requests held by `hold`
         self.grouped = 0  # requests carrying a grouped (several-rule) rating prompt
         self.logprob_answers = 0  # answers sent with logprobs
+        self.rules_drawn = 0  # rule-generation requests answered
+        self.garbage_answers = 0  # rating prompts answered `garbage_text` (their document holds garbage_marker)
         self.bodies.clear()
 
     def stats(self) -> dict:
@@ -215,6 +230,9 @@ class FakeLLMServer:
                 from orthoselect.scoring.simulated import simulated_score
 
                 self._simulated = simulated_score
+            if self.garbage_marker is not None and self.garbage_marker in parsed[1]:
+                self.garbage_answers += 1
+                return self.garbage_text
             score = self._simulated(parsed[0], parsed[1], self.seed)
             if expected:  # the most likely digit of the distribution the logprobs report
                 return str(int(np.argmax(digit_distribution(score))))
@@ -229,8 +247,16 @@ class FakeLLMServer:
             doc, rules = grouped
             scores = {label: round(self._simulated(rule, doc, self.seed), 2) for label, rule in rules}
             return self.group_answer(scores, rules) if self.group_answer is not None else json.dumps(scores)
-        if "JSON list" in user:
-            n = int(m.group(1)) if (m := _COUNT_RE.search(user)) else 5
+        asked = next((m.get("content") or "" for m in messages if "JSON list" in str(m.get("content") or "")), "")
+        if asked:
+            self.rules_drawn += 1
+            n = int(m.group(1)) if (m := _COUNT_RE.search(asked)) else 5
+            if self.rules_mode == "echo":
+                return json.dumps(_ECHO_RULES[:n])
+            if self.rules_mode == "empty":
+                return json.dumps([])
+            if self.rules_mode == "duplicate":
+                return json.dumps(["Clarity: the document is clear and well organised."] * n)
             return json.dumps(
                 [f"Fake rule {i + 1}: the document satisfies fake property number {i + 1}." for i in range(n)]
             )
