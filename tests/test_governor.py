@@ -108,3 +108,18 @@ def test_a_budget_needs_known_prices(tmp_path):
     check_budget_prices(load_config({**base, "rating": priced, "rules": {"file": "rules.txt"}}))
     check_budget_prices(load_config({**base, "rating": {"model": "openai/gpt-4o-mini"}}))  # in litellm's map
     check_budget_prices(load_config({"dataset": {"path": "x"}, "rating": {"model": "hosted_vllm/my-own-model"}}))
+
+
+def test_concurrency_is_the_run_wide_cap_unless_max_in_flight_is_set(tmp_path):
+    from orthoselect.config import Config
+    from orthoselect.llm.governor import governor_args, lease_batch, limits_wanted, run_in_flight
+
+    def config(**rating) -> Config:
+        return Config.model_validate({"dataset": {"path": str(tmp_path)}, "run_dir": str(tmp_path), "rating": rating})
+
+    assert not limits_wanted(config())  # the simulator: no endpoint, no governor
+    local = config(model="openai/smollm2", api_base="http://127.0.0.1:8000/v1", concurrency=1)
+    assert limits_wanted(local) and run_in_flight(local) == 1
+    assert governor_args(local, Storage(str(tmp_path)), "a1")[2] == 1
+    assert run_in_flight(config(model="openai/x", concurrency=4, max_in_flight=8)) == 8
+    assert [lease_batch(n) for n in (None, 1, 15, 16, 64, 256)] == [8, 1, 1, 2, 8, 8]

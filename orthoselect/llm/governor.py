@@ -167,9 +167,26 @@ class Governor:
 
 
 def limits_wanted(cfg) -> bool:
-    """Whether the config sets any run-wide limit (then the run needs a Governor)."""
+    """Whether the run needs a Governor: it sets a run-wide limit, or it calls a real LLM endpoint, whose
+    requests in flight are kept to `rating.concurrency` for the whole run (not per worker process)."""
+    from orthoselect.config import SIMULATED
+
     r = cfg.rating
-    return any(v is not None for v in (r.rpm, r.tpm, r.max_in_flight, cfg.budget_usd))
+    calls = r.model != SIMULATED or (cfg.rules.model != SIMULATED and not cfg.rules.file)
+    return calls or any(v is not None for v in (r.rpm, r.tpm, r.max_in_flight, cfg.budget_usd))
+
+
+def run_in_flight(cfg) -> int:
+    """Requests in flight at once for the whole run: `rating.max_in_flight`, else `rating.concurrency`."""
+    r = cfg.rating
+    return r.max_in_flight if r.max_in_flight is not None else r.concurrency
+
+
+def lease_batch(in_flight: int | None) -> int:
+    """Permits a client leases at a time: 8 (a handful of governor calls per worker per second at thousands
+    of requests per second), fewer under a small cap so that permits one worker holds unused do not keep
+    another waiting: a cap below 16 is leased one permit at a time."""
+    return 8 if in_flight is None else max(1, min(8, in_flight // 8))
 
 
 def governor_args(cfg, storage: Storage, attempt: str) -> tuple:
@@ -177,7 +194,7 @@ def governor_args(cfg, storage: Storage, attempt: str) -> tuple:
     with a model of unknown price is refused here, before any work: it could not be kept."""
     check_budget_prices(cfg)
     r = cfg.rating
-    return r.rpm, r.tpm, r.max_in_flight, cfg.budget_usd, spent_so_far(storage), storage, attempt
+    return r.rpm, r.tpm, run_in_flight(cfg), cfg.budget_usd, spent_so_far(storage), storage, attempt
 
 
 def check_budget_prices(cfg) -> None:
