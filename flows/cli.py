@@ -71,8 +71,6 @@ def estimate(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Project requests, tokens and dollars per stage before any LLM call (and the paper's R x N)."""
-    from rich.markdown import Markdown
-
     from orthoselect.preflight.estimate import estimate as project
     from orthoselect.preflight.estimate import render_estimate
 
@@ -80,7 +78,19 @@ def estimate(
     if json_out:
         print(json.dumps(est, indent=2, default=str))
     else:
-        Console().print(Markdown(render_estimate(est)))
+        show_markdown(render_estimate(est))
+
+
+def show_markdown(text: str) -> None:
+    """Markdown rendered for a terminal; printed as it is when the output goes to a pipe or a file, where a
+    rendered table would be cut at the 80 columns rich assumes there."""
+    from rich.markdown import Markdown
+
+    out = Console()
+    if out.is_terminal:
+        out.print(Markdown(text))
+    else:
+        print(text)
 
 
 @app.command()
