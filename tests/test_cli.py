@@ -144,7 +144,8 @@ def test_status_after_a_stop_lists_interrupted_shards_as_pending_in_one_line_eac
     lines = out.splitlines()
     assert [line for line in lines if line.startswith("interrupted rate")] == [
         f"interrupted rate {units[0]}: 74 of 108 ratings obtained (cached), the rest not asked (attempt {ctx.attempt})",
-        f"interrupted rate {units[1]}: not started (attempt {ctx.attempt})",
+        f"interrupted rate {units[1]}: stopped when the run was asked to stop; answers obtained before are cached "
+        f"(attempt {ctx.attempt})",
     ]
     assert len([line for line in lines if line.startswith("failed rate")]) == 1
     assert "run the same command again to resume" in out and f"retry-failed {ctx.cfg.run_dir}" in out

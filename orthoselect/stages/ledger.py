@@ -158,8 +158,8 @@ def status(ctx: RunContext) -> dict[str, dict]:
 def interruption_line(entry: dict) -> str:
     """An interrupted shard in a line: what it had done (ratings obtained, cached) and the attempt."""
     d = entry.get("details") if isinstance(entry.get("details"), dict) else {}
-    if entry["error"] == "RunInterrupted":
-        done = "not started"
+    if entry["error"] == "RunInterrupted":  # its last try did not start; an earlier one may have rated some
+        done = "stopped when the run was asked to stop; answers obtained before are cached"
     elif d and "ratings" in d:
         done = f"{d.get('ok', 0)} of {d['ratings']} ratings obtained (cached), the rest not asked"
     else:
