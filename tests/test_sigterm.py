@@ -173,5 +173,10 @@ def test_a_stop_signal_ends_the_run_within_seconds_and_a_rerun_resumes(
         result = orthoselect_pipeline(config=config)
         assert result["counts"]["selected"] == 50 and server.requests > before
         assert server.stats()["repeated_answers"] == 0, "an answer obtained before the signal was paid again"
+        calls = ctx.storage.read_json("manifest.json")["calls"]
+        negative = {
+            f"{s}.{k}": v for s, c in calls.items() for k, v in c.items() if isinstance(v, int | float) and v < 0
+        }
+        assert not negative, f"negative counts over the attempts: {negative}"
     assert status(ctx)["stopped"] is None
     same_selection(ctx, reference)
