@@ -118,13 +118,14 @@ class RatingConfig(LLMEndpoint):
         "litellm.acompletion for any provider; `auto`: http for OpenAI-compatible providers, else litellm.",
     )
     concurrency: int = Field(
-        64,
+        128,
         gt=0,
         description="Requests in flight at once for the whole run: the endpoint never sees more, whatever "
         "the number of Dask worker processes and threads (the run's governor keeps the total; each worker "
         "leases permits a few at a time, so it costs no round trip per request). 1 for a server that "
         "computes one request at a time (llama-cpp-python's); the number of slots of `llama-server`; "
-        "64-256 for vLLM or a hosted API.",
+        "64-256 for vLLM or a hosted API. The default, 128, is what the default 2-worker cluster sent when "
+        "this was 64 per worker process.",
     )
     sample_size: int = Field(1000, gt=1, description="n: documents rated against all R rules for the DPP.")
     allow_sample_is_pool: bool = Field(
