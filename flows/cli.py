@@ -71,8 +71,6 @@ def estimate(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Project requests, tokens and dollars per stage before any LLM call (and the paper's R x N)."""
-    from rich.markdown import Markdown
-
     from orthoselect.preflight.estimate import estimate as project
     from orthoselect.preflight.estimate import render_estimate
 
@@ -80,7 +78,19 @@ def estimate(
     if json_out:
         print(json.dumps(est, indent=2, default=str))
     else:
-        Console().print(Markdown(render_estimate(est)))
+        show_markdown(render_estimate(est))
+
+
+def show_markdown(text: str) -> None:
+    """Markdown rendered for a terminal; printed as it is when the output goes to a pipe or a file, where a
+    rendered table would be cut at the 80 columns rich assumes there."""
+    from rich.markdown import Markdown
+
+    out = Console()
+    if out.is_terminal:
+        out.print(Markdown(text))
+    else:
+        print(text)
 
 
 @app.command()
@@ -89,6 +99,7 @@ def status(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Shards done, failed and pending for each shard step of a run, with the failures' errors."""
+    from rich.markup import escape
     from rich.table import Table
 
     from orthoselect.stages import RunContext
@@ -98,7 +109,7 @@ def status(
     if json_out:
         print(json.dumps(report, indent=2))
         return
-    table = Table("step", "shards", "done", "failed", "pending", "stale", title=f"status of {run_dir}")
+    table = Table("step", "shards", "done", "failed", "pending", "interrupted", "stale", title=f"status of {run_dir}")
     stopped, last = report.pop("stopped"), report.pop("last_attempt")
     for step, r in report.items():
         table.add_row(
@@ -107,20 +118,36 @@ def status(
             str(len(r["done"])),
             str(len(r["failed"])),
             str(len(r["pending"])),
+            str(len(r["interrupted"])),
             str(len(r["stale"])),
         )
-    Console().print(table)
+    out = Console(soft_wrap=True)
+    out.print(table)
     if last:
         note = f" ({last['note']})" if last.get("note") else ""
-        Console().print(f"last attempt {last['attempt']}: {last['outcome']} at {last['at']}{note}")
+        out.print(f"last attempt {last['attempt']}: {last['outcome']} at {last['at']}{note}")
     if stopped:
-        Console().print(f"[yellow]{stopped['message']}[/yellow]")
+        out.print(f"[yellow]{stopped['message']}[/yellow]")
+    for step, r in report.items():
+        for shard, line in sorted(r["interrupted"].items()):
+            out.print(f"[yellow]interrupted[/yellow] {step} {shard}: {escape(line)}", highlight=False)
     for step, r in report.items():
         for shard, e in sorted(r["errors"].items()):
-            Console().print(
-                f"[red]failed[/red] {step} {shard}: {e['error']}: {e['message'][:300]} "
-                f"(attempt {e['attempt']}, try {e['try']})"
+            out.print(
+                f"[red]failed[/red] {step} {shard}: {e['error']}: {escape(_first_line(e['message'], 300))} "
+                f"(attempt {e['attempt']}, try {e['try']})",
+                highlight=False,
             )
+    if any(r["interrupted"] for r in report.values()):
+        out.print("interrupted shards are pending: run the same command again to resume (answers obtained are cached)")
+    if any(r["errors"] for r in report.values()):
+        out.print(f"re-run only the failed shards: orthoselect retry-failed {run_dir}")
+
+
+def _first_line(message: str, limit: int) -> str:
+    """A recorded error message in one line: its first line (a traceback after it is left out), cut."""
+    line = message.strip().splitlines()[0] if message.strip() else ""
+    return line if len(line) <= limit else line[:limit] + " ..."
 
 
 @app.command("retry-failed")

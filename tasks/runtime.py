@@ -31,9 +31,14 @@ class ActorGovernor:
         self.actor = actor
 
     def lease(
-        self, want: int, est_tokens: int, est_cost: float, settle: tuple[int, int, int, float] = (0, 0, 0, 0.0)
+        self,
+        want: int,
+        est_tokens: int,
+        est_cost: float,
+        settle: tuple[int, int, int, float] = (0, 0, 0, 0.0),
+        holder: str = "",
     ) -> tuple[int, float, bool]:
-        return self.actor.lease(want, est_tokens, est_cost, settle).result()
+        return self.actor.lease(want, est_tokens, est_cost, settle, holder).result()
 
     def flush(self) -> dict:
         return self.actor.flush().result(timeout=60)

@@ -105,3 +105,47 @@ def test_a_bad_set_value_names_the_key(tmp_path, pair, message):
     config.write_text(f"run_dir: {tmp_path / 'run'}\ndataset: {{path: {tmp_path / 'data'}}}\n")
     out = one_line_error(["estimate", str(config), "--set", pair], 2)
     assert message in " ".join(out.split())  # the console may wrap the line
+
+
+def test_status_after_a_stop_lists_interrupted_shards_as_pending_in_one_line_each(tmp_path):
+    """After SIGTERM the shards the stop ended are recorded in the ledger (RunInterrupted: not started;
+    RatingsIncomplete: stopped sending requests). `status` shows them as interrupted and pending, one line
+    each, with the advice to rerun; only a real failure is `failed` (first line of its message) and
+    gets the `retry-failed` advice."""
+    from orthoselect.data.corpus import build_corpus
+    from orthoselect.stages.context import RunInterrupted
+    from orthoselect.stages.ledger import attempt_summary, open_failures, record_failure, status
+    from orthoselect.stages.tally import RatingsIncomplete, TooManyFailedRatings
+
+    build_corpus(str(tmp_path / "data"), n_docs=200, n_shards=4, seed=0)
+    ctx = RunContext(Config.model_validate(small_config(tmp_path / "data", tmp_path / "run", rating__sample_size=40)))
+    run_local(ctx, ("index_pool",))
+    units = [u.id for u in STEPS["rate"].units(ctx.frozen_markers())]
+    assert len(units) >= 3
+    ctx.attempt = "20261208T000000000000Z"
+    stopped = {"ratings": 108, "ok": 74, "unavailable": 34, "reason": "the run was asked to stop: request not sent"}
+    record_failure(ctx, "rate", units[0], RatingsIncomplete("rate", units[0], stopped))
+    record_failure(ctx, "rate", units[1], RunInterrupted(f"rate {units[1]}: not started, the run was asked to stop"))
+    bad = {"ratings": 60, "failed": 26, "failed_share": 0.43, "limit": 0.2, "worst_rules": [("r1", 9)], "reason": "x"}
+    error = TooManyFailedRatings("rate", units[2], bad)
+    error.args = (str(error) + "\nTraceback (most recent call last):\n" + '  File "x.py", line 1\n' * 40,)
+    record_failure(ctx, "rate", units[2], error)
+
+    report = status(ctx)["rate"]
+    assert report["failed"] == [units[2]] and set(report["interrupted"]) == {units[0], units[1]}
+    assert {units[0], units[1]} <= set(report["pending"])
+    assert list(open_failures(ctx)) == ["rate"] and list(open_failures(ctx)["rate"]) == [units[2]]
+    assert any("interrupted, pending" in line and "run the same command again" in line for line in attempt_summary(ctx))
+
+    result = CliRunner().invoke(app, ["status", ctx.cfg.run_dir])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "Traceback" not in out and len(out.splitlines()) < 25, out
+    lines = out.splitlines()
+    assert [line for line in lines if line.startswith("interrupted rate")] == [
+        f"interrupted rate {units[0]}: 74 of 108 ratings obtained (cached), the rest not asked (attempt {ctx.attempt})",
+        f"interrupted rate {units[1]}: stopped when the run was asked to stop; answers obtained before are cached "
+        f"(attempt {ctx.attempt})",
+    ]
+    assert len([line for line in lines if line.startswith("failed rate")]) == 1
+    assert "run the same command again to resume" in out and f"retry-failed {ctx.cfg.run_dir}" in out

@@ -181,6 +181,35 @@ def test_generated_rules_are_cached_like_ratings(request_cache):
     assert [r.text for r in again] == [r.text for r in first] and len(first) == 5
 
 
+@pytest.mark.integration
+def test_rule_generation_counts_the_dialect_its_endpoint_rejected(request_cache):
+    """llama-cpp-python's server answers json_schema with HTTP 500: that request reached it, so it is
+    counted in the rules' requests (before, the manifest said one fewer than the server's log)."""
+    from orthoselect.rules.generation import generate_rules
+
+    with FakeLLMServer(dialects=("json_object",), unsupported="500") as srv:
+        _, stats = generate_rules(rules_cfg(srv.url), "code", "docs", [], 0, cache=request_cache)
+    assert stats["dialect"] == "json_object" and stats["negotiation"]["tried"][0]["outcome"] == "rejected"
+    assert stats["requests"] == srv.requests == 2 and stats["retries"] == 0
+
+
+@pytest.mark.integration
+def test_a_rerun_of_rule_generation_keeps_what_the_negotiation_found(corpus_dir, tmp_path):
+    from orthoselect.config import Config
+    from orthoselect.stages import RunContext, run_local
+    from support.configs import llm_config
+
+    with FakeLLMServer(dialects=("json_object",), unsupported="500") as srv:
+        config = llm_config(corpus_dir, tmp_path / "run", srv.url, model="openai/local", rule_count=6, sample_size=20)
+        ctx = RunContext(Config.model_validate(config))
+        run_local(ctx, ("index_pool", "generate_rules"))
+        first = ctx.storage.read_json("structured_output/rules.json")
+        assert first["dialect"] == "json_object" and [t["outcome"] for t in first["tried"]] == ["rejected", "honoured"]
+        config["rules"]["count"] = 7  # the step's key changes: it runs again, in the dialect it found
+        run_local(RunContext(Config.model_validate(config)), ("index_pool", "generate_rules"))
+    assert ctx.storage.read_json("structured_output/rules.json")["tried"] == first["tried"]
+
+
 def test_off_and_on_written_bare_in_a_yaml_file_are_the_settings(tmp_path):
     from orthoselect.config import load_config
 

@@ -370,9 +370,22 @@ def test_estimate_says_the_sample_is_the_pool(data, tmp_path, no_servers):
     cfg = small_config(data, tmp_path / "run", rating={"model": "simulated", "sample_size": 5000})
     result = cli(tmp_path, cfg, "estimate")
     assert result.exit_code == 0, result.output
-    assert "Warning: the sample is the whole pool" in result.output
+    assert "**Warning: the sample is the whole pool**" in result.output  # piped: the Markdown as it is
     result = cli(tmp_path, cfg, "estimate", "--json")
     assert json.loads(result.output[result.output.index("{") :])["sample_is_pool"] is True
     cfg["rating"]["sample_size"] = 30
     result = cli(tmp_path, cfg, "estimate")
     assert result.exit_code == 0 and "whole pool" not in result.output
+
+
+def test_estimate_piped_prints_its_whole_table(data, tmp_path, no_servers):
+    """Output to a pipe (not a terminal) is the Markdown itself: before, rich cut the table at 80 columns."""
+    from orthoselect.preflight.estimate import estimate, render_estimate
+
+    cfg = small_config(data, tmp_path / "run", rating={"model": "simulated", "sample_size": 30})
+    result = cli(tmp_path, cfg, "estimate")
+    assert result.exit_code == 0, result.output
+    table = [line for line in result.output.splitlines() if line.startswith("|")]
+    assert table and max(len(line) for line in table) > 80
+    expected = render_estimate(estimate(Config.model_validate(cfg), sample_docs=200))
+    assert [line for line in expected.splitlines() if line.startswith("|")][0] == table[0]

@@ -151,6 +151,10 @@ def test_a_stop_signal_ends_the_run_within_seconds_and_a_rerun_resumes(
             "prefect port listening": listening(port),
             "stopped": report["stopped"],
             "last attempt": report["last_attempt"],
+            "failed": {step: report[step]["failed"] for step in ("rate", "score") if report[step]["failed"]},
+            "interrupted": {
+                step: report[step]["interrupted"] for step in ("rate", "score") if report[step]["interrupted"]
+            },
         }
         print(f"\n{signal.Signals(signum).name}: {seen}")
         assert code == 130, f"exit code {code} {stopped_after:.0f} s after the signal:\n{output[-3000:]}"
@@ -161,6 +165,7 @@ def test_a_stop_signal_ends_the_run_within_seconds_and_a_rerun_resumes(
         assert not seen["prefect server processes alive"] and not seen["prefect port listening"]
         assert report["stopped"] is not None and report["stopped"]["reason"] == "interrupted"
         assert report["last_attempt"]["outcome"] == "interrupted"
+        assert not seen["failed"], "a shard the stop ended is interrupted (pending), not failed"
 
         # the rerun resumes: what was rated before the signal, in flight included, is not paid again
         before = server.requests
@@ -168,5 +173,10 @@ def test_a_stop_signal_ends_the_run_within_seconds_and_a_rerun_resumes(
         result = orthoselect_pipeline(config=config)
         assert result["counts"]["selected"] == 50 and server.requests > before
         assert server.stats()["repeated_answers"] == 0, "an answer obtained before the signal was paid again"
+        calls = ctx.storage.read_json("manifest.json")["calls"]
+        negative = {
+            f"{s}.{k}": v for s, c in calls.items() for k, v in c.items() if isinstance(v, int | float) and v < 0
+        }
+        assert not negative, f"negative counts over the attempts: {negative}"
     assert status(ctx)["stopped"] is None
     same_selection(ctx, reference)

@@ -72,9 +72,15 @@ class _Generation:
 
     async def _send(self, messages: list[dict], max_tokens: int):
         async def send(dialect: str):
-            answer = await self.client.complete(
-                messages, max_tokens=max_tokens, response_format=RULES_RESPONSE_FORMAT, dialect=dialect
-            )
+            from orthoselect.llm.transport import LLMError
+
+            try:
+                answer = await self.client.complete(
+                    messages, max_tokens=max_tokens, response_format=RULES_RESPONSE_FORMAT, dialect=dialect
+                )
+            except LLMError as e:  # e.g. a dialect rejected with HTTP 500: it reached the endpoint all the same
+                self._count_failed(e.attempts)
+                raise
             self._count(answer)
             return answer
 
@@ -96,6 +102,11 @@ class _Generation:
             s["cost_unknown"] += 1
         else:
             s["cost_usd"] += cost
+
+    def _count_failed(self, attempts: int) -> None:
+        """Requests of a call that ended in an error: sent, answered with no tokens."""
+        self.stats["requests"] += attempts
+        self.stats["retries"] += max(0, attempts - 1)
 
     def refuse(self, attempt: int, text: str, why: str) -> None:
         """An answer that gave no usable rule, shown (shortened) with the reason."""

@@ -21,7 +21,14 @@ from orthoselect.config import SIMULATED
 from orthoselect.scoring.judge import ScoreJudge
 from orthoselect.stages.base import RunContext, RunStep, UsageStats
 from orthoselect.stages.index import NO_TOTAL, example_texts
-from orthoselect.stages.recorded import dialect_file, endpoint_record, known_dialect, load_rules, rater_for
+from orthoselect.stages.recorded import (
+    dialect_file,
+    endpoint_record,
+    found_record,
+    known_dialect,
+    load_rules,
+    rater_for,
+)
 from orthoselect.types import Document
 
 log = logging.getLogger(__name__)
@@ -64,7 +71,9 @@ class FindDialect(RunStep[DialectStats]):
         if rating.model == SIMULATED:
             record, stats = endpoint_record(rating, None, simulated=True, requests=0), DialectStats()
         elif (dialect := known_dialect(ctx, rating)) is not None:
-            record, stats = endpoint_record(rating, dialect, requests=0), DialectStats(dialect=dialect)
+            found = found_record(ctx, rating, first="rating") or {}  # what found it, kept (none: it is named)
+            tried = found.get("tried", []) if found.get("dialect") == dialect else []
+            record, stats = endpoint_record(rating, dialect, requests=0, tried=tried), DialectStats(dialect=dialect)
         else:
             doc = Document("dialect-probe", example_texts(ctx, 1)[0])
             with rater_for(ctx, self.name, "run", dialect=None, score_mode="sampled") as rater:

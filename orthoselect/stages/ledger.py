@@ -71,11 +71,43 @@ def failures(ctx: RunContext) -> list[dict]:
     return [e for e in _entries(ctx) if not e.get("resolved")]
 
 
+STOPPED = "the run was asked to stop"  # in the message of a unit that a stop request ended (llm/breaker.py)
+INTERRUPTION_ERRORS = ("RunInterrupted", "RatingsIncomplete", "EndpointDown")
+
+
+def is_interruption(entry: dict) -> bool:
+    """Whether a recorded failure is a unit that the run's stop (SIGTERM, Ctrl-C) ended, not a failure of
+    the unit: it did not start, or stopped sending requests when asked. A rerun resumes it."""
+    if entry.get("error") not in INTERRUPTION_ERRORS:
+        return False
+    reason = (entry.get("details") or {}).get("reason", "") if isinstance(entry.get("details"), dict) else ""
+    return entry["error"] == "RunInterrupted" or STOPPED in reason or STOPPED in entry.get("message", "")
+
+
 def open_failures(ctx: RunContext) -> dict[str, dict[str, dict]]:
     """{step: {shard: latest failure}} for shards of today's manifest neither completed nor resolved
     since they last failed, nor done for today's inputs (orthoselect.stages.done: a shard repaired back to
     the content its marker was made from is done again, not failed); a shard removed from the dataset is
-    no longer failed."""
+    no longer failed. A shard whose latest entry is an interruption (`is_interruption`) is not failed: it
+    is pending (`open_interruptions`)."""
+    return {
+        step: kept
+        for step, units in _open_entries(ctx).items()
+        if (kept := {u: e for u, e in units.items() if not is_interruption(e)})
+    }
+
+
+def open_interruptions(ctx: RunContext) -> dict[str, dict[str, dict]]:
+    """{step: {shard: the entry}} for shards that a stop of the run ended and no attempt finished since."""
+    return {
+        step: kept
+        for step, units in _open_entries(ctx).items()
+        if (kept := {u: e for u, e in units.items() if is_interruption(e)})
+    }
+
+
+def _open_entries(ctx: RunContext) -> dict[str, dict[str, dict]]:
+    """{step: {shard: latest entry}}: failures and interruptions not closed since (see open_failures)."""
     from orthoselect.stages import STEPS
 
     ctx = ctx.strict_view()
@@ -102,11 +134,12 @@ def status(ctx: RunContext) -> dict[str, dict]:
     ledger), pending, and stale (a marker of other inputs: pending too); under `stopped`, why the run last
     stopped on purpose (its budget, a stop request), or None; under `last_attempt`, how it went."""
     ctx = ctx.frozen_markers(strict=True)
-    failed = open_failures(ctx)
+    failed, stopped = open_failures(ctx), open_interruptions(ctx)
     report: dict[str, Any] = {}
     for step in shard_steps():
         t = tally(step, ctx, failed)
         listed = set(ctx.completed_units(step.name))
+        pending = set(t.pending)
         report[step.name] = {
             "shards": len(t.units),
             "done": t.done,
@@ -114,10 +147,24 @@ def status(ctx: RunContext) -> dict[str, dict]:
             "pending": t.pending,
             "stale": [u for u in t.units if u in listed and u not in set(t.done)],
             "errors": t.failed,
+            # pending shards that the run's stop ended (a rerun resumes them): one line each
+            "interrupted": {u: interruption_line(e) for u, e in stopped.get(step.name, {}).items() if u in pending},
         }
     report["stopped"] = stop_reason(ctx)
     report["last_attempt"] = last_attempt(ctx)
     return report
+
+
+def interruption_line(entry: dict) -> str:
+    """An interrupted shard in a line: what it had done (ratings obtained, cached) and the attempt."""
+    d = entry.get("details") if isinstance(entry.get("details"), dict) else {}
+    if entry["error"] == "RunInterrupted":  # its last try did not start; an earlier one may have rated some
+        done = "stopped when the run was asked to stop; answers obtained before are cached"
+    elif d and "ratings" in d:
+        done = f"{d.get('ok', 0)} of {d['ratings']} ratings obtained (cached), the rest not asked"
+    else:
+        done = "stopped sending requests"
+    return f"{done} (attempt {entry.get('attempt', '?')})"
 
 
 def record_stop(ctx: RunContext, reason: str, message: str) -> None:
@@ -178,6 +225,12 @@ def attempt_summary(ctx: RunContext) -> list[str]:
         lines.append(
             f"failed, still open: {shown}; re-run only these with `orthoselect retry-failed {ctx.cfg.run_dir}` "
             "(or the deployment's Run form with only_failed: true)"
+        )
+    stopped = open_interruptions(view)
+    if stopped:
+        shown = "; ".join(f"{step}: {', '.join(sorted(units))}" for step, units in stopped.items())
+        lines.append(
+            f"interrupted, pending: {shown}; run the same command again to resume (answers obtained are cached)"
         )
     manifest = ctx.storage.read_json("manifest.json", default=None)
     if manifest is None:

@@ -78,13 +78,20 @@ def known_dialect(ctx: RunContext, section: LLMEndpoint) -> str | None:
     by another section of this run (rule generation on the rating model)."""
     if (fixed := fixed_dialect(section.structured_output)) is not None:
         return fixed
-    for other in ("rules", "rating"):
+    found = found_record(ctx, section)
+    return found["dialect"] if found else None
+
+
+def found_record(ctx: RunContext, section: LLMEndpoint, first: str = "rules") -> dict | None:
+    """The record of the dialect found for the same endpoint and setting by this run (`first`'s section
+    looked at first), what its negotiation tried included; None when none was found."""
+    for other in (first, *({"rules", "rating"} - {first})):
         path = dialect_file(other)
         if ctx.storage.exists(path):
             rec = ctx.storage.read_json(path)
             same = (rec.get("model"), rec.get("api_base"), rec.get("setting"))
             if rec.get("dialect") and same == (section.model, section.api_base, section.structured_output):
-                return rec["dialect"]
+                return rec
     return None
 
 

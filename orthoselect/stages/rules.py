@@ -15,11 +15,12 @@ from orthoselect.choice.dpp import RuleSelection, select_rules
 from orthoselect.choice.quality import score_matrix
 from orthoselect.config import SIMULATED
 from orthoselect.hashing import stable_hash
+from orthoselect.llm.dialects import fixed_dialect
 from orthoselect.report.rules import num, pct, rule_choice_markdown
 from orthoselect.rules.sets import RulesError, load_rules_file, rules_to_json
 from orthoselect.stages.base import Artifact, RunContext, RunStep, Stats, UsageStats, log, run_limiter
 from orthoselect.stages.index import example_texts, sampled_shards
-from orthoselect.stages.recorded import dialect_file, endpoint_record, known_dialect, load_rules
+from orthoselect.stages.recorded import dialect_file, endpoint_record, found_record, known_dialect, load_rules
 from orthoselect.types import Rule
 
 
@@ -107,7 +108,12 @@ def _generated_rules(ctx: RunContext) -> tuple[list[Rule], dict]:
         if cache is not None:
             cache.close()
     if r.model != SIMULATED:
-        tried = (stats.get("negotiation") or {}).get("tried", [])
+        negotiation = stats.get("negotiation")
+        if negotiation is not None:
+            tried = negotiation.get("tried", [])
+        else:  # the dialect was known: keep what the negotiation that found it tried (a rerun, or the rater's)
+            found = found_record(ctx, r) if fixed_dialect(r.structured_output) is None else None
+            tried = found.get("tried", []) if found and found["dialect"] == stats["dialect"] else []
         ctx.storage.write_json(dialect_file("rules"), endpoint_record(r, stats["dialect"], tried=tried))
     return rules, stats
 
