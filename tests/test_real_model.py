@@ -90,7 +90,7 @@ def real_config(tmp_path: Path, llama: LlamaServer, transport: str, **rating: ob
         "seed": 0,
         "dataset": {"path": str(data)},
         "rules": {"file": str(rules)},
-        "rating": {**endpoint, "sample_size": 4, "concurrency": 1, "max_doc_tokens": 256, **rating},
+        "rating": {**endpoint, "sample_size": 4, "concurrency": 1, "max_doc_tokens": 256, "canary": "off", **rating},
         "dpp": {"k": 2, "random_subsets": 20},
         "selection": {"mode": "top_k", "size": 3},
         "cache": {"path": str(tmp_path / "cache.sqlite")},

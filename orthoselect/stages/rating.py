@@ -74,7 +74,8 @@ def rating_fingerprint(ctx: RunContext) -> dict:
         if mode == "expected":
             fp |= {"template": EXPECTED_VERSION, "top_logprobs": r.top_logprobs}
     if r.model == SIMULATED:
-        return fp | {"seed": ctx.cfg.seed}
+        bad = {"simulated_rater": r.simulated_rater} if r.simulated_rater != "good" else {}
+        return fp | {"seed": ctx.cfg.seed} | bad
     return fp | {"dialect": read_dialect(ctx, "rating")}
 
 
