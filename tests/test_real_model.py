@@ -166,3 +166,22 @@ def test_expected_scores_give_the_real_model_a_spread_and_the_run_completes(llam
     spread = rater_spread(sample, sorted(set(sample.rule_id)))
     assert spread.top_share < SAME_ANSWER_SHARE / 2, spread  # well below the diagnosis's 95 %
     assert manifest["counts"]["selected"] == 3
+
+
+def test_the_canary_check_on_the_real_model(llama: LlamaServer, tmp_path: Path) -> None:
+    """The canary check of the rater (issue 21) on SmolLM2 with expected scores: the four sample documents'
+    five degraded twins against the two chosen rules (40 requests). Records the figures (printed; in
+    canary.json) and asserts the verdict the check gives this model."""
+    from orthoselect.config import Config
+    from orthoselect.stages import RunContext, run_local
+
+    cfg = real_config(tmp_path, llama, "http", score_mode="expected", canary="warn")
+    ctx = RunContext(Config.model_validate(cfg))
+    before = llama.chat_requests()
+    manifest = run_local(ctx)
+    c = ctx.storage.read_json("canary.json")
+    print(json.dumps({k: c[k] for k in ("aggregate_share", "aggregate_pairs", "families", "problems")}, indent=1))
+    assert c["checked"] and c["docs"] == 4 and c["aggregate_pairs"] == 4 * 5
+    assert c["requests"] + c["cache_hits"] == 4 * 5 * 2
+    assert manifest["canary"]["aggregate_share"] == c["aggregate_share"]
+    assert llama.chat_requests() - before == sum(s["requests"] for s in manifest["calls"].values())
