@@ -171,7 +171,10 @@ def test_expected_scores_give_the_real_model_a_spread_and_the_run_completes(llam
 def test_the_canary_check_on_the_real_model(llama: LlamaServer, tmp_path: Path) -> None:
     """The canary check of the rater (issue 21) on SmolLM2 with expected scores: the four sample documents'
     five degraded twins against the two chosen rules (40 requests). Records the figures (printed; in
-    canary.json) and asserts the verdict the check gives this model."""
+    canary.json) and asserts the verdict the check gives this model. Measured 2026-12-08 (141 s on this 2-core
+    VM): the original beat its twin in 0.35 of 20 pairs (shuffled 0.25, truncated 0.25, repeated 0.50, noisy
+    0.25, boilerplate 0.50; the document score moved by -0.002 to -0.039, i.e. the twins scored a hair
+    higher): no better than chance, FAILED, a WARNING in `warn` (the run goes on and selects)."""
     from orthoselect.config import Config
     from orthoselect.stages import RunContext, run_local
 
@@ -185,3 +188,7 @@ def test_the_canary_check_on_the_real_model(llama: LlamaServer, tmp_path: Path) 
     assert c["requests"] + c["cache_hits"] == 4 * 5 * 2
     assert manifest["canary"]["aggregate_share"] == c["aggregate_share"]
     assert llama.chat_requests() - before == sum(s["requests"] for s in manifest["calls"].values())
+    # the verdict: SmolLM2-135M does not score damaged text lower (`stop` would end the run here)
+    assert not c["rater_passed"] and c["aggregate_share"] <= 0.5, c["aggregate_share"]
+    assert c["problems"][0].startswith("the rater does no better than chance")
+    assert manifest["counts"]["selected"] == 3
