@@ -166,6 +166,8 @@ def test_stop_halts_an_inverted_rater_before_the_pool_and_a_rerun_sends_nothing(
         c = ctx.storage.read_json("canary.json")
         assert c["stopped"] and not c["rater_passed"] and c["aggregate_share"] < 0.4
         assert c["requests"] == 10 * 5 * 3
+        twins_rated = ctx.storage.read_parquet("canary_ratings.parquet")
+        assert len(twins_rated) == 150 and twins_rated.doc_id.str.contains("~").all() and (twins_rated.raw != "").all()
         usage, _ = usage_over_attempts(ctx.storage)
         assert usage.get("score", {}).get("requests", 0) == 0 and not ctx.storage.exists("scores")
         assert srv.requests == 40 * 5 + 10 * 5 * 3  # the sample and the twins: not one pool request

@@ -6,7 +6,8 @@ repeated, characters garbled, boilerplate added), built from the text as the rat
 `rating.max_doc_tokens`). The twins are rated against the chosen rules through the run's rater (counted,
 cached, limited like every rating); the originals' ratings are the sample's. `orthoselect.choice.canary`
 gives the share of pairs the original wins, per rule and family and for the document score, and the
-verdicts. `canary.json` records them; `warn` logs a WARNING naming the rater or rules that failed, `stop`
+verdicts. `canary.json` records them (the twins' ratings, raw answers included, in
+`canary_ratings.parquet`); `warn` logs a WARNING naming the rater or rules that failed, `stop`
 ends the run here (RaterFailedCanary, no pool request) when the rater fails, `off` rates nothing."""
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from orthoselect.llm.tokens import truncate_tokens
 from orthoselect.stages.base import Artifact, RunContext, RunStep, UsageStats
 from orthoselect.stages.grouping import _single_scores
 from orthoselect.stages.index import NO_TOTAL, sampled_documents, sampled_shards
-from orthoselect.stages.rating import rating_fingerprint
+from orthoselect.stages.rating import rating_fingerprint, ratings_table
 from orthoselect.stages.recorded import load_chosen_rules, rater_for
 from orthoselect.stages.tally import Tally
 from orthoselect.types import Document
@@ -32,6 +33,7 @@ from orthoselect.types import Document
 log = logging.getLogger("orthoselect")
 
 CANARY_FILE = "canary.json"
+TWIN_RATINGS = "canary_ratings.parquet"  # the twins' ratings (doc_id "<document id>~<family>")
 
 
 @dataclass
@@ -94,6 +96,11 @@ class CheckRater(RunStep[CanaryStats]):
         docs = sorted(single, key=lambda d: uint64_key("canary", seed, d))[: r.canary_docs]
         texts = _texts(ctx, set(docs))
         docs = [d for d in docs if d in texts]
+        if not docs:  # nothing to compare with: said, never a verdict on no evidence
+            record = {"mode": r.canary, "checked": False, "reason": "no sample document has every chosen rule rated"}
+            log.warning("canary check: not run, %s", record["reason"])
+            ctx.storage.write_json(CANARY_FILE, record)
+            return CanaryStats(output_hash=stable_hash(record))
         pairs, where = [], []
         for i, doc_id in enumerate(docs):
             seen, _ = truncate_tokens(texts[doc_id], r.max_doc_tokens)  # the text as the rater reads it
@@ -107,6 +114,7 @@ class CheckRater(RunStep[CanaryStats]):
             tally.add(ratings)
             tally.check_transient(self.name, "run")  # the endpoint failed: stop, run again later
             stats = tally.stats(rater)
+        ctx.storage.write_parquet(TWIN_RATINGS, ratings_table(ratings))  # the twins' ratings, raw answers kept
         original = np.array([[single[d][i] for i in ids] for d in docs], dtype=float).reshape(len(docs), len(ids))
         twin_scores = np.full((len(docs), len(FAMILIES), len(ids)), np.nan)
         for (i, j, k), rating in zip(where, ratings):
