@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.stats import spearmanr
 
 from orthoselect.config import GroupAgreement
 
@@ -18,6 +17,8 @@ TOP_SHARE = 0.1
 def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
     """Spearman correlation over the rows where both are finite; None when it is undefined (fewer than 3
     rows, or a constant side)."""
+    from scipy.stats import spearmanr  # here: `status` and `report` import the steps, and must not load scipy
+
     both = np.isfinite(a) & np.isfinite(b)
     if both.sum() < 3 or np.ptp(a[both]) == 0 or np.ptp(b[both]) == 0:
         return None
