@@ -176,3 +176,55 @@ def test_stop_halts_an_inverted_rater_before_the_pool_and_a_rerun_sends_nothing(
         with pytest.raises(RaterFailedCanary):
             run_local(RunContext(Config.model_validate(cfg)))
         assert srv.requests == 0  # the sample's and the twins' answers from the request cache
+
+
+def test_a_failed_canary_is_not_retried():
+    from prefect.states import Failed
+
+    from tasks.steps import RUN_UNIT, Failure, StepFailed, is_permanent, worth_retrying
+
+    error = RaterFailedCanary("canary check: the rater does no better than chance ...")
+    try:
+        raise StepFailed("canary", {RUN_UNIT: Failure.of(error)}) from error
+    except StepFailed as e:
+        failed = e
+    assert not worth_retrying(None, None, Failed(data=failed))
+    assert is_permanent(Failure("RaterFailedCanary", "..."))  # as the ledger records it
+
+
+@pytest.mark.integration
+def test_stop_through_the_stage_flows_fails_once_naming_what_to_try(prefect_api, dask_address, corpus_dir, tmp_path):
+    """The whole path on Prefect and Dask: an inverted loopback rater, `stop`: the select_rules stage fails at
+    the canary step with the figures and the advice, once (not retried), and score_pool never runs."""
+    from flows.pipeline import StageFailed, run_stages, start_run
+    from orthoselect.config import Config
+    from orthoselect.stages import RunContext
+    from orthoselect.stages.ledger import failures
+    from support.configs import llm_config
+    from support.fake_llm_server import FakeLLMServer
+
+    rules = tmp_path / "rules.txt"
+    rules.write_text("Clean text: no garbled characters.\nUnique: no repeated lines.\nComplete: not cut off.\n")
+    with FakeLLMServer(invert=True) as srv:
+        config = llm_config(
+            corpus_dir,
+            tmp_path / "run",
+            srv.url,
+            model="openai/inverted",
+            rules_file=rules,
+            sample_size=40,
+            dpp__k=3,
+            rating__canary="stop",
+            rating__canary_docs=10,
+            cluster__address=dask_address,
+        )
+        with pytest.raises(StageFailed) as err:
+            run_stages(start_run(config), ["index_pool", "generate_rules", "rate_sample", "select_rules", "score_pool"])
+        sent = srv.requests
+    message = str(err.value)
+    assert "step 'canary' failed" in message and "RaterFailedCanary: canary check: the rater does no better" in message
+    assert "The pool was not scored: try a stronger rating model" in message
+    ctx = RunContext(Config.model_validate(config))
+    [entry] = [e for e in failures(ctx) if e["step"] == "canary"]
+    assert entry["error"] == "RaterFailedCanary" and entry["try"] == 1
+    assert not ctx.storage.exists("scores") and sent <= 40 * 3 + 3 + 10 * 5 * 3  # sample, dialect, twins: no pool
