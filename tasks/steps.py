@@ -17,6 +17,7 @@ from prefect.client.schemas.objects import State
 from prefect.context import TaskRunContext
 from prefect.utilities.annotations import quote
 
+from orthoselect.choice.canary import RaterFailedCanary
 from orthoselect.choice.diagnostics import RaterNotDiscriminating
 from orthoselect.choice.inference import DPPInputError, KernelRankError
 from orthoselect.config import ConfigError
@@ -77,6 +78,7 @@ PERMANENT_ERRORS: tuple[type[Exception], ...] = (
     KernelRankError,
     DPPInputError,
     RaterNotDiscriminating,  # the same prompts get the same answers: a stronger rater is needed
+    RaterFailedCanary,  # the rater scores damaged twins no lower: the same prompts, the same answers
     MissingOutput,
     RaterSetupError,
     TooManyFailedRatings,  # final failures: the same prompts would fail again

@@ -86,7 +86,11 @@ def test_request_counts_match_the_cost_model(corpus_dir, tmp_path):
     assert stages["rate_sample"]["requests"] == n * R and stages["rate_sample"]["reused"] == 0
     assert stages["score_pool"]["requests"] == (N - n) * r
     assert stages["score_pool"]["reused"] == n * r
-    assert est["total"]["requests"] == n * R + (N - n) * r
+    canary = 20 * 5 * r  # rating.canary warn: 20 documents' 5 degraded twins against the r chosen rules
+    assert stages["canary"]["requests"] == canary and stages["canary"]["reused"] == 0
+    assert est["total"]["requests"] == n * R + canary + (N - n) * r
+    off = estimate(config(corpus_dir, tmp_path / "run", rating={"canary": "off"}), sample_docs=80)
+    assert off["stages"]["canary"]["requests"] == 0 and off["total"]["requests"] == n * R + (N - n) * r
     assert est["total"]["reused"] == n * r
     assert est["paper_baseline"]["requests"] == R * N
     assert est["paper_baseline"]["ratio"] == pytest.approx((n * R + (N - n) * r) / (R * N))
@@ -246,7 +250,8 @@ def test_unknown_price_is_none_and_rendered_unknown(corpus_dir, tmp_path):
         assert est["stages"][name]["cost_usd"] is None
         assert est["stages"][name]["price_source"] == "unknown"
     assert est["stages"]["rules"]["cost_usd"] == 0.0  # simulated rules
-    assert est["total"]["cost_usd"] is None and est["total"]["unknown_price_stages"] == ["rate_sample", "score_pool"]
+    unknown = ["rate_sample", "canary", "score_pool"]
+    assert est["total"]["cost_usd"] is None and est["total"]["unknown_price_stages"] == unknown
     assert est["paper_baseline"]["cost_usd"] is None
     assert est["fits_budget"] is None
     text = render_estimate(est)
@@ -331,7 +336,8 @@ def test_each_rating_mode_is_projected_with_its_cached_input(corpus_dir, tmp_pat
     N, R, r, n = est["pool"]["documents"], 24, 6, 300
     modes = est["modes"]
     single, grouped, expected = modes["rows"]
-    assert single["requests"] == n * R + (N - n) * r == est["total"]["requests"]
+    # the modes project the rating of the sample and the pool; the canary check's requests are beside them
+    assert single["requests"] == n * R + (N - n) * r == est["total"]["requests"] - est["stages"]["canary"]["requests"]
     assert grouped["requests"] == N and expected["requests"] == single["requests"]
     shared = modes["shared_prefix_tokens"]
     assert shared > modes["rule_tokens"] > 0

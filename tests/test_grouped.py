@@ -372,4 +372,6 @@ def test_pipeline_flow_runs_the_check_as_a_step_with_its_artifact_and_reruns_cac
     assert m["counts"]["attempts"] == 2 and second["counts"]["selected"] == first["counts"]["selected"] == 100
 
     name = Config.model_validate(config).run_name
-    assert f"orthoselect-group-check-{name}" in {a.key for a in read_everything("read_artifacts") if a.key}
+    keys = {a.key for a in read_everything("read_artifacts") if a.key}
+    assert f"orthoselect-group-check-{name}" in keys
+    assert f"orthoselect-canary-{name}" in keys and m["canary"]["rater_passed"]  # the canary check's table too

@@ -17,11 +17,11 @@ TOP_SHARE = 0.1
 def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
     """Spearman correlation over the rows where both are finite; None when it is undefined (fewer than 3
     rows, or a constant side)."""
+    from scipy.stats import spearmanr  # here: `status` and `report` import the steps, and must not load scipy
+
     both = np.isfinite(a) & np.isfinite(b)
     if both.sum() < 3 or np.ptp(a[both]) == 0 or np.ptp(b[both]) == 0:
         return None
-    from scipy.stats import spearmanr  # ~1 s to import: only where used, so `status` and `report` stay light
-
     rho = float(spearmanr(a[both], b[both]).statistic)
     return None if math.isnan(rho) else rho
 

@@ -36,7 +36,7 @@ TYPICAL_OUTPUT_TOKENS = 3  # "0.7" is three cl100k tokens; rating.max_tokens is 
 TYPICAL_JSON_OUTPUT_TOKENS = 8  # {"score": 0.7}, when structured output may be used
 RULE_OUTPUT_TOKENS = 40  # a generated rule: one "Name: description" sentence in a JSON list
 ASSUMED_RULE_TOKENS = 25  # an average rule, when the rules are still to be generated
-STAGES = ("rules", "rate_sample", "score_pool")
+STAGES = ("rules", "rate_sample", "canary", "score_pool")
 
 
 def estimate(cfg: Config, sample_docs: int = 200, retry_overhead: float = 0.0) -> dict:
@@ -124,6 +124,8 @@ def estimate(cfg: Config, sample_docs: int = 200, retry_overhead: float = 0.0) -
     stages = {
         "rules": _rules_stage(cfg, rule_source, texts, retry_overhead),
         "rate_sample": _stage(n * R, 0, per_in, out_typ, out_max, rating_prices, retry_overhead),
+        # the canary check of the rater: each checked document's twins against the r chosen rules
+        "canary": _stage(canary_requests(cfg, n, r), 0, per_in, out_typ, out_max, rating_prices, retry_overhead),
         "score_pool": _stage((N - n) * r, n * r, per_in, out_typ, out_max, rating_prices, retry_overhead),
     }
     total = _total(stages)
@@ -208,6 +210,14 @@ def estimate(cfg: Config, sample_docs: int = 200, retry_overhead: float = 0.0) -
         "notes": notes,
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def canary_requests(cfg: Config, n: int, r: int) -> int:
+    """The canary check's requests (orthoselect/stages/canary.py): one per twin and chosen rule of each
+    checked document; none when `rating.canary` is off."""
+    from orthoselect.data.twins import FAMILIES
+
+    return 0 if cfg.rating.canary == "off" else min(cfg.rating.canary_docs, n) * len(FAMILIES) * r
 
 
 # --- the pool ------------------------------------------------------------------------------------

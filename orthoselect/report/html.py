@@ -12,6 +12,7 @@ import logging
 from collections.abc import Mapping
 
 from orthoselect.data.storage import Storage
+from orthoselect.report.canary import canary_section
 from orthoselect.report.data import (
     RULE_PLOTS,
     SCORE_COUNTS,
@@ -72,6 +73,7 @@ def render_html(
     body = header_section(manifest)
     body += choice_section(selection, manifest["dpp"].get("sample_docs"), png)
     body += rules_section(selection, heatmap, png)
+    body += canary_section(manifest)
     body += grouping_section(manifest)
     body += counts_section(manifest, scores, png)
     body += calls_section(manifest)

@@ -4,6 +4,7 @@ later attempt (`orthoselect.stages.manifest.refresh_attempts`)."""
 
 from __future__ import annotations
 
+from orthoselect.report.canary import canary_markdown
 from orthoselect.report.grouping import grouping_markdown
 from orthoselect.report.rules import rule_choice_markdown
 from orthoselect.report.text import cached_input_line, headline_markdown, in_step_order, notice
@@ -46,6 +47,7 @@ def render_report(m: dict) -> str:
         "",
     ]
     lines += rule_choice_markdown(m["rule_choice"], m["dpp"].get("sample_docs"))
+    lines += canary_markdown(m.get("canary"))
     lines += grouping_markdown(m.get("grouping"))
     lines += [
         "",

@@ -40,13 +40,16 @@ def make_rater(
         from orthoselect.scoring.simulated import SimulatedRater
 
         if per_call == 1:
-            return SimulatedRater(seed=cfg.seed, max_doc_tokens=rating.max_doc_tokens, score_mode=mode)
+            return SimulatedRater(
+                seed=cfg.seed, max_doc_tokens=rating.max_doc_tokens, score_mode=mode, rater=rating.simulated_rater
+            )
         return SimulatedRater(
             seed=cfg.seed,
             max_doc_tokens=rating.max_doc_tokens,
             rules_per_call=per_call,
             group_noise=rating.simulated_group_noise,
             position_bias=rating.simulated_position_bias,
+            rater=rating.simulated_rater,
         )
     from orthoselect.llm.cache import open_cache
     from orthoselect.scoring.judge import Judge

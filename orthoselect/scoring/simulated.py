@@ -227,6 +227,26 @@ def expected_scores(scores: np.ndarray) -> np.ndarray:
     return np.round(digit_distribution(scores) @ _DIGITS / 9.0, 4)
 
 
+RATER_MODES = ("good", "inverted", "random", "length_biased")
+"""The simulator's rater (`rating.simulated_rater`): `good` reads the document as above; the others are bad
+raters for measuring the canary check (orthoselect/stages/canary.py): `inverted` answers 1 - score (prefers
+damaged text), `random` a seeded draw per pair that ignores the document's quality, `length_biased` ignores
+the rule and rewards length alone (a shallow judge: it likes padding, repeats and boilerplate)."""
+
+
+def bad_scores(mode: str, scores: np.ndarray, factors: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """The scores of a bad simulated rater (`RATER_MODES`), from the good rater's `scores`, each pair's
+    document `factors` and its seeded standard-normal `noise`."""
+    if mode == "inverted":
+        return np.round(1.0 - scores, 4)
+    if mode == "random":
+        return np.round(1.0 / (1.0 + np.exp(-1.5 * noise)), 2)
+    if mode == "length_biased":
+        length = factors[:, FACTORS.index("length")]
+        return np.round(1.0 / (1.0 + np.exp(-(1.2 * length + 0.4 + NOISE_SD * noise))), 2)
+    raise ValueError(f"unknown simulated rater {mode!r}; expected one of {RATER_MODES}")
+
+
 class SimulatedRater(Rater):
     """The offline simulator as a Rater: no model, no network; scores from simulated_score.
 
@@ -248,8 +268,12 @@ class SimulatedRater(Rater):
         group_noise: float = 0.0,
         position_bias: float = 0.0,
         score_mode: str = "sampled",
+        rater: str = "good",
     ) -> None:
         super().__init__()
+        if rater not in RATER_MODES:
+            raise ValueError(f"rater must be one of {RATER_MODES}, got {rater!r}")
+        self.rater = rater
         if max_doc_tokens <= 0:
             raise ValueError(f"max_doc_tokens must be positive, got {max_doc_tokens}")
         if score_mode not in ("sampled", "expected"):
@@ -322,6 +346,8 @@ class SimulatedRater(Rater):
                 for n, t_in, t_out in zip(group, _split(used_in, len(group)), _split(6 * len(group), len(group))):
                     tokens_in[n], tokens_out[n] = t_in, t_out
 
+        if self.rater != "good":
+            scores = bad_scores(self.rater, np.array(scores), factors[d], noise).tolist()
         ratings = []
         for (doc, rule), score, di, t_in, t_out in zip(pairs, scores, d.tolist(), tokens_in, tokens_out):
             ratings.append(

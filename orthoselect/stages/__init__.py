@@ -1,7 +1,7 @@
 """The pipeline's steps, in data-flow order. Each reads only what the steps before it persisted:
 
     plan -> scan (per shard) -> sample -> rules -> dialect -> rate (per sampled shard) -> dpp
-         -> group_check -> score (per shard) -> rank -> write (per shard) -> manifest
+         -> canary -> group_check -> score (per shard) -> rank -> write (per shard) -> manifest
 
 `STEPS` is the registry: every list of steps (stage flows, status, manifest, progress bars, artifacts)
 is derived from it and from what each step declares (orthoselect/stages/base.py). Around the steps: the run
@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from orthoselect.stages.base import RUN_UNIT, Artifact, RunContext, RunStep, ShardStep, Step, StepNotReady
+from orthoselect.stages.canary import CheckRater
 from orthoselect.stages.dialect import FindDialect
 from orthoselect.stages.done import outstanding
 from orthoselect.stages.grouping import CheckGrouping
@@ -34,6 +35,7 @@ STEPS: dict[str, Step] = {
         FindDialect(),
         RateSample(),
         SelectRules(),
+        CheckRater(),
         CheckGrouping(),
         ScorePool(),
         RankPool(),

@@ -77,6 +77,14 @@ def _grouping(ctx: RunContext) -> dict:
     return {"grouping": ctx.storage.read_json("group_check.json")}
 
 
+def _canary(ctx: RunContext) -> dict:
+    """The canary check's record (`canary.json`, orthoselect/stages/canary.py) when it ran."""
+    if not ctx.storage.exists("canary.json"):
+        return {}
+    record = ctx.storage.read_json("canary.json")
+    return {"canary": record} if record.get("checked") else {}
+
+
 def build_manifest(ctx: RunContext) -> dict:
     from orthoselect.stages import STEPS  # the registry imports this module
 
@@ -102,8 +110,8 @@ def build_manifest(ctx: RunContext) -> dict:
     )
     calls = {
         s: {k: stages[s][k] for k in fields if k in stages[s]}
-        for s in ("rules", "dialect", "rate", "group_check", "score")
-        if stages.get(s) and (s != "group_check" or stages[s].get("docs"))
+        for s in ("rules", "dialect", "rate", "canary", "group_check", "score")
+        if stages.get(s) and (s not in ("canary", "group_check") or stages[s].get("docs"))
     }
     calls["score"]["reused_from_sample"] = score.get("reused", 0)
     _add_usage_over_attempts(ctx.storage, calls)
@@ -142,6 +150,7 @@ def build_manifest(ctx: RunContext) -> dict:
         "fidelity": {k: chosen.get(k) for k in ("fidelity", "fidelity_percentile", "random_fidelity")},
         "rule_choice": chosen,
         **_grouping(ctx),
+        **_canary(ctx),
         "dpp": {
             "kernel": cfg.dpp.kernel,
             "method": cfg.dpp.method,

@@ -77,7 +77,8 @@ def rating_fingerprint(ctx: RunContext) -> dict:
     if r.retry_failed_answers:  # asking again for remembered failures redoes the steps; off: keys as before
         fp["retry_failed_answers"] = True
     if r.model == SIMULATED:
-        return fp | {"seed": ctx.cfg.seed}
+        bad = {"simulated_rater": r.simulated_rater} if r.simulated_rater != "good" else {}
+        return fp | {"seed": ctx.cfg.seed} | bad
     return fp | {"dialect": read_dialect(ctx, "rating")}
 
 

@@ -54,13 +54,14 @@ def llm_config(
     """`small_config` with the rules (unless `rules_file` is given) and the ratings from the OpenAI-compatible
     endpoint at `url`: `model`, plus `endpoint`'s settings (key variable, timeout, retries, prices) for both.
     The request cache is `cache`, by default `cache.sqlite` beside the run directory. `over` as in
-    `small_config`, applied last."""
+    `small_config`, applied last. The canary check of the rater is off (`rating__canary` turns it on)."""
     service = {"model": model, "api_base": url, **(endpoint or {})}
     cfg = small_config(data, run_dir)
     if rules_file is None:
         cfg["rules"] = {**service, "count": rule_count, "examples": examples}
     else:
         cfg["rules"] = {"file": str(rules_file)}
-    cfg["rating"] = {**service, "sample_size": sample_size, "concurrency": concurrency}
+    # canary off: these tests count the endpoint's requests step by step; tests/test_canary.py turns it on
+    cfg["rating"] = {**service, "sample_size": sample_size, "concurrency": concurrency, "canary": "off"}
     cfg["cache"] = {"path": str(cache if cache is not None else Path(run_dir).parent / "cache.sqlite")}
     return override(cfg, **over)

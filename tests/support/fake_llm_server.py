@@ -8,8 +8,8 @@ Endpoints: POST /v1/chat/completions, GET /v1/models, GET /stats. `latency_ms` r
 arrival to its answer, the server's own work included, as with a real server.
 Answers: "simulated" (default) reads rule and document out of a rating prompt and answers
 simulated_score(rule, doc, seed) with two decimals (a grouped prompt: {"R1": score, ...}, or what
-`group_answer` makes of it); other prompts get a JSON list of rules when they ask
-for one, else a fixed text. "fixed" answers `text` to everything.
+`group_answer` makes of it; with `invert`, 1 - each score: a rater that prefers bad text); other prompts
+get a JSON list of rules when they ask for one, else a fixed text. "fixed" answers `text` to everything.
 Faults (rate_429, rate_500, rate_503, rate_400, rate_timeout, rate_garbage, rate_truncated_json,
 rate_length, rate_refused) are drawn from a hash of (seed, request content, attempt number of that
 content): a run is reproducible and a retry may succeed. With `api_key`, requests without
@@ -115,9 +115,11 @@ class FakeLLMServer:
         rules_mode: str = "good",
         garbage_marker: str | None = None,
         garbage_text: str = '{"score": 1000000000000000}',
+        invert: bool = False,
     ) -> None:
         self.latency_s = latency_ms / 1000.0
         self.mode, self.text, self.seed = mode, text, seed
+        self.invert = invert  # a deliberately bad rater: every simulated score answered as 1 - score
         # rule generation answers (RULES_MODES): "good" distinct fake rules, "echo" the prompt's format hint,
         # "empty" an empty list, "duplicate" one rule repeated (rules_drawn counts rule requests)
         if rules_mode not in RULES_MODES:
@@ -234,6 +236,8 @@ class FakeLLMServer:
                 self.garbage_answers += 1
                 return self.garbage_text
             score = self._simulated(parsed[0], parsed[1], self.seed)
+            if self.invert:
+                score = 1.0 - score
             if expected:  # the most likely digit of the distribution the logprobs report
                 return str(int(np.argmax(digit_distribution(score))))
             return f"{score:.2f}"
@@ -246,6 +250,8 @@ class FakeLLMServer:
                 self._simulated = simulated_score
             doc, rules = grouped
             scores = {label: round(self._simulated(rule, doc, self.seed), 2) for label, rule in rules}
+            if self.invert:
+                scores = {label: round(1.0 - v, 2) for label, v in scores.items()}
             return self.group_answer(scores, rules) if self.group_answer is not None else json.dumps(scores)
         asked = next((m.get("content") or "" for m in messages if "JSON list" in str(m.get("content") or "")), "")
         if asked:
