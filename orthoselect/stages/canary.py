@@ -23,8 +23,7 @@ from orthoselect.data.twins import FAMILIES, twins
 from orthoselect.hashing import stable_hash, uint64_key
 from orthoselect.llm.tokens import truncate_tokens
 from orthoselect.stages.base import Artifact, RunContext, RunStep, UsageStats
-from orthoselect.stages.grouping import _single_scores
-from orthoselect.stages.index import NO_TOTAL, sampled_documents, sampled_shards
+from orthoselect.stages.index import NO_TOTAL, chosen_sample_scores, sample_texts, sampled_shards
 from orthoselect.stages.rating import rating_fingerprint, ratings_table
 from orthoselect.stages.recorded import load_chosen_rules, rater_for
 from orthoselect.stages.tally import Tally
@@ -48,17 +47,6 @@ class CanaryStats(UsageStats):
     aggregate_share: float | None = field(default=None, metadata=NO_TOTAL)
     blamed_rules: int = field(default=0, metadata=NO_TOTAL)
     output_hash: str = field(default="", metadata=NO_TOTAL)
-
-
-def _texts(ctx: RunContext, wanted: set[str]) -> dict[str, str]:
-    """The sample documents `wanted`, by id."""
-    texts: dict[str, str] = {}
-    sample = ctx.storage.read_parquet("sample.parquet", ["doc_id", "shard"])
-    sample = sample[sample.doc_id.isin(wanted)]
-    for shard_id in sorted(set(sample.shard)):
-        for batch_ids, batch_texts in sampled_documents(ctx, ctx.shard(str(shard_id)), wanted):
-            texts.update(zip(batch_ids, batch_texts))
-    return texts
 
 
 class CheckRater(RunStep[CanaryStats]):
@@ -92,9 +80,9 @@ class CheckRater(RunStep[CanaryStats]):
             return CanaryStats(output_hash=stable_hash(record))
         rules = load_chosen_rules(ctx)
         ids = [rule.id for rule in rules]
-        single = _single_scores(ctx, ids)
+        single = chosen_sample_scores(ctx, ids)
         docs = sorted(single, key=lambda d: uint64_key("canary", seed, d))[: r.canary_docs]
-        texts = _texts(ctx, set(docs))
+        texts = sample_texts(ctx, set(docs))
         docs = [d for d in docs if d in texts]
         if not docs:  # nothing to compare with: said, never a verdict on no evidence
             record = {"mode": r.canary, "checked": False, "reason": "no sample document has every chosen rule rated"}

@@ -21,7 +21,7 @@ from orthoselect.hashing import stable_hash, uint64_key
 from orthoselect.report.grouping import grouping_summary
 from orthoselect.report.rules import num
 from orthoselect.stages.base import Artifact, RunContext, RunStep, UsageStats
-from orthoselect.stages.index import NO_TOTAL, sampled_documents, sampled_shards
+from orthoselect.stages.index import NO_TOTAL, chosen_sample_scores, sample_texts, sampled_shards
 from orthoselect.stages.rating import rating_fingerprint
 from orthoselect.stages.recorded import CHECK_FILE, grouping_fingerprint, grouping_wanted, load_chosen_rules, rater_for
 from orthoselect.stages.tally import Tally
@@ -74,15 +74,10 @@ class CheckGrouping(RunStep[GroupCheckStats]):
             return GroupCheckStats(output_hash=stable_hash(record))
         rules = load_chosen_rules(ctx)
         ids = [rule.id for rule in rules]
-        single = _single_scores(ctx, ids)
+        single = chosen_sample_scores(ctx, ids)
         docs = sorted(single, key=lambda d: uint64_key("group-check", ctx.cfg.seed, d))[: r.group_check_docs]
         wanted = set(docs)
-        texts: dict[str, str] = {}
-        sample = ctx.storage.read_parquet("sample.parquet", ["doc_id", "shard"])
-        sample = sample[sample.doc_id.isin(wanted)]
-        for shard_id in sorted(set(sample.shard)):
-            for batch_ids, batch_texts in sampled_documents(ctx, ctx.shard(str(shard_id)), wanted):
-                texts.update(zip(batch_ids, batch_texts))
+        texts = sample_texts(ctx, wanted)
         docs = [d for d in docs if d in texts]
         tally = Tally()
         with rater_for(ctx, self.name, "run", grouped=True) as rater:
@@ -166,19 +161,3 @@ def fallback_message(record: dict) -> str:
         f"the agreement check failed, the pool is scored one rule per call: {grouping_summary(record)}; "
         f"rules that disagreed: {named}"
     )
-
-
-def _single_scores(ctx: RunContext, rule_ids: list[str]) -> dict[str, dict[str, float]]:
-    """Per sample document whose every chosen rule was rated ok one rule per call: {rule id: score}."""
-    import pandas as pd
-
-    frames = [
-        ctx.storage.read_parquet(f"ratings/{s}.parquet", ["doc_id", "rule_id", "score", "status"])
-        for s in sampled_shards(ctx)
-    ]
-    ratings = pd.concat(frames, ignore_index=True)
-    ratings = ratings[(ratings.status == "ok") & ratings.rule_id.isin(rule_ids)]
-    out: dict[str, dict[str, float]] = {}
-    for doc_id, rule_id, score in zip(ratings.doc_id, ratings.rule_id, ratings.score):
-        out.setdefault(doc_id, {})[rule_id] = float(score)
-    return {d: scores for d, scores in out.items() if len(scores) == len(rule_ids)}

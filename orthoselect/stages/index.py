@@ -240,3 +240,28 @@ def example_texts(ctx: RunContext, count: int) -> list[str]:
 def sampled_shards(ctx: RunContext) -> list[str]:
     """Shards holding at least one sampled document: the only ones stage 2 rates."""
     return sorted(SAMPLE.read_stats(ctx, None).sample_per_shard)
+
+
+def sample_texts(ctx: RunContext, wanted: set[str]) -> dict[str, str]:
+    """The sample documents `wanted`, by id."""
+    texts: dict[str, str] = {}
+    sample = ctx.storage.read_parquet("sample.parquet", ["doc_id", "shard"])
+    sample = sample[sample.doc_id.isin(wanted)]
+    for shard_id in sorted(set(sample.shard)):
+        for batch_ids, batch_texts in sampled_documents(ctx, ctx.shard(str(shard_id)), wanted):
+            texts.update(zip(batch_ids, batch_texts))
+    return texts
+
+
+def chosen_sample_scores(ctx: RunContext, rule_ids: list[str]) -> dict[str, dict[str, float]]:
+    """Per sample document whose every chosen rule was rated ok one rule per call: {rule id: score}."""
+    frames = [
+        ctx.storage.read_parquet(f"ratings/{s}.parquet", ["doc_id", "rule_id", "score", "status"])
+        for s in sampled_shards(ctx)
+    ]
+    ratings = pd.concat(frames, ignore_index=True)
+    ratings = ratings[(ratings.status == "ok") & ratings.rule_id.isin(rule_ids)]
+    out: dict[str, dict[str, float]] = {}
+    for doc_id, rule_id, score in zip(ratings.doc_id, ratings.rule_id, ratings.score):
+        out.setdefault(doc_id, {})[rule_id] = float(score)
+    return {d: scores for d, scores in out.items() if len(scores) == len(rule_ids)}
