@@ -4,6 +4,7 @@
 to the rule choice and the canary check (no pool). Prints the check's figures. Minutes: seconds a request.
 
     PYTHONPATH=. .venv/bin/python bench/bench_canary_smollm2.py [--mode sampled] [--sample 8] [--docs 4] [--k 3]
+        [--gguf PATH --chat-format gemma]   # another model (e.g. Gemma 3 270M's GGUF), with a chat format
 """
 
 from __future__ import annotations
@@ -38,8 +39,15 @@ def main() -> None:
     ap.add_argument("--sample", type=int, default=8)
     ap.add_argument("--docs", type=int, default=4)
     ap.add_argument("--k", type=int, default=3)
+    ap.add_argument("--gguf", type=Path, help="another model's GGUF (default: SmolLM2-135M-Instruct)")
+    ap.add_argument("--chat-format", help="llama-cpp-python's --chat_format for it (default: the GGUF's template)")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, LlamaServer(ensure_smollm2(), ensure_llama_python()) as llama:
+    model = args.gguf or ensure_smollm2()
+    extra = ("--chat_format", args.chat_format) if args.chat_format else ()
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        LlamaServer(model, ensure_llama_python(), extra_args=extra) as llama,
+    ):
         corpus = Path(tmp) / "corpus"
         build_corpus(str(corpus), n_docs=30, n_shards=1, seed=0)
         rules = Path(tmp) / "rules.txt"

@@ -31,14 +31,9 @@ class ActorGovernor:
         self.actor = actor
 
     def lease(
-        self,
-        want: int,
-        est_tokens: int,
-        est_cost: float,
-        settle: tuple[int, int, int, float] = (0, 0, 0, 0.0),
-        holder: str = "",
+        self, want: int, est_tokens: int, est_cost: float, settle: tuple[int, int, int, float] = (0, 0, 0, 0.0)
     ) -> tuple[int, float, bool]:
-        return self.actor.lease(want, est_tokens, est_cost, settle, holder).result()
+        return self.actor.lease(want, est_tokens, est_cost, settle).result()
 
     def flush(self) -> dict:
         return self.actor.flush().result(timeout=60)

@@ -81,11 +81,15 @@ def s3_endpoint() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def dask_address() -> Iterator[str]:
     """A Dask cluster of 2 worker processes for the session (`cluster.address` of a run): tests that run
-    the pipeline many times skip starting a LocalCluster each time."""
-    from distributed import LocalCluster
+    the pipeline many times skip starting a LocalCluster each time. Started as a run starts its own (the lean
+    Dask settings, the library preloaded): Dask's nannies write their `pre-spawn-environ` into this process's
+    environment, so a cluster with Dask's defaults would leave MALLOC_TRIM_THRESHOLD_ set for every later
+    LocalCluster of the session (test_dispatch caught it)."""
+    from flows.runtime import dask_cluster
+    from orthoselect.config import ClusterConfig
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        yield cluster.scheduler_address
+    with dask_cluster(ClusterConfig(n_workers=2, threads_per_worker=1, memory_limit="2GiB")) as address:
+        yield address
 
 
 @pytest.fixture(autouse=True)

@@ -108,38 +108,3 @@ def test_a_budget_needs_known_prices(tmp_path):
     check_budget_prices(load_config({**base, "rating": priced, "rules": {"file": "rules.txt"}}))
     check_budget_prices(load_config({**base, "rating": {"model": "openai/gpt-4o-mini"}}))  # in litellm's map
     check_budget_prices(load_config({"dataset": {"path": "x"}, "rating": {"model": "hosted_vllm/my-own-model"}}))
-
-
-def test_concurrency_is_the_run_wide_cap_unless_max_in_flight_is_set(tmp_path):
-    from orthoselect.config import Config
-    from orthoselect.llm.governor import governor_args, lease_batch, limits_wanted, run_in_flight
-
-    def config(**rating) -> Config:
-        return Config.model_validate({"dataset": {"path": str(tmp_path)}, "run_dir": str(tmp_path), "rating": rating})
-
-    assert not limits_wanted(config())  # the simulator: no endpoint, no governor
-    local = config(model="openai/smollm2", api_base="http://127.0.0.1:8000/v1", concurrency=1)
-    assert limits_wanted(local) and run_in_flight(local) == 1
-    assert governor_args(local, Storage(str(tmp_path)), "a1")[2] == 1
-    assert run_in_flight(config(model="openai/x", concurrency=4, max_in_flight=8)) == 8
-    assert [lease_batch(n) for n in (None, 1, 15, 16, 64, 256)] == [8, 1, 1, 2, 8, 8]
-
-
-def test_the_permits_of_a_holder_gone_silent_are_taken_back_once():
-    """A worker process that dies holding the only permit (concurrency 1) must not stop the run: after
-    lease_ttl_s without a call its permits are taken back, and its late report frees nothing twice."""
-    governor = Governor(max_in_flight=1, lease_ttl_s=0.2)
-    assert governor.lease(1, 10, 0.0, holder="a")[0] == 1
-    assert governor.lease(1, 10, 0.0, holder="b")[0] == 0  # a holds the one slot
-    time.sleep(0.3)
-    assert governor.lease(1, 10, 0.0, holder="b")[0] == 1 and governor.expired == 1
-    governor.lease(0, 10, 0.0, settle=(0, 1, 10, 0.0), holder="a")  # a was only slow: its report comes late
-    assert governor.in_flight == 1  # b's permit, still out
-    assert governor.lease(1, 10, 0.0, holder="c")[0] == 0
-
-
-def test_a_live_holder_keeps_its_permits():
-    governor = Governor(max_in_flight=2, lease_ttl_s=60)
-    assert governor.lease(2, 10, 0.0, holder="a")[0] == 2
-    governor.lease(0, 10, 0.0, settle=(0, 2, 20, 0.0), holder="a")
-    assert governor.in_flight == 0 and governor.expired == 0 and governor.sent == 2

@@ -10,7 +10,7 @@ import pytest
 
 from orthoselect.config import Config, RatingConfig
 from orthoselect.stages import RunContext
-from support.configs import FAST_DPP, llm_config, small_config
+from support.configs import FAST_DPP, llm_config
 from support.fake_llm_server import FakeLLMServer
 
 pytestmark = pytest.mark.integration
@@ -98,41 +98,3 @@ def test_budget_stops_the_run_and_a_larger_budget_resumes_it(prefect_api, dask_a
         assert manifest["spend"]["spent_by_attempts_usd"] == pytest.approx(billed, rel=1e-6)
         assert manifest["spend"]["cost_usd"] <= billed
         assert server.requests > stopped_at and status(ctx)["stopped"] is None
-
-
-def test_concurrency_one_is_one_request_in_flight_for_the_whole_run(dask_address, tmp_path):
-    """`rating.concurrency: 1` with no max_in_flight: the run's governor keeps the whole run to one request
-    in flight, though both worker processes rate at once (before, each worker kept to 1: 2 in flight)."""
-    from distributed import Client
-
-    from orthoselect.llm.governor import limits_wanted
-    from orthoselect.stages.context import run_limiter
-    from tasks.runtime import connect
-
-    per_worker = 24
-    with FakeLLMServer(latency_ms=40) as server:
-        rating = {"model": "openai/fake", "api_base": server.url, "concurrency": 1, "structured_output": "off"}
-        cfg = Config.model_validate(small_config(tmp_path / "data", tmp_path / "run", rating=rating))
-        assert limits_wanted(cfg)  # a real endpoint: the run has a governor, with no limit set
-        ctx = RunContext(cfg)
-        with connect(dask_address, cfg, ctx.storage, "a1") as runtime, Client(dask_address) as client:
-            assert runtime.governor is not None
-            ctx.governor = runtime.governor
-            limiter = run_limiter(ctx)
-
-            def rate(worker: int, limiter) -> int:
-                from orthoselect.scoring.llm import LiteLLMRater
-                from orthoselect.types import Document, Rule
-
-                rules = [Rule(f"r{j}", f"Rule {j}: the text is clear and useful, part {j}.") for j in range(4)]
-                docs = [Document(f"w{worker}-d{i}", f"Worker {worker} document {i}.") for i in range(per_worker // 4)]
-                with LiteLLMRater(cfg.rating, limiter=limiter) as rater:
-                    return sum(r.status == "ok" for r in rater.rate([(d, r) for d in docs for r in rules]))
-
-            futures = [
-                client.submit(rate, w, limiter, workers=[addr], pure=False)
-                for w, addr in enumerate(sorted(client.scheduler_info()["workers"]))
-            ]
-            assert [f.result() for f in futures] == [per_worker, per_worker]
-        assert server.requests == 2 * per_worker
-        assert server.max_in_flight == 1, f"{server.max_in_flight} requests in flight at once"

@@ -34,13 +34,7 @@ class LLMEndpoint(Section):
         description="Name of the environment variable that holds the API key (the key itself is never "
         "read from the config, logged or cached). null: the provider's usual variable, e.g. OPENAI_API_KEY.",
     )
-    timeout_s: float = Field(
-        60.0,
-        gt=0,
-        description="Seconds before one request is abandoned and retried, counted from when it is sent "
-        "(waiting for a permit does not count). Allow several times the endpoint's time for one request: a "
-        "CPU server needing 5-10 s a rating wants 120 or more, and a timed-out request is computed again.",
-    )
+    timeout_s: float = Field(60.0, gt=0, description="Seconds before one request is abandoned and retried.")
     max_retries: int = Field(
         4, ge=0, description="Retries of one request after 429, 5xx, connection errors and timeouts."
     )
@@ -117,16 +111,7 @@ class RatingConfig(LLMEndpoint):
         description="`http`: lean async HTTP client for OpenAI-compatible endpoints; `litellm`: "
         "litellm.acompletion for any provider; `auto`: http for OpenAI-compatible providers, else litellm.",
     )
-    concurrency: int = Field(
-        128,
-        gt=0,
-        description="Requests in flight at once for the whole run: the endpoint never sees more, whatever "
-        "the number of Dask worker processes and threads (the run's governor keeps the total; each worker "
-        "leases permits a few at a time, so it costs no round trip per request). 1 for a server that "
-        "computes one request at a time (llama-cpp-python's); the number of slots of `llama-server`; "
-        "64-256 for vLLM or a hosted API. The default, 128, is what the default 2-worker cluster sent when "
-        "this was 64 per worker process.",
-    )
+    concurrency: int = Field(64, gt=0, description="Requests in flight at once per worker process.")
     sample_size: int = Field(1000, gt=1, description="n: documents rated against all R rules for the DPP.")
     allow_sample_is_pool: bool = Field(
         False,
@@ -155,9 +140,8 @@ class RatingConfig(LLMEndpoint):
     max_in_flight: int | None = Field(
         None,
         gt=0,
-        description="Run-wide cap on requests in flight when it must differ from `concurrency`: each "
-        "worker process then sends up to `concurrency` at once and the whole run up to this many (e.g. "
-        "workers x concurrency, the meaning `concurrency` had before it was per run). null: `concurrency`.",
+        description="Requests in flight at once for the whole run, across every worker (each "
+        "worker also keeps to `concurrency`). null: workers x concurrency.",
     )
     retry_failed_answers: bool = Field(
         False,

@@ -14,7 +14,6 @@ import datetime as dt
 import json
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -51,12 +50,7 @@ class GovernorLike(Protocol):
     blocking: bool  # True: calls wait on another process, so they are made from a helper thread
 
     def lease(
-        self,
-        want: int,
-        est_tokens: int,
-        est_cost: float,
-        settle: tuple[int, int, int, float] = (0, 0, 0, 0.0),
-        holder: str = "",
+        self, want: int, est_tokens: int, est_cost: float, settle: tuple[int, int, int, float] = (0, 0, 0, 0.0)
     ) -> tuple[int, float, bool]:
         """See Governor.lease."""
         ...
@@ -80,15 +74,8 @@ class Governor:
         spent_usd: float = 0.0,
         storage: Storage | None = None,
         attempt: str = "local",
-        lease_ttl_s: float | None = None,
     ):
         now = time.monotonic()
-        # permits each holder (a Permits object) has out and when it last called: a holder silent for
-        # lease_ttl_s with permits out (its worker process died) has them taken back, so that a small cap
-        # (concurrency 1) never waits forever on a lost worker's permit
-        self._out: dict[str, int] = {}  # holder -> permits out
-        self._seen: dict[str, float] = {}  # holder -> when it last called
-        self.lease_ttl_s, self.expired = lease_ttl_s, 0
         self.requests = _Bucket(rpm / 60.0, max(1.0, rpm / 60.0), now) if rpm else None
         self.tokens = _Bucket(tpm / 60.0, max(1.0, tpm / 60.0), now) if tpm else None
         self.max_in_flight = max_in_flight
@@ -104,26 +91,15 @@ class Governor:
         self.__dict__.update(state, _lock=threading.Lock())
 
     def lease(
-        self,
-        want: int,
-        est_tokens: int,
-        est_cost: float,
-        settle: tuple[int, int, int, float] = (0, 0, 0, 0.0),
-        holder: str = "",
+        self, want: int, est_tokens: int, est_cost: float, settle: tuple[int, int, int, float] = (0, 0, 0, 0.0)
     ) -> tuple[int, float, bool]:
         """Settle the caller's finished requests, then grant up to `want` permits for requests of about
         `est_tokens` tokens and `est_cost` dollars each. Returns (granted, retry_after_s, budget_stopped).
-        `settle` = (unused permits returned, requests finished, tokens used, dollars spent); `holder`: the
-        caller's id, for taking back the permits of one that went silent (`lease_ttl_s`)."""
+        `settle` = (unused permits returned, requests finished, tokens used, dollars spent)."""
         with self._lock:
             now = time.monotonic()
             returned, done, tokens, cost = settle
-            freed = returned + done
-            if holder:
-                out = self._out.get(holder, 0)
-                freed, self._out[holder], self._seen[holder] = min(freed, out), max(0, out - freed), now  # none twice
-            self._settle(returned, done, tokens, cost, est_tokens=est_tokens, est_cost=est_cost, freed=freed)
-            self._expire(now, est_cost)
+            self._settle(returned, done, tokens, cost, est_tokens=est_tokens, est_cost=est_cost)
             for bucket in (self.requests, self.tokens):
                 if bucket:
                     bucket.refill(now)
@@ -149,41 +125,15 @@ class Governor:
                 self.in_flight += 1
                 self.reserved += est_cost
                 granted += 1
-            if holder and granted:
-                self._out[holder] += granted
             if now - self._persisted > PERSIST_EVERY_S or self.stopped:
                 self._persist(now)
             return granted, wait, self.stopped and granted == 0
 
-    def _expire(self, now: float, est_cost: float) -> None:
-        """Take back the permits of holders silent for lease_ttl_s (and forget idle ones)."""
-        if not self.lease_ttl_s:
-            return
-        for holder, seen in list(self._seen.items()):
-            if now - seen > self.lease_ttl_s:
-                del self._seen[holder]
-                out = self._out.pop(holder, 0)
-                if out:
-                    self.in_flight = max(0, self.in_flight - out)
-                    self.reserved = max(0.0, self.reserved - out * est_cost)
-                    self.expired += out
-
-    def _settle(
-        self,
-        returned: int,
-        done: int,
-        tokens: int,
-        cost: float,
-        est_tokens: int,
-        est_cost: float,
-        freed: int | None = None,
-    ) -> None:
-        """Free the slots and reservations of permits returned unused or used (`freed` of them: fewer when
-        some were taken back from their silent holder already); refund the token estimate beyond what the
-        finished requests really used (a request over its estimate takes more)."""
-        freed = returned + done if freed is None else freed
-        self.in_flight = max(0, self.in_flight - freed)
-        self.reserved = max(0.0, self.reserved - freed * est_cost)
+    def _settle(self, returned: int, done: int, tokens: int, cost: float, est_tokens: int, est_cost: float) -> None:
+        """Free the slots and reservations of permits returned unused or used; refund the token
+        estimate beyond what the finished requests really used (a request over its estimate takes more)."""
+        self.in_flight = max(0, self.in_flight - returned - done)
+        self.reserved = max(0.0, self.reserved - (returned + done) * est_cost)
         if self.tokens:
             refund = (returned + done) * est_tokens - tokens
             self.tokens.level = min(self.tokens.capacity, self.tokens.level + refund)
@@ -217,26 +167,9 @@ class Governor:
 
 
 def limits_wanted(cfg) -> bool:
-    """Whether the run needs a Governor: it sets a run-wide limit, or it calls a real LLM endpoint, whose
-    requests in flight are kept to `rating.concurrency` for the whole run (not per worker process)."""
-    from orthoselect.config import SIMULATED
-
+    """Whether the config sets any run-wide limit (then the run needs a Governor)."""
     r = cfg.rating
-    calls = r.model != SIMULATED or (cfg.rules.model != SIMULATED and not cfg.rules.file)
-    return calls or any(v is not None for v in (r.rpm, r.tpm, r.max_in_flight, cfg.budget_usd))
-
-
-def run_in_flight(cfg) -> int:
-    """Requests in flight at once for the whole run: `rating.max_in_flight`, else `rating.concurrency`."""
-    r = cfg.rating
-    return r.max_in_flight if r.max_in_flight is not None else r.concurrency
-
-
-def lease_batch(in_flight: int | None) -> int:
-    """Permits a client leases at a time: 8 (a handful of governor calls per worker per second at thousands
-    of requests per second), fewer under a small cap so that permits one worker holds unused do not keep
-    another waiting: a cap below 16 is leased one permit at a time."""
-    return 8 if in_flight is None else max(1, min(8, in_flight // 8))
+    return any(v is not None for v in (r.rpm, r.tpm, r.max_in_flight, cfg.budget_usd))
 
 
 def governor_args(cfg, storage: Storage, attempt: str) -> tuple:
@@ -244,16 +177,7 @@ def governor_args(cfg, storage: Storage, attempt: str) -> tuple:
     with a model of unknown price is refused here, before any work: it could not be kept."""
     check_budget_prices(cfg)
     r = cfg.rating
-    ttl = lease_ttl(cfg)
-    return r.rpm, r.tpm, run_in_flight(cfg), cfg.budget_usd, spent_so_far(storage), storage, attempt, ttl
-
-
-def lease_ttl(cfg) -> float:
-    """Seconds a holder of permits may stay silent before they are taken back: twice the longest request
-    timeout and the longest Retry-After wait, so a live holder never loses one."""
-    from orthoselect.llm.client import RETRY_AFTER_CAP_S
-
-    return 2 * max(cfg.rating.timeout_s, cfg.rules.timeout_s) + RETRY_AFTER_CAP_S
+    return r.rpm, r.tpm, r.max_in_flight, cfg.budget_usd, spent_so_far(storage), storage, attempt
 
 
 def check_budget_prices(cfg) -> None:
@@ -286,7 +210,6 @@ class Permits:
 
     def __init__(self, governor: GovernorLike, batch: int = 8, estimate: tuple[int, float] | None = None):
         self.governor, self.batch = governor, batch
-        self.holder = uuid.uuid4().hex  # each copy (one per task that unpickles it) holds its own permits
         self._credits = 0
         self._done, self._tokens, self._cost = 0, 0, 0.0
         self._est = estimate
@@ -298,8 +221,7 @@ class Permits:
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["governor"], state["batch"], state["estimate"])  # type: ignore[misc]
 
-    async def _call(self, want: int, est_tokens: int, est_cost: float, settle: tuple[int, int, int, float]) -> tuple:
-        args = (want, est_tokens, est_cost, settle, self.holder)
+    async def _call(self, *args) -> tuple:
         if self.governor.blocking:
             return await asyncio.to_thread(self.governor.lease, *args)
         return self.governor.lease(*args)

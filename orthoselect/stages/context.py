@@ -160,6 +160,6 @@ def run_limiter(ctx: RunContext):
     """The limiter an LLM client of this run uses: permits from the run's governor, if it has one."""
     if ctx.governor is None:
         return None
-    from orthoselect.llm.governor import Permits, lease_batch, run_in_flight
+    from orthoselect.llm.governor import Permits
 
-    return Permits(ctx.governor, batch=lease_batch(run_in_flight(ctx.cfg)))
+    return Permits(ctx.governor)
