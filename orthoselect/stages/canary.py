@@ -23,8 +23,8 @@ from orthoselect.data.twins import FAMILIES, twins
 from orthoselect.hashing import stable_hash, uint64_key
 from orthoselect.llm.tokens import truncate_tokens
 from orthoselect.stages.base import Artifact, RunContext, RunStep, UsageStats
-from orthoselect.stages.index import NO_TOTAL, chosen_sample_scores, sample_texts, sampled_shards
-from orthoselect.stages.rating import rating_fingerprint, ratings_table
+from orthoselect.stages.index import NO_TOTAL, chosen_sample_scores, sample_texts
+from orthoselect.stages.rating import chosen_sample_inputs, ratings_table
 from orthoselect.stages.recorded import load_chosen_rules, rater_for
 from orthoselect.stages.tally import Tally
 from orthoselect.types import Document
@@ -66,10 +66,7 @@ class CheckRater(RunStep[CanaryStats]):
             "docs": r.canary_docs,
             "margin": r.canary_margin,
             "families": FAMILIES,
-            "seed": ctx.cfg.seed,
-            "chosen": ctx.done_key("dpp"),
-            "ratings": {s: ctx.done_key("rate", s) for s in sampled_shards(ctx)},
-            "rating": rating_fingerprint(ctx),
+            **chosen_sample_inputs(ctx),
         }
 
     def run(self, ctx: RunContext, unit: None) -> CanaryStats:

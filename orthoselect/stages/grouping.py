@@ -21,8 +21,8 @@ from orthoselect.hashing import stable_hash, uint64_key
 from orthoselect.report.grouping import grouping_summary
 from orthoselect.report.rules import num
 from orthoselect.stages.base import Artifact, RunContext, RunStep, UsageStats
-from orthoselect.stages.index import NO_TOTAL, chosen_sample_scores, sample_texts, sampled_shards
-from orthoselect.stages.rating import rating_fingerprint
+from orthoselect.stages.index import NO_TOTAL, chosen_sample_scores, sample_texts
+from orthoselect.stages.rating import chosen_sample_inputs
 from orthoselect.stages.recorded import CHECK_FILE, grouping_fingerprint, grouping_wanted, load_chosen_rules, rater_for
 from orthoselect.stages.tally import Tally
 from orthoselect.types import Document
@@ -60,10 +60,7 @@ class CheckGrouping(RunStep[GroupCheckStats]):
             "grouping": grouping_fingerprint(ctx),
             "docs": r.group_check_docs,
             "thresholds": r.min_group_agreement.model_dump(),
-            "seed": ctx.cfg.seed,
-            "chosen": ctx.done_key("dpp"),
-            "ratings": {s: ctx.done_key("rate", s) for s in sampled_shards(ctx)},
-            "rating": rating_fingerprint(ctx),
+            **chosen_sample_inputs(ctx),
         }
 
     def run(self, ctx: RunContext, unit: None) -> GroupCheckStats:

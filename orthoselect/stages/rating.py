@@ -55,6 +55,17 @@ RATING_SCHEMA = pa.schema(
 assert RATING_SCHEMA.names == RATING_COLUMNS
 
 
+def chosen_sample_inputs(ctx: RunContext) -> dict:
+    """What a check of the chosen rules on rated sample documents depends on (the canary and the grouping
+    check): the seed, the rule choice, the sample's ratings and how they were asked."""
+    return {
+        "seed": ctx.cfg.seed,
+        "chosen": ctx.done_key("dpp"),
+        "ratings": {s: ctx.done_key("rate", s) for s in sampled_shards(ctx)},
+        "rating": rating_fingerprint(ctx),
+    }
+
+
 def rating_fingerprint(ctx: RunContext) -> dict:
     """What a rating's request and answer depend on: model, prompts, max_tokens, the structured-output
     dialect the run found (a change asks again), ... (not where it is sent)."""
